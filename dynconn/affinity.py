@@ -1,0 +1,267 @@
+"""Stage 2, affinity: time-resolved non-negative affinities between neuron pairs.
+
+Methods (formulas in ``docs/method.md``):
+
+``differential`` (default)
+    Each neuron's smoothed temporal derivative ``d_i`` (Gaussian derivative filter, SD
+    ``smooth_seconds``) is scaled by its own derivative noise level ``σ_i`` (robust SD of
+    ``d_i``): ``z_i = d_i / σ_i``, then soft-thresholded at ``θ`` noise units,
+    ``s_i = sign(z_i)·max(|z_i| − θ, 0)``. The instantaneous affinity is the geometric mean
+    of the two changes when they have the same sign, and zero otherwise::
+
+        a_ij(t) = sqrt(max(s_i(t)·s_j(t), 0))
+
+    then averaged over the frames of each time bin.
+``mtd``
+    Multiplication of temporal derivatives (Shine et al. 2015), positive part: derivatives
+    divided by their SD, ``a_ij(t) = max(z_i(t)·z_j(t), 0)``, averaged per bin.
+``window-corr``
+    Pearson correlation of the traces in a sliding window centred on each bin, positive part.
+
+Every method is a binned average of a product that splits into a positive and a negative
+part, ``max(u_i u_j, 0) = u⁺_i u⁺_j + u⁻_i u⁻_j``, so each bin's N × N affinity matrix is
+one Gram matrix ``R_b R_bᵀ`` (BLAS), and only one bin's N × N block lives beside the
+(P, T) output at any time: peak memory stays near the size of the output tensor.
+
+Artifact ``affinity.h5`` (DESIGN.md): ``/affinity`` float32 (P, T, A), ``/pairs`` int32
+(P, 2), ``/mask`` bool (P, A), ``/neurons`` (N), ``/animals`` (A), ``/time`` float64 (T)
+bin centres in s. Unobserved entries (mask False) hold 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from .config import Config
+from .console import Console, warn
+
+NAME = "affinity"
+OUTPUT = "affinity.h5"
+UPSTREAM = ("ingest",)
+
+METHODS = ("differential", "mtd", "window-corr")
+
+
+# ----------------------------------------------------------------------------- pure core
+def pair_index(n: int) -> np.ndarray:
+    """(P, 2) int32 pairs i < j in row-major upper-triangle order, P = n(n−1)/2."""
+    i, j = np.triu_indices(n, k=1)
+    return np.stack([i, j], axis=1).astype(np.int32)
+
+
+def smoothed_derivative(traces: np.ndarray, sigma_frames: float) -> np.ndarray:
+    """Gaussian-derivative of each row of an (N, F) array, per frame. NaN frames count as 0
+    change (no evidence) after filling them with the previous value."""
+    x = np.asarray(traces, dtype=np.float64)
+    if np.isnan(x).any():
+        x = _hold_last(x)
+    return gaussian_filter1d(x, sigma=max(sigma_frames, 1e-3), axis=1, order=1, mode="nearest")
+
+
+def _hold_last(x: np.ndarray) -> np.ndarray:
+    """Replace NaN by the last finite value of the row (the first finite one at the start)."""
+    out = x.copy()
+    for row in out:
+        bad = np.isnan(row)
+        if bad.all():
+            row[:] = 0.0
+        elif bad.any():
+            idx = np.where(~bad, np.arange(row.size), 0)
+            np.maximum.accumulate(idx, out=idx)
+            first = np.flatnonzero(~bad)[0]
+            idx[:first] = first
+            row[:] = row[idx]
+    return out
+
+
+def derivative_noise(d: np.ndarray) -> np.ndarray:
+    """Noise level of each derivative trace: 1.4826 × MAD (robust to sparse events)."""
+    med = np.median(d, axis=1, keepdims=True)
+    return 1.4826 * np.median(np.abs(d - med), axis=1)
+
+
+def differential_signal(traces: np.ndarray, sigma_frames: float, threshold: float) -> np.ndarray:
+    """``s_i(t)``: soft-thresholded, noise-scaled derivative of each row of (N, F) traces.
+
+    Invariant to any per-neuron affine change ``a·x + b`` with a > 0 (raw F, ΔF/F and
+    z-scored traces give the same s). Constant (or all-missing) neurons give s = 0.
+    """
+    d = smoothed_derivative(traces, sigma_frames)
+    sigma = derivative_noise(d)
+    flat = ~(sigma > 0)
+    if flat.any():
+        # a neuron with zero MAD but some change (very sparse) falls back to its plain SD
+        sd = d.std(axis=1)
+        sigma = np.where(flat, sd, sigma)
+        flat = ~(sigma > 0)
+    z = d / np.where(flat, 1.0, sigma)[:, None]
+    z[flat] = 0.0
+    return np.sign(z) * np.maximum(np.abs(z) - threshold, 0.0)
+
+
+def mtd_signal(traces: np.ndarray, sigma_frames: float) -> np.ndarray:
+    """Derivatives divided by their SD (Shine et al. 2015's normalised derivative)."""
+    d = smoothed_derivative(traces, sigma_frames)
+    sd = d.std(axis=1)
+    return np.where(sd[:, None] > 0, d / np.where(sd > 0, sd, 1.0)[:, None], 0.0)
+
+
+def bin_edges(n_frames: int, frames_per_bin: int) -> np.ndarray:
+    """Frame index where each complete bin starts (an incomplete last bin is dropped)."""
+    n_bins = n_frames // frames_per_bin
+    return np.arange(n_bins) * frames_per_bin
+
+
+def binned_gram(positive: np.ndarray, negative: np.ndarray | None, frames_per_bin: int,
+                pairs: np.ndarray, scale: float = 1.0, advance=None) -> np.ndarray:
+    """Per bin, the mean over its frames of ``u⁺_i u⁺_j + u⁻_i u⁻_j`` for every pair.
+
+    ``positive``/``negative`` are (N, F) non-negative arrays. Returns float32 (P, T).
+    """
+    n, f = positive.shape
+    starts = bin_edges(f, frames_per_bin)
+    out = np.empty((pairs.shape[0], starts.size), dtype=np.float32)
+    i, j = pairs[:, 0], pairs[:, 1]
+    for b, s in enumerate(starts):
+        block = positive[:, s : s + frames_per_bin]
+        gram = block @ block.T
+        if negative is not None:
+            block = negative[:, s : s + frames_per_bin]
+            gram += block @ block.T
+        out[:, b] = gram[i, j] * (scale / frames_per_bin)
+        if advance is not None:
+            advance()
+    return out
+
+
+def window_correlation(traces: np.ndarray, frames_per_bin: int, window: int,
+                       pairs: np.ndarray, advance=None) -> np.ndarray:
+    """Positive part of the Pearson correlation in a window of ``window`` frames centred on
+    each bin's centre. Returns float32 (P, T)."""
+    x = np.nan_to_num(np.asarray(traces, dtype=np.float64))
+    n, f = x.shape
+    starts = bin_edges(f, frames_per_bin)
+    out = np.empty((pairs.shape[0], starts.size), dtype=np.float32)
+    i, j = pairs[:, 0], pairs[:, 1]
+    half = window // 2
+    for b, s in enumerate(starts):
+        centre = s + frames_per_bin // 2
+        lo, hi = max(0, centre - half), min(f, centre + half + 1)
+        w = x[:, lo:hi] - x[:, lo:hi].mean(axis=1, keepdims=True)
+        norm = np.sqrt((w * w).sum(axis=1))
+        w = w / np.where(norm > 0, norm, np.inf)[:, None]
+        corr = w @ w.T
+        out[:, b] = np.maximum(corr[i, j], 0.0)
+        if advance is not None:
+            advance()
+    return out
+
+
+def compute_affinity(
+    traces: np.ndarray,
+    *,
+    sampling_rate: float,
+    method: str = "differential",
+    bin_seconds: float = 5.0,
+    smooth_seconds: float = 0.5,
+    noise_threshold: float = 1.0,
+    window_seconds: float = 30.0,
+    pairs: np.ndarray | None = None,
+    advance=None,
+) -> np.ndarray:
+    """Affinity of every pair of rows of one animal's (N, F) traces, float32 (P, T).
+
+    ``P = N(N−1)/2`` pairs in :func:`pair_index` order unless ``pairs`` is given;
+    ``T = F // round(bin_seconds · sampling_rate)`` bins. Units: ``differential`` in noise
+    SDs; ``mtd`` in SD²; ``window-corr`` a correlation in [0, 1].
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown affinity method {method!r}; expected one of {METHODS}")
+    traces = np.asarray(traces, dtype=np.float64)
+    n, f = traces.shape
+    if pairs is None:
+        pairs = pair_index(n)
+    fpb = max(1, int(round(bin_seconds * sampling_rate)))
+    if f < fpb:
+        raise ValueError(
+            f"recording of {f} frames is shorter than one bin of {bin_seconds:g} s; "
+            "lower affinity.bin_seconds"
+        )
+    sigma = smooth_seconds * sampling_rate
+    if method == "differential":
+        s = differential_signal(traces, sigma, noise_threshold)
+        return binned_gram(np.sqrt(np.maximum(s, 0)), np.sqrt(np.maximum(-s, 0)), fpb, pairs,
+                           advance=advance)
+    if method == "mtd":
+        z = mtd_signal(traces, sigma)
+        return binned_gram(np.maximum(z, 0), np.maximum(-z, 0), fpb, pairs, advance=advance)
+    window = max(3, int(round(window_seconds * sampling_rate)))
+    return window_correlation(traces, fpb, window, pairs, advance=advance)
+
+
+def bin_centres(n_frames: int, sampling_rate: float, bin_seconds: float) -> np.ndarray:
+    """Centre of each complete bin, s (frame i is at i / sampling_rate)."""
+    fpb = max(1, int(round(bin_seconds * sampling_rate)))
+    starts = bin_edges(n_frames, fpb)
+    return (starts + (fpb - 1) / 2.0) / sampling_rate
+
+
+def observed_pairs(present: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """(P, A) bool: both neurons of the pair recorded in the animal (present is (N, A))."""
+    return present[pairs[:, 0]] & present[pairs[:, 1]]
+
+
+# ----------------------------------------------------------------------------- stage
+def params(config: Config) -> dict:
+    return dict(config["affinity"])
+
+
+def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
+    ing = upstream["ingest"]
+    traces, present = ing["traces"], ing["present"]
+    rate = float(ing.attrs["sampling_rate"])
+    p = config["affinity"]
+    n_animals, n_neurons, n_frames = traces.shape
+    pairs = pair_index(n_neurons)
+    mask = observed_pairs(present, pairs)
+    fpb = max(1, int(round(p["bin_seconds"] * rate)))
+    n_bins = n_frames // fpb
+    if n_bins < 2:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"affinity.bin_seconds: {p['bin_seconds']:g} s leaves {n_bins} bin(s) in a "
+            f"{n_frames / rate:g} s recording; choose a shorter bin"
+        )
+    affinity = np.zeros((pairs.shape[0], n_bins, n_animals), dtype=np.float32)
+    with console.progress("affinity (bins × animals)", n_bins * n_animals) as advance:
+        for a in range(n_animals):
+            rows = np.flatnonzero(present[:, a])
+            local = np.searchsorted(rows, pairs[mask[:, a]])  # pair indices within the animal
+            affinity[mask[:, a], :, a] = compute_affinity(
+                traces[a, rows],
+                sampling_rate=rate,
+                method=p["method"],
+                bin_seconds=p["bin_seconds"],
+                smooth_seconds=p["smooth_seconds"],
+                noise_threshold=p["noise_threshold"],
+                window_seconds=p["window_seconds"],
+                pairs=local.astype(np.int32),
+                advance=advance,
+            )
+    if not np.isfinite(affinity).all():
+        raise FloatingPointError("affinity: non-finite values produced")  # guarded by ingest
+    unobserved = ~mask.any(axis=1)
+    if unobserved.any():
+        warn(f"{int(unobserved.sum())} pairs are never recorded together in any animal")
+    return {
+        "affinity": affinity,
+        "pairs": pairs,
+        "mask": mask,
+        "neurons": ing["neurons"],
+        "animals": ing["animals"],
+        "time": bin_centres(n_frames, rate, p["bin_seconds"]),
+    }, {"sampling_rate": rate, "frames_per_bin": fpb}

@@ -1,0 +1,79 @@
+"""The atlas: when each component is active and which components each epoch holds.
+
+Activity rule (documented in docs/method.md): with threshold θ (``report.active_threshold``,
+default 0.5), component r is
+
+- *active in a time bin* when its temporal loading there is ≥ θ × its maximum loading;
+- *active in an epoch* when its mean loading over the epoch's bins is ≥ θ × its maximum.
+
+Pure functions, arrays in and plain Python structures out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NO_STIMULUS = "(no stimulus)"
+
+
+def active_bins(loading: np.ndarray, threshold: float) -> np.ndarray:
+    """Bool (T,): bins where the loading is ≥ threshold × its maximum (none if all zero)."""
+    top = float(np.max(loading)) if loading.size else 0.0
+    if not top > 0:
+        return np.zeros(loading.shape, dtype=bool)
+    return loading >= threshold * top
+
+
+def active_intervals(time_s: np.ndarray, active: np.ndarray, bin_seconds: float) -> list[list[float]]:
+    """Runs of consecutive active bins as ``[start_s, stop_s]`` (bin edges, s)."""
+    out: list[list[float]] = []
+    half = bin_seconds / 2.0
+    for k in np.flatnonzero(active):
+        start, stop = float(time_s[k] - half), float(time_s[k] + half)
+        if out and abs(out[-1][1] - start) < 1e-6 * max(1.0, bin_seconds):
+            out[-1][1] = stop
+        else:
+            out.append([start, stop])
+    return out
+
+
+def epoch_rows(epochs: list[dict], time_s: np.ndarray, bin_seconds: float) -> list[dict]:
+    """The atlas rows: each stimulus epoch, plus each stretch of at least one bin not
+    covered by any epoch (labelled ``(no stimulus)``), in time order."""
+    rows = [dict(e) for e in epochs]
+    if time_s.size:
+        start, stop = float(time_s[0] - bin_seconds / 2), float(time_s[-1] + bin_seconds / 2)
+        covered = np.zeros(time_s.size, dtype=bool)
+        for e in epochs:
+            covered |= (time_s >= e["start_s"]) & (time_s < e["stop_s"])
+        for a, b in active_intervals(time_s, ~covered, bin_seconds):
+            rows.append({"label": NO_STIMULUS, "start_s": max(a, start), "stop_s": min(b, stop)})
+    return sorted(rows, key=lambda r: (r["start_s"], r["stop_s"]))
+
+
+def epoch_bins(time_s: np.ndarray, row: dict) -> np.ndarray:
+    return (time_s >= row["start_s"]) & (time_s < row["stop_s"])
+
+
+def active_in(loading: np.ndarray, time_s: np.ndarray, row: dict, threshold: float) -> bool:
+    """Whether a component (temporal loading (T,)) is active in an epoch row."""
+    inside = epoch_bins(time_s, row)
+    top = float(np.max(loading)) if loading.size else 0.0
+    return bool(inside.any() and top > 0 and loading[inside].mean() >= threshold * top)
+
+
+def build_atlas(
+    time_s: np.ndarray, factors_time: np.ndarray, epochs: list[dict], bin_seconds: float,
+    threshold: float,
+) -> list[dict]:
+    """One entry per epoch row: ``{"epoch", "start_s", "stop_s", "components": [r, ...]}``
+    with the active components ordered by their mean loading in the epoch (strongest first)."""
+    atlas = []
+    for row in epoch_rows(epochs, time_s, bin_seconds):
+        inside = epoch_bins(time_s, row)
+        comps = [r for r in range(factors_time.shape[1])
+                 if active_in(factors_time[:, r], time_s, row, threshold)]
+        comps.sort(key=lambda r: -float(factors_time[inside, r].mean() / factors_time[:, r].max()))
+        atlas.append({"epoch": row["label"], "start_s": float(row["start_s"]),
+                      "stop_s": float(row["stop_s"]), "components": comps})
+    return atlas

@@ -1,0 +1,440 @@
+"""Configuration: schema, validation, defaults and ``--set`` overrides.
+
+The schema below is the single source of truth for every config key: its type, its
+default and its one-line documentation. ``docs/config.md`` is checked against it by a
+test, and the resolved config (defaults included) is stored in every artifact.
+
+A config is a YAML mapping::
+
+    workdir: runs/demo
+    data:
+      sampling_rate: 4.0
+      animals:
+        - {name: worm1, path: worm1.csv}
+      stimuli: stimuli.csv
+    affinity: {method: differential}
+    factorize: {rank: auto}
+    communities: {method: leiden}
+
+Paths are relative to the config file's folder. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+REQUIRED = object()  # marker: the key has no default and must be given
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: what it holds, its default and what it means (for docs and errors)."""
+
+    kind: str  # int | float | bool | str | choice | path | rank | int_range | animals | stimuli
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple = ()
+    low: float | None = None  # smallest allowed value (inclusive unless low_open)
+    low_open: bool = False
+    high: float | None = None
+    nullable: bool = False  # `null` allowed (means "not set / use the natural default")
+
+
+# ----------------------------------------------------------------------------- schema
+ANIMAL_SCHEMA: dict[str, Key] = {
+    "name": Key("str", doc="Animal identifier used in every output."),
+    "path": Key("path", doc="Trace file: .csv/.tsv (header = neuron names), .npy/.npz, .h5/.hdf5."),
+    "format": Key(
+        "choice",
+        None,
+        "File format; null = chosen from the extension.",
+        choices=("csv", "tsv", "npy", "npz", "hdf5"),
+        nullable=True,
+    ),
+    "dataset": Key("str", None, "HDF5 dataset path (hdf5) or array name (npz).", nullable=True),
+    "time_axis": Key("int", 0, "Axis of the array that is time (0: rows are frames).", low=0, high=1),
+    "neurons": Key(
+        "path",
+        None,
+        "Names file `index,name` (0-based column index; blank name = unidentified). "
+        "Required for .npy/.npz/.h5; overrides a CSV header.",
+        nullable=True,
+    ),
+    "drop_unlabeled": Key(
+        "bool", False, "Drop neurons without a name instead of keeping them as `<animal>#<index>`."
+    ),
+}
+
+SCHEMA: dict[str, Any] = {
+    "workdir": Key(
+        "path", "runs/{config}", "Work directory for artifacts; `{config}` = config file stem."
+    ),
+    "data": {
+        "sampling_rate": Key("float", REQUIRED, "Imaging rate of every animal, Hz.", low=0, low_open=True),
+        "animals": Key("animals", REQUIRED, "List of animals (see the animal keys)."),
+        "stimuli": Key(
+            "stimuli",
+            None,
+            "Stimulus epochs: CSV `label,start_s,stop_s` or an inline list of the same; "
+            "null = none.",
+            nullable=True,
+        ),
+    },
+    "ingest": {
+        "normalize": Key(
+            "choice",
+            "dff",
+            "Per-neuron normalisation: `dff` ΔF/F against a running low-percentile baseline, "
+            "`zscore` baseline-subtracted and divided by a robust SD (for traces that can be "
+            "≤ 0), `none`.",
+            choices=("dff", "zscore", "none"),
+        ),
+        "baseline_seconds": Key(
+            "float", 60.0, "Window of the running baseline (photobleaching), s.", low=0, low_open=True
+        ),
+        "baseline_percentile": Key(
+            "float", 10.0, "Percentile of the running baseline.", low=0, high=100
+        ),
+        "max_gap_seconds": Key(
+            "float",
+            2.0,
+            "NaN gaps up to this long are linearly interpolated; longer gaps stay missing.",
+            low=0,
+        ),
+        "max_crop_fraction": Key(
+            "float",
+            0.05,
+            "Animals whose lengths differ by at most this fraction are cropped to the shortest "
+            "(with a warning); a larger difference is an error.",
+            low=0,
+            high=1,
+        ),
+    },
+    "affinity": {
+        "method": Key(
+            "choice",
+            "differential",
+            "`differential` (default, see docs/method.md), `mtd` (Shine et al. 2015), "
+            "`window-corr` (sliding-window Pearson).",
+            choices=("differential", "mtd", "window-corr"),
+        ),
+        "bin_seconds": Key(
+            "float", 5.0, "Width of the time bins the affinity is averaged into, s.", low=0, low_open=True
+        ),
+        "smooth_seconds": Key(
+            "float",
+            0.5,
+            "SD of the Gaussian derivative filter (differential, mtd), s.",
+            low=0,
+            low_open=True,
+        ),
+        "noise_threshold": Key(
+            "float",
+            1.0,
+            "differential: changes below this many noise SDs count as no change.",
+            low=0,
+        ),
+        "window_seconds": Key(
+            "float", 30.0, "window-corr: width of the correlation window, s.", low=0, low_open=True
+        ),
+    },
+    "factorize": {
+        "rank": Key("rank", "auto", "Number of components, or `auto` (rank selection)."),
+        "ranks": Key(
+            "int_range", [2, 10], "`auto`: smallest and largest rank tried, inclusive."
+        ),
+        "restarts": Key("int", 5, "Random restarts; the lowest-loss fit is kept.", low=1),
+        "max_iter": Key("int", 500, "Maximum iterations per fit.", low=1),
+        "tol": Key("float", 1e-6, "Stop when the relative loss change falls below this.", low=0),
+        "seed": Key("int", 0, "Random seed (restarts derive their own seeds from it).", low=0),
+        "init": Key("choice", "random", "Initialisation.", choices=("random", "nndsvd")),
+    },
+    "communities": {
+        "method": Key(
+            "choice",
+            "leiden",
+            "`leiden` (modularity, best of `n_runs` seeds).",
+            choices=("leiden",),
+        ),
+        "n_runs": Key("int", 10, "Partitions computed per component (different seeds).", low=1),
+        "seed": Key("int", 0, "Random seed.", low=0),
+        "min_strength": Key(
+            "float",
+            0.05,
+            "Neurons whose strength in a component is below this fraction of the strongest "
+            "neuron's are left out of that component's graph.",
+            low=0,
+            high=1,
+        ),
+    },
+    "report": {
+        "active_threshold": Key(
+            "float",
+            0.5,
+            "A component is active where its temporal loading is at least this fraction of its "
+            "maximum; in an epoch when its mean loading there is.",
+            low=0,
+            high=1,
+        ),
+    },
+}
+
+
+# ----------------------------------------------------------------------------- validation
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if value is None:
+        return "null"
+    return repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _check_number(path: str, key: Key, value: Any, integer: bool) -> Any:
+    what = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path}: expected {what}, got {_describe(value)}")
+    if integer and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"{path}: expected {what}, got {value!r}")
+        value = int(value)
+    if not integer:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    if key.low is not None and (value < key.low or (key.low_open and value == key.low)):
+        op = ">" if key.low_open else "≥"
+        raise ConfigError(f"{path}: expected a value {op} {key.low:g}, got {value!r}")
+    if key.high is not None and value > key.high:
+        raise ConfigError(f"{path}: expected a value ≤ {key.high:g}, got {value!r}")
+    return value
+
+
+def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
+    """Validate one value against its Key; returns the normalised value."""
+    if value is None:
+        if key.nullable:
+            return None
+        raise ConfigError(f"{path}: a value is required")
+    kind = key.kind
+    if kind == "int":
+        return _check_number(path, key, value, integer=True)
+    if kind == "float":
+        return _check_number(path, key, value, integer=False)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{path}: expected a non-empty string, got {_describe(value)}")
+        return value
+    if kind == "choice":
+        if value not in key.choices:
+            options = ", ".join(key.choices)
+            raise ConfigError(f"{path}: expected one of {options}; got {_describe(value)}")
+        return value
+    if kind == "path":
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{path}: expected a file path, got {_describe(value)}")
+        return str(value)
+    if kind == "rank":
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f'{path}: expected an integer ≥ 1 or "auto", got {_describe(value)}')
+        return value
+    if kind == "int_range":
+        if (
+            not isinstance(value, (list, tuple))
+            or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or not 1 <= value[0] <= value[1]
+        ):
+            raise ConfigError(
+                f"{path}: expected [smallest, largest] with 1 ≤ smallest ≤ largest, "
+                f"got {_describe(value) if not isinstance(value, list) else value}"
+            )
+        return [int(value[0]), int(value[1])]
+    if kind == "animals":
+        return _check_animals(path, value, base)
+    if kind == "stimuli":
+        return _check_stimuli(path, value)
+    raise AssertionError(f"unknown key kind {kind}")  # pragma: no cover - schema bug
+
+
+def _check_section(path: str, schema: dict, given: Any, base: Path) -> dict:
+    """Validate a mapping against a schema section, filling defaults."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping of keys, got {_describe(given)}")
+    unknown = [k for k in given if k not in schema]
+    if unknown:
+        where = f"{path}." if path else ""
+        known = ", ".join(schema)
+        raise ConfigError(f"{where}{unknown[0]}: unknown key (known keys here: {known})")
+    out: dict[str, Any] = {}
+    for name, spec in schema.items():
+        sub = f"{path}.{name}" if path else name
+        if isinstance(spec, dict):
+            out[name] = _check_section(sub, spec, given.get(name), base)
+        elif name in given:
+            out[name] = _check_value(sub, spec, given[name], base)
+        elif spec.default is REQUIRED:
+            raise ConfigError(f"{sub}: required key is missing")
+        else:
+            out[name] = copy.deepcopy(spec.default)
+    return out
+
+
+def _check_animals(path: str, value: Any, base: Path) -> list[dict]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: expected a list of animals, got {_describe(value)}")
+    if not value:
+        raise ConfigError(f"{path}: no animals listed; add at least one {{name, path}} entry")
+    animals = [_check_section(f"{path}[{i}]", ANIMAL_SCHEMA, a, base) for i, a in enumerate(value)]
+    seen: dict[str, int] = {}
+    for i, animal in enumerate(animals):
+        if animal["name"] in seen:
+            raise ConfigError(
+                f"{path}[{i}].name: animal name {animal['name']!r} already used by "
+                f"{path}[{seen[animal['name']]}]"
+            )
+        seen[animal["name"]] = i
+    return animals
+
+
+def _check_stimuli(path: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise ConfigError(
+            f"{path}: expected a CSV path or a list of {{label, start_s, stop_s}}, "
+            f"got {_describe(value)}"
+        )
+    epochs = []
+    for i, item in enumerate(value):
+        where = f"{path}[{i}]"
+        if not isinstance(item, dict) or set(item) != {"label", "start_s", "stop_s"}:
+            raise ConfigError(f"{where}: expected exactly the keys label, start_s, stop_s")
+        start = _check_number(f"{where}.start_s", Key("float", low=0), item["start_s"], False)
+        stop = _check_number(f"{where}.stop_s", Key("float", low=0), item["stop_s"], False)
+        if stop <= start:
+            raise ConfigError(f"{where}: stop_s ({stop:g}) must be after start_s ({start:g})")
+        epochs.append({"label": str(item["label"]), "start_s": start, "stop_s": stop})
+    return epochs
+
+
+# ----------------------------------------------------------------------------- loading
+@dataclass
+class Config:
+    """A validated config: ``values`` holds every key (defaults filled in), ``base`` the
+    folder relative paths are resolved against, ``source`` the config file."""
+
+    values: dict
+    base: Path
+    source: Path | None = None
+
+    def __getitem__(self, section: str) -> Any:
+        return self.values[section]
+
+    def resolve(self, relative: str | Path) -> Path:
+        """A path from the config, made absolute against the config file's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+    def workdir(self, override: str | Path | None = None) -> Path:
+        if override is not None:
+            return Path(override).expanduser().absolute()
+        stem = self.source.stem if self.source else "config"
+        return self.resolve(self.values["workdir"].replace("{config}", stem)).absolute()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"factorize.rank=12"`` -> (["factorize", "rank"], 12). The value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. factorize.rank=12")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set {text}: malformed key path {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``--set`` overrides to the raw (unvalidated) mapping; validation follows."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        schema: Any = SCHEMA
+        for i, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: i + 1])
+            if not isinstance(schema, dict) or part not in schema or not isinstance(schema[part], dict):
+                raise ConfigError(f"--set {where}: unknown config section")
+            schema = schema[part]
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        if not isinstance(schema, dict) or parts[-1] not in schema:
+            raise ConfigError(f"--set {'.'.join(parts)}: unknown config key")
+        node[parts[-1]] = value
+    return raw
+
+
+def validate(raw: Any, base: Path, source: Path | None = None) -> Config:
+    """Validate a raw mapping (from YAML) and fill in every default."""
+    if raw is None:
+        raise ConfigError(f"{source or 'config'}: the config is empty; see docs/config.md")
+    values = _check_section("", SCHEMA, raw, base)
+    return Config(values=values, base=base, source=source)
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a YAML config file. Raises ConfigError with one line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a YAML config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}:{where}: invalid YAML ({problem})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of sections, got {_describe(raw)}")
+    raw = apply_overrides(raw or {}, overrides or [])
+    return validate(raw, base=path.resolve().parent, source=path.resolve())
+
+
+def iter_keys(schema: dict = SCHEMA, prefix: str = ""):
+    """Yield (dotted_path, Key) for every key in the schema (animal keys under data.animals[])."""
+    for name, spec in schema.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(spec, dict):
+            yield from iter_keys(spec, dotted + ".")
+        else:
+            yield dotted, spec
+            if spec.kind == "animals":
+                yield from iter_keys(ANIMAL_SCHEMA, dotted + "[].")

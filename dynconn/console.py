@@ -1,0 +1,85 @@
+"""Messages and progress for the command line (rich), silenced by ``--quiet``.
+
+Pure cores never print: they report progress through a callback and raise warnings
+with :func:`warnings.warn` (category :class:`DynconnWarning`). Stage wrappers run them
+under :meth:`Console.capture_warnings`, which shows each warning once and records it so
+it can be stored in the artifact and shown in the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Callable
+
+from rich.console import Console as RichConsole
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class DynconnWarning(UserWarning):
+    """Something the user should know about the data or the fit; the run continues."""
+
+
+class Console:
+    """Where the CLI and stage wrappers speak to the user (stderr)."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.rich = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+        self.warnings: list[str] = []
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.rich.print(message)
+
+    def warn(self, message: str) -> None:
+        """Warnings show even with --quiet: they are about the result."""
+        self.warnings.append(message)
+        self.rich.print(f"[yellow]warning:[/yellow] {message}")
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: float | None) -> Iterator[Callable[..., None]]:
+        """Context yielding ``advance(n=1, total=None)``; a live bar unless quiet."""
+        if self.quiet or not self.rich.is_terminal:
+            yield lambda n=1, total=None: None
+            return
+        with Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.rich,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=total)
+
+            def advance(n: float = 1, total: float | None = None) -> None:
+                if total is not None:
+                    bar.update(task, total=total)
+                bar.advance(task, n)
+
+            yield advance
+
+    @contextlib.contextmanager
+    def capture_warnings(self) -> Iterator[list[str]]:
+        """Collect DynconnWarnings raised inside; each is shown once and recorded."""
+        collected: list[str] = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DynconnWarning)
+            try:
+                yield collected
+            finally:
+                for w in caught:
+                    if issubclass(w.category, DynconnWarning):
+                        text = str(w.message)
+                        if text not in collected:
+                            collected.append(text)
+                            self.warn(text)
+                    else:
+                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def warn(message: str) -> None:
+    """Raise a DynconnWarning from a pure core (shown and recorded by the stage wrapper)."""
+    warnings.warn(message, DynconnWarning, stacklevel=2)
