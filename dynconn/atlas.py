@@ -4,7 +4,9 @@ Activity rule (documented in docs/method.md): with threshold θ (``report.active
 default 0.5), component r is
 
 - *active in a time bin* when its temporal loading there is ≥ θ × its maximum loading;
-- *active in an epoch* when its mean loading over the epoch's bins is ≥ θ × its maximum.
+- *active in an epoch* when its mean loading over the epoch's bins is ≥ θ × the largest
+  mean loading it has over any epoch row (stimulus epochs and stretches without one).
+  Comparing epoch means with epoch means keeps the rule robust to single-bin peaks.
 
 Pure functions, arrays in and plain Python structures out.
 """
@@ -55,11 +57,24 @@ def epoch_bins(time_s: np.ndarray, row: dict) -> np.ndarray:
     return (time_s >= row["start_s"]) & (time_s < row["stop_s"])
 
 
-def active_in(loading: np.ndarray, time_s: np.ndarray, row: dict, threshold: float) -> bool:
-    """Whether a component (temporal loading (T,)) is active in an epoch row."""
-    inside = epoch_bins(time_s, row)
-    top = float(np.max(loading)) if loading.size else 0.0
-    return bool(inside.any() and top > 0 and loading[inside].mean() >= threshold * top)
+def epoch_means(loading: np.ndarray, time_s: np.ndarray, rows: list[dict]) -> np.ndarray:
+    """Mean loading of one component (T,) over each epoch row (NaN for a row with no bin)."""
+    out = np.full(len(rows), np.nan)
+    for k, row in enumerate(rows):
+        inside = epoch_bins(time_s, row)
+        if inside.any():
+            out[k] = loading[inside].mean()
+    return out
+
+
+def active_epochs(loading: np.ndarray, time_s: np.ndarray, rows: list[dict], threshold: float) -> np.ndarray:
+    """Bool per epoch row: the component's mean loading there is ≥ threshold × its largest
+    epoch mean (none when the loading is all zero)."""
+    means = epoch_means(loading, time_s, rows)
+    top = np.nanmax(means) if np.isfinite(means).any() else 0.0
+    if not top > 0:
+        return np.zeros(len(rows), dtype=bool)
+    return np.nan_to_num(means, nan=-1.0) >= threshold * top
 
 
 def build_atlas(
@@ -67,13 +82,17 @@ def build_atlas(
     threshold: float,
 ) -> list[dict]:
     """One entry per epoch row: ``{"epoch", "start_s", "stop_s", "components": [r, ...]}``
-    with the active components ordered by their mean loading in the epoch (strongest first)."""
+    with the active components ordered by how close the epoch is to their peak epoch."""
+    rows = epoch_rows(epochs, time_s, bin_seconds)
+    n_comp = factors_time.shape[1]
+    means = np.stack([epoch_means(factors_time[:, r], time_s, rows) for r in range(n_comp)]) \
+        if n_comp else np.zeros((0, len(rows)))
+    active = np.stack([active_epochs(factors_time[:, r], time_s, rows, threshold) for r in range(n_comp)]) \
+        if n_comp else np.zeros((0, len(rows)), dtype=bool)
     atlas = []
-    for row in epoch_rows(epochs, time_s, bin_seconds):
-        inside = epoch_bins(time_s, row)
-        comps = [r for r in range(factors_time.shape[1])
-                 if active_in(factors_time[:, r], time_s, row, threshold)]
-        comps.sort(key=lambda r: -float(factors_time[inside, r].mean() / factors_time[:, r].max()))
+    for k, row in enumerate(rows):
+        comps = [r for r in range(n_comp) if active[r, k]]
+        comps.sort(key=lambda r: -float(means[r, k] / np.nanmax(means[r])))
         atlas.append({"epoch": row["label"], "start_s": float(row["start_s"]),
                       "stop_s": float(row["stop_s"]), "components": comps})
     return atlas

@@ -65,19 +65,21 @@ class Console:
     def capture_warnings(self) -> Iterator[list[str]]:
         """Collect DynconnWarnings raised inside; each is shown once and recorded."""
         collected: list[str] = []
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DynconnWarning)
-            try:
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DynconnWarning)
                 yield collected
-            finally:
-                for w in caught:
-                    if issubclass(w.category, DynconnWarning):
-                        text = str(w.message)
-                        if text not in collected:
-                            collected.append(text)
-                            self.warn(text)
-                    else:
-                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        finally:
+            # outside the recording context: re-emitting here cannot feed `caught` again
+            for w in caught:
+                if issubclass(w.category, DynconnWarning):
+                    text = str(w.message)
+                    if text not in collected:
+                        collected.append(text)
+                        self.warn(text)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def warn(message: str) -> None:

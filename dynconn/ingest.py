@@ -33,6 +33,7 @@ from .errors import InputError
 
 NAME = "ingest"
 OUTPUT = "ingest.h5"
+UPSTREAM: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- pure core

@@ -1,0 +1,5 @@
+"""``python -m dynconn`` = the ``dynconn`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,194 @@
+"""The ``dynconn`` command line. It only parses, delegates and reports.
+
+Exit status: 0 done; 1 a user error (one line naming the key or file); 2 usage errors
+(click's own); 130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .console import Console
+from .errors import DynconnError
+
+STAGE_NAMES = ["ingest", "affinity", "factorize", "communities", "report"]
+
+
+def user_errors(func):
+    """Turn DynconnError into one line on stderr and exit 1; Ctrl-C into exit 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DynconnError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished artifacts are kept, rerun to continue", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def common_options(func):
+    """Options every config-driven command takes."""
+    func = click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")(func)
+    func = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help="Override a config key (dotted path), e.g. --set factorize.rank=12. Repeatable.")(func)
+    func = click.option("--force", is_flag=True, help="Recompute even when up to date.")(func)
+    func = click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+                        help="Work directory (default: the config's `workdir`).")(func)
+    return func
+
+
+def load_config(path: Path, overrides):
+    from . import config as cfg
+
+    return cfg.load(path, list(overrides))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dynconn")
+def main():
+    """Learn dynamic functional connectomes from whole-brain calcium imaging.
+
+    \b
+    Stages:  ingest → affinity → factorize → communities → report
+    Quick start:
+      dynconn simulate demo             # a simulated dataset with config.yaml
+      dynconn run demo/config.yaml      # every stage; prints where the report is
+
+    Every stage writes one artifact into the work directory and is skipped when it is
+    already up to date. See `dynconn COMMAND --help` and docs/config.md.
+    """
+
+
+@main.command()
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
+@common_options
+@click.option("--from", "start", type=click.Choice(STAGE_NAMES), help="Recompute from this stage on.")
+@click.option("--until", "stop", type=click.Choice(STAGE_NAMES), help="Stop after this stage.")
+@user_errors
+def run(config_path, workdir, force, overrides, quiet, start, stop):
+    """Run the whole pipeline (or --from/--until a part of it)."""
+    from .pipeline import run_pipeline
+
+    config = load_config(config_path, overrides)
+    console = Console(quiet)
+    wd = config.workdir(workdir)
+    run_pipeline(config, wd, console, force=force, start=start, stop=stop)
+    report = wd / "report.html"
+    if report.exists() and (stop in (None, "report")):
+        click.echo(f"report: {report}")
+
+
+def _stage_command(name: str, doc: str):
+    @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
+    @common_options
+    @user_errors
+    def command(config_path, workdir, force, overrides, quiet):
+        from .pipeline import run_stage
+
+        config = load_config(config_path, overrides)
+        wd = config.workdir(workdir)
+        run_stage(name, config, wd, Console(quiet), force=force)
+
+    command.__doc__ = doc
+    return main.command(name)(command)
+
+
+_stage_command("ingest", "Read, clean and align every animal's traces → ingest.h5.")
+_stage_command("affinity", "Time-resolved pair affinities → affinity.h5.")
+_stage_command("communities", "Communities of each component's graph → communities.h5.")
+_stage_command("report", "The HTML atlas and the exports, from the artifacts.")
+
+
+@main.command()
+@click.argument("config_path", metavar="[CONFIG.yaml]", required=False, type=click.Path(path_type=Path))
+@common_options
+@click.option("--in", "in_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Factorize this affinity.h5 without a config.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), help="Output factors.h5 (with --in).")
+@click.option("--rank", help='Number of components or "auto".')
+@click.option("--max-iter", type=int, help="Maximum iterations per fit.")
+@click.option("--tol", type=float, help="Relative loss-change tolerance.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--restarts", type=int, help="Random restarts (best kept).")
+@user_errors
+def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, rank, max_iter, tol, seed, restarts):
+    """Non-negative CP factorization of the affinity tensor → factors.h5.
+
+    \b
+    With a config:   dynconn factorize CONFIG.yaml
+    Standalone:      dynconn factorize --in affinity.h5 --out factors.h5 --rank 8
+    """
+    from . import factorize as stage
+
+    options = {"rank": rank, "max_iter": max_iter, "tol": tol, "seed": seed, "restarts": restarts}
+    options = {k: v for k, v in options.items() if v is not None}
+    if "rank" in options and options["rank"] != "auto":
+        try:
+            options["rank"] = int(options["rank"])
+        except ValueError:
+            raise click.BadParameter(f'expected an integer or "auto", got {rank!r}', param_hint="--rank")
+    console = Console(quiet)
+    if in_path is not None:
+        if config_path is not None or out_path is None:
+            raise click.UsageError("use either CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
+        stage.factorize_file(in_path, out_path, options, console)
+        click.echo(f"factors: {out_path}")
+        return
+    if config_path is None:
+        raise click.UsageError("give CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
+    from .pipeline import run_stage
+
+    overrides = list(overrides) + [f"factorize.{k}={v}" for k, v in options.items()]
+    config = load_config(config_path, overrides)
+    run_stage("factorize", config, config.workdir(workdir), console, force=force)
+
+
+@main.command()
+@click.argument("graph_path", metavar="GRAPH", type=click.Path(path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Membership CSV (node,community).")
+@click.option("--method", type=click.Choice(["leiden"]), default="leiden", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--runs", "n_runs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Partitions computed (different seeds); the best is kept.")
+@user_errors
+def partition(graph_path, out_path, method, seed, n_runs):
+    """Communities of one weighted graph (dense symmetric .npy, or CSV source,target,weight)."""
+    from .artifacts import atomic_write_bytes
+    from .communities import partition_graph, read_graph
+
+    graph, labels = read_graph(graph_path)
+    membership, quality = partition_graph(graph, n_runs=n_runs, random_state=seed)
+    rows = "".join(f"{labels[i]},{int(c)}\n" for i, c in enumerate(membership))
+    atomic_write_bytes(out_path, ("node,community\n" + rows).encode())
+    n_comm = len(set(membership.tolist()))
+    click.echo(f"{n_comm} communities among {len(labels)} nodes → {out_path}")
+
+
+@main.command()
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", type=click.Choice(["standard", "small", "large"]), default="standard", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@user_errors
+def simulate(outdir, preset, seed):
+    """Write a simulated multi-animal dataset with planted dynamic communities, its ground
+    truth (truth.json) and a ready config.yaml."""
+    from .simulate import write_dataset
+
+    config = write_dataset(outdir, preset, seed)
+    click.echo(f"config: {config}")
+    click.echo(f"next:   dynconn run {config}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,63 @@
+"""Shared fixtures: a simulated dataset and one pipeline run on it, reused by many tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dynconn.cli import main
+from dynconn.simulate import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def cli(*args, cwd: Path | None = None):
+    """Run the CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    runner = CliRunner()
+    old = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def cli_subprocess(*args, cwd: Path | None = None, timeout: float = 600):
+    """Run ``python -m dynconn`` in a child process (exit status, stderr as a user sees them)."""
+    return subprocess.run([sys.executable, "-m", "dynconn", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under a folder with its size and mtime: to check nothing changed."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def standard_dataset(tmp_path_factory) -> Path:
+    """The simulator's standard preset (seed 0); returns its config.yaml."""
+    return write_dataset(tmp_path_factory.mktemp("standard"), "standard", 0)
+
+
+@pytest.fixture(scope="session")
+def standard_run(standard_dataset) -> Path:
+    """The whole pipeline run once on the standard preset; returns the workdir."""
+    result = cli("run", standard_dataset, "--quiet")
+    assert result.exit_code == 0, result.output
+    return standard_dataset.parent / "run"
+
+
+@pytest.fixture
+def small_dataset(tmp_path) -> Path:
+    """A fresh small simulated dataset per test (safe to modify); returns config.yaml."""
+    return write_dataset(tmp_path / "data", "small", 1)

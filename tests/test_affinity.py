@@ -1,0 +1,125 @@
+"""The affinity maths on hand-checkable traces."""
+
+import numpy as np
+import pytest
+
+from dynconn.affinity import (
+    binned_gram, compute_affinity, differential_signal, mtd_signal, pair_index, bin_centres,
+    observed_pairs,
+)
+
+RATE = 4.0
+
+
+def spiky_trace(seed=0, n=800):
+    """A GCaMP-like trace: sparse events with a decay, plus noise."""
+    rng = np.random.default_rng(seed)
+    events = (rng.random(n) < 0.03) * rng.uniform(0.5, 1.5, n)
+    kernel = np.exp(-np.arange(20) / 4.0)
+    return np.convolve(events, kernel)[:n] + rng.normal(0, 0.02, n)
+
+
+def affinity_of(a, b, **kw):
+    out = compute_affinity(np.stack([a, b]), sampling_rate=RATE, bin_seconds=5.0, **kw)
+    assert out.shape == (1, len(a) // 20)
+    return out[0]
+
+
+def test_pair_index_is_row_major_upper_triangle():
+    assert pair_index(4).tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    assert pair_index(189).shape == (17766, 2)
+
+
+def test_binned_gram_by_hand():
+    pos = np.array([[1.0, 2.0, 0.0, 0.0], [3.0, 1.0, 0.0, 5.0]])
+    neg = np.array([[0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 4.0, 0.0]])
+    out = binned_gram(pos, neg, 2, pair_index(2))
+    # bin 0: (1*3 + 2*1)/2 = 2.5 ; bin 1: (0*0 + 0*5 + 2*4 + 0*0)/2 = 4
+    np.testing.assert_allclose(out, [[2.5, 4.0]])
+
+
+def test_trace_with_itself_is_mean_absolute_change():
+    x = spiky_trace()
+    s = differential_signal(x[None], 0.5 * RATE, 1.0)[0]
+    expected = np.abs(s)[: 40 * 20].reshape(40, 20).mean(axis=1)
+    np.testing.assert_allclose(affinity_of(x, x), expected, rtol=1e-5, atol=1e-6)
+    assert affinity_of(x, x).max() > 1.0  # events are well above the noise
+
+
+def test_trace_with_its_negation_is_zero():
+    x = spiky_trace()
+    assert np.all(affinity_of(x, -x) == 0)
+
+
+def test_trace_with_constant_is_zero():
+    x = spiky_trace()
+    out = affinity_of(x, np.full_like(x, 3.0))
+    assert np.all(out == 0) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("method", ["differential", "mtd"])
+def test_scaled_and_offset_copy_equals_itself(method):
+    x = spiky_trace(1)
+    np.testing.assert_allclose(affinity_of(x, 7.5 * x + 120.0, method=method),
+                               affinity_of(x, x, method=method), rtol=1e-5, atol=1e-6)
+
+
+def test_raw_dff_and_zscore_inputs_agree():
+    x = spiky_trace(2)
+    raw = 500 * (1 + x)
+    dff = (raw - raw.mean()) / raw.mean()
+    z = (raw - raw.mean()) / raw.std()
+    a = compute_affinity(np.stack([raw, 2 * raw + 3]), sampling_rate=RATE)
+    for other in (dff, z):
+        b = compute_affinity(np.stack([other, 2 * other + 3]), sampling_rate=RATE)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_matches_elementwise_definition():
+    rng = np.random.default_rng(3)
+    traces = np.stack([spiky_trace(k) for k in range(5)]) + rng.normal(0, 0.01, (5, 800))
+    s = differential_signal(traces, 0.5 * RATE, 1.0)
+    out = compute_affinity(traces, sampling_rate=RATE)
+    for p, (i, j) in enumerate(pair_index(5)):
+        inst = np.sqrt(np.maximum(s[i] * s[j], 0))
+        np.testing.assert_allclose(out[p], inst[:800].reshape(40, 20).mean(1), rtol=1e-5, atol=1e-6)
+    z = mtd_signal(traces, 0.5 * RATE)
+    out = compute_affinity(traces, sampling_rate=RATE, method="mtd")
+    for p, (i, j) in enumerate(pair_index(5)):
+        inst = np.maximum(z[i] * z[j], 0)
+        np.testing.assert_allclose(out[p], inst.reshape(40, 20).mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_stronger_co_change_gives_larger_affinity():
+    x = spiky_trace(4)
+    weak = x + 0.5 * spiky_trace(9)  # shares x's events, plus its own
+    unrelated = spiky_trace(10)
+    a_self, a_weak, a_none = (affinity_of(x, y).mean() for y in (x, weak, unrelated))
+    assert a_self > a_weak > a_none >= 0
+
+
+def test_non_negative_and_symmetric():
+    traces = np.stack([spiky_trace(k) for k in range(4)])
+    out = compute_affinity(traces, sampling_rate=RATE)
+    rev = compute_affinity(traces[::-1], sampling_rate=RATE)
+    assert (out >= 0).all()
+    # pair (0,1) in the reversed order is pair (2,3)
+    np.testing.assert_allclose(out[0], rev[5], rtol=1e-6)
+
+
+def test_window_correlation_itself_and_negation():
+    x = spiky_trace(6)
+    np.testing.assert_allclose(affinity_of(x, 2 * x + 1, method="window-corr"), 1.0, atol=1e-5)
+    assert np.all(affinity_of(x, -x, method="window-corr") == 0)
+
+
+def test_bin_centres_and_mask():
+    np.testing.assert_allclose(bin_centres(45, 4.0, 5.0), [2.375, 7.375])
+    present = np.array([[True, True], [True, False], [True, True]])
+    np.testing.assert_array_equal(observed_pairs(present, pair_index(3)),
+                                  [[True, False], [True, True], [True, False]])
+
+
+def test_too_short_recording_is_a_clear_error():
+    with pytest.raises(ValueError, match="bin_seconds"):
+        compute_affinity(np.zeros((2, 10)), sampling_rate=RATE, bin_seconds=5.0)
