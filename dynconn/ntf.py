@@ -1,0 +1,1482 @@
+"""Non-negative CP factorization of a pairs x time x animals tensor with structured missing data.
+
+Pure core of the ``factorize`` stage: arrays in, arrays out; no files, no printing.
+
+Model
+-----
+``X[p, t, a] ~ sum_r  weights[r] * pairs[p, r] * time[t, r] * animals[a, r]`` with every factor
+non-negative, fitted by least squares on the *observed* entries only. ``mask[p, a]`` (True =
+observed) says whether pair ``p`` was recorded in animal ``a``; it holds for all time bins. The
+loss is ``||mask * (X - Xhat)||_F / ||mask * X||_F`` (relative error on observed entries).
+
+Solver
+------
+Hierarchical ALS (HALS; Cichocki & Phan 2009, Gillis & Glineur 2012), one factor block at a
+time, with *exact* weighted block updates for the missing data (see ``docs/factorization.md``):
+
+* pairs mode: row ``p`` has its own Gram matrix ``G_p = (V'V) * (W' diag(mask[p]) W)``,
+  all of them one (R^2 x A) @ (A x P) product, O(P A R^2);
+* time mode: the mask does not depend on time, so all rows share one exact Gram
+  ``G_V = sum_a (U' diag(mask[:, a]) U) * (w_a w_a')``, O(P A R^2);
+* animals mode: row ``a`` has ``G_a = (U' diag(mask[:, a]) U) * (V'V)``.
+
+No (P, T, A) weight tensor is ever built. Unobserved entries of X are ignored exactly: if any is
+non-zero (or NaN) the solver works on one copy with them zeroed; the pipeline stores zeros there,
+so no copy is made. Per iteration the tensor is read twice, by two GEMMs on the one C-ordered
+(P, T*A) view of X: ``F_pairs = KR(V, W)' @ X2'`` and ``Z = U' @ X2``; the time and animal MTTKRPs
+are then cheap contractions of Z (R x T x A). The reconstruction error follows from those
+products and the Gram matrices without another pass over X.
+
+Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`factor_congruence`,
+:func:`relative_error`, :func:`restart_seed`, the result dataclasses :class:`FitInfo`,
+:class:`RestartsResult`, :class:`RankSelection`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from tensorly.cp_tensor import CPTensor
+
+__all__ = [
+    "FitInfo",
+    "RestartsResult",
+    "RankSelection",
+    "ncp_hals",
+    "ncp_restarts",
+    "select_rank",
+    "factor_congruence",
+    "relative_error",
+    "restart_seed",
+    "MODE_NAMES",
+]
+
+#: Names of the three modes, in axis order.
+MODE_NAMES = ("pairs", "time", "animals")
+
+FIT_STATE_FORMAT = "dynconn.ntf.fit/1"
+RESTARTS_STATE_FORMAT = "dynconn.ntf.restarts/1"
+SELECT_STATE_FORMAT = "dynconn.ntf.select/1"
+
+_METHODS = ("hals", "tensorly-hals")
+_MISSING = ("exact", "em")
+_INITS = ("random", "nndsvd")
+
+# Rows of P processed at once when scanning X (validation, norms, Gram for the init): bounds the
+# temporaries to a few tens of MB whatever the tensor size.
+_SCAN_ROWS = 2048
+
+
+# --------------------------------------------------------------------------------------------
+# Result types
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitInfo:
+    """Diagnostics of one fit.
+
+    Attributes
+    ----------
+    n_iter : int
+        Outer iterations done (one iteration updates all three factors once), resumed ones included.
+    converged : bool
+        True when the relative change of the loss fell below ``tol`` before ``max_iter``.
+    loss_history : ndarray, shape (n_iter,), float64
+        Relative error on observed entries after each iteration, ``||M*(X-Xhat)|| / ||M*X||``.
+    seconds : float
+        Wall-clock seconds spent fitting (init included; summed over resumed segments).
+    init : str
+        ``"random"``, ``"nndsvd"`` or ``"given"`` (explicit CPTensor).
+    method, backend, device, dtype, missing : str
+        What ran.
+    rank : int
+    phase_seconds : dict
+        Seconds per phase (``gemm_pairs``, ``gemm_z``, ``grams``, ``hals_pairs``, ``hals_small``,
+        ``init``) when ``profile=True`` was passed, else empty.
+    """
+
+    n_iter: int
+    converged: bool
+    loss_history: np.ndarray
+    seconds: float
+    init: str
+    method: str = "hals"
+    backend: str = "numpy"
+    device: str = "cpu"
+    dtype: str = "float32"
+    missing: str = "exact"
+    rank: int = 0
+    phase_seconds: dict = field(default_factory=dict)
+
+    @property
+    def loss(self) -> float:
+        """Final relative error on observed entries (NaN if no iteration ran)."""
+        return float(self.loss_history[-1]) if len(self.loss_history) else float("nan")
+
+
+@dataclass
+class RestartsResult:
+    """Several fits of one rank from independent initialisations; the lowest loss is kept.
+
+    Attributes
+    ----------
+    cp : CPTensor
+        Best fit (lowest final loss), normalised and sorted as :func:`ncp_hals` returns it.
+    info : FitInfo
+        Diagnostics of the best fit.
+    best_index : int
+        Which restart it was.
+    losses : ndarray (n_restarts,)
+        Final relative error of each restart.
+    n_iter : ndarray (n_restarts,) int
+    converged : ndarray (n_restarts,) bool
+    seconds : ndarray (n_restarts,)
+    similarity : ndarray (n_restarts,)
+        Factor congruence of each restart with the best one (:func:`factor_congruence`; 1 for the
+        best itself): the stability diagnostic of Williams et al. (2018).
+    weights : ndarray (n_restarts, rank)
+        Component weights of every restart (sorted descending).
+    fits : list of CPTensor
+        Every restart's result.
+    seed_entropy : int
+        Root entropy of the restarts' seeds; restart k used :func:`restart_seed` (entropy, k).
+    """
+
+    cp: CPTensor
+    info: FitInfo
+    best_index: int
+    losses: np.ndarray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    seconds: np.ndarray
+    similarity: np.ndarray
+    weights: np.ndarray
+    fits: list
+    seed_entropy: int
+    seed_spawn_key: tuple = ()
+
+
+@dataclass
+class RankSelection:
+    """Outcome of a rank sweep (:func:`select_rank`). Every diagnostic is an array indexed like ``ranks``.
+
+    Attributes
+    ----------
+    rank : int
+        The chosen rank.
+    rule : str
+        Rule that chose it; ``rule_params`` holds its thresholds.
+    ranks : ndarray (n,) int
+        Ranks fitted, increasing.
+    errors : ndarray (n, n_restarts)
+        Final relative error (observed entries) of every restart.
+    best_error : ndarray (n,)
+        Lowest error per rank.
+    explained : ndarray (n,)
+        ``1 - best_error**2``: fraction of the observed sum of squares explained.
+    gain : ndarray (n,)
+        Explained fraction gained per added component over the previous rank of the sweep
+        (``explained`` itself for the first rank).
+    similarity : ndarray (n, n_restarts)
+        Congruence of every restart with its rank's best fit (1 for the best).
+    mean_similarity : ndarray (n,)
+        Mean similarity of the non-best restarts to the best (1 when only one restart).
+    n_iter, seconds : ndarray (n, n_restarts)
+    converged : ndarray (n, n_restarts) bool
+    best_index : ndarray (n,) int
+    eligible : ndarray (n,) bool
+        Ranks that passed the rule's tests (see docs).
+    best_fits : list of CPTensor
+        Best fit per rank (for warm-starting the final fit of the chosen rank).
+    rule_params : dict
+    """
+
+    rank: int
+    rule: str
+    ranks: np.ndarray
+    errors: np.ndarray
+    best_error: np.ndarray
+    explained: np.ndarray
+    gain: np.ndarray
+    similarity: np.ndarray
+    mean_similarity: np.ndarray
+    n_iter: np.ndarray
+    seconds: np.ndarray
+    converged: np.ndarray
+    best_index: np.ndarray
+    eligible: np.ndarray
+    best_fits: list
+    rule_params: dict
+
+    def as_arrays(self) -> dict:
+        """Every diagnostic as ``name -> ndarray`` (HDF5-ready; the fits themselves are left out)."""
+        out = {
+            name: np.asarray(getattr(self, name))
+            for name in (
+                "ranks", "errors", "best_error", "explained", "gain", "similarity",
+                "mean_similarity", "n_iter", "seconds", "converged", "best_index", "eligible",
+            )
+        }
+        out["rank"] = np.asarray(self.rank)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Array backends: a minimal shim so the same solver runs on numpy and on PyTorch (CPU/CUDA).
+# torch is imported only when backend="pytorch" is asked for.
+# --------------------------------------------------------------------------------------------
+
+
+class _NumpyOps:
+    name = "numpy"
+    device = "cpu"
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def asarray(self, a, dtype=None):
+        return np.ascontiguousarray(a, dtype=self.dtype if dtype is None else dtype)
+
+    def as64(self, a):
+        return np.asarray(a, dtype=np.float64)
+
+    def as_work(self, a):
+        return np.asarray(a, dtype=self.dtype)
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def zeros(self, shape, dtype=None):
+        return np.zeros(shape, self.dtype if dtype is None else dtype)
+
+    def empty(self, shape):
+        return np.empty(shape, self.dtype)
+
+    def matmul(self, a, b, out=None):
+        return np.matmul(a, b, out=out)
+
+    def mul(self, a, b, out=None):
+        return np.multiply(a, b, out=out)
+
+    def einsum(self, spec, *ops):
+        return np.einsum(spec, *ops)
+
+    def clamp0_(self, a):
+        np.maximum(a, 0, out=a)
+        return a
+
+    def scalar(self, a):
+        return float(a)
+
+    def sync(self):
+        pass
+
+
+class _TorchOps:
+    name = "pytorch"
+
+    def __init__(self, dtype, device=None):
+        import torch  # deferred on purpose: the numpy path must never import torch
+
+        self.torch = torch
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = str(torch.device(device))
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[np.dtype(dtype).name]
+
+    def asarray(self, a, dtype=None):
+        t = self.torch
+        dt = self.dtype if dtype is None else dtype
+        if isinstance(a, t.Tensor):
+            return a.to(device=self.device, dtype=dt).contiguous()
+        return t.as_tensor(np.ascontiguousarray(a), device=self.device).to(dt).contiguous()
+
+    def as64(self, a):
+        return a.to(self.torch.float64)
+
+    def as_work(self, a):
+        return a.to(self.dtype)
+
+    def to_numpy(self, a):
+        return a.detach().cpu().numpy()
+
+    def zeros(self, shape, dtype=None):
+        return self.torch.zeros(shape, dtype=self.dtype if dtype is None else dtype, device=self.device)
+
+    def empty(self, shape):
+        return self.torch.empty(shape, dtype=self.dtype, device=self.device)
+
+    def matmul(self, a, b, out=None):
+        return self.torch.matmul(a, b, out=out) if out is not None else self.torch.matmul(a, b)
+
+    def mul(self, a, b, out=None):
+        return self.torch.mul(a, b, out=out) if out is not None else self.torch.mul(a, b)
+
+    def einsum(self, spec, *ops):
+        return self.torch.einsum(spec, *ops)
+
+    def clamp0_(self, a):
+        return a.clamp_(min=0)
+
+    def scalar(self, a):
+        return float(a.item())
+
+    def sync(self):
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
+
+
+def _make_ops(backend: str, dtype, device=None):
+    if backend == "numpy":
+        if device not in (None, "cpu"):
+            raise ValueError(f"backend='numpy' runs on the CPU only, got device={device!r}")
+        return _NumpyOps(dtype)
+    if backend in ("pytorch", "torch"):
+        try:
+            return _TorchOps(dtype, device)
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ValueError("backend='pytorch' needs PyTorch installed; use backend='numpy'") from exc
+    raise ValueError(f"backend must be 'numpy' or 'pytorch', got {backend!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_rank(rank) -> int:
+    if isinstance(rank, (bool, np.bool_)) or not isinstance(rank, numbers.Integral):
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+    if rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank}")
+    return int(rank)
+
+
+def _check_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from exc
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+def _check_tensor(X, dtype) -> np.ndarray:
+    if hasattr(X, "detach") and hasattr(X, "cpu"):  # a torch tensor handed in directly
+        X = X.detach().cpu().numpy()
+    X = np.asarray(X)
+    if X.ndim != 3:
+        raise ValueError(f"X must be a 3-way tensor (pairs, time, animals); got shape {X.shape}")
+    if min(X.shape) < 1:
+        raise ValueError(f"X must not be empty; got shape {X.shape}")
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise ValueError(f"X must hold real numbers, got dtype {X.dtype}")
+    # One copy at most: only when X is not already C-contiguous in the working dtype.
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+def _check_mask(mask, shape) -> np.ndarray | None:
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    P, _, A = shape
+    if mask.shape != (P, A):
+        raise ValueError(
+            f"mask must have shape (pairs, animals) = ({P}, {A}) to match X {tuple(shape)}; "
+            f"got {mask.shape}"
+        )
+    if mask.dtype != bool:
+        if not np.all((mask == 0) | (mask == 1)):
+            raise ValueError("mask must be boolean (True = observed) or 0/1")
+        mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError("mask marks no entry as observed")
+    if mask.all():
+        return None  # nothing missing: the cheaper unmasked path is exact
+    return np.ascontiguousarray(mask)
+
+
+def _scan_tensor(X: np.ndarray, mask: np.ndarray | None):
+    """One chunked pass over X: validate, sum of squares of observed entries, unobserved junk.
+
+    Returns ``(norm_sq, needs_zeroing)``; ``norm_sq`` is accumulated in float64.
+    """
+    P = X.shape[0]
+    norm_sq = 0.0
+    needs_zeroing = False
+    for start in range(0, P, _SCAN_ROWS):
+        block = X[start:start + _SCAN_ROWS]
+        if mask is None:
+            observed_block = block
+        else:
+            m = mask[start:start + _SCAN_ROWS]
+            if not needs_zeroing:
+                # a pair-animal block is unobserved at every time: test each block's values
+                blk_unobs = np.transpose(block, (0, 2, 1))[~m]  # (n_unobserved_blocks, T)
+                if blk_unobs.size and np.any(blk_unobs != 0):
+                    needs_zeroing = True
+            observed_block = np.transpose(block, (0, 2, 1))[m]  # (n_observed_blocks, T)
+        if observed_block.size:
+            flat = observed_block.reshape(-1)
+            lo = flat.min()  # NaN propagates through min, +inf shows in max
+            if not np.isfinite(lo) or not np.isfinite(flat.max()):
+                raise ValueError("X has NaN or infinite values at observed entries")
+            if lo < 0:
+                raise ValueError(
+                    f"X must be non-negative at observed entries; found {float(lo):.3g}"
+                )
+            norm_sq += float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
+    return norm_sq, needs_zeroing
+
+
+def _zero_unobserved(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    X = X.copy()
+    for start in range(0, X.shape[0], _SCAN_ROWS):
+        m = mask[start:start + _SCAN_ROWS]
+        X[start:start + _SCAN_ROWS] *= m[:, None, :]
+        X[start:start + _SCAN_ROWS][np.isnan(X[start:start + _SCAN_ROWS])] = 0
+    return X
+
+
+def _as_generator(random_state) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
+        if isinstance(random_state, (bool, np.bool_)):
+            raise ValueError("random_state must be None, an int, a SeedSequence or a Generator")
+        if isinstance(random_state, numbers.Integral) and random_state < 0:
+            raise ValueError(f"random_state must be a non-negative int, got {random_state}")
+        return np.random.default_rng(random_state)
+    raise ValueError(
+        f"random_state must be None, an int, a SeedSequence or a numpy Generator; got {random_state!r}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# HALS block solvers (rows of ``Y`` are the components: Y has shape (R, n))
+# --------------------------------------------------------------------------------------------
+
+
+def _hals_shared(ops, Y, F, G, diag, n_sweeps, stop_ratio):
+    """HALS sweeps for ``min_{Y>=0} ||Y' B' - X_n||`` given ``F = B'X_n'`` (R, n) and one Gram ``G`` (R, R).
+
+    ``diag`` holds G's diagonal on the host (avoids a device sync per component).
+    Stops after ``n_sweeps`` or when a sweep moves Y by less than ``stop_ratio`` times the first
+    sweep (Gillis & Glineur 2012). Returns the number of sweeps done.
+    """
+    R = Y.shape[0]
+    first = None
+    for sweep in range(n_sweeps):
+        moved = 0.0
+        for r in range(R):
+            if diag[r] <= 0:  # the component is dead in the other modes: nothing to solve
+                continue
+            step = (F[r] - ops.matmul(G[r], Y)) / diag[r]
+            old = Y[r].clone() if ops.name == "pytorch" else Y[r].copy()
+            Y[r] += step
+            ops.clamp0_(Y[r])
+            old -= Y[r]
+            moved = moved + (old * old).sum()
+        if n_sweeps > 1:
+            moved = ops.scalar(moved) if not isinstance(moved, float) else moved
+            if first is None:
+                first = moved
+            elif moved <= stop_ratio * first:
+                return sweep + 1
+    return n_sweeps
+
+
+def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio):
+    """HALS sweeps where column ``j`` of Y has its own Gram ``Grows[:, :, j]`` (Grows: (R, R, n)).
+
+    Exact block update for masked data: row j's subproblem only sees its observed entries.
+    """
+    R = Y.shape[0]
+    first = None
+    for sweep in range(n_sweeps):
+        moved = 0.0
+        for r in range(R):
+            den = Grows[r, r]
+            # den == 0 only where the component has no observed support for this row; then the
+            # numerator is 0 too and the row keeps its (irrelevant) value.
+            den = den + (den <= 0)
+            step = (F[r] - ops.einsum("sn,sn->n", Grows[r], Y)) / den
+            old = Y[r].clone() if ops.name == "pytorch" else Y[r].copy()
+            Y[r] += step
+            ops.clamp0_(Y[r])
+            old -= Y[r]
+            moved = moved + (old * old).sum()
+        if n_sweeps > 1:
+            moved = ops.scalar(moved) if not isinstance(moved, float) else moved
+            if first is None:
+                first = moved
+            elif moved <= stop_ratio * first:
+                return sweep + 1
+    return n_sweeps
+
+
+# --------------------------------------------------------------------------------------------
+# The fit
+# --------------------------------------------------------------------------------------------
+
+
+class _Problem:
+    """X on the backend, its mask, norms and reusable buffers for one tensor and rank."""
+
+    def __init__(self, ops, X: np.ndarray, mask: np.ndarray | None, rank: int, norm_sq: float,
+                 gemm_pad: int):
+        self.ops = ops
+        P, T, A = X.shape
+        self.shape = (P, T, A)
+        self.rank = R = rank
+        self.norm_sq = norm_sq
+        self.X2 = ops.asarray(X.reshape(P, T * A)) if ops.name == "pytorch" else X.reshape(P, T * A)
+        self.mask = mask
+        if mask is not None:
+            self.M = ops.asarray(mask.astype(np.float32))  # (P, A)
+            self.Mt = ops.asarray(mask.T.astype(np.float32))  # (A, P)
+        # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
+        # 16-column thin product ~1.5x faster than a 15-column one (measured, see docs).
+        self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
+        self.kr_buf = ops.zeros((Rp, T * A))
+        self.u_buf = ops.zeros((Rp, P))
+        self.f_buf = ops.empty((P, Rp))
+        self.z_buf = ops.empty((Rp, T * A))
+        if mask is not None:
+            self.grows_buf = ops.empty((R * R, P))
+            self.uu_buf = ops.empty((R * R, P))
+
+
+def _gram(ops, Y):
+    return ops.matmul(Y, Y.T)
+
+
+def _model_norm_sq(prob: _Problem, Ut, Vt, Wt) -> float:
+    """``||mask * Xhat||^2`` from Gram matrices, O(P A R^2) with a mask, O((P+T+A) R^2) without."""
+    ops = prob.ops
+    VtV = ops.as64(_gram(ops, Vt))
+    if prob.mask is None:
+        G = ops.as64(_gram(ops, Ut)) * VtV * ops.as64(_gram(ops, Wt))
+        return ops.scalar(G.sum())
+    R = prob.rank
+    UU = (Ut[:, None, :] * Ut[None, :, :]).reshape(R * R, -1)
+    UMU = ops.as64(ops.matmul(UU, prob.M)).reshape(R, R, -1)  # (R, R, A)
+    W64 = ops.as64(Wt)
+    return ops.scalar(ops.einsum("rsa,ra,sa,rs->", UMU, W64, W64, VtV))
+
+
+def _balance_(ops, factors):
+    """Rescale component r of every mode to the same norm (the cube root of their product).
+
+    HALS is invariant to this rescaling; doing it every iteration keeps the three factors at
+    comparable magnitudes so float32 neither over- nor underflows.
+    """
+    norms = [ops.to_numpy(ops.as64(ops.einsum("rn,rn->r", Y, Y))) ** 0.5 for Y in factors]
+    lam = norms[0] * norms[1] * norms[2]
+    target = np.cbrt(lam)
+    for Y, n in zip(factors, norms):
+        scale = np.where(n > 0, target / np.where(n > 0, n, 1.0), 0.0)
+        Y *= ops.asarray(scale[:, None], dtype=Y.dtype) if ops.name == "pytorch" else scale[:, None].astype(Y.dtype)
+
+
+class _Timer:
+    def __init__(self, ops, enabled):
+        self.ops = ops
+        self.enabled = enabled
+        self.seconds: dict[str, float] = {}
+        self._t = None
+
+    def start(self):
+        if self.enabled:
+            self.ops.sync()
+            self._t = time.perf_counter()
+
+    def stop(self, name):
+        if self.enabled:
+            self.ops.sync()
+            now = time.perf_counter()
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - self._t
+            self._t = now
+
+
+def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, timer: _Timer) -> float:
+    """One outer HALS iteration, in place on ``Ut (R,P)``, ``Vt (R,T)``, ``Wt (R,A)``.
+
+    Returns the relative error on observed entries after the update.
+    """
+    ops = prob.ops
+    P, T, A = prob.shape
+    R = prob.rank
+    masked = prob.mask is not None
+
+    # ---- pairs mode: F = KR(V, W)' X2'  (one GEMM over X) ---------------------------------
+    timer.start()
+    ops.mul(Vt[:, :, None], Wt[:, None, :], out=prob.kr_buf[:R].reshape(R, T, A))
+    timer.stop("kr")
+    # X2 @ KR with X2 as the row-major operand: the faster of the two orientations in OpenBLAS
+    # for a 16-column product (measured); the (P, Rp) result is transposed once (P*R floats).
+    ops.matmul(prob.X2, prob.kr_buf.T, out=prob.f_buf)
+    F = prob.f_buf[:, :R].T
+    F = F.contiguous() if ops.name == "pytorch" else np.ascontiguousarray(F)
+    timer.stop("gemm_pairs")
+    VtV = _gram(ops, Vt)
+    WtW = _gram(ops, Wt)
+    if masked:
+        # G_p[r, s] = VtV[r, s] * sum_a m[p, a] W[r, a] W[s, a], for every p in one GEMM; the
+        # VtV factor is folded into the small (R*R, A) operand so the (R*R, P) result is written once.
+        WW = (Wt[:, None, :] * Wt[None, :, :] * VtV[:, :, None]).reshape(R * R, A)
+        Grows = ops.matmul(WW, prob.Mt, out=prob.grows_buf).reshape(R, R, P)
+        timer.stop("grams")
+        if missing == "exact":
+            _hals_rows(ops, Ut, F, Grows, sweeps[0], stop_ratio)
+        else:  # EM: impute unobserved entries with the current model, then a full-data update
+            Gfull = VtV * WtW
+            F = F + ops.matmul(Gfull, Ut) - ops.einsum("rsp,sp->rp", Grows, Ut)
+            _hals_shared(ops, Ut, F, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[0], stop_ratio)
+    else:
+        G = VtV * WtW
+        timer.stop("grams")
+        _hals_shared(ops, Ut, F, G, ops.to_numpy(G.diagonal()), sweeps[0], stop_ratio)
+    timer.stop("hals_pairs")
+
+    # ---- time and animals modes: Z = U' X2 (second GEMM), then small contractions ----------
+    prob.u_buf[:R] = Ut
+    ops.matmul(prob.u_buf, prob.X2, out=prob.z_buf)
+    Z = prob.z_buf[:R].reshape(R, T, A)
+    timer.stop("gemm_z")
+    if masked:
+        UU = ops.mul(Ut[:, None, :], Ut[None, :, :], out=prob.uu_buf.reshape(R, R, P)).reshape(R * R, P)
+        UMU = ops.matmul(UU, prob.M).reshape(R, R, A)  # U' diag(mask[:, a]) U for every animal
+        GV = ops.einsum("rsa,ra,sa->rs", UMU, Wt, Wt)  # exact: the mask does not depend on time
+    else:
+        UtU = _gram(ops, Ut)
+        GV = UtU * WtW
+    FV = ops.einsum("rta,ra->rt", Z, Wt)
+    timer.stop("grams")
+    if masked and missing == "em":
+        Gfull = _gram(ops, Ut) * WtW
+        FV = FV + ops.matmul(Gfull - GV, Vt)
+        _hals_shared(ops, Vt, FV, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[1], stop_ratio)
+    else:
+        _hals_shared(ops, Vt, FV, GV, ops.to_numpy(GV.diagonal()), sweeps[1], stop_ratio)
+    VtV = _gram(ops, Vt)
+    FW = ops.einsum("rta,rt->ra", Z, Vt)
+    if masked:
+        GW = UMU * VtV[:, :, None]  # (R, R, A)
+        if missing == "exact":
+            _hals_rows(ops, Wt, FW, GW, sweeps[2], stop_ratio)
+        else:
+            Gfull = _gram(ops, Ut) * VtV
+            FWe = FW + ops.matmul(Gfull, Wt) - ops.einsum("rsa,sa->ra", GW, Wt)
+            _hals_shared(ops, Wt, FWe, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[2], stop_ratio)
+    else:
+        GW = UtU * VtV
+        _hals_shared(ops, Wt, FW, GW, ops.to_numpy(GW.diagonal()), sweeps[2], stop_ratio)
+    timer.stop("hals_small")
+
+    # ---- loss without another pass: ||MX||^2 - 2<MX, Xhat> + ||M Xhat||^2 --------------------
+    # FW was computed from the final U and V, so <MX, Xhat> = sum(W * FW). In float64.
+    W64 = ops.as64(Wt)
+    inner = ops.scalar((W64 * ops.as64(FW)).sum())
+    if masked:
+        model_sq = ops.scalar(ops.einsum("ra,sa,rsa->", W64, W64, ops.as64(GW)))
+    else:
+        model_sq = ops.scalar((ops.as64(GW) * ops.as64(_gram(ops, Wt))).sum())
+    err_sq = prob.norm_sq - 2.0 * inner + model_sq
+    timer.stop("loss")
+    return math.sqrt(max(err_sq, 0.0) / prob.norm_sq)
+
+
+def _rsvd_left(prob: _Problem, k: int, rng: np.random.Generator, n_power: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Leading ``k`` left singular vectors/values of the pairs unfolding X2 (P x T*A), randomized.
+
+    Halko, Martinsson & Tropp (2011): range finder with ``n_power`` power iterations; every product
+    is one thin GEMM over X, the small factorizations run on the host.
+    """
+    ops = prob.ops
+    P, T, A = prob.shape
+    n_cols = min(k + 8, P, T * A)
+    omega = ops.asarray(rng.standard_normal((n_cols, T * A)).astype(np.float32))
+    Y = ops.to_numpy(ops.matmul(omega, prob.X2.T)).T.astype(np.float64)  # (P, n_cols)
+    Q, _ = np.linalg.qr(Y)
+    for _ in range(n_power):
+        B = ops.matmul(ops.asarray(Q.T), prob.X2)  # (n_cols, T*A)
+        Q, _ = np.linalg.qr(ops.to_numpy(ops.matmul(B, prob.X2.T)).T.astype(np.float64))
+    B = ops.to_numpy(ops.matmul(ops.asarray(Q.T), prob.X2)).astype(np.float64)
+    Ub, s, _ = np.linalg.svd(B, full_matrices=False)
+    return (Q @ Ub)[:, :k], s[:k]
+
+
+def _mode_gram_eig(X: np.ndarray, mode: int, k: int):
+    """Leading eigenvectors of the Gram of mode ``mode`` (1 = time, 2 = animals), chunked over pairs."""
+    P, T, A = X.shape
+    n = X.shape[mode]
+    G = np.zeros((n, n))
+    for start in range(0, P, _SCAN_ROWS):
+        block = X[start:start + _SCAN_ROWS]
+        if mode == 1:
+            flat = np.ascontiguousarray(np.transpose(block, (1, 0, 2))).reshape(T, -1)
+            G += (flat @ flat.T).astype(np.float64)
+        else:
+            flat = block.reshape(-1, A)
+            G += (flat.T @ flat).astype(np.float64)
+    vals, vecs = np.linalg.eigh(G)
+    order = np.argsort(vals)[::-1][:k]
+    return vecs[:, order]
+
+
+def _nonneg_part(vectors: np.ndarray) -> np.ndarray:
+    """NNDSVD's sign choice: keep, per singular vector, the positive or negative part with the larger norm."""
+    pos = np.maximum(vectors, 0)
+    neg = np.maximum(-vectors, 0)
+    take_neg = np.linalg.norm(neg, axis=0) > np.linalg.norm(pos, axis=0)
+    return np.where(take_neg[None, :], neg, pos)
+
+
+def _initial_factors(prob: _Problem, X: np.ndarray, init, rng: np.random.Generator):
+    """Initial (U, V, W) as host float64 arrays of shapes (P,R), (T,R), (A,R), and the init's name."""
+    P, T, A = prob.shape
+    R = prob.rank
+    if isinstance(init, str):
+        if init == "random":
+            factors = [rng.random((n, R)) for n in (P, T, A)]
+            weights = np.ones(R)
+        elif init == "nndsvd":
+            left, s = _rsvd_left(prob, R, rng)
+            factors = [left]
+            for mode in (1, 2):
+                factors.append(_mode_gram_eig(X, mode, R))
+            weights = np.zeros(R)
+            weights[: len(s)] = s
+            for i, (n, Fm) in enumerate(zip((P, T, A), factors)):
+                Fm = _nonneg_part(Fm)
+                if Fm.shape[1] < R:  # the mode is shorter than the rank: pad with random columns
+                    Fm = np.hstack([Fm, rng.random((n, R - Fm.shape[1]))])
+                factors[i] = Fm
+            weights = np.where(weights > 0, weights, weights[weights > 0].min() if (weights > 0).any() else 1.0)
+        else:
+            raise ValueError(f"init must be 'random', 'nndsvd' or a CPTensor, got {init!r}")
+        name = init
+    else:
+        try:
+            weights, factors = init
+        except (TypeError, ValueError) as exc:
+            raise ValueError("init must be 'random', 'nndsvd' or a CPTensor (weights, factors)") from exc
+        factors = [np.asarray(f, dtype=np.float64) for f in factors]
+        if len(factors) != 3 or any(f.shape != (n, R) for f, n in zip(factors, (P, T, A))):
+            raise ValueError(
+                f"init CPTensor must have factors of shapes {(P, R)}, {(T, R)}, {(A, R)}; got "
+                f"{[f.shape for f in factors]}"
+            )
+        if any((f < 0).any() or not np.isfinite(f).all() for f in factors):
+            raise ValueError("init CPTensor factors must be finite and non-negative")
+        weights = np.ones(R) if weights is None else np.asarray(weights, dtype=np.float64)
+        if weights.shape != (R,) or (weights < 0).any():
+            raise ValueError(f"init CPTensor weights must be {R} non-negative numbers")
+        name = "given"
+    factors = [f.copy() for f in factors]
+    factors[0] = factors[0] * weights[None, :]
+    if prob.mask is not None:
+        # Pairs never observed and animals with nothing observed stay at exactly zero.
+        factors[0][~prob.mask.any(axis=1)] = 0
+        factors[2][~prob.mask.any(axis=0)] = 0
+    return factors, name
+
+
+def _fit_state(prob, Ut, Vt, Wt, iteration, history, seconds, init_name, method, missing, dtype):
+    ops = prob.ops
+    return {
+        "format": FIT_STATE_FORMAT,
+        "iteration": int(iteration),
+        "pairs": ops.to_numpy(Ut).T.copy(),
+        "time": ops.to_numpy(Vt).T.copy(),
+        "animals": ops.to_numpy(Wt).T.copy(),
+        "loss_history": np.asarray(history, dtype=np.float64).copy(),
+        "seconds": float(seconds),
+        "init": init_name,
+        "rank": int(prob.rank),
+        "shape": np.asarray(prob.shape, dtype=np.int64),
+        "norm_sq": float(prob.norm_sq),
+        "method": method,
+        "missing": missing,
+        "dtype": np.dtype(dtype).name,
+    }
+
+
+def _check_fit_state(state, prob, missing, dtype):
+    if not isinstance(state, Mapping) or state.get("format") != FIT_STATE_FORMAT:
+        raise ValueError(f"resume must be a checkpoint state of format {FIT_STATE_FORMAT!r}")
+    if tuple(np.asarray(state["shape"]).tolist()) != prob.shape:
+        raise ValueError(
+            f"checkpoint is for a tensor of shape {tuple(np.asarray(state['shape']).tolist())}, X has {prob.shape}"
+        )
+    if int(state["rank"]) != prob.rank:
+        raise ValueError(f"checkpoint is for rank {int(state['rank'])}, asked rank {prob.rank}")
+    if str(state["missing"]) != missing or str(state["dtype"]) != np.dtype(dtype).name:
+        raise ValueError("checkpoint was made with other solver settings (missing/dtype)")
+    if not math.isclose(float(state["norm_sq"]), prob.norm_sq, rel_tol=1e-9):
+        raise ValueError("checkpoint was made for different data (the norm of X differs)")
+
+
+def _normalise_sort(factors: list[np.ndarray], dtype) -> CPTensor:
+    """Unit-L2 columns, scale in ``weights``, components by weight descending (stable)."""
+    norms = [np.linalg.norm(f, axis=0) for f in factors]
+    weights = norms[0] * norms[1] * norms[2]
+    order = np.argsort(-weights, kind="stable")
+    out = []
+    for f, n in zip(factors, norms):
+        unit = np.where(n > 0, f / np.where(n > 0, n, 1.0), 0.0)
+        out.append(np.ascontiguousarray(unit[:, order], dtype=dtype))
+    return CPTensor((np.asarray(weights[order], dtype=np.float64), out))
+
+
+def _default_sweeps(backend: str):
+    # Inner HALS sweeps per mode (pairs, time, animals). The two small modes cost microseconds per
+    # sweep, so they get more; the pairs mode's sweep costs ~5 % of its GEMM (measured).
+    return (4, 10, 10)
+
+
+def ncp_hals(
+    X,
+    rank,
+    *,
+    mask=None,
+    init="random",
+    max_iter=500,
+    tol=1e-6,
+    random_state=None,
+    backend="numpy",
+    dtype="float32",
+    resume=None,
+    checkpoint_every=None,
+    on_checkpoint: Callable[[dict], Any] | None = None,
+    on_iteration: Callable[[int, float], Any] | None = None,
+    method="hals",
+    missing="exact",
+    device=None,
+    inner_sweeps: Sequence[int] | None = None,
+    inner_stop=0.01,
+    gemm_pad=None,
+    profile=False,
+) -> tuple[CPTensor, FitInfo]:
+    """Non-negative CP decomposition of ``X`` by HALS, fitting observed entries only.
+
+    Parameters
+    ----------
+    X : array (P, T, A), non-negative
+        Pair affinities (pairs x time bins x animals). Unobserved entries may hold anything
+        (they are ignored exactly; if any is non-zero a zeroed copy of X is made once).
+    rank : int >= 1
+        Number of components R.
+    mask : bool array (P, A), optional
+        True where pair p was recorded in animal a (at all times). None = everything observed.
+    init : "random" | "nndsvd" | CPTensor
+        "random": uniform [0, 1) factors from ``random_state``. "nndsvd": NNDSVD-style, from the
+        leading singular vectors of the three unfoldings (randomized SVD for the pairs mode),
+        each replaced by its larger-norm positive or negative part. A CPTensor (weights, [U, V, W])
+        is used as given. Every init is then scaled so that the model's norm equals ``||M*X||``.
+    max_iter : int
+        Maximum outer iterations (counting iterations done before a ``resume``).
+    tol : float
+        Stop when ``|e[k-1] - e[k]| / e[k-1] < tol`` (e = relative error on observed entries).
+        The error is computed from float32 products, reliable to ~1e-5 relative; a tighter
+        tol in float32 in practice runs to ``max_iter`` (use dtype="float64" for tighter tols).
+    random_state : None | int | SeedSequence | numpy Generator
+        Seeds the random init (and the randomized SVD of "nndsvd").
+    backend : "numpy" | "pytorch"
+        "pytorch" runs the same algorithm on torch tensors, on ``device`` (default: CUDA when
+        available, else CPU). backend="numpy" never imports torch.
+    dtype : "float32" | "float64"
+        Working precision of X and the factors; reductions for the loss are done in float64.
+    resume : dict, optional
+        A state passed to ``on_checkpoint`` earlier; the fit continues from it and reaches the
+        same result as an uninterrupted run (bitwise on the same machine and backend).
+    checkpoint_every : int, optional
+        Call ``on_checkpoint(state)`` after every ``checkpoint_every``-th iteration.
+    on_checkpoint : callable(dict), optional
+        Receives a state dict (see docs/factorization.md, "Checkpoints") of numpy arrays,
+        numbers and strings; store it to resume later.
+    on_iteration : callable(int, float), optional
+        Called after each iteration with (iteration number from 1, relative error).
+    method : "hals" | "tensorly-hals"
+        "tensorly-hals" runs ``tensorly.decomposition.non_negative_parafac_hals`` as a reference
+        (numpy backend, no mask, no checkpoints; ``tol`` is then tensorly's absolute criterion).
+    missing : "exact" | "em"
+        How unobserved entries are handled: exact weighted block updates (default) or EM
+        imputation with the current model (kept for comparison; converges more slowly).
+    inner_sweeps : (int, int, int), optional
+        Maximum HALS sweeps per mode and outer iteration (pairs, time, animals); default (4, 10, 10).
+    inner_stop : float
+        A mode's inner sweeps stop once a sweep moves it less than this fraction of its first sweep.
+    gemm_pad : int, optional
+        Pad the GEMM operands' component axis to a multiple of this (default 8 on numpy, 1 on torch).
+    profile : bool
+        Record seconds per phase in ``FitInfo.phase_seconds`` (adds device syncs on CUDA).
+
+    Returns
+    -------
+    cp : CPTensor
+        ``(weights (R,), [pairs (P, R), time (T, R), animals (A, R)])`` as numpy arrays in ``dtype``.
+        Each factor column has unit L2 norm; ``weights[r]`` is the product of the three norms, so
+        ``Xhat = sum_r weights[r] * outer(pairs[:, r], time[:, r], animals[:, r])``. Components are
+        sorted by weight, descending. A dead component has all-zero columns and weight 0.
+    info : FitInfo
+    """
+    t_start = time.perf_counter()
+    rank = _check_rank(rank)
+    dt = _check_dtype(dtype)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if missing not in _MISSING:
+        raise ValueError(f"missing must be one of {_MISSING}, got {missing!r}")
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not (isinstance(tol, numbers.Real) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    if checkpoint_every is not None and (
+        not isinstance(checkpoint_every, numbers.Integral) or checkpoint_every < 1
+    ):
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    sweeps = tuple(_default_sweeps(backend) if inner_sweeps is None else inner_sweeps)
+    if len(sweeps) != 3 or any(int(s) < 1 for s in sweeps):
+        raise ValueError(f"inner_sweeps must be three positive integers, got {inner_sweeps!r}")
+
+    X = _check_tensor(X, dt)
+    mask_arr = _check_mask(mask, X.shape)
+    norm_sq, needs_zeroing = _scan_tensor(X, mask_arr)
+    if norm_sq <= 0:
+        raise ValueError("X is zero at every observed entry: nothing to factorize")
+    if needs_zeroing:
+        X = _zero_unobserved(X, mask_arr)
+
+    if method == "tensorly-hals":
+        return _tensorly_reference(X, rank, mask_arr, norm_sq, init, max_iter, tol, random_state,
+                                   backend, dt, resume, checkpoint_every, t_start)
+
+    ops = _make_ops(backend, dt, device)
+    if gemm_pad is None:
+        gemm_pad = 8 if ops.name == "numpy" else 1
+    prob = _Problem(ops, X, mask_arr, rank, norm_sq, int(gemm_pad))
+    timer = _Timer(ops, profile)
+
+    if resume is not None:
+        _check_fit_state(resume, prob, missing, dt)
+        factors = [np.asarray(resume[name]) for name in MODE_NAMES]
+        history = [float(v) for v in np.asarray(resume["loss_history"])]
+        start_iter = int(resume["iteration"])
+        init_name = str(resume["init"])
+        seconds_before = float(resume["seconds"])
+        Ut, Vt, Wt = (ops.asarray(np.asarray(f).T) for f in factors)
+    else:
+        rng = _as_generator(random_state)
+        timer.start()
+        factors, init_name = _initial_factors(prob, X, init, rng)
+        Ut, Vt, Wt = (ops.asarray(f.T) for f in factors)
+        # One global scale so the init's norm matches the data's (closed form, no pass over X).
+        model_sq = _model_norm_sq(prob, Ut, Vt, Wt)
+        if model_sq > 0:
+            scale = (norm_sq / model_sq) ** (1.0 / 6.0)  # each of three modes gets the cube root
+            for Y in (Ut, Vt, Wt):
+                Y *= scale
+        _balance_(ops, (Ut, Vt, Wt))
+        timer.stop("init")
+        history = []
+        start_iter = 0
+        seconds_before = 0.0
+
+    converged = False
+    iteration = start_iter
+    # A resumed fit that had already converged (or finished) does no further iteration.
+    if len(history) >= 2 and tol > 0 and abs(history[-2] - history[-1]) < tol * history[-2]:
+        converged = True
+    while not converged and iteration < max_iter:
+        loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
+        _balance_(ops, (Ut, Vt, Wt))
+        iteration += 1
+        history.append(loss)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the fit diverged at iteration {iteration} (loss {loss})")
+        if on_iteration is not None:
+            on_iteration(iteration, loss)
+        if len(history) >= 2 and abs(history[-2] - history[-1]) < tol * history[-2]:
+            converged = True
+            break
+        if checkpoint_every is not None and on_checkpoint is not None and iteration % checkpoint_every == 0 \
+                and iteration < max_iter:
+            on_checkpoint(_fit_state(prob, Ut, Vt, Wt, iteration, history,
+                                     seconds_before + time.perf_counter() - t_start,
+                                     init_name, "hals", missing, dt))
+
+    final = [ops.to_numpy(Y).T.astype(np.float64) for Y in (Ut, Vt, Wt)]
+    cp = _normalise_sort(final, dt)
+    info = FitInfo(
+        n_iter=iteration,
+        converged=converged,
+        loss_history=np.asarray(history, dtype=np.float64),
+        seconds=seconds_before + time.perf_counter() - t_start,
+        init=init_name,
+        method="hals",
+        backend=ops.name,
+        device=ops.device,
+        dtype=dt.name,
+        missing=missing if mask_arr is not None else "none",
+        rank=rank,
+        phase_seconds=dict(timer.seconds),
+    )
+    return cp, info
+
+
+def _tensorly_reference(X, rank, mask, norm_sq, init, max_iter, tol, random_state, backend, dt,
+                        resume, checkpoint_every, t_start):
+    """tensorly's ``non_negative_parafac_hals`` behind the same interface (reference only)."""
+    from tensorly.decomposition import non_negative_parafac_hals
+
+    if mask is not None:
+        raise ValueError("method='tensorly-hals' does not support a mask; use method='hals'")
+    if backend != "numpy":
+        raise ValueError("method='tensorly-hals' runs on backend='numpy' only")
+    if resume is not None or checkpoint_every is not None:
+        raise ValueError("method='tensorly-hals' does not support checkpoints")
+    ops = _NumpyOps(dt)
+    prob = _Problem(ops, X, None, rank, norm_sq, 1)
+    rng = _as_generator(random_state)
+    factors, init_name = _initial_factors(prob, X, init, rng)
+    init_cp = CPTensor((np.ones(rank, dtype=dt), [np.asarray(f, dtype=dt) for f in factors]))
+    # tensorly records errors only when tol is truthy; a vanishing tol records them and still
+    # runs max_iter iterations.
+    cp, errors = non_negative_parafac_hals(
+        X, rank, n_iter_max=max_iter, init=init_cp, tol=tol if tol > 0 else 1e-300, return_errors=True
+    )
+    weights, factors = cp
+    factors = [np.asarray(f, dtype=np.float64) * (np.asarray(weights, dtype=np.float64)[None, :] if i == 0 else 1)
+               for i, f in enumerate(factors)]
+    history = np.asarray([float(e) for e in errors], dtype=np.float64)
+    info = FitInfo(
+        n_iter=len(history) if len(history) else max_iter,
+        converged=len(history) < max_iter,
+        loss_history=history,
+        seconds=time.perf_counter() - t_start,
+        init=init_name,
+        method="tensorly-hals",
+        backend="numpy",
+        device="cpu",
+        dtype=dt.name,
+        missing="none",
+        rank=rank,
+    )
+    return _normalise_sort(factors, dt), info
+
+
+# --------------------------------------------------------------------------------------------
+# Similarity of fits, exact error
+# --------------------------------------------------------------------------------------------
+
+
+def factor_congruence(cp_a, cp_b) -> tuple[float, np.ndarray, np.ndarray]:
+    """Factor-match score of two CP decompositions of the same tensor shape.
+
+    For components i of ``cp_a`` and j of ``cp_b`` the congruence is the product over the three
+    modes of the cosine between their factor columns (Tucker's congruence coefficient); the
+    components are matched one-to-one to maximise the total (Hungarian algorithm), as in
+    ``tensorly.metrics.factors.congruence_coefficient`` and the similarity score of Williams et al.
+    (2018) without its weight term. A zero column has congruence 0 with everything.
+
+    Returns ``(score, per_component, permutation)``: the mean congruence over matched pairs (1 =
+    identical up to scaling and order), the congruence of each matched pair in ``cp_a``'s order,
+    and for each component of ``cp_a`` the index of its match in ``cp_b`` (-1 if unmatched,
+    when ``cp_b`` has fewer components).
+    """
+    fa = [np.asarray(f, dtype=np.float64) for f in cp_a[1]]
+    fb = [np.asarray(f, dtype=np.float64) for f in cp_b[1]]
+    if len(fa) != len(fb) or any(a.shape[0] != b.shape[0] for a, b in zip(fa, fb)):
+        raise ValueError("factor_congruence needs two CP tensors of the same shape")
+    ra, rb = fa[0].shape[1], fb[0].shape[1]
+    sim = np.ones((ra, rb))
+    for a, b in zip(fa, fb):
+        na = np.linalg.norm(a, axis=0)
+        nb = np.linalg.norm(b, axis=0)
+        an = a / np.where(na > 0, na, 1.0)
+        bn = b / np.where(nb > 0, nb, 1.0)
+        sim *= np.abs(an.T @ bn)
+    rows, cols = linear_sum_assignment(-sim)
+    permutation = np.full(ra, -1, dtype=np.int64)
+    permutation[rows] = cols
+    per_component = np.zeros(ra)
+    per_component[rows] = sim[rows, cols]
+    return float(sim[rows, cols].mean()), per_component, permutation
+
+
+def relative_error(X, cp, mask=None) -> float:
+    """Exact ``||M*(X - Xhat)||_F / ||M*X||_F`` in float64, chunked over pairs (one pass over X)."""
+    X = np.asarray(X)
+    weights, (U, V, W) = cp
+    U = np.asarray(U, dtype=np.float64) * (1.0 if weights is None else np.asarray(weights, dtype=np.float64))
+    V = np.asarray(V, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    KR = (V[:, None, :] * W[None, :, :]).reshape(-1, V.shape[1])
+    num = den = 0.0
+    for start in range(0, X.shape[0], _SCAN_ROWS):
+        block = X[start:start + _SCAN_ROWS].astype(np.float64)
+        resid = block - (U[start:start + _SCAN_ROWS] @ KR.T).reshape(block.shape)
+        if mask is not None:
+            m = np.asarray(mask[start:start + _SCAN_ROWS], dtype=bool)[:, None, :]
+            resid = np.where(m, resid, 0.0)
+            block = np.where(m, block, 0.0)
+        num += float(np.vdot(resid, resid))
+        den += float(np.vdot(block, block))
+    return math.sqrt(num / den)
+
+
+# --------------------------------------------------------------------------------------------
+# Restarts
+# --------------------------------------------------------------------------------------------
+
+
+def _root_seed(random_state) -> tuple[int, tuple]:
+    """(entropy, spawn_key) identifying a root seed, from None / int / SeedSequence / Generator."""
+    if isinstance(random_state, np.random.SeedSequence):
+        return int(random_state.entropy), tuple(int(k) for k in random_state.spawn_key)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63 - 1)), ()
+    if random_state is None:
+        # 63 bits, so that it fits an int64 in a checkpoint or an HDF5 attribute.
+        return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1)), ()
+    if isinstance(random_state, (bool, np.bool_)) or not isinstance(random_state, numbers.Integral) \
+            or random_state < 0:
+        raise ValueError(f"random_state must be None, a non-negative int, a SeedSequence or a Generator; got {random_state!r}")
+    return int(random_state), ()
+
+
+def restart_seed(entropy: int, k: int, spawn_key: tuple = ()) -> np.random.SeedSequence:
+    """Seed of restart ``k`` under root ``entropy``: reproducible on its own, independent of the others."""
+    return np.random.SeedSequence(int(entropy), spawn_key=tuple(spawn_key) + (int(k),))
+
+
+def _restarts_state(entropy, spawn_key, n_restarts, rank, done: list, current):
+    state = {
+        "format": RESTARTS_STATE_FORMAT,
+        "seed_entropy": int(entropy),
+        "seed_spawn_key": np.asarray(spawn_key, dtype=np.int64),
+        "n_restarts": int(n_restarts),
+        "rank": int(rank),
+        "restart": len(done),
+        "losses": np.asarray([d["info"].loss for d in done], dtype=np.float64),
+        "n_iter": np.asarray([d["info"].n_iter for d in done], dtype=np.int64),
+        "converged": np.asarray([d["info"].converged for d in done], dtype=bool),
+        "seconds": np.asarray([d["info"].seconds for d in done], dtype=np.float64),
+        "init": np.asarray([d["info"].init for d in done], dtype=str),
+    }
+    for i, name in enumerate(MODE_NAMES):
+        state["fits_" + name] = (np.stack([d["cp"][1][i] for d in done]) if done else np.zeros((0, 0, rank)))
+    state["fits_weights"] = np.stack([d["cp"][0] for d in done]) if done else np.zeros((0, rank))
+    state["fits_loss_history"] = _pack_histories([d["info"].loss_history for d in done])
+    if current is not None:
+        state["current"] = current
+    return state
+
+
+def _pack_histories(histories):
+    """Ragged loss histories as one (n, max_len) float64 array padded with NaN."""
+    n = max((len(h) for h in histories), default=0)
+    out = np.full((len(histories), n), np.nan)
+    for i, h in enumerate(histories):
+        out[i, : len(h)] = h
+    return out
+
+
+def _unpack_restarts(state, rank, dtype):
+    done = []
+    hist = np.asarray(state["fits_loss_history"])
+    for k in range(int(state["restart"])):
+        cp = CPTensor((np.asarray(state["fits_weights"][k], dtype=np.float64),
+                       [np.asarray(state["fits_" + name][k], dtype=dtype) for name in MODE_NAMES]))
+        h = hist[k][~np.isnan(hist[k])] if hist.size else np.zeros(0)
+        info = FitInfo(n_iter=int(state["n_iter"][k]), converged=bool(state["converged"][k]),
+                       loss_history=h, seconds=float(state["seconds"][k]), init=str(state["init"][k]),
+                       dtype=np.dtype(dtype).name, rank=rank)
+        done.append({"cp": cp, "info": info})
+    return done
+
+
+def ncp_restarts(
+    X,
+    rank,
+    *,
+    mask=None,
+    n_restarts=5,
+    random_state=None,
+    resume=None,
+    checkpoint_every=None,
+    on_checkpoint=None,
+    on_restart: Callable[[int, int, FitInfo], Any] | None = None,
+    init="random",
+    **fit_kw,
+) -> RestartsResult:
+    """Fit ``rank`` from ``n_restarts`` independent initialisations; keep the lowest loss.
+
+    Restart k is seeded with :func:`restart_seed` (entropy, k), where the root entropy comes from
+    ``random_state`` (an int is used as is; a Generator gives one draw; None draws fresh entropy,
+    recorded in the result and the checkpoints). So restart k can be reproduced on its own with
+    ``ncp_hals(X, rank, random_state=restart_seed(entropy, k), ...)``.
+    With ``init="nndsvd"`` restart 0 uses NNDSVD and the others random inits (NNDSVD is
+    deterministic, identical restarts would tell nothing).
+
+    Checkpoints: with ``checkpoint_every`` and ``on_checkpoint``, the state (format
+    ``dynconn.ntf.restarts/1``) records the finished restarts' results, the seed, and the running
+    restart's own fit state under ``"current"``; it is emitted at the running fit's checkpoints and
+    after each restart. ``resume=state`` continues exactly where it was.
+
+    ``fit_kw`` are passed to :func:`ncp_hals` (max_iter, tol, backend, dtype, ...).
+    Similarity: :func:`factor_congruence` of each restart with the best.
+    """
+    rank = _check_rank(rank)
+    if isinstance(n_restarts, (bool, np.bool_)) or not isinstance(n_restarts, numbers.Integral) or n_restarts < 1:
+        raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
+    for key in ("resume", "on_checkpoint", "checkpoint_every", "random_state"):
+        fit_kw.pop(key, None)
+    dtype = _check_dtype(fit_kw.get("dtype", "float32"))
+
+    if resume is not None:
+        if not isinstance(resume, Mapping) or resume.get("format") != RESTARTS_STATE_FORMAT:
+            raise ValueError(f"resume must be a checkpoint state of format {RESTARTS_STATE_FORMAT!r}")
+        if int(resume["rank"]) != rank or int(resume["n_restarts"]) != n_restarts:
+            raise ValueError("checkpoint was made for another rank or number of restarts")
+        entropy = int(resume["seed_entropy"])
+        spawn_key = tuple(int(k) for k in np.asarray(resume["seed_spawn_key"]).tolist())
+        done = _unpack_restarts(resume, rank, dtype)
+        current = resume.get("current")
+    else:
+        entropy, spawn_key = _root_seed(random_state)
+        done, current = [], None
+
+    def emit(inner_state):
+        on_checkpoint(_restarts_state(entropy, spawn_key, n_restarts, rank, done, inner_state))
+
+    for k in range(len(done), n_restarts):
+        restart_init = init if (not isinstance(init, str) or init != "nndsvd" or k == 0) else "random"
+        cp, info = ncp_hals(
+            X, rank, mask=mask, init=restart_init, random_state=restart_seed(entropy, k, spawn_key),
+            resume=current, checkpoint_every=checkpoint_every,
+            on_checkpoint=emit if (on_checkpoint is not None and checkpoint_every) else None,
+            **fit_kw,
+        )
+        current = None
+        done.append({"cp": cp, "info": info})
+        if on_restart is not None:
+            on_restart(k, n_restarts, info)
+        if on_checkpoint is not None and checkpoint_every and k + 1 < n_restarts:
+            emit(None)
+
+    losses = np.asarray([d["info"].loss for d in done])
+    # NaN losses (max_iter=0) never win over a real one.
+    best = int(np.nanargmin(losses)) if np.isfinite(losses).any() else 0
+    similarity = np.asarray([
+        1.0 if k == best else factor_congruence(done[best]["cp"], d["cp"])[0] for k, d in enumerate(done)
+    ])
+    return RestartsResult(
+        cp=done[best]["cp"],
+        info=done[best]["info"],
+        best_index=best,
+        losses=losses,
+        n_iter=np.asarray([d["info"].n_iter for d in done], dtype=np.int64),
+        converged=np.asarray([d["info"].converged for d in done], dtype=bool),
+        seconds=np.asarray([d["info"].seconds for d in done]),
+        similarity=similarity,
+        weights=np.stack([np.asarray(d["cp"][0]) for d in done]),
+        fits=[d["cp"] for d in done],
+        seed_entropy=entropy,
+        seed_spawn_key=spawn_key,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Rank selection
+# --------------------------------------------------------------------------------------------
+
+_RULES = ("stable-elbow", "min-error")
+
+
+def _choose_rank(ranks, best_error, mean_similarity, rule, similarity_threshold, min_gain):
+    """Apply the rank rule; returns (chosen rank, eligible mask, gain per component)."""
+    ranks = np.asarray(ranks)
+    explained = 1.0 - np.asarray(best_error) ** 2
+    gain = np.empty(len(ranks))
+    gain[0] = explained[0] / ranks[0]
+    gain[1:] = np.diff(explained) / np.diff(ranks)
+    if rule == "min-error":
+        eligible = np.ones(len(ranks), dtype=bool)
+        return int(ranks[int(np.argmin(best_error))]), eligible, gain
+    # stable-elbow: the largest rank that is (a) stable across restarts and (b) still worth its
+    # components, and such that every smaller rank of the sweep was worth its components too
+    # (the error curve's elbow: beyond it components only fit noise).
+    stable = np.asarray(mean_similarity) >= similarity_threshold
+    worth = gain >= min_gain
+    eligible = stable & worth
+    # Stop at the first rank whose components are no longer worth it: ranks beyond an elbow that
+    # happen to gain again are noise fits.
+    cutoff = len(ranks)
+    for i in range(len(ranks)):
+        if not worth[i]:
+            cutoff = i
+            break
+    candidates = np.flatnonzero(eligible[:cutoff])
+    if len(candidates):
+        return int(ranks[candidates[-1]]), eligible, gain
+    # Nothing passes: fall back to the most stable of the ranks before the elbow (or the smallest).
+    pool = np.arange(max(cutoff, 1))
+    return int(ranks[pool[np.argmax(np.asarray(mean_similarity)[pool])]]), eligible, gain
+
+
+def select_rank(
+    X,
+    ranks,
+    *,
+    mask=None,
+    n_restarts=3,
+    random_state=None,
+    rule="stable-elbow",
+    similarity_threshold=0.85,
+    min_gain=0.005,
+    max_iter=200,
+    tol=1e-4,
+    resume=None,
+    checkpoint_every=None,
+    on_checkpoint=None,
+    on_rank: Callable[[int, RestartsResult], Any] | None = None,
+    **fit_kw,
+) -> RankSelection:
+    """Fit every rank in ``ranks`` with ``n_restarts`` restarts and choose one.
+
+    Diagnostics per rank (Williams et al., Neuron 2018): the relative error on observed entries of
+    every restart, and the similarity (factor congruence) of every restart to the rank's best fit.
+
+    Rule ``"stable-elbow"`` (default): with ``explained = 1 - best_error**2`` and
+    ``gain[i] = (explained[i] - explained[i-1]) / (ranks[i] - ranks[i-1])`` (variance explained per
+    added component), pick the largest rank such that
+
+    * its restarts agree: mean similarity to the best >= ``similarity_threshold`` (0.85), and
+    * it and every smaller rank of the sweep gained >= ``min_gain`` (0.005, i.e. 0.5 % of the observed
+      sum of squares per added component).
+
+    If no rank passes, the most stable rank before the elbow is chosen. Rule ``"min-error"`` picks
+    the lowest error (for comparison; it always favours the largest rank).
+
+    Affordability: the sweep runs each fit with ``max_iter`` (200) and a loose ``tol`` (1e-4),
+    enough to rank the errors and compare restarts; refine the chosen rank's ``best_fits`` entry
+    with ``ncp_hals(..., init=best_fit)`` instead of refitting from scratch.
+    Seeds: rank r's restarts derive from ``SeedSequence(entropy, spawn_key=(r,))``, so adding a
+    rank to the sweep does not change the others' fits.
+
+    Checkpoints: state format ``dynconn.ntf.select/1`` with the finished ranks' diagnostics and the
+    running rank's restarts state under ``"current"``; ``resume=state`` continues.
+    """
+    if rule not in _RULES:
+        raise ValueError(f"rule must be one of {_RULES}, got {rule!r}")
+    try:
+        ranks_list = [_check_rank(r) for r in ranks]
+    except TypeError as exc:
+        raise ValueError("ranks must be a sequence of positive integers") from exc
+    if not ranks_list:
+        raise ValueError("ranks must not be empty")
+    ranks_arr = np.unique(ranks_list)
+    if isinstance(n_restarts, (bool, np.bool_)) or not isinstance(n_restarts, numbers.Integral) or n_restarts < 1:
+        raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
+    dtype = _check_dtype(fit_kw.get("dtype", "float32"))
+    n, k = len(ranks_arr), int(n_restarts)
+
+    if resume is not None:
+        if not isinstance(resume, Mapping) or resume.get("format") != SELECT_STATE_FORMAT:
+            raise ValueError(f"resume must be a checkpoint state of format {SELECT_STATE_FORMAT!r}")
+        if not np.array_equal(np.asarray(resume["ranks"]), ranks_arr) or int(resume["n_restarts"]) != k:
+            raise ValueError("checkpoint was made for another set of ranks or number of restarts")
+        entropy = int(resume["seed_entropy"])
+        n_done = int(resume["rank_index"])
+        arrays = {name: np.array(resume[name]) for name in ("errors", "similarity", "n_iter", "seconds", "converged", "best_index")}
+        best_fits = [
+            CPTensor((np.asarray(resume[f"best_{i}_weights"], dtype=np.float64),
+                      [np.asarray(resume[f"best_{i}_{m}"], dtype=dtype) for m in MODE_NAMES]))
+            for i in range(n_done)
+        ]
+        current = resume.get("current")
+    else:
+        entropy, _ = _root_seed(random_state)
+        n_done = 0
+        arrays = {
+            "errors": np.full((n, k), np.nan), "similarity": np.full((n, k), np.nan),
+            "n_iter": np.zeros((n, k), np.int64), "seconds": np.zeros((n, k)),
+            "converged": np.zeros((n, k), bool), "best_index": np.zeros(n, np.int64),
+        }
+        best_fits = []
+        current = None
+
+    def state(i, inner):
+        s = {"format": SELECT_STATE_FORMAT, "ranks": ranks_arr.copy(), "n_restarts": k,
+             "seed_entropy": int(entropy), "rank_index": int(i)}
+        s.update({name: a.copy() for name, a in arrays.items()})
+        for j, cp in enumerate(best_fits):
+            s[f"best_{j}_weights"] = np.asarray(cp[0])
+            for m, f in zip(MODE_NAMES, cp[1]):
+                s[f"best_{j}_{m}"] = np.asarray(f)
+        if inner is not None:
+            s["current"] = inner
+        return s
+
+    for i in range(n_done, n):
+        r = int(ranks_arr[i])
+        res = ncp_restarts(
+            X, r, mask=mask, n_restarts=k, random_state=np.random.SeedSequence(entropy, spawn_key=(r,)),
+            resume=current, checkpoint_every=checkpoint_every,
+            on_checkpoint=(lambda inner, i=i: on_checkpoint(state(i, inner))) if on_checkpoint else None,
+            max_iter=max_iter, tol=tol, **fit_kw,
+        )
+        current = None
+        arrays["errors"][i] = res.losses
+        arrays["similarity"][i] = res.similarity
+        arrays["n_iter"][i] = res.n_iter
+        arrays["seconds"][i] = res.seconds
+        arrays["converged"][i] = res.converged
+        arrays["best_index"][i] = res.best_index
+        best_fits.append(res.cp)
+        if on_rank is not None:
+            on_rank(r, res)
+        if on_checkpoint is not None and checkpoint_every and i + 1 < n:
+            on_checkpoint(state(i + 1, None))
+
+    errors = arrays["errors"]
+    best_error = np.nanmin(errors, axis=1)
+    sim = arrays["similarity"]
+    if k > 1:
+        others = np.ones_like(sim, dtype=bool)
+        others[np.arange(n), arrays["best_index"]] = False
+        mean_similarity = np.asarray([sim[i][others[i]].mean() for i in range(n)])
+    else:
+        mean_similarity = np.ones(n)
+    chosen, eligible, gain = _choose_rank(ranks_arr, best_error, mean_similarity, rule,
+                                          similarity_threshold, min_gain)
+    return RankSelection(
+        rank=chosen,
+        rule=rule,
+        ranks=ranks_arr.astype(np.int64),
+        errors=errors,
+        best_error=best_error,
+        explained=1.0 - best_error**2,
+        gain=gain,
+        similarity=sim,
+        mean_similarity=mean_similarity,
+        n_iter=arrays["n_iter"],
+        seconds=arrays["seconds"],
+        converged=arrays["converged"],
+        best_index=arrays["best_index"],
+        eligible=eligible,
+        best_fits=best_fits,
+        rule_params={"similarity_threshold": float(similarity_threshold), "min_gain": float(min_gain),
+                     "max_iter": int(max_iter), "tol": float(tol), "n_restarts": k},
+    )

@@ -1,0 +1,372 @@
+"""Tests of the factorization core (dynconn.ntf): exactness, missing data, checkpoints, restarts, rank."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tensorly.cp_tensor import CPTensor
+from tensorly.metrics.factors import congruence_coefficient
+
+from dynconn import ntf
+
+
+def planted(seed, n_neurons=24, n_time=40, n_animals=8, rank=3, noise=0.02, missing=0.2):
+    """A pairs x time x animals tensor with planted communities, epochs and animal loadings.
+
+    ``missing`` of the neurons are absent in each animal: every pair touching an absent neuron is
+    unobserved in that animal (stored as 0, as the pipeline does). Returns X, mask, true factors.
+    """
+    rng = np.random.default_rng(seed)
+    i, j = np.triu_indices(n_neurons, 1)
+    pairs = np.zeros((len(i), rank))
+    for r in range(rank):
+        members = np.zeros(n_neurons, bool)
+        members[rng.choice(n_neurons, n_neurons // 3, replace=False)] = True
+        strength = rng.uniform(0.5, 1.5, n_neurons)
+        pairs[:, r] = members[i] * members[j] * strength[i] * strength[j]
+    pairs += 0.02 * rng.random(pairs.shape)
+    times = 0.05 * rng.random((n_time, rank))
+    for r in range(rank):
+        start = rng.integers(0, n_time - 12)
+        times[start:start + rng.integers(6, 12), r] += 1.0
+    animals = rng.uniform(0.2, 1.0, (n_animals, rank))
+    X = np.einsum("pr,tr,ar->pta", pairs, times, animals)
+    X += noise * X.std() * rng.random(X.shape)
+    present = rng.random((n_neurons, n_animals)) >= missing
+    mask = present[i] & present[j]
+    X *= mask[:, None, :]
+    return X.astype(np.float32), mask, (pairs, times, animals)
+
+
+def truth_cp(factors):
+    return CPTensor((None, list(factors)))
+
+
+# ------------------------------------------------------------------------------------------------
+# exact small cases
+# ------------------------------------------------------------------------------------------------
+
+
+def test_rank_one_tensor_is_recovered_exactly():
+    rng = np.random.default_rng(0)
+    u, v, w = rng.random(20) + 0.1, rng.random(7) + 0.1, rng.random(4) + 0.1
+    X = np.einsum("p,t,a->pta", u, v, w)
+    cp, info = ntf.ncp_hals(X, 1, dtype="float64", random_state=0, max_iter=50, tol=0)
+    # the per-iteration loss is a difference of squared norms: its floor is sqrt(machine eps)
+    assert info.loss < 1e-6
+    assert ntf.relative_error(X, cp) < 1e-10
+    for got, want in zip(cp.factors, (u, v, w)):
+        np.testing.assert_allclose(got[:, 0], want / np.linalg.norm(want), rtol=1e-8)
+    np.testing.assert_allclose(cp.weights[0], np.linalg.norm(u) * np.linalg.norm(v) * np.linalg.norm(w), rtol=1e-8)
+
+
+def test_loss_history_is_the_exact_masked_error_and_never_increases():
+    X, mask, _ = planted(1)
+    cp, info = ntf.ncp_hals(X, 3, mask=mask, dtype="float64", random_state=1, max_iter=40, tol=0)
+    # The per-iteration loss comes from Gram matrices and the MTTKRPs, never from a pass over the
+    # residual: it must still equal the directly computed error on observed entries.
+    np.testing.assert_allclose(info.loss, ntf.relative_error(X, cp, mask), rtol=1e-9)
+    # HALS is block coordinate descent with exact block updates: the loss cannot increase.
+    assert np.all(np.diff(info.loss_history) <= 1e-12)
+    assert info.n_iter == 40 and len(info.loss_history) == 40 and not info.converged
+
+
+def test_unobserved_values_are_ignored_exactly():
+    X, mask, _ = planted(2)
+    junk = X.copy()
+    unobserved = ~np.broadcast_to(mask[:, None, :], X.shape)
+    junk[unobserved] = np.random.default_rng(0).random(unobserved.sum()) * 100
+    junk[np.nonzero(unobserved)[0][0], 0, np.nonzero(unobserved)[2][0]] = np.nan
+    a, info_a = ntf.ncp_hals(X, 3, mask=mask, random_state=3, max_iter=30, tol=0)
+    b, info_b = ntf.ncp_hals(junk, 3, mask=mask, random_state=3, max_iter=30, tol=0)
+    for fa, fb in zip(a.factors, b.factors):
+        np.testing.assert_array_equal(fa, fb)
+    np.testing.assert_array_equal(info_a.loss_history, info_b.loss_history)
+    assert np.isnan(junk).any()  # the caller's array was not modified
+
+
+def test_pairs_never_observed_get_zero_loadings():
+    X, mask, _ = planted(3)
+    mask[:5] = False
+    X[:5] = 0
+    cp, _ = ntf.ncp_hals(X, 3, mask=mask, random_state=0, max_iter=20, tol=0)
+    assert np.all(cp.factors[0][:5] == 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# missing data: recovery, and zeros are not a substitute for the mask
+# ------------------------------------------------------------------------------------------------
+
+
+def test_planted_factors_recovered_with_20_percent_neurons_missing_and_zeros_are_worse():
+    X, mask, truth = planted(4, n_neurons=30, n_time=50, n_animals=10, rank=4, missing=0.2)
+    assert 0.25 < 1 - mask.mean() < 0.5  # 20 % neurons missing -> ~36 % of pair blocks
+    masked = ntf.ncp_restarts(X, 4, mask=mask, n_restarts=3, random_state=0, max_iter=300, tol=1e-6)
+    zeros = ntf.ncp_restarts(X, 4, mask=None, n_restarts=3, random_state=0, max_iter=300, tol=1e-6)
+    score_masked = ntf.factor_congruence(masked.cp, truth_cp(truth))[0]
+    score_zeros = ntf.factor_congruence(zeros.cp, truth_cp(truth))[0]
+    assert score_masked >= 0.95
+    assert score_zeros < score_masked - 0.05
+    # ... and on the observed entries, the zero-filled fit is far worse too.
+    err_masked = ntf.relative_error(X, masked.cp, mask)
+    err_zeros = ntf.relative_error(X, zeros.cp, mask)
+    assert err_zeros > 3 * err_masked
+
+
+def test_em_imputation_reaches_the_same_fit():
+    X, mask, truth = planted(5)
+    exact, _ = ntf.ncp_hals(X, 3, mask=mask, random_state=2, max_iter=300, tol=1e-7)
+    em, _ = ntf.ncp_hals(X, 3, mask=mask, random_state=2, max_iter=300, tol=1e-7, missing="em")
+    assert ntf.factor_congruence(exact, em)[0] > 0.99
+    np.testing.assert_allclose(ntf.relative_error(X, exact, mask), ntf.relative_error(X, em, mask), rtol=2e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# output conventions and inits
+# ------------------------------------------------------------------------------------------------
+
+
+def test_components_sorted_by_weight_with_unit_columns():
+    X, mask, _ = planted(6, rank=4)
+    cp, _ = ntf.ncp_hals(X, 4, mask=mask, random_state=0, max_iter=50, tol=0)
+    assert np.all(np.diff(cp.weights) <= 0)
+    for f in cp.factors:
+        assert f.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(f, axis=0), 1, rtol=1e-5)
+        assert f.min() >= 0
+    # weights carry the scale: the model rebuilt from (weights, factors) fits the data
+    assert ntf.relative_error(X, cp, mask) < 0.1
+
+
+@pytest.mark.parametrize("init", ["random", "nndsvd"])
+def test_inits_fit(init):
+    X, mask, truth = planted(7)
+    cp, info = ntf.ncp_hals(X, 3, mask=mask, init=init, random_state=0, max_iter=200, tol=1e-6)
+    assert info.init == init
+    assert ntf.factor_congruence(cp, truth_cp(truth))[0] > 0.9
+
+
+def test_explicit_init_is_used_and_seed_reproducible():
+    X, mask, _ = planted(8)
+    a, _ = ntf.ncp_hals(X, 3, mask=mask, random_state=5, max_iter=5, tol=0)
+    b, _ = ntf.ncp_hals(X, 3, mask=mask, random_state=np.random.default_rng(5), max_iter=5, tol=0)
+    for fa, fb in zip(a.factors, b.factors):
+        np.testing.assert_array_equal(fa, fb)
+    # starting from a converged fit, the solver stays there
+    c, info = ntf.ncp_hals(X, 3, mask=mask, init=a, max_iter=1, tol=0)
+    assert info.init == "given"
+
+
+def test_our_hals_is_no_worse_than_tensorly_from_the_same_init():
+    X, _, _ = planted(9, missing=0.0)
+    init = CPTensor((np.ones(3), [np.random.default_rng(0).random((n, 3)) for n in X.shape]))
+    ours, info = ntf.ncp_hals(X, 3, init=init, max_iter=30, tol=0)
+    ref, ref_info = ntf.ncp_hals(X, 3, init=init, max_iter=30, tol=0, method="tensorly-hals")
+    assert ref_info.method == "tensorly-hals" and len(ref_info.loss_history) == 30
+    assert ntf.relative_error(X, ours) <= ntf.relative_error(X, ref) * (1 + 1e-4)
+
+
+def test_factor_congruence_matches_tensorly():
+    rng = np.random.default_rng(0)
+    a = [rng.random((n, 4)) for n in (30, 10, 5)]
+    b = [f[:, [2, 0, 3, 1]] + 0.1 * rng.random(f.shape) for f in a]
+    score, per_component, perm = ntf.factor_congruence((None, a), (None, b))
+    ref_score, ref_perm = congruence_coefficient(a, b)
+    np.testing.assert_allclose(score, ref_score)
+    np.testing.assert_array_equal(perm, [1, 3, 0, 2])
+    assert ntf.factor_congruence((None, a), (None, a))[0] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run():
+    X, mask, _ = planted(10)
+    kw = dict(mask=mask, random_state=7, max_iter=45, tol=0)
+    full, full_info = ntf.ncp_hals(X, 3, **kw)
+    states = []
+    ntf.ncp_hals(X, 3, checkpoint_every=10, on_checkpoint=states.append, **kw)
+    assert [s["iteration"] for s in states] == [10, 20, 30, 40]
+    state = states[1]
+    assert state["format"] == "dynconn.ntf.fit/1" and state["pairs"].shape == (X.shape[0], 3)
+    resumed, info = ntf.ncp_hals(X, 3, resume=state, **kw)
+    for a, b in zip(full.factors, resumed.factors):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(full.weights, resumed.weights)
+    np.testing.assert_array_equal(full_info.loss_history, info.loss_history)
+    assert info.n_iter == 45
+
+
+def test_resume_with_convergence_and_wrong_state_rejected():
+    X, mask, _ = planted(11)
+    kw = dict(mask=mask, random_state=1, max_iter=400, tol=1e-5)
+    full, full_info = ntf.ncp_hals(X, 3, **kw)
+    states = []
+    ntf.ncp_hals(X, 3, checkpoint_every=5, on_checkpoint=states.append, **kw)
+    resumed, info = ntf.ncp_hals(X, 3, resume=states[0], **kw)
+    assert info.n_iter == full_info.n_iter and info.converged == full_info.converged
+    for a, b in zip(full.factors, resumed.factors):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="rank"):
+        ntf.ncp_hals(X, 2, resume=states[0], **kw)
+    with pytest.raises(ValueError, match="different data"):
+        ntf.ncp_hals(X * 2, 3, resume=states[0], **kw)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_restarts_keep_best_reproduce_and_resume():
+    X, mask, _ = planted(12)
+    kw = dict(mask=mask, n_restarts=4, random_state=123, max_iter=40, tol=0)
+    res = ntf.ncp_restarts(X, 3, **kw)
+    assert res.best_index == int(np.argmin(res.losses))
+    assert res.info.loss == res.losses.min()
+    assert res.similarity[res.best_index] == 1.0 and np.all(res.similarity <= 1 + 1e-12)
+    assert res.losses.shape == (4,) and res.weights.shape == (4, 3)
+    # restart k is reproducible on its own from its derived seed
+    cp2, info2 = ntf.ncp_hals(X, 3, mask=mask, random_state=ntf.restart_seed(res.seed_entropy, 2),
+                              max_iter=40, tol=0)
+    np.testing.assert_array_equal(cp2.factors[0], res.fits[2].factors[0])
+
+    # interrupt during restart 2 (after its first checkpoint), then resume from the last state
+    states = []
+
+    def save_then_die(state):
+        states.append(state)
+        if state["restart"] == 2 and "current" in state:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        ntf.ncp_restarts(X, 3, checkpoint_every=15, on_checkpoint=save_then_die, **kw)
+    last = states[-1]
+    assert last["format"] == "dynconn.ntf.restarts/1" and last["current"]["iteration"] == 15
+    resumed = ntf.ncp_restarts(X, 3, resume=last, **kw)
+    np.testing.assert_array_equal(resumed.losses, res.losses)
+    for a, b in zip(resumed.cp.factors, res.cp.factors):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(resumed.similarity, res.similarity)
+
+
+# ------------------------------------------------------------------------------------------------
+# rank selection
+# ------------------------------------------------------------------------------------------------
+
+
+def test_select_rank_picks_planted_rank():
+    X, mask, _ = planted(13, n_neurons=30, n_time=50, n_animals=10, rank=4, noise=0.02)
+    sel = ntf.select_rank(X, [1, 2, 3, 4, 5, 6], mask=mask, n_restarts=3, random_state=0)
+    assert sel.rank == 4
+    assert sel.errors.shape == (6, 3) and sel.similarity.shape == (6, 3)
+    assert np.all(np.diff(sel.best_error) <= 1e-3)  # more components never fit much worse
+    arrays = sel.as_arrays()
+    assert set(arrays) >= {"ranks", "errors", "similarity", "mean_similarity", "gain", "rank"}
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
+    assert len(sel.best_fits) == 6 and sel.best_fits[3].rank == 4
+
+
+def test_select_rank_resumes():
+    X, mask, _ = planted(14)
+    kw = dict(mask=mask, n_restarts=2, random_state=3, max_iter=30)
+    full = ntf.select_rank(X, [1, 2, 3], **kw)
+    states = []
+
+    def save_then_die(state):
+        states.append(state)
+        if state["rank_index"] == 1 and "current" in state and state["current"]["restart"] == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        ntf.select_rank(X, [1, 2, 3], checkpoint_every=10, on_checkpoint=save_then_die, **kw)
+    resumed = ntf.select_rank(X, [1, 2, 3], resume=states[-1], **kw)
+    np.testing.assert_array_equal(resumed.errors, full.errors)
+    assert resumed.rank == full.rank
+
+
+# ------------------------------------------------------------------------------------------------
+# bad inputs
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "X, rank, kw, message",
+    [
+        (np.ones((4, 5)), 2, {}, "3-way"),
+        (np.ones((4, 5, 3)), 0, {}, "positive integer"),
+        (np.ones((4, 5, 3)), -1, {}, "positive integer"),
+        (np.ones((4, 5, 3)), 1.5, {}, "positive integer"),
+        (np.ones((4, 5, 3)), True, {}, "positive integer"),
+        (-np.ones((4, 5, 3)), 2, {}, "non-negative"),
+        (np.full((4, 5, 3), np.nan), 2, {}, "NaN"),
+        (np.zeros((4, 5, 3)), 2, {}, "zero"),
+        (np.ones((4, 5, 3)), 2, {"mask": np.ones((4, 2), bool)}, r"\(4, 3\)"),
+        (np.ones((4, 5, 3)), 2, {"mask": np.zeros((4, 3), bool)}, "no entry"),
+        (np.ones((4, 5, 3)), 2, {"init": "svd"}, "init"),
+        (np.ones((4, 5, 3)), 2, {"init": CPTensor((None, [np.ones((4, 2)), np.ones((5, 2)), np.ones((2, 2))]))}, "shapes"),
+        (np.ones((4, 5, 3)), 2, {"backend": "jax"}, "backend"),
+        (np.ones((4, 5, 3)), 2, {"dtype": "int32"}, "dtype"),
+        (np.ones((4, 5, 3)), 2, {"max_iter": -1}, "max_iter"),
+        (np.ones((4, 5, 3)), 2, {"tol": -1.0}, "tol"),
+        (np.ones((4, 5, 3)), 2, {"method": "als"}, "method"),
+        (np.ones((4, 5, 3)), 2, {"random_state": "seed"}, "random_state"),
+    ],
+)
+def test_bad_inputs_raise(X, rank, kw, message):
+    with pytest.raises(ValueError, match=message):
+        ntf.ncp_hals(X, rank, **kw)
+
+
+def test_negative_value_at_observed_entry_raises_but_not_at_unobserved():
+    X = np.ones((4, 5, 3))
+    mask = np.ones((4, 3), bool)
+    mask[0, 0] = False
+    X[0, :, 0] = -5  # unobserved: fine
+    ntf.ncp_hals(X, 1, mask=mask, max_iter=2, random_state=0)
+    X[1, 2, 1] = -1  # observed: not fine
+    with pytest.raises(ValueError, match="non-negative"):
+        ntf.ncp_hals(X, 1, mask=mask, max_iter=2)
+
+
+def test_bad_restart_and_rank_arguments():
+    X = np.ones((4, 5, 3))
+    with pytest.raises(ValueError, match="n_restarts"):
+        ntf.ncp_restarts(X, 1, n_restarts=0)
+    with pytest.raises(ValueError, match="empty"):
+        ntf.select_rank(X, [])
+    with pytest.raises(ValueError, match="positive integer"):
+        ntf.select_rank(X, [1, 0])
+    with pytest.raises(ValueError, match="rule"):
+        ntf.select_rank(X, [1], rule="aic")
+    with pytest.raises(ValueError, match="tensorly-hals"):
+        ntf.ncp_hals(X, 1, mask=np.eye(4, 3, dtype=bool) | True, method="tensorly-hals", checkpoint_every=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# backends
+# ------------------------------------------------------------------------------------------------
+
+
+def test_numpy_path_never_imports_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "from dynconn import ntf\n"
+        "ntf.ncp_hals(np.random.default_rng(0).random((20, 6, 3)), 2, max_iter=3, random_state=0)\n"
+        "ntf.ncp_restarts(np.random.default_rng(0).random((20, 6, 3)), 2, n_restarts=2, max_iter=3)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pytorch_backend_matches_numpy():
+    torch = pytest.importorskip("torch")
+    X, mask, _ = planted(15)
+    a, ia = ntf.ncp_hals(X, 3, mask=mask, random_state=0, max_iter=30, tol=0, dtype="float64")
+    b, ib = ntf.ncp_hals(X, 3, mask=mask, random_state=0, max_iter=30, tol=0, dtype="float64",
+                         backend="pytorch")
+    assert ib.backend == "pytorch"
+    np.testing.assert_allclose(ia.loss_history, ib.loss_history, rtol=1e-6)
+    assert ntf.factor_congruence(a, b)[0] > 0.9999
