@@ -36,7 +36,7 @@ def _arrays(prefix: str, obj) -> dict[str, np.ndarray]:
     out = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if isinstance(value, (int, float, bool, np.integer, np.floating, np.ndarray, list, tuple)):
+        if isinstance(value, (int, float, bool, np.integer, np.floating, np.ndarray)):
             array = np.asarray(value)
             if array.dtype.kind in "fiub":
                 out[f"{prefix}/{f.name}"] = array
@@ -53,9 +53,10 @@ def compute(affinity: dict, p: dict, console: Console) -> tuple[dict, dict]:
     if rank == "auto":
         lo, hi = p["ranks"]
         ranks = list(range(lo, hi + 1))
-        with console.progress(f"rank selection ({lo}–{hi})", len(ranks) * p["restarts"]) as advance:
+        with console.progress(f"rank selection ({lo}–{hi})", len(ranks)) as advance:
             selection = ntf.select_rank(X, ranks, mask=mask, n_restarts=p["restarts"],
-                                        random_state=p["seed"], on_fit=lambda *a: advance(), **fit_kw)
+                                        random_state=p["seed"], init=p["init"],
+                                        on_rank=lambda *a: advance())
         rank = int(selection.rank)
         datasets.update(_arrays("rank_selection", selection))
         attrs["rank_rule"] = selection.rule
