@@ -21,6 +21,7 @@ in" block s; the cost of putting it in is computed for every candidate s at once
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import gammaln, spence
 
 _LN2 = float(np.log(2.0))
@@ -39,8 +40,8 @@ def _grow_q_table(M: int, K: int) -> None:
     K = min(K, _Q_MAX_N)
     if _Q_TABLE.shape[0] > M and _Q_TABLE.shape[1] > K:
         return
-    M = max(M, _Q_TABLE.shape[0] - 1)
-    K = max(K, _Q_TABLE.shape[1] - 1)
+    M = min(max(int(M * 1.5), _Q_TABLE.shape[0] - 1), _Q_MAX_M)  # headroom: fewer regrowths
+    K = min(max(int(K * 1.5), _Q_TABLE.shape[1] - 1), _Q_MAX_N)
     q = np.full((M + 1, K + 1), -np.inf)
     q[0, :] = 0.0
     for k in range(1, K + 1):
@@ -239,6 +240,8 @@ class SBMState:
         self.nst = st[order]
         self.ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=self.N))])
         self.lk = float(_lf(self.k).sum())
+        self.adj = [sp.csr_matrix((np.concatenate([self.ew[:, j], self.ew[:, j]]), (src, dst)),
+                                  shape=(self.N, self.N)) for j in range(4 if self.has_w else 1)]
         self.set_partition(b)
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -405,17 +408,18 @@ class SBMState:
         self.H = np.vstack([self.H, np.zeros((1, self.H.shape[1]))])
         self.cap = K
 
-    def sweep(self, rng, beta=np.inf, allow_new=True):
+    def sweep(self, rng, beta=np.inf, allow_new=True, nodes=None):
         """One pass of single-node moves in random order.
 
         beta=inf: greedy (move to the candidate block of lowest DL, staying if none is lower);
         finite beta: heat-bath (new block drawn with probability ~ exp(-beta * dDL)).
         Candidates: every occupied block, plus one empty block if ``allow_new``.
-        Returns (number of moves, total DL change).
+        ``nodes``: visit only these (in random order). Returns (number of moves, total dDL).
         """
         moves = 0
         total = 0.0
-        for i in rng.permutation(self.N):
+        order = rng.permutation(self.N) if nodes is None else rng.permutation(np.asarray(nodes))
+        for i in order:
             r = self.b[i]
             d = self._node_stats(i)
             self._remove(i, d)
@@ -449,6 +453,97 @@ class SBMState:
                 moves += 1
                 total += float(costs[j] - costs[jr])
         return moves, total
+
+    def move_costs_all(self):
+        """DL change of moving each node to each block slot, all at once (vectorised).
+
+        Exact for a single move from the current state. Call on a compacted state (blocks
+        0..B-1 and at least one empty slot). Returns an (N, cap) array; 0 where a node stays;
+        only the first empty slot is a candidate (+inf for the other empty slots).
+        """
+        N, K = self.N, self.cap
+        b = self.b
+        ar = np.arange(N)
+        onehot = sp.csr_matrix((np.ones(N), (ar, b)), shape=(N, K))
+        D4 = np.zeros((N, K, 4))
+        for j, A in enumerate(self.adj):
+            D4[:, :, j] = (A @ onehot).toarray()
+        c = D4[:, :, 0]
+        nr, er = self.nr, self.er
+        B = int((nr > 0).sum())
+        rr = b
+        cr = c[ar, rr]
+        cost = np.zeros((N, K))
+        # number of blocks and (when not cancelled by the degree prior) the partition prior
+        r_empties = nr[rr] == 1
+        s_new = nr == 0
+        Bp = B - r_empties[:, None].astype(int) + s_new[None, :].astype(int)
+        cost += self._b_terms(Bp) - self._b_terms(B)
+        if not (self.topology and self.degree_prior == "distributed"):
+            cost += np.log(nr[rr])[:, None] - np.log(nr + 1)[None, :]
+        if self.topology:
+            e = self.e
+            ki = self.k.astype(float)
+            X = _lf(e[rr] - c) - _lf(e[rr])  # (N, K), u = r_i excluded below
+            XR = X.sum(1) - X[ar, rr]
+            Z = _lf(e[None, :, :] + c[:, None, :]) - _lf(e)[None, :, :]  # (N, s, u)
+            ZS = Z.sum(2) - Z[:, np.arange(K), np.arange(K)] - Z[ar[:, None], np.arange(K)[None, :], rr[:, None]]
+            ers = e[rr]  # (N, K) e[r_i, s]
+            rs = _lf(ers - c + cr[:, None]) - _lf(ers)
+            g = lambda x: x / 2 * _LN2 + _lf(x / 2)  # noqa: E731
+            err_ = e[rr, rr]
+            dr = g(err_ - 2 * cr) - g(err_)
+            ess = np.diag(e)[None, :]
+            ds = g(ess + 2 * c) - g(ess)
+            cost -= (XR[:, None] - X) + ZS + rs + dr[:, None] + ds
+            bt_r = self._block_term(er[rr] - ki, nr[rr] - 1) - self._block_term(er[rr], nr[rr])
+            bt_s = (self._block_term(er[None, :] + ki[:, None], nr[None, :] + 1)
+                    - self._block_term(er, nr)[None, :])
+            cost += bt_r[:, None] + bt_s
+            if self.degree_prior == "distributed":
+                kk = self.kidx
+                cost += np.log(self.H[rr, kk])[:, None] - np.log(self.H[:, kk].T + 1)
+        if self.has_w:
+            W = self.W
+            lm = self.wm.logmarg
+            lmW = lm(W)  # (K, K)
+            Wr = W[rr]  # (N, K, 4)
+            X = lm(Wr - D4) - lmW[rr]
+            XR = X.sum(1) - X[ar, rr]
+            Z = lm(W[None, :, :, :] + D4[:, None, :, :]) - lmW[None, :, :]  # (N, s, u)
+            kk = np.arange(K)
+            ZS = Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
+            Drr = D4[ar, rr]  # (N, 4)
+            rs = lm(Wr - D4 + Drr[:, None, :]) - lmW[rr]
+            Wrr = W[rr, rr]
+            dr = lm(Wrr - Drr) - lm(Wrr)
+            Wss = W[kk, kk]  # (K, 4)
+            ds = lm(Wss[None, :, :] + D4) - lm(Wss)[None, :]
+            cost -= (XR[:, None] - X) + ZS + rs + dr[:, None] + ds
+        cost[ar, rr] = 0.0
+        empty = np.flatnonzero(nr == 0)
+        if empty.size > 1:
+            cost[:, empty[1:]] = np.inf
+        # moving the only node of a block into an empty block changes nothing
+        cost[np.ix_(r_empties, s_new)] = np.where(cost[np.ix_(r_empties, s_new)] == np.inf,
+                                                  np.inf, 0.0)
+        return cost
+
+    def screened_sweeps(self, rng, max_rounds=100, tol=1e-6):
+        """Node moves until no single move lowers the DL.
+
+        Each round scores every node's every move at once (``move_costs_all``) and then visits,
+        with exact sequential updates, only the nodes that had an improving move.
+        Returns the number of rounds.
+        """
+        for it in range(max_rounds):
+            self.compact()
+            cost = self.move_costs_all()
+            movers = np.flatnonzero(cost.min(1) < -tol)
+            if movers.size == 0:
+                return it
+            self.sweep(rng, nodes=movers)
+        return max_rounds
 
     # -- merges ----------------------------------------------------------------------------------
     def merge_costs(self):
