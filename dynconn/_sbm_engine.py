@@ -454,24 +454,27 @@ class SBMState:
                 total += float(costs[j] - costs[jr])
         return moves, total
 
-    def move_costs_all(self):
+    def move_costs_all(self, nodes=None):
         """DL change of moving each node to each block slot, all at once (vectorised).
 
         Exact for a single move from the current state. Call on a compacted state (blocks
-        0..B-1 and at least one empty slot). Returns an (N, cap) array; 0 where a node stays;
-        only the first empty slot is a candidate (+inf for the other empty slots).
+        0..B-1 and at least one empty slot). Returns an (n, cap) array for ``nodes`` (default:
+        all); 0 where a node stays; only the first empty slot is a candidate (+inf for the
+        other empty slots).
         """
-        N, K = self.N, self.cap
-        b = self.b
+        K = self.cap
+        nodes = np.arange(self.N) if nodes is None else np.asarray(nodes, dtype=np.int64)
+        N = len(nodes)
         ar = np.arange(N)
-        onehot = sp.csr_matrix((np.ones(N), (ar, b)), shape=(N, K))
+        onehot = sp.csr_matrix((np.ones(self.N), (np.arange(self.N), self.b)),
+                               shape=(self.N, K))
         D4 = np.zeros((N, K, 4))
         for j, A in enumerate(self.adj):
-            D4[:, :, j] = (A @ onehot).toarray()
+            D4[:, :, j] = (A[nodes] @ onehot).toarray()
         c = D4[:, :, 0]
         nr, er = self.nr, self.er
         B = int((nr > 0).sum())
-        rr = b
+        rr = self.b[nodes]
         cr = c[ar, rr]
         cost = np.zeros((N, K))
         # number of blocks and (when not cancelled by the degree prior) the partition prior
@@ -483,7 +486,7 @@ class SBMState:
             cost += np.log(nr[rr])[:, None] - np.log(nr + 1)[None, :]
         if self.topology:
             e = self.e
-            ki = self.k.astype(float)
+            ki = self.k[nodes].astype(float)
             X = _lf(e[rr] - c) - _lf(e[rr])  # (N, K), u = r_i excluded below
             XR = X.sum(1) - X[ar, rr]
             Z = _lf(e[None, :, :] + c[:, None, :]) - _lf(e)[None, :, :]  # (N, s, u)
@@ -501,7 +504,7 @@ class SBMState:
                     - self._block_term(er, nr)[None, :])
             cost += bt_r[:, None] + bt_s
             if self.degree_prior == "distributed":
-                kk = self.kidx
+                kk = self.kidx[nodes]
                 cost += np.log(self.H[rr, kk])[:, None] - np.log(self.H[:, kk].T + 1)
         if self.has_w:
             W = self.W
@@ -536,13 +539,27 @@ class SBMState:
         with exact sequential updates, only the nodes that had an improving move.
         Returns the number of rounds.
         """
+        active = None  # None = every node
         for it in range(max_rounds):
             self.compact()
-            cost = self.move_costs_all()
+            cost = self.move_costs_all(active)
             movers = np.flatnonzero(cost.min(1) < -tol)
+            if active is not None:
+                movers = active[movers]
             if movers.size == 0:
-                return it
+                if active is None:
+                    return it
+                active = None  # confirm on every node before stopping
+                continue
+            before = self.b.copy()
             self.sweep(rng, nodes=movers)
+            moved = np.flatnonzero(self.b != before)
+            if moved.size == 0:
+                active = None
+                continue
+            # next round: the moved nodes and their neighbours (others rarely change)
+            nb = np.concatenate([self.nbr[self.ptr[i]:self.ptr[i + 1]] for i in moved])
+            active = np.unique(np.concatenate([moved, nb]))
         return max_rounds
 
     # -- merges ----------------------------------------------------------------------------------

@@ -189,6 +189,20 @@ def _leiden(g: igraph.Graph, wname, kind: str, resolution: float, seed: int, n_i
     return np.asarray(p.membership, dtype=np.int64), float(p.quality())
 
 
+def _seed_partition(g: igraph.Graph, wname, resolution: float, seed: int) -> np.ndarray:
+    """Fast Leiden (igraph's C implementation, modularity objective with ``resolution``,
+    i.e. RBConfiguration) used only to seed the SBM search; seeded via a private RNG."""
+    import random
+
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        cl = g.community_leiden(objective_function="modularity", weights=wname,
+                                resolution=resolution, n_iterations=2)
+    finally:
+        igraph.set_random_number_generator(random)
+    return np.asarray(cl.membership, dtype=np.int64)
+
+
 def _sub_graph(n, edges, w):
     g = igraph.Graph(n=n, edges=edges.tolist())
     if w is not None:
@@ -230,9 +244,11 @@ def node_corrected_weights(edges: np.ndarray, w: np.ndarray, n: int,
     Inc = sp.csr_matrix((np.ones(2 * E), (np.r_[np.arange(E), np.arange(E)], np.r_[i, j])),
                         shape=(E, n))
     X = sp.hstack([Inc, sp.csr_matrix(F)]).tocsr()
-    G = (X.T @ X).toarray()
-    G[np.diag_indices_from(G)] += 1e-9 * (1.0 + np.abs(np.diag(G)))
-    beta = np.linalg.solve(G, X.T @ y)
+    G = (X.T @ X).tocsc()
+    G = G + sp.diags(1e-9 * (1.0 + np.abs(G.diagonal())))
+    # sparse direct solve: single-threaded and quick for these small systems (a dense LAPACK
+    # solve was erratic on a loaded multi-user machine)
+    beta = spsolve(G.tocsc(), X.T @ y)
     r = y - X @ beta
     return np.exp(r)
 
@@ -359,7 +375,7 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
         cands = [np.zeros(n, dtype=np.int64)]
         for wname in ([None, "weight"] if w is not None else [None]):
             for res in resolutions:
-                cands.append(_leiden(g, wname, "rb", res, seed)[0])
+                cands.append(_seed_partition(g, wname, res, seed))
         scored = []
         seen = set()
         for b in cands:
@@ -416,7 +432,7 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
 def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", random_state=None,
               n_runs: int = 3, resolution: float = 1.0, weight_model: str = "exponential",
               node_correction: bool = True, degree_prior: str = "distributed",
-              resolutions=(0.5, 1.0, 2.0), n_refine: int = 8, max_sweeps: int = 100,
+              resolutions=(0.5, 1.0, 2.0), n_refine: int = 3, max_sweeps: int = 100,
               tol: float = 1e-6, hierarchy: bool = True, level: int = 0,
               topology="auto") -> PartitionResult:
     """Partition an undirected weighted graph into communities.
