@@ -8,6 +8,11 @@ number of communities found vs planted, and the CPU time of ``partition`` (proce
 shared machine it is noisy).
 
     python benchmarks/lfr.py [--data ../shared/data/lfr] [--method wsbm] [--seed 0]
+
+``--dense-study`` instead runs the measurement that chose how dense graphs (a CP component's
+pair pattern, every pair weighted) enter the model: synthetic dense planted-partition matrices
+(see ``planted_dense``), partitioned after each way of building the graph
+(``graph_from_dense(..., sparsify=...)``), scored by AMI against the planted groups.
 """
 
 from __future__ import annotations
@@ -46,6 +51,87 @@ def _parse_value(v: str):
     return {"true": True, "false": False, "none": None}.get(v.lower(), v)
 
 
+def planted_dense(rng, n=120, n_groups=4, size_range=(8, 25), n_overlap=4, snr=2.0,
+                  noise=0.5):
+    """A dense symmetric matrix like a CP component's pair pattern, and its planted groups.
+
+    ``n_groups`` disjoint groups of random sizes; the other neurons are background.
+    ``n_overlap`` group members also join a second group. Pair weight:
+    W_ij = a_i a_j (f + sum_g A_g u_gi u_gj) * LogNormal(0, noise), with a floor f = 1, group
+    amplitudes A_g ~ snr * U(0.5, 1), member loadings u ~ U(0.5, 1), neuron activity scales
+    a ~ LogNormal(0, 0.3). Truth: the group of each single-group member, one class for the
+    background, -2 for the overlapping neurons (left out of the scores).
+    """
+    labels = np.full(n, n_groups, dtype=np.int64)  # background class
+    perm = rng.permutation(n)
+    U = np.zeros((n_groups, n))
+    pos = 0
+    members = []
+    for gi in range(n_groups):
+        size = int(rng.integers(size_range[0], size_range[1] + 1))
+        idx = perm[pos:pos + size]
+        pos += size
+        labels[idx] = gi
+        U[gi, idx] = rng.uniform(0.5, 1.0, size)
+        members.append(idx)
+    for _ in range(n_overlap):
+        g1, g2 = rng.choice(n_groups, 2, replace=False)
+        i = int(rng.choice(members[g1]))
+        if U[g2, i] == 0:
+            U[g2, i] = rng.uniform(0.5, 1.0)
+            labels[i] = -2
+    amp = snr * rng.uniform(0.5, 1.0, n_groups)
+    M = 1.0 + (U.T * amp) @ U
+    a = rng.lognormal(0.0, 0.3, n)
+    Z = rng.normal(0.0, noise, (n, n))
+    Z = np.triu(Z, 1)
+    Z = Z + Z.T
+    W = np.outer(a, a) * M * np.exp(Z)
+    np.fill_diagonal(W, 0.0)
+    return W, labels
+
+
+def dense_study(seed: int, reps: int = 5) -> int:
+    from dynconn.wsbm import graph_from_dense
+
+    n = 120
+    options = [("all pairs (complete graph)", dict(sparsify="none")),
+               ("kNN, k=5", dict(sparsify="knn", k=5)),
+               (f"kNN, k=round(sqrt(n))={int(round(np.sqrt(n)))}", dict(sparsify="knn")),
+               ("kNN, k=20", dict(sparsify="knn", k=20)),
+               ("top 5% of pairs", dict(sparsify="top", fraction=0.05)),
+               ("top 10% of pairs", dict(sparsify="top", fraction=0.10)),
+               ("top 20% of pairs", dict(sparsify="top", fraction=0.20))]
+    snrs = (1.0, 2.0, 4.0, 8.0)
+    res = defaultdict(list)
+    cpu = defaultdict(float)
+    for snr in snrs:
+        for rep in range(reps):
+            rng = np.random.default_rng([seed, int(snr * 10), rep])
+            W, truth = planted_dense(rng, n=n, snr=snr)
+            keep = truth >= 0
+            for name, kw in options:
+                g = graph_from_dense(W, **kw)
+                for method in ("wsbm", "leiden-modularity"):
+                    t0 = time.process_time()
+                    r = partition(g, method=method, random_state=seed)
+                    cpu[(name, method)] += time.process_time() - t0
+                    mem = r.membership[keep]
+                    res[(name, method, snr)].append(adjusted_mutual_info(truth[keep], mem))
+    print(f"dense planted-partition study: n={n}, 4 groups of 8-25 neurons + background, "
+          f"4 overlapping neurons (not scored), {reps} matrices per SNR, seed={seed}")
+    hdr = f"{'graph':<30}{'method':<19}" + "".join(f"{'AMI snr=' + str(s):>13}" for s in snrs) \
+        + f"{'mean':>8}{'CPU s':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for name, _ in options:
+        for method in ("wsbm", "leiden-modularity"):
+            vals = [np.mean(res[(name, method, s)]) for s in snrs]
+            print(f"{name:<30}{method:<19}" + "".join(f"{v:>13.3f}" for v in vals)
+                  + f"{np.mean(vals):>8.3f}{cpu[(name, method)]:>8.1f}")
+    return 0
+
+
 def _nanmean(x) -> float:
     x = np.asarray(x, dtype=float)
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
@@ -61,7 +147,12 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra keyword for partition(), e.g. --set n_runs=5")
     ap.add_argument("--settings", default=None, help="comma-separated subset, e.g. 0,3,8")
+    ap.add_argument("--dense-study", action="store_true",
+                    help="run the dense-graph (sparsification) measurement instead")
+    ap.add_argument("--reps", type=int, default=5, help="matrices per SNR in --dense-study")
     args = ap.parse_args(argv)
+    if args.dense_study:
+        return dense_study(args.seed, args.reps)
 
     data = Path(args.data)
     files = sorted(data.glob("s*_r*.npz")) if data.is_dir() else []

@@ -47,7 +47,7 @@ from .clustering_metrics import adjusted_rand_index
 __all__ = ["PartitionResult", "partition", "graph_from_dense", "METHODS"]
 
 METHODS = ("wsbm", "leiden-modularity", "leiden-rb", "leiden-cpm")
-WEIGHT_MODELS = ("exponential", "lognormal")
+WEIGHT_MODELS = ("exponential", "lognormal")  # "auto" picks one of these by DL
 SPARSIFY = ("none", "knn", "top")
 
 
@@ -337,6 +337,7 @@ def _nested_levels(st: SBMState) -> list:
 
 
 def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction,
+          weight_interactions,
           degree_prior, resolutions, n_refine, max_sweeps, tol, hierarchy, level, topology):
     N, edges, w = _simple_edges(graph, weights)
     present = np.zeros(N, dtype=bool)
@@ -345,6 +346,8 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
                   else "<array>", n_runs=n_runs, random_state=random_state,
                   weight_model=weight_model if w is not None else "none",
                   node_correction=bool(node_correction) and w is not None,
+                  weight_interactions=bool(weight_interactions) and bool(node_correction)
+                  and w is not None,
                   degree_prior=degree_prior, resolutions=list(resolutions), n_refine=n_refine,
                   max_sweeps=max_sweeps, tol=tol, hierarchy=hierarchy, level=level,
                   topology=topology)
@@ -362,20 +365,44 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
     params["topology_used"] = use_topology
     ww = None
     if w is not None:
-        ww = node_corrected_weights(sedges, w, n) if node_correction else w
-    wm = make_weight_model(weight_model if ww is not None else "none", ww)
+        ww = (node_corrected_weights(sedges, w, n, interactions=weight_interactions)
+              if node_correction else w)
     g = _sub_graph(n, sedges, w)
     rng = np.random.default_rng(random_state)
-    st = SBMState(n, sedges, ww, np.zeros(n, dtype=np.int64), wm, degree_prior=degree_prior,
-                  topology=use_topology)
-    one_dl = st.dl()
-    runs, dls = [], []
-    for _ in range(n_runs):
-        seed = int(rng.integers(0, 2**31 - 1))
+    seeds = [int(x) for x in rng.integers(0, 2**31 - 1, size=n_runs)]
+
+    def candidates(seed):
         cands = [np.zeros(n, dtype=np.int64)]
         for wname in ([None, "weight"] if w is not None else [None]):
             for res in resolutions:
                 cands.append(_seed_partition(g, wname, res, seed))
+        return cands
+
+    first = candidates(seeds[0])
+    family_dl = {}
+    if ww is None:
+        family = "none"
+    elif weight_model == "auto":
+        # choose the weight family by description length at the best seed partition
+        for fam in WEIGHT_MODELS:
+            s_f = SBMState(n, sedges, ww, np.zeros(n, dtype=np.int64), make_weight_model(fam, ww),
+                           degree_prior=degree_prior, topology=use_topology)
+            vals = []
+            for b in first:
+                s_f.set_partition(b)
+                vals.append(s_f.dl())
+            family_dl[fam] = float(min(vals))
+        family = min(family_dl, key=family_dl.get)
+    else:
+        family = weight_model
+    params["weight_model_used"] = family
+    wm = make_weight_model(family, ww)
+    st = SBMState(n, sedges, ww, np.zeros(n, dtype=np.int64), wm, degree_prior=degree_prior,
+                  topology=use_topology)
+    one_dl = st.dl()
+    runs, dls = [], []
+    for run in range(n_runs):
+        cands = first if run == 0 else candidates(seeds[run])
         scored = []
         seen = set()
         for b in cands:
@@ -418,7 +445,7 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
         full = np.full(N, -1, dtype=np.int64)
         full[idx] = b
         run_mems.append(_relabel_by_size(full))
-    details = dict(dl_terms=terms, run_scores=[float(x) for x in dls],
+    details = dict(dl_terms=terms, weight_family_dl=family_dl, run_scores=[float(x) for x in dls],
                    run_memberships=run_mems, dl_one_block=float(one_dl),
                    n_levels=len(levels))
     return PartitionResult(mem, int(mem.max()) + 1 if (mem >= 0).any() else 0,
@@ -430,8 +457,9 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
 # public API
 # ---------------------------------------------------------------------------------------------
 def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", random_state=None,
-              n_runs: int = 3, resolution: float = 1.0, weight_model: str = "exponential",
-              node_correction: bool = True, degree_prior: str = "distributed",
+              n_runs: int = 3, resolution: float = 1.0, weight_model: str = "auto",
+              node_correction: bool = True, weight_interactions: bool = True,
+              degree_prior: str = "distributed",
               resolutions=(0.5, 1.0, 2.0), n_refine: int = 3, max_sweeps: int = 100,
               tol: float = 1e-6, hierarchy: bool = True, level: int = 0,
               topology="auto") -> PartitionResult:
@@ -467,9 +495,9 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
     if random_state is not None and not isinstance(random_state, (int, np.integer)):
         raise ValueError(f"random_state must be an integer or None (got {random_state!r})")
     if method == "wsbm":
-        if weight_model not in WEIGHT_MODELS:
+        if weight_model not in WEIGHT_MODELS + ("auto",):
             raise ValueError(f"unknown weight_model {weight_model!r}; choose one of "
-                             f"{', '.join(WEIGHT_MODELS)}")
+                             f"auto, {', '.join(WEIGHT_MODELS)}")
         if degree_prior not in ("distributed", "uniform"):
             raise ValueError(f"unknown degree_prior {degree_prior!r}; choose 'distributed' "
                              "or 'uniform'")
@@ -481,7 +509,7 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
         _check_int("level", level, lo=0)
         return _wsbm(graph, weights, random_state=random_state, n_runs=n_runs,
                      weight_model=weight_model, node_correction=node_correction,
-                     degree_prior=degree_prior, resolutions=resolutions,
+                     weight_interactions=weight_interactions, degree_prior=degree_prior, resolutions=resolutions,
                      n_refine=_check_int("n_refine", n_refine),
                      max_sweeps=_check_int("max_sweeps", max_sweeps), tol=float(tol),
                      hierarchy=bool(hierarchy), level=level, topology=topology)
