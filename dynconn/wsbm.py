@@ -58,8 +58,9 @@ class PartitionResult:
     membership: int32 (n vertices); communities 0..K-1 numbered by decreasing size (ties by
         lowest vertex index); -1 for vertices with no edge of positive weight.
     n_communities: K.
-    score: for ``wsbm``, the description length in nats of graph + partition under the model
-        (lower is better; comparable only between partitions of the same graph and model);
+    score: for ``wsbm``, the description length in nats of graph + flat partition (level 0)
+        under the model (lower is better; comparable only between partitions of the same graph
+        and model; ``details["dl_one_block"]`` is the DL of "no structure");
         for Leiden methods, the quality function leidenalg maximised (higher is better).
     stability: mean pairwise adjusted Rand index between the partitions of the ``n_runs``
         runs (1 = every run agreed); NaN when n_runs == 1.
@@ -445,7 +446,8 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
         full = np.full(N, -1, dtype=np.int64)
         full[idx] = b
         run_mems.append(_relabel_by_size(full))
-    details = dict(dl_terms=terms, weight_family_dl=family_dl, run_scores=[float(x) for x in dls],
+    details = dict(dl_terms=terms, weight_family_dl=family_dl, run_seeds=seeds,
+                   run_scores=[float(x) for x in dls],
                    run_memberships=run_mems, dl_one_block=float(one_dl),
                    n_levels=len(levels))
     return PartitionResult(mem, int(mem.max()) + 1 if (mem >= 0).any() else 0,
