@@ -209,9 +209,14 @@ class SBMState:
     """
 
     def __init__(self, N, edges, w, b, wmodel: WeightModel, degree_prior: str = "distributed",
-                 topology: bool = True):
+                 topology: bool = True, weight_structure: str = "pairs"):
         if degree_prior not in ("distributed", "uniform"):
             raise ValueError(f"unknown degree prior {degree_prior!r}")
+        if weight_structure not in ("pairs", "assortative"):
+            raise ValueError(f"unknown weight structure {weight_structure!r}")
+        # "pairs": one weight distribution per block pair (r <= s); "assortative": one per
+        # block for its internal edges and one shared by all edges between blocks
+        self.wstruct = weight_structure
         self.N = int(N)
         self.edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
         self.E = int(len(self.edges))
@@ -231,6 +236,7 @@ class SBMState:
             w = np.asarray(w, float)
             lw = np.log(w)
             self.ew = np.column_stack([np.ones(self.E), w, lw, lw * lw])
+        self.Wtot = self.ew.sum(0)
         # CSR adjacency (both directions)
         src = np.concatenate([self.edges[:, 0], self.edges[:, 1]])
         dst = np.concatenate([self.edges[:, 1], self.edges[:, 0]])
@@ -306,8 +312,13 @@ class SBMState:
             else:
                 out["L_degrees"] = float(_lmulti(nr, er).sum())
         Wo = self.W[np.ix_(occ, occ)]
-        iu0 = np.triu_indices(B)
-        out["L_weights"] = float(-self.wm.logmarg(Wo[iu0]).sum() + self.wm.const())
+        if self.wstruct == "pairs":
+            iu0 = np.triu_indices(B)
+            lw = -self.wm.logmarg(Wo[iu0]).sum()
+        else:
+            Wd = Wo[np.arange(B), np.arange(B)]
+            lw = -self.wm.logmarg(Wd).sum() - self.wm.logmarg(self.Wtot - Wd.sum(0))
+        out["L_weights"] = float(lw + self.wm.const())
         return out
 
     def dl(self) -> float:
@@ -392,8 +403,15 @@ class SBMState:
             if self.degree_prior == "distributed":
                 # + ln n_s! - sum_k ln n_k^s!  ->  + ln(n_s+1) - ln(n^s_{k_i}+1)
                 cost += np.log(nr[cand] + 1) - np.log(self.H[cand, self.kidx[i]] + 1)
-        Wc = self.W[cand]  # (C, K, 4)
-        cost -= (self.wm.logmarg(Wc + d[None, :, :]) - self.wm.logmarg(Wc)).sum(1)
+        if self.wstruct == "pairs":
+            Wc = self.W[cand]  # (C, K, 4)
+            cost -= (self.wm.logmarg(Wc + d[None, :, :]) - self.wm.logmarg(Wc)).sum(1)
+        else:
+            kk = np.arange(self.cap)
+            dsum = self.W[kk, kk].sum(0)  # mid state: node i's edges are out
+            Wss = self.W[cand, cand]
+            cost -= self.wm.logmarg(Wss + d[cand]) - self.wm.logmarg(Wss)
+            cost -= self.wm.logmarg(self.Wtot[None, :] - dsum[None, :] - d[cand])
         return cost
 
     def _grow(self):
@@ -506,7 +524,17 @@ class SBMState:
             if self.degree_prior == "distributed":
                 kk = self.kidx[nodes]
                 cost += np.log(self.H[rr, kk])[:, None] - np.log(self.H[:, kk].T + 1)
-        if self.has_w:
+        if self.has_w and self.wstruct == "assortative":
+            lm = self.wm.logmarg
+            kk = np.arange(K)
+            Wd = self.W[kk, kk]  # (K, 4)
+            off = self.Wtot - Wd.sum(0)
+            Drr = D4[ar, rr]  # (N, 4)
+            dr = lm(Wd[rr] - Drr) - lm(Wd[rr])
+            ds = lm(Wd[None, :, :] + D4) - lm(Wd)[None, :]
+            do = lm(off[None, None, :] + Drr[:, None, :] - D4) - lm(off)
+            cost -= dr[:, None] + ds + do
+        elif self.has_w:
             W = self.W
             lm = self.wm.logmarg
             lmW = lm(W)  # (K, K)
@@ -611,6 +639,16 @@ class SBMState:
         W = self.W[np.ix_(occ, occ)]  # (B, B, 4)
         Woff = W.copy()
         Woff[iu] = 0.0
+        if self.wstruct == "assortative":
+            idx = np.arange(B)
+            Wd = W[idx, idx]
+            off = self.Wtot - Wd.sum(0)
+            lmd = self.wm.logmarg(Wd)
+            merged = Wd[:, None, :] + Wd[None, :, :] + Woff
+            D -= self.wm.logmarg(merged) - lmd[:, None] - lmd[None, :]
+            D -= self.wm.logmarg(off[None, None, :] - Woff) - self.wm.logmarg(off)
+            D[iu] = np.inf
+            return occ, D
         lm = self.wm.logmarg(Woff)  # (B, B)
         T = (self.wm.logmarg(Woff[:, None, :, :] + Woff[None, :, :, :])
              - lm[:, None, :] - lm[None, :, :])

@@ -48,6 +48,7 @@ __all__ = ["PartitionResult", "partition", "graph_from_dense", "METHODS"]
 
 METHODS = ("wsbm", "leiden-modularity", "leiden-rb", "leiden-cpm")
 WEIGHT_MODELS = ("exponential", "lognormal")  # "auto" picks one of these by DL
+WEIGHT_STRUCTURES = ("pairs", "assortative")  # likewise
 SPARSIFY = ("none", "knn", "top")
 
 
@@ -337,8 +338,8 @@ def _nested_levels(st: SBMState) -> list:
     return maps
 
 
-def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction,
-          weight_interactions,
+def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structure,
+          node_correction, weight_interactions,
           degree_prior, resolutions, n_refine, max_sweeps, tol, hierarchy, level, topology):
     N, edges, w = _simple_edges(graph, weights)
     present = np.zeros(N, dtype=bool)
@@ -346,6 +347,7 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
     params = dict(method="wsbm", weights=weights if isinstance(weights, (str, type(None)))
                   else "<array>", n_runs=n_runs, random_state=random_state,
                   weight_model=weight_model if w is not None else "none",
+                  weight_structure=weight_structure if w is not None else "none",
                   node_correction=bool(node_correction) and w is not None,
                   weight_interactions=bool(weight_interactions) and bool(node_correction)
                   and w is not None,
@@ -382,24 +384,28 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
     first = candidates(seeds[0])
     family_dl = {}
     if ww is None:
-        family = "none"
-    elif weight_model == "auto":
-        # choose the weight family by description length at the best seed partition
-        for fam in WEIGHT_MODELS:
-            s_f = SBMState(n, sedges, ww, np.zeros(n, dtype=np.int64), make_weight_model(fam, ww),
-                           degree_prior=degree_prior, topology=use_topology)
-            vals = []
-            for b in first:
-                s_f.set_partition(b)
-                vals.append(s_f.dl())
-            family_dl[fam] = float(min(vals))
-        family = min(family_dl, key=family_dl.get)
+        family, structure = "none", "pairs"
     else:
-        family = weight_model
+        # weight family and structure: given, or chosen by description length at the best
+        # seed partition (Bayesian model selection between the alternatives)
+        fams = WEIGHT_MODELS if weight_model == "auto" else (weight_model,)
+        structs = WEIGHT_STRUCTURES if weight_structure == "auto" else (weight_structure,)
+        for fam in fams:
+            for struct in structs:
+                s_f = SBMState(n, sedges, ww, np.zeros(n, dtype=np.int64),
+                               make_weight_model(fam, ww), degree_prior=degree_prior,
+                               topology=use_topology, weight_structure=struct)
+                vals = []
+                for b in first:
+                    s_f.set_partition(b)
+                    vals.append(s_f.dl())
+                family_dl[f"{fam}/{struct}"] = float(min(vals))
+        family, structure = min(family_dl, key=family_dl.get).split("/")
     params["weight_model_used"] = family
+    params["weight_structure_used"] = structure
     wm = make_weight_model(family, ww)
     st = SBMState(n, sedges, ww, np.zeros(n, dtype=np.int64), wm, degree_prior=degree_prior,
-                  topology=use_topology)
+                  topology=use_topology, weight_structure=structure)
     one_dl = st.dl()
     runs, dls = [], []
     for run in range(n_runs):
@@ -460,6 +466,7 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, node_correction
 # ---------------------------------------------------------------------------------------------
 def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", random_state=None,
               n_runs: int = 3, resolution: float = 1.0, weight_model: str = "auto",
+              weight_structure: str = "auto",
               node_correction: bool = True, weight_interactions: bool = True,
               degree_prior: str = "distributed",
               resolutions=(0.5, 1.0, 2.0), n_refine: int = 3, max_sweeps: int = 100,
@@ -500,6 +507,9 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
         if weight_model not in WEIGHT_MODELS + ("auto",):
             raise ValueError(f"unknown weight_model {weight_model!r}; choose one of "
                              f"auto, {', '.join(WEIGHT_MODELS)}")
+        if weight_structure not in WEIGHT_STRUCTURES + ("auto",):
+            raise ValueError(f"unknown weight_structure {weight_structure!r}; choose one of "
+                             f"auto, {', '.join(WEIGHT_STRUCTURES)}")
         if degree_prior not in ("distributed", "uniform"):
             raise ValueError(f"unknown degree_prior {degree_prior!r}; choose 'distributed' "
                              "or 'uniform'")
@@ -510,7 +520,8 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
             raise ValueError("resolutions must not be empty")
         _check_int("level", level, lo=0)
         return _wsbm(graph, weights, random_state=random_state, n_runs=n_runs,
-                     weight_model=weight_model, node_correction=node_correction,
+                     weight_model=weight_model, weight_structure=weight_structure,
+                     node_correction=node_correction,
                      weight_interactions=weight_interactions, degree_prior=degree_prior, resolutions=resolutions,
                      n_refine=_check_int("n_refine", n_refine),
                      max_sweeps=_check_int("max_sweeps", max_sweeps), tol=float(tol),

@@ -119,6 +119,22 @@ def test_complete_graph_weights_only_model():
     assert partition(graph_from_dense(W0), random_state=0).n_communities == 1
 
 
+def test_many_small_groups_in_a_dense_matrix():
+    # 8 groups of 10 neurons + 40 background neurons, every pair weighted (a CP-like pattern)
+    rng = np.random.default_rng(2)
+    n = 120
+    labels = np.full(n, 8)
+    labels[:80] = np.repeat(np.arange(8), 10)
+    same = (labels[:, None] == labels[None, :]) & (labels[:, None] < 8)
+    a = rng.lognormal(0, 0.3, n)
+    Z = np.triu(rng.normal(0, 0.5, (n, n)), 1)
+    W = np.outer(a, a) * np.where(same, 7.0, 1.0) * np.exp(Z + Z.T)
+    np.fill_diagonal(W, 0)
+    res = partition(graph_from_dense(W), random_state=0, n_runs=1)
+    assert res.params["weight_structure_used"] == "assortative"
+    assert adjusted_mutual_info(labels, res.membership) > 0.9
+
+
 def test_result_fields_numbering_and_provenance():
     rng = np.random.default_rng(5)
     g, labels = planted_graph([30, 18, 10], [[0.6, 0.03, 0.03], [0.03, 0.6, 0.03],
@@ -141,6 +157,7 @@ def test_result_fields_numbering_and_provenance():
     assert res.score == pytest.approx(sum(res.details["dl_terms"].values()))
     assert res.score < res.details["dl_one_block"]  # structure beats "no structure"
     for key in ("n_runs", "random_state", "weight_model", "weight_model_used",
+                "weight_structure", "weight_structure_used", "weight_interactions",
                 "node_correction", "degree_prior", "resolutions", "n_refine", "hierarchy",
                 "level", "topology", "topology_used"):
         assert key in res.params
@@ -201,9 +218,12 @@ def test_leiden_variants_find_obvious_communities(method, kw):
 # ---------------------------------------------------------------------------------------------
 # the description length engine: incremental updates agree with full recomputation
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["none", "exponential", "lognormal"])
+@pytest.mark.parametrize("family,structure", [("none", "pairs"), ("exponential", "pairs"),
+                                              ("lognormal", "pairs"),
+                                              ("exponential", "assortative"),
+                                              ("lognormal", "assortative")])
 @pytest.mark.parametrize("topology", [True, False])
-def test_engine_move_and_merge_costs_match_full_dl(family, topology):
+def test_engine_move_and_merge_costs_match_full_dl(family, structure, topology):
     rng = np.random.default_rng(4)
     g = igraph.Graph.Erdos_Renyi(n=40, p=0.2)
     edges = np.array(g.get_edgelist(), dtype=np.int64)
@@ -213,7 +233,8 @@ def test_engine_move_and_merge_costs_match_full_dl(family, topology):
     b[:2] = 5  # a block of two and a singleton: empty-block cases
     b[7] = 6
     wm = make_weight_model(family, ww)
-    st = SBMState(40, edges, ww, b, wm, topology=topology)
+    kw = dict(topology=topology, weight_structure=structure)
+    st = SBMState(40, edges, ww, b, wm, **kw)
     base = st.dl()
     costs = st.move_costs_all()
     for i in [0, 1, 7, 10, 20]:
@@ -222,13 +243,13 @@ def test_engine_move_and_merge_costs_match_full_dl(family, topology):
                 continue
             b2 = st.b.copy()
             b2[i] = s
-            full = SBMState(40, edges, ww, b2, wm, topology=topology).dl()
+            full = SBMState(40, edges, ww, b2, wm, **kw).dl()
             assert full - base == pytest.approx(costs[i, s], abs=1e-7)
     occ, D = st.merge_costs()
     for x, y in [(0, 1), (1, 3), (2, len(occ) - 1)]:
         b2 = st.b.copy()
         b2[b2 == occ[y]] = occ[x]
-        full = SBMState(40, edges, ww, b2, wm, topology=topology).dl()
+        full = SBMState(40, edges, ww, b2, wm, **kw).dl()
         assert full - base == pytest.approx(D[x, y], abs=1e-7)
     moves, ddl = st.sweep(np.random.default_rng(0))
     assert st.dl() - base == pytest.approx(ddl, abs=1e-6)
@@ -302,6 +323,8 @@ def test_bad_inputs_raise():
         partition(_small(), n_runs=0)
     with pytest.raises(ValueError, match="weight_model"):
         partition(_small(), weight_model="gamma")
+    with pytest.raises(ValueError, match="weight_structure"):
+        partition(_small(), weight_structure="diagonal")
     with pytest.raises(ValueError, match="resolution"):
         partition(_small(), method="leiden-cpm", resolution=-1)
     with pytest.raises(ValueError, match="level"):
