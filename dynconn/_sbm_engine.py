@@ -508,7 +508,8 @@ class SBMState:
             X = _lf(e[rr] - c) - _lf(e[rr])  # (N, K), u = r_i excluded below
             XR = X.sum(1) - X[ar, rr]
             Z = _lf(e[None, :, :] + c[:, None, :]) - _lf(e)[None, :, :]  # (N, s, u)
-            ZS = Z.sum(2) - Z[:, np.arange(K), np.arange(K)] - Z[ar[:, None], np.arange(K)[None, :], rr[:, None]]
+            kk = np.arange(K)
+            ZS = Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
             ers = e[rr]  # (N, K) e[r_i, s]
             rs = _lf(ers - c + cr[:, None]) - _lf(ers)
             g = lambda x: x / 2 * _LN2 + _lf(x / 2)  # noqa: E731

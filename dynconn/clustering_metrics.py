@@ -41,7 +41,7 @@ def _labels(a, b):
 
 
 def contingency_table(a, b) -> np.ndarray:
-    """Dense contingency table ``n[i, j]`` = number of items with label i in ``a`` and j in ``b``."""
+    """Dense contingency table: ``n[i, j]`` = items with label i in ``a`` and j in ``b``."""
     ia, ib = _labels(a, b)
     n = np.zeros((ia.max(initial=-1) + 1, ib.max(initial=-1) + 1), dtype=np.int64)
     np.add.at(n, (ia, ib), 1)

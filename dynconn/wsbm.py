@@ -7,19 +7,24 @@ length (DL) under a weighted, degree-corrected stochastic block model:
 
 * topology: Peixoto's microcanonical degree-corrected SBM with its nonparametric priors
   (partition, block edge counts, "distributed" degree prior) -- Peixoto, PRE 95, 012317 (2017);
-* weights: given the edges, the weights of the edges between blocks r and s are i.i.d. from a
-  per-block-pair distribution whose parameters are integrated over a conjugate prior
-  (exponential by default, or log-normal) -- Peixoto, PRE 97, 012306 (2018). Before that,
-  node weight propensities (a rank-one log-additive fit, the weight analogue of degree
-  correction) are divided out, so blocks are not made of "heavy" and "light" nodes.
+* weights: given the edges, weights are i.i.d. within classes of edges -- one class per block
+  pair ("pairs", Peixoto, PRE 97, 012306, 2018) or one per block plus one shared by all
+  between-block edges ("assortative", the weighted planted-partition analogue) -- from an
+  exponential or log-normal distribution whose parameters are integrated over a conjugate
+  prior. Family and structure are chosen by DL ("auto"). Before that, node effects (a
+  log-additive fit with strength interactions, the weight analogue of degree correction) are
+  divided out of the weights, so blocks are not made of "heavy" and "light" nodes.
+* complete graphs (a dense matrix with all pairs): the edge set carries no information, the
+  topology terms are dropped and the model is weights-only.
 
 Model selection is part of the DL: the number of blocks is whatever minimises it, and a single
 block (no structure) wins when the evidence is absent. Fitting: Leiden partitions at several
-resolutions (weighted and unweighted) are merged greedily under the DL, the best are refined by
-greedy single-node moves and merges until no move lowers the DL. This is repeated ``n_runs``
-times with different seeds; the partition of lowest DL is returned, and the mean pairwise ARI
-between the runs' partitions is reported as ``stability``. Nested levels above it come from the
-nested-SBM prior on the block graph (Peixoto, PRX 4, 011047, 2014). See docs/communities.md.
+resolutions (weighted and unweighted) seed the search; the best by DL are refined by greedy
+single-node moves and block merges until no move or merge lowers the DL. This is repeated
+``n_runs`` times with different seeds; the partition of lowest DL is returned, and the mean
+pairwise ARI between the runs' partitions is reported as ``stability``. Nested levels above it
+come from the nested-SBM prior on the block graph (Peixoto, PRX 4, 011047, 2014).
+See docs/communities.md.
 
 Leiden (Traag, Waltman & van Eck 2019) stays selectable: ``"leiden-modularity"``,
 ``"leiden-rb"`` (RBConfiguration with ``resolution``), ``"leiden-cpm"`` (``resolution``).
@@ -33,7 +38,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
 
 import igraph
 import leidenalg
@@ -240,9 +244,9 @@ def node_corrected_weights(edges: np.ndarray, w: np.ndarray, n: int,
         xi, xj = x[i], x[j]
         cols += [xi * xj, xi * xj * (xi + xj), (xi * xj) ** 2]
     F = np.column_stack(cols)  # (E, p)
-    p = F.shape[1]
-    # normal equations of [incidence | F] with a tiny ridge (the incidence has a null space
-    # only for bipartite components; the ridge pins it)
+    # normal equations of [incidence | F] with a tiny ridge: the intercept is collinear with
+    # the node effects (and bipartite components add another direction); the ridge picks one
+    # solution, the residuals -- all that is used -- are the same for every solution
     Inc = sp.csr_matrix((np.ones(2 * E), (np.r_[np.arange(E), np.arange(E)], np.r_[i, j])),
                         shape=(E, n))
     X = sp.hstack([Inc, sp.csr_matrix(F)]).tocsr()
@@ -436,7 +440,9 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
     flat = np.full(N, -1, dtype=np.int64)
     flat[idx] = st.b
     levels = [_relabel_by_size(flat)]
-    if hierarchy and st.B > 2:
+    # the nested levels describe the block graph's edge counts; on a complete graph (no
+    # topology in the model) those are just n_r n_s, so there is no hierarchy to infer
+    if hierarchy and use_topology and st.B > 2:
         cur = st.b.copy()
         for cmap in _nested_levels(st):
             cur = cmap[cur]
@@ -484,15 +490,17 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
     n_runs: independent runs (different seeds); the best is returned and their agreement is
         the ``stability``.
     resolution: resolution of ``leiden-rb`` and ``leiden-cpm`` (ignored by the others).
-    weight_model: ``wsbm`` only: ``"exponential"`` or ``"lognormal"`` weights per block pair.
+    weight_model: ``wsbm`` only: ``"exponential"``, ``"lognormal"`` or ``"auto"`` (smaller DL).
+    weight_structure: ``wsbm`` only: ``"pairs"`` (a weight distribution per block pair),
+        ``"assortative"`` (per block, plus one for all between-block edges) or ``"auto"``.
     node_correction: ``wsbm`` only: divide node weight propensities out of the weights first.
+    weight_interactions: ``wsbm`` only: include strength-interaction terms in that correction.
     degree_prior: ``wsbm`` only: ``"distributed"`` (Peixoto 2017) or ``"uniform"``.
     resolutions: ``wsbm`` only: resolutions of the Leiden (RBConfiguration) seed partitions,
         each run weighted and unweighted.
-    n_refine: ``wsbm`` only: seed partitions refined by node moves in each run (best by DL
-        after greedy merges).
-    max_sweeps, tol: ``wsbm`` only: node-move sweeps per refinement round, and the DL gain
-        (nats) below which a sweep counts as converged.
+    n_refine: ``wsbm`` only: seed partitions refined in each run (the best by DL).
+    max_sweeps, tol: ``wsbm`` only: cap on node-move rounds per refinement step, and the DL
+        gain (nats) below which a move does not count.
     hierarchy: ``wsbm`` only: infer nested levels above the flat partition.
     level: which level becomes ``membership`` (0 = the flat, finest partition).
     topology: ``wsbm`` only: model which pairs are connected (True), not (False), or
@@ -522,7 +530,8 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
         return _wsbm(graph, weights, random_state=random_state, n_runs=n_runs,
                      weight_model=weight_model, weight_structure=weight_structure,
                      node_correction=node_correction,
-                     weight_interactions=weight_interactions, degree_prior=degree_prior, resolutions=resolutions,
+                     weight_interactions=weight_interactions, degree_prior=degree_prior,
+                     resolutions=resolutions,
                      n_refine=_check_int("n_refine", n_refine),
                      max_sweeps=_check_int("max_sweeps", max_sweeps), tol=float(tol),
                      hierarchy=bool(hierarchy), level=level, topology=topology)

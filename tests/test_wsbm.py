@@ -30,7 +30,7 @@ DATA = ROOT / ".." / "shared" / "data"
 # graph builders
 # ---------------------------------------------------------------------------------------------
 def planted_graph(sizes, p, rng, weight_mean=None):
-    """Graph with blocks of ``sizes``, edge probability p[a][b]; weights ~ Exp(weight_mean[a][b])."""
+    """Blocks of ``sizes``, edge probability p[a][b], weights ~ Exp(mean weight_mean[a][b])."""
     labels = np.repeat(np.arange(len(sizes)), sizes)
     n = len(labels)
     edges, weights = [], []
