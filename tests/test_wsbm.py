@@ -11,7 +11,7 @@ import igraph
 import numpy as np
 import pytest
 
-from dynconn._sbm_engine import SBMState, make_weight_model
+from dynconn.wsbm import SBMState, make_weight_model
 from dynconn.clustering_metrics import (
     adjusted_mutual_info,
     adjusted_rand_index,
