@@ -11,10 +11,14 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import __version__
+from .config import SCHEMA
 from .console import Console
 from .errors import DynconnError
+
+COMMUNITY_METHODS = SCHEMA["communities"]["method"]
 
 STAGE_NAMES = ["ingest", "affinity", "factorize", "communities", "report"]
 
@@ -157,22 +161,33 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
 @click.argument("graph_path", metavar="GRAPH", type=click.Path(path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Membership CSV (node,community).")
-@click.option("--method", type=click.Choice(["leiden"]), default="leiden", show_default=True)
+@click.option("--method", type=click.Choice(COMMUNITY_METHODS.choices), default=COMMUNITY_METHODS.default,
+              show_default=True, help="Same choices and default as `communities.method`.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--runs", "n_runs", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Partitions computed (different seeds); the best is kept.")
+@click.option("--runs", "n_runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs with different seeds; the best is kept.")
+@click.option("--resolution", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Resolution of leiden-rb and leiden-cpm.")
+@click.option("--level", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Nested level to report (wsbm; 0 = finest).")
 @user_errors
-def partition(graph_path, out_path, method, seed, n_runs):
-    """Communities of one weighted graph (dense symmetric .npy, or CSV source,target,weight)."""
-    from .artifacts import atomic_write_bytes
-    from .communities import partition_graph, read_graph
+def partition(graph_path, out_path, method, seed, n_runs, resolution, level):
+    """Communities of one weighted graph (dense symmetric .npy, or CSV source,target,weight).
 
-    graph, labels = read_graph(graph_path)
-    membership, quality = partition_graph(graph, n_runs=n_runs, random_state=seed)
-    rows = "".join(f"{labels[i]},{int(c)}\n" for i, c in enumerate(membership))
+    Nodes without any edge get community -1.
+    """
+    from .artifacts import atomic_write_bytes
+    from .communities import DENSE_GRAPH_OPTIONS, read_graph
+    from .wsbm import partition as partition_graph
+
+    graph, labels, dense = read_graph(graph_path)
+    options = DENSE_GRAPH_OPTIONS.get(method, {}) if dense else {}
+    result = partition_graph(graph, method=method, n_runs=n_runs, resolution=resolution,
+                             random_state=seed, level=level if method == "wsbm" else 0, **options)
+    rows = "".join(f"{labels[i]},{int(c)}\n" for i, c in enumerate(result.membership))
     atomic_write_bytes(out_path, ("node,community\n" + rows).encode())
-    n_comm = len(set(membership.tolist()))
-    click.echo(f"{n_comm} communities among {len(labels)} nodes → {out_path}")
+    stability = "" if np.isnan(result.stability) else f", stability {result.stability:.2f}"
+    click.echo(f"{result.n_communities} communities among {len(labels)} nodes{stability} → {out_path}")
 
 
 @main.command()

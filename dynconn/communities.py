@@ -4,26 +4,30 @@ Each CP component r has a pair factor (P,) — one weight per neuron pair. Rearr
 symmetric N × N matrix it is a weighted graph of which neurons interact in that component.
 Neurons whose strength (weighted degree) is below ``min_strength`` × the strongest
 neuron's are left out of that component's graph (membership −1): they take no part in it.
-The rest are partitioned into communities.
+The rest are partitioned into communities by :func:`dynconn.wsbm.partition` (default: the
+weighted degree-corrected SBM of minimum description length; Leiden variants selectable).
 
-Pure core: :func:`pair_matrix`, :func:`component_graph`, :func:`partition_graph`,
-:func:`partition_components`. Reading a graph file for ``dynconn partition``:
-:func:`read_graph`.
+Pure core: :func:`pair_matrix`, :func:`component_graph`, :func:`partition_components`.
+Reading a graph file for ``dynconn partition``: :func:`read_graph`.
 
 Artifact ``communities.h5``: ``/membership`` int32 (R, N), −1 where a neuron is not in that
-component's graph; ``/neurons`` (N); ``/modularity`` float64 (R) of each partition.
+component's graph; ``/levels`` int32 (R, L, N) nested levels, finest first (``/membership``
+is level ``communities.level``); ``/score`` (R) the partition's description length (wsbm,
+nats) or quality (Leiden); ``/stability`` (R) mean ARI between the runs; ``/n_communities``
+(R); ``/neurons`` (N).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import igraph as ig
-import leidenalg
 import numpy as np
 
+from . import wsbm
 from .config import Config
 from .console import Console, warn
 from .errors import InputError
@@ -42,62 +46,41 @@ def pair_matrix(pair_values: np.ndarray, pairs: np.ndarray, n: int) -> np.ndarra
     return w
 
 
-def graph_from_matrix(w: np.ndarray, names: list[str] | None = None) -> ig.Graph:
-    """Undirected weighted igraph graph of the positive entries of a symmetric matrix."""
-    i, j = np.nonzero(np.triu(w, k=1) > 0)
-    g = ig.Graph(n=w.shape[0], edges=list(zip(i.tolist(), j.tolist())), directed=False)
-    g.es["weight"] = w[i, j].astype(float).tolist()
-    if names is not None:
-        g.vs["name"] = list(names)
-    return g
-
-
 def component_graph(w: np.ndarray, min_strength: float) -> tuple[ig.Graph, np.ndarray]:
     """The graph of one component over its non-negligible neurons.
 
-    Returns the graph (vertices renumbered 0..k−1) and the original indices of its
-    vertices. A neuron is kept when its strength ``Σ_j w_ij`` is at least
-    ``min_strength`` × the largest strength.
+    Returns the complete weighted graph (every positive pair is an edge; the measurement
+    behind this choice is in docs/communities.md) with vertices renumbered 0..k−1, and the
+    original indices of its vertices. A neuron is kept when its strength ``Σ_j w_ij`` is at
+    least ``min_strength`` × the largest strength.
     """
     strength = w.sum(axis=1)
     top = strength.max() if strength.size else 0.0
     if not top > 0:
         return ig.Graph(n=0), np.zeros(0, dtype=int)
     kept = np.flatnonzero(strength >= min_strength * top)
-    return graph_from_matrix(w[np.ix_(kept, kept)]), kept
+    return wsbm.graph_from_dense(w[np.ix_(kept, kept)]), kept
 
 
-def renumber_by_size(membership: np.ndarray) -> np.ndarray:
-    """Relabel communities 0..K−1 by decreasing size (ties: by first member)."""
-    membership = np.asarray(membership)
-    labels, first, counts = np.unique(membership, return_index=True, return_counts=True)
-    order = sorted(range(labels.size), key=lambda k: (-counts[k], first[k]))
-    mapping = {labels[k]: new for new, k in enumerate(order)}
-    return np.asarray([mapping[m] for m in membership], dtype=np.int32)
+# A component's pair pattern is a dense matrix whose group pattern is ~u_i u_j: dividing node
+# weight propensities out would remove the group itself, so the wsbm keeps the raw weights
+# (exact zeros are absent edges; when every pair is positive the edge set is not modelled).
+# Measured on the simulator, docs/communities.md ("Graphs from CP components").
+DENSE_GRAPH_OPTIONS = {"wsbm": {"node_correction": False}}
 
 
-def partition_graph(
-    graph: ig.Graph, *, n_runs: int = 10, random_state: int = 0, weights: str | None = "weight"
-) -> tuple[np.ndarray, float]:
-    """Leiden (weighted modularity), best of ``n_runs`` seeds.
+@dataclass
+class ComponentPartitions:
+    """Partitions of every component: ``membership`` int32 (R, N) (−1 = not in the
+    component's graph), ``levels`` int32 (R, L, N) nested levels (finest first, padded by
+    repeating the coarsest), ``score``, ``stability`` and ``n_communities`` (R,)."""
 
-    Returns (membership int32 numbered by decreasing size, modularity).
-    """
-    if graph.vcount() == 0:
-        return np.zeros(0, dtype=np.int32), float("nan")
-    if graph.ecount() == 0:
-        return np.arange(graph.vcount(), dtype=np.int32), 0.0
-    w = weights if weights in graph.es.attributes() else None
-    best, best_q = None, -np.inf
-    seeds = np.random.SeedSequence(random_state).generate_state(n_runs)
-    for seed in seeds:
-        part = leidenalg.find_partition(
-            graph, leidenalg.ModularityVertexPartition, weights=w, seed=int(seed) & 0x7FFFFFFF
-        )
-        q = part.quality() / (2 * sum(graph.es[w]) if w else 2 * graph.ecount())
-        if q > best_q:
-            best, best_q = part.membership, q
-    return renumber_by_size(best), float(graph.modularity(best, weights=w))
+    membership: np.ndarray
+    levels: np.ndarray
+    score: np.ndarray
+    stability: np.ndarray
+    n_communities: np.ndarray
+    params: dict
 
 
 def partition_components(
@@ -105,45 +88,62 @@ def partition_components(
     pairs: np.ndarray,
     n_neurons: int,
     *,
+    method: str = "wsbm",
     min_strength: float = 0.05,
-    n_runs: int = 10,
+    n_runs: int = 3,
+    resolution: float = 1.0,
+    level: int = 0,
     random_state: int = 0,
     advance=None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Partition every component.
+) -> ComponentPartitions:
+    """Partition every component's neuron × neuron graph (:func:`dynconn.wsbm.partition`).
 
     Parameters
     ----------
     pair_factors : (P, R) non-negative pair loadings
     pairs : (P, 2) neuron indices of each pair
     n_neurons : N
-
-    Returns ``membership`` int32 (R, N) (−1 = not in the component's graph) and the
-    modularity of each partition (R,).
+    method, n_runs, resolution : passed to :func:`dynconn.wsbm.partition`
+    level : nested level reported as ``membership`` (0 = finest; clipped to the coarsest)
     """
     n_comp = pair_factors.shape[1]
-    membership = np.full((n_comp, n_neurons), -1, dtype=np.int32)
-    modularity = np.full(n_comp, np.nan)
+    results = []
     seeds = np.random.SeedSequence(random_state).generate_state(n_comp)
     for r in range(n_comp):
         w = pair_matrix(pair_factors[:, r], pairs, n_neurons)
         graph, kept = component_graph(w, min_strength)
+        result = None
         if kept.size == 0:
             warn(f"component {r} has an all-zero pair pattern; it has no communities")
         else:
-            membership[r, kept], modularity[r] = partition_graph(
-                graph, n_runs=n_runs, random_state=int(seeds[r])
-            )
+            result = wsbm.partition(graph, method=method, n_runs=n_runs, resolution=resolution,
+                                    random_state=int(seeds[r] & 0x7FFFFFFF), **DENSE_GRAPH_OPTIONS.get(method, {}))
+        results.append((kept, result))
         if advance is not None:
             advance()
-    return membership, modularity
+    depth = max([len(res.levels) for _, res in results if res is not None] + [1])
+    levels = np.full((n_comp, depth, n_neurons), -1, dtype=np.int32)
+    score, stability = np.full(n_comp, np.nan), np.full(n_comp, np.nan)
+    n_communities = np.zeros(n_comp, dtype=np.int32)
+    for r, (kept, res) in enumerate(results):
+        if res is None:
+            continue
+        for k in range(depth):
+            levels[r, k, kept] = res.levels[min(k, len(res.levels) - 1)]
+        score[r], stability[r] = res.score, res.stability
+    membership = levels[:, min(level, depth - 1), :].copy()
+    for r in range(n_comp):
+        n_communities[r] = len(np.unique(membership[r][membership[r] >= 0]))
+    params = {"method": method, "min_strength": min_strength, "n_runs": n_runs,
+              "resolution": resolution, "level": level, "random_state": random_state}
+    return ComponentPartitions(membership, levels, score, stability, n_communities, params)
 
 
-def read_graph(path: Path) -> tuple[ig.Graph, list[str]]:
+def read_graph(path: Path) -> tuple[ig.Graph, list[str], bool]:
     """A weighted graph from a dense symmetric ``.npy`` matrix or a CSV edge list.
 
-    Returns the graph and its node labels (row indices as strings for a matrix, names
-    for an edge list, in order of first appearance).
+    Returns the graph, its node labels (row indices as strings for a matrix, names for an
+    edge list, in order of first appearance) and whether it came from a dense matrix.
     """
     if not path.exists():
         raise InputError(f"{path}: graph file not found")
@@ -162,7 +162,7 @@ def read_graph(path: Path) -> tuple[ig.Graph, list[str]]:
             raise InputError(f"{path}: negative weights; the graph must be non-negative")
         w = np.array(w, dtype=np.float64)
         np.fill_diagonal(w, 0.0)
-        return graph_from_matrix(w), [str(i) for i in range(w.shape[0])]
+        return wsbm.graph_from_dense(w), [str(i) for i in range(w.shape[0])], True
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
@@ -188,7 +188,7 @@ def read_graph(path: Path) -> tuple[ig.Graph, list[str]]:
     g = ig.Graph(n=len(names), edges=edges, directed=False)
     g.es["weight"] = weights
     g.simplify(combine_edges="sum")
-    return g, list(names)
+    return g, list(names), False
 
 
 # ----------------------------------------------------------------------------- stage
@@ -201,13 +201,23 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
     p = config["communities"]
     pair_factors = fac["factors/pairs"]
     with console.progress("communities (components)", pair_factors.shape[1]) as advance:
-        membership, modularity = partition_components(
+        parts = partition_components(
             pair_factors,
             aff["pairs"],
             len(aff["neurons"]),
+            method=p["method"],
             min_strength=p["min_strength"],
             n_runs=p["n_runs"],
+            resolution=p["resolution"],
+            level=p["level"],
             random_state=p["seed"],
             advance=advance,
         )
-    return {"membership": membership, "neurons": aff["neurons"], "modularity": modularity}, {}
+    return {
+        "membership": parts.membership,
+        "levels": parts.levels,
+        "score": parts.score,
+        "stability": parts.stability,
+        "n_communities": parts.n_communities,
+        "neurons": aff["neurons"],
+    }, {}

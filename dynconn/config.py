@@ -160,11 +160,21 @@ SCHEMA: dict[str, Any] = {
     "communities": {
         "method": Key(
             "choice",
-            "leiden",
-            "`leiden` (modularity, best of `n_runs` seeds).",
-            choices=("leiden",),
+            "wsbm",
+            "`wsbm` (weighted degree-corrected SBM, minimum description length; "
+            "docs/communities.md), or `leiden-modularity`, `leiden-rb`, `leiden-cpm`.",
+            choices=("wsbm", "leiden-modularity", "leiden-rb", "leiden-cpm"),
         ),
-        "n_runs": Key("int", 10, "Partitions computed per component (different seeds).", low=1),
+        "n_runs": Key(
+            "int", 3, "Runs per component (different seeds); the best is kept, their "
+            "agreement is the stability.", low=1
+        ),
+        "resolution": Key(
+            "float", 1.0, "Resolution of `leiden-rb` and `leiden-cpm`.", low=0, low_open=True
+        ),
+        "level": Key(
+            "int", 0, "Nested level reported as the communities (0 = finest).", low=0
+        ),
         "seed": Key("int", 0, "Random seed.", low=0),
         "min_strength": Key(
             "float",

@@ -895,7 +895,7 @@ def _sub_graph(n, edges, w):
 # weighted SBM
 # ---------------------------------------------------------------------------------------------
 def node_corrected_weights(edges: np.ndarray, w: np.ndarray, n: int,
-                           interactions: bool = True) -> np.ndarray:
+                           interactions: bool = True, return_log_shift: bool = False):
     """Weights with the node-level part of their variation divided out.
 
     Least-squares fit, over the edges, of
@@ -905,7 +905,9 @@ def node_corrected_weights(edges: np.ndarray, w: np.ndarray, n: int,
     x_i^2 x_j^2) -- so weights that depend on the product or the combination of the two
     ends' strengths are explained too. The fit is done once, independently of any partition
     (the weight analogue of degree correction); the returned weights exp(residual) are then
-    modelled per block pair. Positive weights out.
+    modelled per block pair. Positive weights out; with ``return_log_shift`` also the fitted
+    ln-shift of each edge (``ln w − ln w'``) and the number of fitted parameters, which
+    :func:`_wsbm` needs to compare corrected and raw weights by description length.
     """
     y = np.log(w)
     E = len(edges)
@@ -930,8 +932,10 @@ def node_corrected_weights(edges: np.ndarray, w: np.ndarray, n: int,
     # sparse direct solve: single-threaded and quick for these small systems (a dense LAPACK
     # solve was erratic on a loaded multi-user machine)
     beta = spsolve(G.tocsc(), X.T @ y)
-    r = y - X @ beta
-    return np.exp(r)
+    shift = X @ beta
+    if return_log_shift:
+        return np.exp(y - shift), shift, n + F.shape[1]
+    return np.exp(y - shift)
 
 
 def _greedy_merges(st: SBMState) -> None:
@@ -1027,9 +1031,8 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
                   else "<array>", n_runs=n_runs, random_state=random_state,
                   weight_model=weight_model if w is not None else "none",
                   weight_structure=weight_structure if w is not None else "none",
-                  node_correction=bool(node_correction) and w is not None,
-                  weight_interactions=bool(weight_interactions) and bool(node_correction)
-                  and w is not None,
+                  node_correction=node_correction,
+                  weight_interactions=bool(weight_interactions),
                   degree_prior=degree_prior, resolutions=list(resolutions), n_refine=n_refine,
                   max_sweeps=max_sweeps, tol=tol, hierarchy=hierarchy, level=level,
                   topology=topology)
@@ -1045,10 +1048,21 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
     complete = len(sedges) == n * (n - 1) // 2
     use_topology = (not complete) if topology == "auto" else bool(topology)
     params["topology_used"] = use_topology
-    ww = None
+    # Candidate weights: raw, and/or with node propensities divided out. "auto" chooses by
+    # description length: the corrected weights pay the Jacobian of the change of variables
+    # (sum of the fitted ln-shifts, so both are densities of the same raw weights) and the
+    # fitted parameters (BIC, k/2 ln E). Correction wins where weights vary by node (LFR's
+    # s_i = k_i^beta); it loses on a CP component's pattern, where a group's high weights ARE
+    # a node-propensity pattern (measured in docs/communities.md).
+    weight_sets = {}
     if w is not None:
-        ww = (node_corrected_weights(sedges, w, n, interactions=weight_interactions)
-              if node_correction else w)
+        if node_correction in (False, "auto"):
+            weight_sets["raw"] = (w, 0.0)
+        if node_correction in (True, "auto"):
+            wc, shift, k = node_corrected_weights(sedges, w, n, interactions=weight_interactions,
+                                                  return_log_shift=True)
+            weight_sets["corrected"] = (wc, float(shift.sum()) + 0.5 * k * np.log(len(w)))
+    ww = None
     g = _sub_graph(n, sedges, w)
     rng = np.random.default_rng(random_state)
     seeds = [int(x) for x in rng.integers(0, 2**31 - 1, size=n_runs)]
@@ -1062,30 +1076,34 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
 
     first = candidates(seeds[0])
     family_dl = {}
-    if ww is None:
-        family, structure = "none", "pairs"
+    offset = 0.0
+    if not weight_sets:
+        family, structure, chosen = "none", "pairs", None
     else:
-        # weight family and structure: given, or chosen by description length at the best
-        # seed partition (Bayesian model selection between the alternatives)
+        # weights (raw/corrected), family and structure: given, or chosen by description
+        # length at the best seed partition (Bayesian model selection between alternatives)
         fams = WEIGHT_MODELS if weight_model == "auto" else (weight_model,)
         structs = WEIGHT_STRUCTURES if weight_structure == "auto" else (weight_structure,)
-        for fam in fams:
-            for struct in structs:
-                s_f = SBMState(n, sedges, ww, np.zeros(n, dtype=np.int64),
-                               make_weight_model(fam, ww), degree_prior=degree_prior,
-                               topology=use_topology, weight_structure=struct)
-                vals = []
-                for b in first:
-                    s_f.set_partition(b)
-                    vals.append(s_f.dl())
-                family_dl[f"{fam}/{struct}"] = float(min(vals))
-        family, structure = min(family_dl, key=family_dl.get).split("/")
+        for ws, (wvals, extra) in weight_sets.items():
+            for fam in fams:
+                for struct in structs:
+                    s_f = SBMState(n, sedges, wvals, np.zeros(n, dtype=np.int64),
+                                   make_weight_model(fam, wvals), degree_prior=degree_prior,
+                                   topology=use_topology, weight_structure=struct)
+                    vals = []
+                    for b in first:
+                        s_f.set_partition(b)
+                        vals.append(s_f.dl())
+                    family_dl[f"{ws}/{fam}/{struct}"] = float(min(vals)) + extra
+        chosen, family, structure = min(family_dl, key=family_dl.get).split("/")
+        ww, offset = weight_sets[chosen]
+    params["node_correction_used"] = chosen == "corrected"
     params["weight_model_used"] = family
     params["weight_structure_used"] = structure
     wm = make_weight_model(family, ww)
     st = SBMState(n, sedges, ww, np.zeros(n, dtype=np.int64), wm, degree_prior=degree_prior,
                   topology=use_topology, weight_structure=structure)
-    one_dl = st.dl()
+    one_dl = st.dl() + offset
     runs, dls = [], []
     for run in range(n_runs):
         cands = first if run == 0 else candidates(seeds[run])
@@ -1104,7 +1122,7 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
         for _, b in scored[:n_refine]:
             st.set_partition(b)
             _refine(st, rng, max_sweeps, tol)
-            d = st.dl()
+            d = st.dl() + offset
             if d < best_dl:
                 best_dl, best_b = d, st.b.copy()
         runs.append(best_b)
@@ -1148,7 +1166,7 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
 def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", random_state=None,
               n_runs: int = 3, resolution: float = 1.0, weight_model: str = "auto",
               weight_structure: str = "auto",
-              node_correction: bool = True, weight_interactions: bool = True,
+              node_correction="auto", weight_interactions: bool = True,
               degree_prior: str = "distributed",
               resolutions=(0.5, 1.0, 2.0), n_refine: int = 3, max_sweeps: int = 100,
               tol: float = 1e-6, hierarchy: bool = True, level: int = 0,
@@ -1168,7 +1186,10 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
     weight_model: ``wsbm`` only: ``"exponential"``, ``"lognormal"`` or ``"auto"`` (smaller DL).
     weight_structure: ``wsbm`` only: ``"pairs"`` (a weight distribution per block pair),
         ``"assortative"`` (per block, plus one for all between-block edges) or ``"auto"``.
-    node_correction: ``wsbm`` only: divide node weight propensities out of the weights first.
+    node_correction: ``wsbm`` only: divide node weight propensities out of the weights first
+        (True/False), or ``"auto"`` (default): whichever gives the smaller description length
+        (the corrected weights pay the Jacobian of the change of variables and BIC for the
+        fitted propensities).
     weight_interactions: ``wsbm`` only: include strength-interaction terms in that correction.
     degree_prior: ``wsbm`` only: ``"distributed"`` (Peixoto 2017) or ``"uniform"``.
     resolutions: ``wsbm`` only: resolutions of the Leiden (RBConfiguration) seed partitions,
@@ -1196,6 +1217,8 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
         if degree_prior not in ("distributed", "uniform"):
             raise ValueError(f"unknown degree_prior {degree_prior!r}; choose 'distributed' "
                              "or 'uniform'")
+        if node_correction not in ("auto", True, False):
+            raise ValueError(f"node_correction must be 'auto', True or False (got {node_correction!r})")
         if topology not in ("auto", True, False):
             raise ValueError(f"topology must be 'auto', True or False (got {topology!r})")
         resolutions = tuple(_check_pos("resolutions entry", r) for r in resolutions)
