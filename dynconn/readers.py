@@ -230,7 +230,8 @@ def read_mat(path: Path, variable: str | None, time_axis: int) -> np.ndarray:
     """A 2-D (frames, neurons) float64 array from a MATLAB file.
 
     v7.3 files (HDF5 inside) are read with h5py, older ones (v5) with scipy.io. ``variable``
-    names the array; ``a.b`` reaches a field of a struct. ``time_axis`` refers to the array
+    names the array (default: the only numeric matrix with more than one row and column);
+    ``a.b`` reaches a field of a struct. ``time_axis`` refers to the array
     as MATLAB shows it (h5py sees v7.3 arrays transposed; this is undone here).
     """
     if h5py.is_hdf5(path):
@@ -249,7 +250,7 @@ def _read_mat5(path: Path, variable: str | None) -> tuple[np.ndarray, str]:
         raise InputError(f"{path}: not a readable .mat file ({_one_line(exc)})") from None
     names = [name for name, _, _ in listing]
     if variable is None:
-        numeric = [n for n, shape, cls in listing if cls in _MAT_NUMERIC and len(shape) == 2]
+        numeric = [n for n, shape, cls in listing if cls in _MAT_NUMERIC and len(shape) == 2 and min(shape) > 1]
         if len(numeric) != 1:
             raise InputError(f"{path}: holds variables {names}; name the traces with `variable:`")
         variable = numeric[0]
@@ -276,7 +277,7 @@ def _read_mat73(path: Path, variable: str | None) -> tuple[np.ndarray, str]:
             names = [k for k in f.keys() if not k.startswith("#")]
             if variable is None:
                 numeric = [k for k in names if isinstance(f[k], h5py.Dataset) and f[k].ndim == 2
-                           and _matlab_class(f[k]) in _MAT_NUMERIC]
+                           and min(f[k].shape) > 1 and _matlab_class(f[k]) in _MAT_NUMERIC]
                 if len(numeric) != 1:
                     raise InputError(f"{path}: holds variables {names}; name the traces with `variable:`")
                 variable = numeric[0]
