@@ -39,7 +39,8 @@ def test_ingest_reads_the_lab_files(flavell_run):
     # identified neurons only, left/right homologs merged (AVAL + AVAR → AVA)
     assert {"AVA", "AIB", "RIM", "AVE", "RIBL"} <= neurons and not any("#" in n for n in neurons)
     assert "AVAL" not in neurons and "AVL" in neurons  # AVL is a single neuron; RIBL lacks its partner here
-    assert ing["present"].all(axis=1).sum() >= 60  # most neurons shared by both animals
+    shared = ing["present"].all(axis=1)
+    assert shared.sum() >= 50 and shared.mean() > 0.65  # 53 of 77 (without merging 77 of 125)
     assert list(ing["covariates/names"]) == ["velocity", "reversal", "head_angle"]
     reversal = ing["covariates/values"][:, 1]
     assert set(np.unique(reversal[np.isfinite(reversal)])) <= {0.0, 1.0} and np.nanmax(reversal) == 1.0
