@@ -114,8 +114,8 @@ ANIMAL_SCHEMA: dict[str, Key] = {
     "covariates": Key(
         "path",
         None,
-        "Behaviour covariates: CSV with a header of covariate names, one row per frame, or "
-        "with a `time_s` column (rows interpolated onto the frames); null = none.",
+        "Behaviour covariates: CSV with a header of covariate names and one row per frame, "
+        "or other rows with a `time_s` column (interpolated onto the frames); null = none.",
         nullable=True,
     ),
 }

@@ -492,13 +492,15 @@ def animal_rate(config: Config, spec: dict, rec: readers.Recording, source: Path
 def load_covariates(path: Path, n_frames: int, rate: float) -> tuple[list[str], np.ndarray]:
     """Covariate table of one animal as (names, (C, n_frames) float64) on its frames.
 
-    Without a ``time_s`` column there must be one row per frame. With one, each covariate is
-    linearly interpolated from its rows' times onto the frame times ``i / rate`` (NaN
-    outside the rows' time range and where the column is empty).
+    One row per frame: row i is frame i (a ``time_s`` column is then only checked: the rows
+    are the frames, measured with them). Otherwise a ``time_s`` column is needed, and each
+    covariate is linearly interpolated from its rows' times onto the frame times ``i / rate``
+    (NaN outside the rows' time range and where the column is empty).
     """
     header, values = readers.read_table(path, "\t" if path.suffix.lower() == ".tsv" else ",",
                                         "covariates file")
-    names = [h for h in header]
+    names = list(header)
+    stamps = None
     if "time_s" in names:
         k = names.index("time_s")
         stamps = values[:, k]
@@ -506,20 +508,26 @@ def load_covariates(path: Path, n_frames: int, rate: float) -> tuple[list[str], 
             raise InputError(f"{path}: time_s must be finite and increasing")
         names.pop(k)
         values = np.delete(values, k, axis=1)
-        frames = np.arange(n_frames) / rate
-        out = np.full((len(names), n_frames), np.nan)
-        for c in range(len(names)):
-            ok = np.isfinite(values[:, c])
-            if ok.sum() >= 2:
-                inside = (frames >= stamps[ok][0]) & (frames <= stamps[ok][-1])
-                out[c, inside] = np.interp(frames[inside], stamps[ok], values[ok, c])
-        return names, out
-    if values.shape[0] != n_frames:
+    if values.shape[0] == n_frames:
+        if stamps is not None and n_frames > 1:
+            step = float(np.median(np.diff(stamps)))
+            if abs(step * rate - 1.0) > 0.05:
+                warn(f"{path}: one row per frame, but time_s steps {step:g} s while frames are "
+                     f"{1 / rate:g} s apart; rows taken as frames")
+        return names, values.T.copy()
+    if stamps is None:
         raise InputError(
             f"{path}: {values.shape[0]} rows but the recording has {n_frames} frames; "
             "give one row per frame or a time_s column"
         )
-    return names, values.T.copy()
+    frames = np.arange(n_frames) / rate
+    out = np.full((len(names), n_frames), np.nan)
+    for c in range(len(names)):
+        ok = np.isfinite(values[:, c])
+        if ok.sum() >= 2:
+            inside = (frames >= stamps[ok][0]) & (frames <= stamps[ok][-1])
+            out[c, inside] = np.interp(frames[inside], stamps[ok], values[ok, c])
+    return names, out
 
 
 def load_animal(config: Config, index: int) -> AnimalTraces:
