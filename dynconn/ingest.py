@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -388,31 +390,33 @@ def to_grid(
 
 
 def stack_animals(
-    names: list[list[str]], traces: list[np.ndarray], order: list[str] | None = None,
+    names: list[list[str]], lengths: list[int], produce: Callable[[int], np.ndarray],
+    order: list[str] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Stack per-animal (N_a, F_a) arrays on one name axis, NaN where absent or past F_a.
 
-    ``order``: the name axis (default the sorted union of ``names``). The arrays are taken
-    out of ``traces`` as they are copied (the list is emptied), and the output is allocated
-    uninitialised and filled one animal at a time, so peak memory is the output plus one
-    animal. Returns ``(names, present bool (N, A), stacked float32 (A, N, max F_a))``.
+    ``names[a]`` names the rows of animal a's array, ``lengths[a]`` is its F_a, and
+    ``produce(a)`` returns the array itself — called once per animal, in order, so arrays
+    can be made or loaded one at a time. ``order``: the name axis (default the sorted union
+    of ``names``). The output is allocated uninitialised and filled one animal at a time, so
+    peak memory is the output plus one animal. Returns ``(names, present bool (N, A),
+    stacked float32 (A, N, max F_a))``.
     """
     axis = order if order is not None else sorted(set().union(*map(set, names)))
     index = {name: i for i, name in enumerate(axis)}
-    n_animals = len(traces)
-    f_max = max(t.shape[1] for t in traces)
-    stacked = np.empty((n_animals, len(axis), f_max), dtype=np.float32)
+    n_animals = len(names)
+    stacked = np.empty((n_animals, len(axis), max(lengths)), dtype=np.float32)
     present = np.zeros((len(axis), n_animals), dtype=bool)
     for a in range(n_animals):
-        x = traces[0]
-        traces[0] = None  # type: ignore[call-overload]  # release our reference early
-        del traces[0]
         rows = np.asarray([index[n] for n in names[a]], dtype=np.int64)
         present[rows, a] = True
         slab = stacked[a]
         slab[~present[:, a]] = np.nan
-        slab[rows, : x.shape[1]] = x
-        slab[:, x.shape[1] :] = np.nan
+        x = produce(a)
+        if x.shape != (len(rows), lengths[a]):
+            raise ValueError(f"animal {a}: array of shape {x.shape}, expected {(len(rows), lengths[a])}")
+        slab[rows, : lengths[a]] = x
+        slab[:, lengths[a] :] = np.nan
         del x
     return list(axis), present, stacked
 
@@ -420,9 +424,9 @@ def stack_animals(
 def align_animals(
     names: list[list[str]], traces: list[np.ndarray]
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Put every animal on the sorted union of neuron names (see :func:`stack_animals`;
-    ``traces`` is not modified). Returns ``(neurons, present (N, A), aligned (A, N, F))``."""
-    return stack_animals(names, list(traces))
+    """Put in-memory animals on the sorted union of neuron names (:func:`stack_animals`).
+    Returns ``(neurons, present (N, A), aligned float32 (A, N, max F))``."""
+    return stack_animals(names, [t.shape[1] for t in traces], lambda a: traces[a])
 
 
 # ----------------------------------------------------------------------------- stage
@@ -442,6 +446,7 @@ class AnimalTraces:
     offset_s: float = 0.0
     covariate_names: list[str] = field(default_factory=list)
     covariates: np.ndarray | None = None
+    n_frames: int = 0
 
 
 def clean_names(animal: dict, rec: readers.Recording, source: Path, case: str,
@@ -555,7 +560,8 @@ def load_animal(config: Config, index: int) -> AnimalTraces:
     if rec.traces.shape[0] < 2:
         raise InputError(f"{source}: only {rec.traces.shape[0]} frame(s); need a time series")
     rate = animal_rate(config, spec, rec, source, where)
-    raw = rec.traces[:, columns].T  # (N_a, F) view
+    everything = columns.size == rec.traces.shape[1] and (columns == np.arange(columns.size)).all()
+    raw = (rec.traces if everything else rec.traces[:, columns]).T  # (N_a, F); no copy when all kept
     if np.isinf(raw).any():
         i = int(np.flatnonzero(np.isinf(raw).any(axis=1))[0])
         raise InputError(f"{source}: neuron {names[i]!r} has infinite values")
@@ -669,75 +675,89 @@ def inputs(config: Config, workdir: Path) -> dict[str, str]:
 
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
-    """Read, clean, grid and stack every animal; the datasets and attributes of ``ingest.h5``."""
+    """Read, clean, grid and stack every animal; the datasets and attributes of ``ingest.h5``.
+
+    Two passes bound the memory: the first reads and cleans each animal and spills its
+    float32 traces to a temporary folder (``$TMPDIR``), keeping only names, rates and
+    covariates; the second, once the union of names, the common rate and the lengths are
+    known, allocates the output and fills it one animal at a time from the spilled files
+    (merging homologs and resampling on the way). Peak memory: the output plus a few
+    animals' arrays, whatever the number of animals.
+    """
     data, p = config["data"], config["ingest"]
     layout = data["layout"]
     animals: list[AnimalTraces] = []
-    with console.progress("reading animals", len(data["animals"])) as advance:
-        for i in range(len(data["animals"])):
-            animals.append(load_animal(config, i))
-            if data["resample"] is None:
-                check_rates(animals, None)  # fail before reading the rest
-            advance()
-    rate = check_rates(animals, data["resample"])
+    with tempfile.TemporaryDirectory(prefix="dynconn-ingest-") as spill:
+        with console.progress("reading animals", len(data["animals"])) as advance:
+            for i in range(len(data["animals"])):
+                animal = load_animal(config, i)
+                np.save(Path(spill) / f"{i}.npy", animal.traces)
+                animal.n_frames = animal.traces.shape[1]
+                animal.traces = None  # type: ignore[assignment]  # spilled; freed now
+                animals.append(animal)
+                if data["resample"] is None:
+                    check_rates(animals, None)  # fail before reading the rest
+                advance()
+        rate = check_rates(animals, data["resample"])
 
-    if p["merge_bilateral"]:
-        mapping = bilateral_map(set().union(*(a.names for a in animals)))
-        for a in animals:
-            a.names, a.traces = merge_rows(a.names, a.traces, mapping)
-        if mapping:
-            console.info(f"  merged left/right homologs: {len(set(mapping.values()))} pairs")
+        mapping: dict[str, str] = {}
+        if p["merge_bilateral"]:
+            mapping = bilateral_map(set().union(*(a.names for a in animals)))
+            if mapping:
+                console.info(f"  merged left/right homologs: {len(set(mapping.values()))} pairs")
+        merged_names = [list(dict.fromkeys(mapping.get(n, n) for n in a.names)) for a in animals]
 
-    start = p["start_s"] if p["start_s"] is not None else 0.0
-    lengths = [grid_length(a.traces.shape[1], a.rate, rate, offset_s=a.offset_s, start_s=start,
-                           stop_s=p["stop_s"]) for a in animals]
-    for a, n in zip(animals, lengths):
-        if n < 2:
-            raise InputError(f"{a.source}: no frames left in the window "
-                             f"{start:g}–{p['stop_s'] if p['stop_s'] is not None else 'end'} s "
-                             f"(offset_s {a.offset_s:g})")
-    if layout == "aligned":
-        lengths = [crop_to_common_length(animals, lengths, p["max_crop_fraction"])] * len(animals)
-    cov_order = list(data["covariates"]) if data["covariates"] is not None else         list(dict.fromkeys(c for a in animals for c in a.covariate_names))
-    covariates = []
-    for a, n in zip(animals, lengths):
-        a.traces = to_grid(a.traces, a.rate, rate, n, offset_s=a.offset_s, start_s=start)
-        if a.covariates is not None:
-            covariates.append(to_grid(a.covariates, a.rate, rate, n, offset_s=a.offset_s, start_s=start))
-        else:
-            covariates.append(np.full((0, n), np.nan, dtype=np.float32))
-        still = np.flatnonzero(~np.isfinite(a.traces).any(axis=1))
-        if still.size:
-            raise InputError(f"{a.source}: neuron {a.names[still[0]]!r} has no finite values in the window")
-    for a in animals:
-        missing = [c for c in cov_order if c not in a.covariate_names]
-        if missing:
-            warn(f"{a.name}: no covariate {', '.join(missing)}; left missing (NaN)")
-    rates = np.asarray([a.rate for a in animals], dtype=np.float64)
-    animal_names = [a.name for a in animals]
-    n_frames = np.asarray(lengths, dtype=np.int64)
-    cov_names = [a.covariate_names for a in animals]
-    neuron_names = [a.names for a in animals]
-    traces = [a.traces for a in animals]
-    del animals
-    neurons, present, stacked = stack_animals(neuron_names, traces)
+        start = p["start_s"] if p["start_s"] is not None else 0.0
+        lengths = [grid_length(a.n_frames, a.rate, rate, offset_s=a.offset_s, start_s=start,
+                               stop_s=p["stop_s"]) for a in animals]
+        for a, n in zip(animals, lengths):
+            if n < 2:
+                raise InputError(f"{a.source}: no frames left in the window "
+                                 f"{start:g}–{p['stop_s'] if p['stop_s'] is not None else 'end'} s "
+                                 f"(offset_s {a.offset_s:g})")
+        if layout == "aligned":
+            lengths = [crop_to_common_length(animals, lengths, p["max_crop_fraction"])] * len(animals)
+
+        def gridded(i: int) -> np.ndarray:
+            a = animals[i]
+            x = np.load(Path(spill) / f"{i}.npy", mmap_mode="r")
+            names, x = merge_rows(a.names, x, mapping)
+            x = to_grid(x, a.rate, rate, lengths[i], offset_s=a.offset_s, start_s=start)
+            empty = np.flatnonzero(~np.isfinite(x).any(axis=1))
+            if empty.size:
+                raise InputError(f"{a.source}: neuron {names[empty[0]]!r} has no finite values in the window")
+            return x
+
+        neurons, present, stacked = stack_animals(merged_names, lengths, gridded)
+
     datasets = {
         "traces": stacked,
         "present": present,
         "neurons": np.asarray(neurons, dtype=object),
-        "animals": np.asarray(animal_names, dtype=object),
-        "n_frames": n_frames,
-        "rates": rates,
-        "time": start + np.arange(int(n_frames.max())) / rate,
+        "animals": np.asarray([a.name for a in animals], dtype=object),
+        "n_frames": np.asarray(lengths, dtype=np.int64),
+        "rates": np.asarray([a.rate for a in animals], dtype=np.float64),
+        "time": start + np.arange(max(lengths)) / rate,
     }
+    cov_order = list(data["covariates"]) if data["covariates"] is not None else \
+        list(dict.fromkeys(c for a in animals for c in a.covariate_names))
     if cov_order:
-        kept = [[c for c in names if c in cov_order] for names in cov_names]
-        covariates = [c[[names.index(k) for k in keep]] for c, names, keep in zip(covariates, cov_names, kept)]
-        _, _, values = stack_animals(kept, covariates, order=cov_order)
+        kept = []
+        for a in animals:
+            missing = [c for c in cov_order if c not in a.covariate_names]
+            if missing:
+                warn(f"{a.name}: no covariate {', '.join(missing)}; left missing (NaN)")
+            kept.append([c for c in a.covariate_names if c in cov_order])
+
+        def covariates(i: int) -> np.ndarray:
+            a = animals[i]
+            rows = [a.covariate_names.index(c) for c in kept[i]]
+            return to_grid(a.covariates[rows], a.rate, rate, lengths[i], offset_s=a.offset_s, start_s=start)
+
+        _, _, values = stack_animals(kept, lengths, covariates, order=cov_order)
         datasets["covariates/names"] = np.asarray(cov_order, dtype=object)
         datasets["covariates/values"] = values.astype(np.float64)
-    stop = start + int(n_frames.max()) / rate
-    stimuli = load_stimuli(config, start, stop)
+    stimuli = load_stimuli(config, start, start + max(lengths) / rate)
     datasets.update({
         "stimuli/label": np.asarray([e["label"] for e in stimuli], dtype=object),
         "stimuli/start_s": np.asarray([e["start_s"] for e in stimuli], dtype=np.float64),

@@ -55,7 +55,7 @@ NEEDS_NAMES_FILE = ("npy", "npz", "hdf5", "mat")
 class Recording:
     """One animal's raw traces.
 
-    ``traces`` (frames, neurons) float64; ``names`` per column (None = unidentified);
+    ``traces`` (frames, neurons) float64 (float32 when the file stores float32); ``names`` per column (None = unidentified);
     ``rate`` the sampling rate in Hz when the file states one, else None; ``index`` the
     column / ROI index in the file of each neuron (unidentified neurons are called
     ``<animal>#<index>``); ``n_columns`` the number of columns (ROIs) in the file, which a
@@ -173,7 +173,9 @@ def _oriented(path: Path, array: np.ndarray, time_axis: int, where: str) -> np.n
         raise InputError(f"{path}: {where} has shape {array.shape}; expected a 2-D time × neurons array")
     if array.dtype.kind not in "fiub":
         raise InputError(f"{path}: {where} holds {array.dtype} values, expected numbers")
-    return np.asarray(array if time_axis == 0 else array.T, dtype=np.float64)
+    # float32 files stay float32 (half the memory of a large recording); the rest become float64
+    dtype = np.float32 if array.dtype == np.float32 else np.float64
+    return np.asarray(array if time_axis == 0 else array.T, dtype=dtype)
 
 
 def read_array(path: Path, fmt: str, dataset: str | None, time_axis: int) -> np.ndarray:
