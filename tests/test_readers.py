@@ -125,3 +125,16 @@ def test_csv_reader_blank_cells_and_fast_path_agree(tmp_path):
     a, b = readers.read_recording(tmp_path / "a.csv"), readers.read_recording(tmp_path / "b.csv")
     np.testing.assert_array_equal(a.traces, b.traces)
     assert np.isnan(a.traces[1]).all() and a.names == ["A", "B"]
+
+
+def test_rate_required_when_the_file_gives_none_and_file_rate_wins(tmp_path, x):
+    (tmp_path / "w1.csv").write_text(",".join(NAMES) + "\n" + "\n".join(",".join(map(str, r)) for r in x))
+    config = write_config(tmp_path, [{"name": "w1", "path": "w1.csv"}])
+    result = cli("ingest", config, "-q")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: data.sampling_rate: required, w1.csv does not give its sampling rate "
+                                     "(or set data.animals[0].sampling_rate)")
+    write_nwb(tmp_path / "w2.nwb", x, NAMES, rate=5.0)
+    config = write_config(tmp_path, [{"name": "w2", "path": "w2.nwb"}], data={"sampling_rate": 4.0})
+    result = cli("ingest", config, "-q")
+    assert result.exit_code == 0 and "gives 5 Hz, data.sampling_rate 4 Hz; using the file's rate" in result.stderr
