@@ -25,7 +25,17 @@ one Gram matrix ``R_b R_bᵀ`` (BLAS), and only one bin's N × N block lives bes
 
 Artifact ``affinity.h5`` (DESIGN.md): ``/affinity`` float32 (P, T, A), ``/pairs`` int32
 (P, 2), ``/mask`` bool (P, A), ``/neurons`` (N), ``/animals`` (A), ``/time`` float64 (T)
-bin centres in s. Unobserved entries (mask False) hold 0.
+bin centres in s. Unobserved entries (mask False) hold 0. Root attribute ``layout``.
+
+With ``data.layout: concatenated`` (each animal on its own clock, docs/layouts.md) the
+tensor is ``/affinity`` float32 (P, T_total, 1): every animal's bins one after another;
+``/time`` (T_total) holds each bin's centre on its animal's own clock and ``/time_animal``
+int32 (T_total) the index into ``/animals`` of each bin. ``/mask`` stays (P, A): entry
+(p, t) is observed iff ``mask[p, time_animal[t]]``.
+
+Behaviour covariates (when ingest has them) are averaged into the same bins:
+``/covariates/names`` (C), ``/covariates/values`` float64 (C, T, A) aligned or
+(C, T_total, 1) concatenated; NaN where an animal lacks a covariate.
 """
 
 from __future__ import annotations
@@ -209,6 +219,18 @@ def bin_centres(n_frames: int, sampling_rate: float, bin_seconds: float) -> np.n
     return (starts + (fpb - 1) / 2.0) / sampling_rate
 
 
+def bin_means(values: np.ndarray, frames_per_bin: int) -> np.ndarray:
+    """Mean of each complete bin of ``frames_per_bin`` frames along the last axis of
+    (..., F), NaN frames ignored (NaN for a bin without any finite frame). (..., F // fpb)."""
+    n_bins = values.shape[-1] // frames_per_bin
+    blocks = values[..., : n_bins * frames_per_bin].reshape(*values.shape[:-1], n_bins, frames_per_bin)
+    ok = np.isfinite(blocks)
+    count = ok.sum(axis=-1)
+    total = np.where(ok, blocks, 0.0).sum(axis=-1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def observed_pairs(present: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """(P, A) bool: both neurons of the pair recorded in the animal (present is (N, A))."""
     return present[pairs[:, 0]] & present[pairs[:, 1]]
@@ -220,29 +242,45 @@ def params(config: Config) -> dict:
 
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
+    """Affinities of every animal, in the ingest artifact's layout; ``affinity.h5``'s content."""
+    from .errors import ConfigError
+
     ing = upstream["ingest"]
     traces, present = ing["traces"], ing["present"]
     rate = float(ing.attrs["sampling_rate"])
+    layout = str(ing.attrs.get("layout", "aligned"))
+    t0 = float(ing.attrs.get("start_s", 0.0))
     p = config["affinity"]
-    n_animals, n_neurons, n_frames = traces.shape
+    n_animals, n_neurons, f_max = traces.shape
+    n_frames = np.asarray(ing["n_frames"]) if "n_frames" in ing else np.full(n_animals, f_max)
     pairs = pair_index(n_neurons)
     mask = observed_pairs(present, pairs)
     fpb = max(1, int(round(p["bin_seconds"] * rate)))
-    n_bins = n_frames // fpb
-    if n_bins < 2:
-        from .errors import ConfigError
-
+    bins = n_frames // fpb  # complete bins of each animal
+    animals = [str(a) for a in ing["animals"]]
+    if layout == "aligned" and bins.min() < 2:
         raise ConfigError(
-            f"affinity.bin_seconds: {p['bin_seconds']:g} s leaves {n_bins} bin(s) in a "
-            f"{n_frames / rate:g} s recording; choose a shorter bin"
+            f"affinity.bin_seconds: {p['bin_seconds']:g} s leaves {int(bins.min())} bin(s) in a "
+            f"{f_max / rate:g} s recording; choose a shorter bin"
         )
-    affinity = np.zeros((pairs.shape[0], n_bins, n_animals), dtype=np.float32)
-    with console.progress("affinity (bins × animals)", n_bins * n_animals) as advance:
+    if layout == "concatenated" and (bins.min() < 1 or bins.sum() < 2):
+        short = int(np.argmin(bins))
+        raise ConfigError(
+            f"affinity.bin_seconds: {p['bin_seconds']:g} s is longer than animal "
+            f"{animals[short]!r}'s recording ({n_frames[short] / rate:g} s); choose a shorter bin"
+        )
+    concatenated = layout == "concatenated"
+    # column offset of each animal's bins in the tensor's time axis, and the tensor's last axis
+    starts = np.concatenate(([0], np.cumsum(bins)[:-1])) if concatenated else np.zeros(n_animals, int)
+    n_time = int(bins.sum()) if concatenated else int(bins[0])
+    affinity = np.zeros((pairs.shape[0], n_time, 1 if concatenated else n_animals), dtype=np.float32)
+    with console.progress("affinity (bins × animals)", int(bins.sum()) if concatenated
+                          else n_time * n_animals) as advance:
         for a in range(n_animals):
             rows = np.flatnonzero(present[:, a])
             local = np.searchsorted(rows, pairs[mask[:, a]])  # pair indices within the animal
-            affinity[mask[:, a], :, a] = compute_affinity(
-                traces[a, rows],
+            values = compute_affinity(
+                traces[a, rows, : n_frames[a]],
                 sampling_rate=rate,
                 method=p["method"],
                 bin_seconds=p["bin_seconds"],
@@ -252,16 +290,34 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
                 pairs=local.astype(np.int32),
                 advance=advance,
             )
+            if concatenated:
+                affinity[mask[:, a], starts[a] : starts[a] + bins[a], 0] = values
+            else:
+                affinity[mask[:, a], :, a] = values
     if not np.isfinite(affinity).all():
         raise FloatingPointError("affinity: non-finite values produced")  # guarded by ingest
     unobserved = ~mask.any(axis=1)
     if unobserved.any():
         warn(f"{int(unobserved.sum())} pairs are never recorded together in any animal")
-    return {
+    datasets = {
         "affinity": affinity,
         "pairs": pairs,
         "mask": mask,
         "neurons": ing["neurons"],
         "animals": ing["animals"],
-        "time": bin_centres(n_frames, rate, p["bin_seconds"]),
-    }, {"sampling_rate": rate, "frames_per_bin": fpb}
+    }
+    if concatenated:
+        datasets["time"] = np.concatenate([t0 + bin_centres(int(n), rate, p["bin_seconds"]) for n in n_frames])
+        datasets["time_animal"] = np.repeat(np.arange(n_animals, dtype=np.int32), bins)
+    else:
+        datasets["time"] = t0 + bin_centres(int(n_frames[0]), rate, p["bin_seconds"])
+    if "covariates/values" in ing:
+        cov = ing["covariates/values"]  # (A, C, F)
+        if concatenated:
+            binned = np.concatenate([bin_means(cov[a, :, : n_frames[a]], fpb) for a in range(n_animals)],
+                                    axis=1)[:, :, None]
+        else:
+            binned = np.stack([bin_means(cov[a, :, : n_frames[a]], fpb) for a in range(n_animals)], axis=2)
+        datasets["covariates/names"] = ing["covariates/names"]
+        datasets["covariates/values"] = binned.astype(np.float64)
+    return datasets, {"sampling_rate": rate, "frames_per_bin": fpb, "layout": layout}

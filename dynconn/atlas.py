@@ -43,12 +43,13 @@ def epoch_rows(epochs: list[dict], time_s: np.ndarray, bin_seconds: float) -> li
     """The atlas rows: each stimulus epoch, plus each stretch of at least one bin not
     covered by any epoch (labelled ``(no stimulus)``), in time order."""
     rows = [dict(e) for e in epochs]
-    if time_s.size:
-        start, stop = float(time_s[0] - bin_seconds / 2), float(time_s[-1] + bin_seconds / 2)
-        covered = np.zeros(time_s.size, dtype=bool)
+    clock = np.unique(time_s)  # bins of several animals share one clock (concatenated layout)
+    if clock.size:
+        start, stop = float(clock[0] - bin_seconds / 2), float(clock[-1] + bin_seconds / 2)
+        covered = np.zeros(clock.size, dtype=bool)
         for e in epochs:
-            covered |= (time_s >= e["start_s"]) & (time_s < e["stop_s"])
-        for a, b in active_intervals(time_s, ~covered, bin_seconds):
+            covered |= (clock >= e["start_s"]) & (clock < e["stop_s"])
+        for a, b in active_intervals(clock, ~covered, bin_seconds):
             rows.append({"label": NO_STIMULUS, "start_s": max(a, start), "stop_s": min(b, stop)})
     return sorted(rows, key=lambda r: (r["start_s"], r["stop_s"]))
 

@@ -38,7 +38,7 @@ REQUIRED = object()  # marker: the key has no default and must be given
 class Key:
     """One config key: what it holds, its default and what it means (for docs and errors)."""
 
-    kind: str  # int | float | bool | str | choice | path | rank | int_range | animals | stimuli
+    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | animals | stimuli
     default: Any = REQUIRED
     doc: str = ""
     choices: tuple = ()
@@ -51,25 +51,72 @@ class Key:
 # ----------------------------------------------------------------------------- schema
 ANIMAL_SCHEMA: dict[str, Key] = {
     "name": Key("str", doc="Animal identifier used in every output."),
-    "path": Key("path", doc="Trace file: .csv/.tsv (header = neuron names), .npy/.npz, .h5/.hdf5."),
+    "path": Key(
+        "path",
+        doc="Trace file or folder: .csv/.tsv (header = neuron names), .npy/.npz, .h5/.hdf5, "
+        ".mat, .nwb, or a suite2p plane folder.",
+    ),
     "format": Key(
         "choice",
         None,
-        "File format; null = chosen from the extension.",
-        choices=("csv", "tsv", "npy", "npz", "hdf5"),
+        "File format; null = chosen from the extension (a folder is read as suite2p).",
+        choices=("csv", "tsv", "npy", "npz", "hdf5", "mat", "nwb", "suite2p"),
         nullable=True,
     ),
     "dataset": Key("str", None, "HDF5 dataset path (hdf5) or array name (npz).", nullable=True),
+    "variable": Key(
+        "str",
+        None,
+        "mat: the variable holding the traces (`a.b` for a struct field); null = the only "
+        "2-D numeric variable.",
+        nullable=True,
+    ),
+    "series": Key(
+        "str",
+        None,
+        "nwb: the RoiResponseSeries to read (`name` or `Container/name`); null = the only one.",
+        nullable=True,
+    ),
+    "name_column": Key(
+        "str",
+        None,
+        "nwb: column of the ROI table (PlaneSegmentation) holding neuron names.",
+        nullable=True,
+    ),
+    "neuropil_coefficient": Key(
+        "float", 0.7, "suite2p: traces are F − coefficient·Fneu.", low=0
+    ),
     "time_axis": Key("int", 0, "Axis of the array that is time (0: rows are frames).", low=0, high=1),
     "neurons": Key(
         "path",
         None,
         "Names file `index,name` (0-based column index; blank name = unidentified). "
-        "Required for .npy/.npz/.h5; overrides a CSV header.",
+        "Required for .npy/.npz/.h5/.mat; overrides names a file carries.",
         nullable=True,
     ),
     "drop_unlabeled": Key(
         "bool", False, "Drop neurons without a name instead of keeping them as `<animal>#<index>`."
+    ),
+    "sampling_rate": Key(
+        "float",
+        None,
+        "This animal's imaging rate, Hz; null = the file's own rate, else data.sampling_rate.",
+        low=0,
+        low_open=True,
+        nullable=True,
+    ),
+    "offset_s": Key(
+        "float",
+        0.0,
+        "Protocol time of this animal's first frame, s (aligns a protocol across animals; "
+        "negative = the recording started before the protocol).",
+    ),
+    "covariates": Key(
+        "path",
+        None,
+        "Behaviour covariates: CSV with a header of covariate names and one row per frame, "
+        "or other rows with a `time_s` column (interpolated onto the frames); null = none.",
+        nullable=True,
     ),
 }
 
@@ -78,7 +125,32 @@ SCHEMA: dict[str, Any] = {
         "path", "runs/{config}", "Work directory for artifacts; `{config}` = config file stem."
     ),
     "data": {
-        "sampling_rate": Key("float", REQUIRED, "Imaging rate of every animal, Hz.", low=0, low_open=True),
+        "sampling_rate": Key(
+            "float",
+            None,
+            "Imaging rate, Hz, of every animal whose file does not give one (NWB and suite2p "
+            "do); null = every file must give its rate.",
+            low=0,
+            low_open=True,
+            nullable=True,
+        ),
+        "resample": Key(
+            "float",
+            None,
+            "Resample every animal onto this rate, Hz (needed when animals were recorded at "
+            "different rates); null = keep the animals' common rate.",
+            low=0,
+            low_open=True,
+            nullable=True,
+        ),
+        "layout": Key(
+            "choice",
+            "aligned",
+            "`aligned`: all animals follow one protocol clock (pairs × time × animals); "
+            "`concatenated`: each animal keeps its own clock and length (pairs × all animals' "
+            "time bins one after another).",
+            choices=("aligned", "concatenated"),
+        ),
         "animals": Key("animals", REQUIRED, "List of animals (see the animal keys)."),
         "stimuli": Key(
             "stimuli",
@@ -87,8 +159,42 @@ SCHEMA: dict[str, Any] = {
             "null = none.",
             nullable=True,
         ),
+        "covariates": Key(
+            "str_list",
+            None,
+            "Covariate columns kept from the animals' covariate files; null = every column "
+            "found.",
+            nullable=True,
+        ),
     },
     "ingest": {
+        "name_case": Key(
+            "choice",
+            "upper",
+            "Neuron names lose all whitespace and, with `upper`, are upper-cased "
+            "(` aval ` → `AVAL`); `keep` keeps their case.",
+            choices=("upper", "keep"),
+        ),
+        "exclude": Key(
+            "str_list",
+            [],
+            "Neurons dropped from every animal: names or glob patterns (`*`, `?`, `[LR]`), "
+            "matched after name normalisation.",
+        ),
+        "merge_bilateral": Key(
+            "bool",
+            False,
+            "Average left/right homologs into one neuron (AVAL + AVAR → AVA) when both names "
+            "occur in the data (see docs/config.md).",
+        ),
+        "detrend": Key(
+            "choice",
+            "none",
+            "Before normalising: `linear` subtracts each trace's least-squares line; "
+            "`exponential` divides raw fluorescence by an exponential bleaching curve fitted "
+            "to its running baseline; `none`.",
+            choices=("none", "linear", "exponential"),
+        ),
         "normalize": Key(
             "choice",
             "dff",
@@ -116,6 +222,28 @@ SCHEMA: dict[str, Any] = {
             "(with a warning); a larger difference is an error.",
             low=0,
             high=1,
+        ),
+        "smooth_seconds": Key(
+            "float",
+            0.0,
+            "SD of a Gaussian smoothing of the normalised traces, s; 0 = none.",
+            low=0,
+        ),
+        "start_s": Key(
+            "float",
+            None,
+            "Keep frames from this protocol time on, s (each animal's own clock when "
+            "concatenated); null = from 0.",
+            low=0,
+            nullable=True,
+        ),
+        "stop_s": Key(
+            "float",
+            None,
+            "Keep frames before this protocol time, s; null = to the end.",
+            low=0,
+            low_open=True,
+            nullable=True,
         ),
     },
     "affinity": {
@@ -246,6 +374,12 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{path}: expected a non-empty string, got {_describe(value)}")
         return value
+    if kind == "str_list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(f"{path}: expected a list of names, got {_describe(value)}")
+        return [v.strip() for v in value]
     if kind == "choice":
         if value not in key.choices:
             options = ", ".join(key.choices)
@@ -409,6 +543,9 @@ def validate(raw: Any, base: Path, source: Path | None = None) -> Config:
     if raw is None:
         raise ConfigError(f"{source or 'config'}: the config is empty; see docs/config.md")
     values = _check_section("", SCHEMA, raw, base)
+    start, stop = values["ingest"]["start_s"], values["ingest"]["stop_s"]
+    if start is not None and stop is not None and stop <= start:
+        raise ConfigError(f"ingest.stop_s: {stop:g} must be after ingest.start_s ({start:g})")
     return Config(values=values, base=base, source=source)
 
 

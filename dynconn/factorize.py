@@ -8,6 +8,13 @@ this module is the thin wrapper that reads ``affinity.h5`` and writes ``factors.
 ``/fit/loss`` (iterations) relative error on observed entries of the kept fit, and
 ``/fit/restart_loss`` (K) the final loss of every restart;
 ``/rank_selection/...`` every diagnostic of the sweep when ``rank: auto``.
+
+Layouts (docs/layouts.md): with an aligned affinity (P, T, A) the mask (P, A) applies at
+every time. With a concatenated one (P, T_total, 1) the solver gets ``time_groups =
+/time_animal``, so entry (p, t) counts iff ``mask[p, time_animal[t]]``: a pair missing in
+one animal is ignored in that animal's bins only. ``/factors/animals`` is then (1, R) (the
+trivial third mode); each component's activity per animal is its temporal loading over
+that animal's bins. Root attribute ``layout``.
 """
 
 from __future__ import annotations
@@ -46,9 +53,12 @@ def _arrays(prefix: str, obj) -> dict[str, np.ndarray]:
 def compute(affinity: dict, p: dict, console: Console) -> tuple[dict, dict]:
     """Factorize an affinity artifact's tensor with parameters ``p`` (the config section)."""
     X, mask = affinity["affinity"], affinity["mask"]
-    fit_kw = {"max_iter": p["max_iter"], "tol": p["tol"], "init": p["init"]}
+    layout = str(affinity.attrs.get("layout", "aligned"))
+    groups = {"time_groups": np.asarray(affinity["time_animal"], dtype=np.int64)} \
+        if layout == "concatenated" else {}
+    fit_kw = {"max_iter": p["max_iter"], "tol": p["tol"], "init": p["init"], **groups}
     datasets: dict[str, np.ndarray] = {}
-    attrs: dict = {}
+    attrs: dict = {"layout": layout}
     rank = p["rank"]
     if rank == "auto":
         lo, hi = p["ranks"]
@@ -56,7 +66,7 @@ def compute(affinity: dict, p: dict, console: Console) -> tuple[dict, dict]:
         with console.progress(f"rank selection ({lo}–{hi})", len(ranks)) as advance:
             selection = ntf.select_rank(X, ranks, mask=mask, n_restarts=p["restarts"],
                                         random_state=p["seed"], init=p["init"],
-                                        on_rank=lambda *a: advance())
+                                        on_rank=lambda *a: advance(), **groups)
         rank = int(selection.rank)
         datasets.update(_arrays("rank_selection", selection))
         attrs["rank_rule"] = selection.rule

@@ -59,17 +59,43 @@ def traces_overview(traces: np.ndarray, time_s: np.ndarray, neurons: list[str], 
     return fig
 
 
+def _animal_lines(time_s, time_animal, animals):
+    """(label, bin indices, colour) per line: one line, or one per animal (concatenated)."""
+    if time_animal is None:
+        return [(None, np.arange(time_s.size), "#0072B2")]
+    return [(name, np.flatnonzero(time_animal == a), community_colour(a)) for a, name in enumerate(animals)]
+
+
 def temporal_loading(time_s: np.ndarray, loading: np.ndarray, epochs: list[dict], threshold: float,
-                     title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(8, 2.2))
+                     title: str, *, time_animal: np.ndarray | None = None, animals: list[str] | None = None,
+                     covariates: tuple[list[str], np.ndarray] | None = None) -> Figure:
+    """The loading (T,) over time. ``time_animal`` (T,) (concatenated layout): one line per
+    animal on its own clock. ``covariates`` = (names, values (C, T, A), or (C, T, 1) with
+    ``time_animal``): one panel per covariate underneath, one line per animal."""
+    cov_names, cov_values = covariates if covariates is not None else ([], None)
+    shown = [c for c in range(len(cov_names)) if np.isfinite(cov_values[c]).any()]
+    fig, axes = plt.subplots(1 + len(shown), 1, figsize=(8, 2.2 + 0.9 * len(shown)), sharex=True,
+                             squeeze=False, gridspec_kw={"height_ratios": [2.2] + [0.9] * len(shown)})
+    ax = axes[0, 0]
     shade_epochs(ax, epochs)
-    ax.plot(time_s, loading, color="#0072B2", lw=1.4)
+    lines = _animal_lines(time_s, time_animal, animals)
+    for label, idx, colour in lines:
+        ax.plot(time_s[idx], loading[idx], color=colour, lw=1.4, label=label)
     if loading.max() > 0:
         ax.axhline(threshold * loading.max(), color="#D55E00", lw=0.8, ls="--", label="active threshold")
         ax.legend(loc="upper right", fontsize=7, frameon=False)
-    ax.set_xlabel("time (s)")
     ax.set_ylabel("temporal loading")
     ax.set_title(title, loc="left", pad=14)
+    for k, c in enumerate(shown):
+        cax = axes[k + 1, 0]
+        if time_animal is None:
+            for a in range(cov_values.shape[2]):
+                cax.plot(time_s, cov_values[c, :, a], lw=0.9, color=community_colour(a))
+        else:
+            for _, idx, colour in lines:
+                cax.plot(time_s[idx], cov_values[c, idx, 0], lw=0.9, color=colour)
+        cax.set_ylabel(cov_names[c], fontsize=7)
+    axes[-1, 0].set_xlabel("time (s)" if time_animal is None else "time on each animal's clock (s)")
     fig.tight_layout()
     return fig
 

@@ -20,6 +20,13 @@ time, with *exact* weighted block updates for the missing data (see ``docs/facto
   ``G_V = sum_a (U' diag(mask[:, a]) U) * (w_a w_a')``, O(P A R^2);
 * animals mode: row ``a`` has ``G_a = (U' diag(mask[:, a]) U) * (V'V)``.
 
+*Time groups* (``time_groups=``, for the concatenated layout where every animal's bins follow one
+another on the time axis and A = 1): entry ``(p, t)`` is observed iff ``mask[p, time_groups[t]]``,
+with ``mask`` of shape (P, G). The Grams then go through the per-group Grams of V,
+``V_g'V_g`` (one (R^2 x T) @ (T x G) product): row ``p`` of the pairs mode has
+``G_p = sum_g mask[p, g] (V_g'V_g) * (w w')``, row ``t`` of the time mode
+``G_t = (U' diag(mask[:, g(t)]) U) * (w w')``, the single animal row ``sum_g (U' diag(mask[:, g]) U) * V_g'V_g``.
+
 No (P, T, A) weight tensor is ever built. Unobserved entries of X are ignored exactly: if any is
 non-zero (or NaN) the solver works on one copy with them zeroed; the pipeline stores zeros there,
 so no copy is made. Per iteration the tensor is read twice, by two GEMMs on the one C-ordered
@@ -383,11 +390,31 @@ def _check_tensor(X, dtype) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=dtype)
 
 
-def _check_mask(mask, shape) -> np.ndarray | None:
+def _check_groups(time_groups, shape, mask) -> np.ndarray | None:
+    """Validate ``time_groups`` (T,) ints in [0, G) against X (P, T, 1) and mask (P, G)."""
+    if time_groups is None:
+        return None
+    P, T, A = shape
+    groups = np.asarray(time_groups)
+    if A != 1:
+        raise ValueError(f"time_groups needs X of shape (pairs, time, 1); got {tuple(shape)}")
+    if groups.shape != (T,) or groups.dtype.kind not in "iu":
+        raise ValueError(f"time_groups must be {T} integers (the group of each time bin); got {groups.shape}")
+    if mask is None:
+        raise ValueError("time_groups needs a mask of shape (pairs, groups)")
+    n_groups = np.asarray(mask).shape[1] if np.ndim(mask) == 2 else -1
+    if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
+        raise ValueError(f"time_groups must lie in [0, {n_groups}) (the mask's columns)")
+    return np.ascontiguousarray(groups, dtype=np.int64)
+
+
+def _check_mask(mask, shape, groups=None) -> np.ndarray | None:
     if mask is None:
         return None
     mask = np.asarray(mask)
     P, _, A = shape
+    if groups is not None:
+        A = mask.shape[1] if mask.ndim == 2 else -1
     if mask.shape != (P, A):
         raise ValueError(
             f"mask must have shape (pairs, animals) = ({P}, {A}) to match X {tuple(shape)}; "
@@ -404,12 +431,32 @@ def _check_mask(mask, shape) -> np.ndarray | None:
     return np.ascontiguousarray(mask)
 
 
-def _scan_tensor(X: np.ndarray, mask: np.ndarray | None):
+def _chunk_mask(mask: np.ndarray, groups: np.ndarray, start: int) -> np.ndarray:
+    """With time groups: the (rows, T, 1) observed pattern of pairs ``start:start+_SCAN_ROWS``."""
+    return mask[start:start + _SCAN_ROWS][:, groups][:, :, None]
+
+
+def _scan_tensor(X: np.ndarray, mask: np.ndarray | None, groups: np.ndarray | None = None):
     """One chunked pass over X: validate, sum of squares of observed entries, unobserved junk.
 
     Returns ``(norm_sq, needs_zeroing)``; ``norm_sq`` is accumulated in float64.
     """
     P = X.shape[0]
+    if mask is not None and groups is not None:
+        norm_sq, needs_zeroing = 0.0, False
+        for start in range(0, P, _SCAN_ROWS):
+            block = X[start:start + _SCAN_ROWS]
+            m = _chunk_mask(mask, groups, start)
+            needs_zeroing = needs_zeroing or bool(np.any(block[~m] != 0))
+            flat = block[m]
+            if flat.size:
+                lo = flat.min()
+                if not np.isfinite(lo) or not np.isfinite(flat.max()):
+                    raise ValueError("X has NaN or infinite values at observed entries")
+                if lo < 0:
+                    raise ValueError(f"X must be non-negative at observed entries; found {float(lo):.3g}")
+                norm_sq += float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
+        return norm_sq, needs_zeroing
     norm_sq = 0.0
     needs_zeroing = False
     for start in range(0, P, _SCAN_ROWS):
@@ -437,11 +484,11 @@ def _scan_tensor(X: np.ndarray, mask: np.ndarray | None):
     return norm_sq, needs_zeroing
 
 
-def _zero_unobserved(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _zero_unobserved(X: np.ndarray, mask: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     X = X.copy()
     for start in range(0, X.shape[0], _SCAN_ROWS):
-        m = mask[start:start + _SCAN_ROWS]
-        X[start:start + _SCAN_ROWS] *= m[:, None, :]
+        m = mask[start:start + _SCAN_ROWS][:, None, :] if groups is None else _chunk_mask(mask, groups, start)
+        X[start:start + _SCAN_ROWS] *= m
         X[start:start + _SCAN_ROWS][np.isnan(X[start:start + _SCAN_ROWS])] = 0
     return X
 
@@ -532,7 +579,7 @@ class _Problem:
     """X on the backend, its mask, norms and reusable buffers for one tensor and rank."""
 
     def __init__(self, ops, X: np.ndarray, mask: np.ndarray | None, rank: int, norm_sq: float,
-                 gemm_pad: int):
+                 gemm_pad: int, groups: np.ndarray | None = None):
         self.ops = ops
         P, T, A = X.shape
         self.shape = (P, T, A)
@@ -543,6 +590,13 @@ class _Problem:
         if mask is not None:
             self.M = ops.asarray(mask.astype(np.float32))  # (P, A)
             self.Mt = ops.asarray(mask.T.astype(np.float32))  # (A, P)
+        # time groups (concatenated layout): one-hot (T, G) of each bin's group, and its transpose
+        self.groups = groups if mask is not None else None
+        if self.groups is not None:
+            onehot = np.zeros((T, mask.shape[1]), dtype=np.float32)
+            onehot[np.arange(T), self.groups] = 1.0
+            self.H = ops.asarray(onehot)
+            self.Ht = ops.asarray(np.ascontiguousarray(onehot.T))
         # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
         # 16-column thin product ~1.5x faster than a 15-column one (measured, see docs).
         self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
@@ -568,7 +622,11 @@ def _model_norm_sq(prob: _Problem, Ut, Vt, Wt) -> float:
         return ops.scalar(G.sum())
     R = prob.rank
     UU = (Ut[:, None, :] * Ut[None, :, :]).reshape(R * R, -1)
-    UMU = ops.as64(ops.matmul(UU, prob.M)).reshape(R, R, -1)  # (R, R, A)
+    UMU = ops.as64(ops.matmul(UU, prob.M)).reshape(R, R, -1)  # (R, R, A) or (R, R, G)
+    if prob.groups is not None:
+        VG = ops.as64(ops.matmul((Vt[:, None, :] * Vt[None, :, :]).reshape(R * R, -1), prob.H)).reshape(R, R, -1)
+        w = ops.as64(Wt[:, 0])
+        return ops.scalar(ops.einsum("rsg,rsg,r,s->", UMU, VG, w, w))
     W64 = ops.as64(Wt)
     return ops.scalar(ops.einsum("rsa,ra,sa,rs->", UMU, W64, W64, VtV))
 
@@ -695,6 +753,55 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
     return math.sqrt(max(err_sq, 0.0) / prob.norm_sq)
 
 
+def _iteration_groups(prob: _Problem, Ut, Vt, Wt, sweeps, stop_ratio, timer: _Timer) -> float:
+    """One outer HALS iteration with time groups (X is (P, T, 1), mask (P, G)); exact block
+    updates as in :func:`_iteration`, with the Grams of the module docstring. In place."""
+    ops = prob.ops
+    P, T, _ = prob.shape
+    R = prob.rank
+    w = Wt[:, 0]
+    ww = (w[:, None] * w[None, :]).reshape(R * R, 1)
+
+    # ---- pairs mode ---------------------------------------------------------------------
+    timer.start()
+    ops.mul(Vt[:, :, None], Wt[:, None, :], out=prob.kr_buf[:R].reshape(R, T, 1))
+    ops.matmul(prob.X2, prob.kr_buf.T, out=prob.f_buf)
+    F = prob.f_buf[:, :R].T
+    F = F.contiguous() if ops.name == "pytorch" else np.ascontiguousarray(F)
+    timer.stop("gemm_pairs")
+    VG = ops.matmul((Vt[:, None, :] * Vt[None, :, :]).reshape(R * R, T), prob.H)  # (R*R, G)
+    Grows = ops.matmul(VG * ww, prob.Mt, out=prob.grows_buf).reshape(R, R, P)
+    timer.stop("grams")
+    _hals_rows(ops, Ut, F, Grows, sweeps[0], stop_ratio)
+    timer.stop("hals_pairs")
+
+    # ---- time mode: row t sees the pairs observed in its group ------------------------------
+    prob.u_buf[:R] = Ut
+    ops.matmul(prob.u_buf, prob.X2, out=prob.z_buf)
+    Z = prob.z_buf[:R].reshape(R, T, 1)
+    timer.stop("gemm_z")
+    UU = ops.mul(Ut[:, None, :], Ut[None, :, :], out=prob.uu_buf.reshape(R, R, P)).reshape(R * R, P)
+    UMU = ops.matmul(UU, prob.M)  # (R*R, G): U' diag(mask[:, g]) U for every group
+    GrowsV = ops.matmul(UMU * ww, prob.Ht).reshape(R, R, T)
+    FV = Z[:, :, 0] * w[:, None]
+    timer.stop("grams")
+    _hals_rows(ops, Vt, FV, GrowsV, sweeps[1], stop_ratio)
+
+    # ---- the single animal row ----------------------------------------------------------------
+    VG = ops.matmul((Vt[:, None, :] * Vt[None, :, :]).reshape(R * R, T), prob.H)
+    GW = ops.einsum("kg->k", UMU * VG).reshape(R, R, 1)
+    FW = ops.einsum("rta,rt->ra", Z, Vt)
+    _hals_rows(ops, Wt, FW, GW, sweeps[2], stop_ratio)
+    timer.stop("hals_small")
+
+    W64 = ops.as64(Wt)
+    inner = ops.scalar((W64 * ops.as64(FW)).sum())
+    model_sq = ops.scalar(ops.einsum("ra,sa,rsa->", W64, W64, ops.as64(GW)))
+    err_sq = prob.norm_sq - 2.0 * inner + model_sq
+    timer.stop("loss")
+    return math.sqrt(max(err_sq, 0.0) / prob.norm_sq)
+
+
 def _rsvd_left(prob: _Problem, k: int, rng: np.random.Generator, n_power: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Leading ``k`` left singular vectors/values of the pairs unfolding X2 (P x T*A), randomized.
 
@@ -787,7 +894,10 @@ def _initial_factors(prob: _Problem, X: np.ndarray, init, rng: np.random.Generat
     if prob.mask is not None:
         # Pairs never observed and animals with nothing observed stay at exactly zero.
         factors[0][~prob.mask.any(axis=1)] = 0
-        factors[2][~prob.mask.any(axis=0)] = 0
+        if prob.groups is not None:  # time bins of a group with nothing observed
+            factors[1][~prob.mask.any(axis=0)[prob.groups]] = 0
+        else:
+            factors[2][~prob.mask.any(axis=0)] = 0
     return factors, name
 
 
@@ -849,6 +959,7 @@ def ncp_hals(
     rank,
     *,
     mask=None,
+    time_groups=None,
     init="random",
     max_iter=500,
     tol=1e-6,
@@ -878,6 +989,11 @@ def ncp_hals(
         Number of components R.
     mask : bool array (P, A), optional
         True where pair p was recorded in animal a (at all times). None = everything observed.
+        With ``time_groups``: (P, G), True where pair p was observed in group g.
+    time_groups : int array (T,), optional
+        For X of shape (P, T, 1) whose time axis holds several groups' bins one after another
+        (the concatenated layout: a group is an animal): the group of each bin. Entry (p, t)
+        is then observed iff ``mask[p, time_groups[t]]``. Needs a mask; ``missing="exact"``.
     init : "random" | "nndsvd" | CPTensor
         "random": uniform [0, 1) factors from ``random_state``. "nndsvd": NNDSVD-style, from the
         leading singular vectors of the three unfoldings (randomized SVD for the pairs mode),
@@ -950,12 +1066,17 @@ def ncp_hals(
         raise ValueError(f"inner_sweeps must be three positive integers, got {inner_sweeps!r}")
 
     X = _check_tensor(X, dt)
-    mask_arr = _check_mask(mask, X.shape)
-    norm_sq, needs_zeroing = _scan_tensor(X, mask_arr)
+    groups = _check_groups(time_groups, X.shape, mask)
+    mask_arr = _check_mask(mask, X.shape, groups)
+    if mask_arr is None:
+        groups = None  # everything observed: groups change nothing
+    if groups is not None and missing != "exact":
+        raise ValueError("time_groups supports missing='exact' only")
+    norm_sq, needs_zeroing = _scan_tensor(X, mask_arr, groups)
     if norm_sq <= 0:
         raise ValueError("X is zero at every observed entry: nothing to factorize")
     if needs_zeroing:
-        X = _zero_unobserved(X, mask_arr)
+        X = _zero_unobserved(X, mask_arr, groups)
 
     if method == "tensorly-hals":
         return _tensorly_reference(X, rank, mask_arr, norm_sq, init, max_iter, tol, random_state,
@@ -964,7 +1085,7 @@ def ncp_hals(
     ops = _make_ops(backend, dt, device)
     if gemm_pad is None:
         gemm_pad = 8 if ops.name == "numpy" else 1
-    prob = _Problem(ops, X, mask_arr, rank, norm_sq, int(gemm_pad))
+    prob = _Problem(ops, X, mask_arr, rank, norm_sq, int(gemm_pad), groups)
     timer = _Timer(ops, profile)
 
     if resume is not None:
@@ -998,7 +1119,10 @@ def ncp_hals(
     if len(history) >= 2 and tol > 0 and abs(history[-2] - history[-1]) < tol * history[-2]:
         converged = True
     while not converged and iteration < max_iter:
-        loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
+        if prob.groups is not None:
+            loss = _iteration_groups(prob, Ut, Vt, Wt, sweeps, inner_stop, timer)
+        else:
+            loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
         _balance_(ops, (Ut, Vt, Wt))
         iteration += 1
         history.append(loss)
@@ -1114,8 +1238,11 @@ def factor_congruence(cp_a, cp_b) -> tuple[float, np.ndarray, np.ndarray]:
     return float(sim[rows, cols].mean()), per_component, permutation
 
 
-def relative_error(X, cp, mask=None) -> float:
-    """Exact ``||M*(X - Xhat)||_F / ||M*X||_F`` in float64, chunked over pairs (one pass over X)."""
+def relative_error(X, cp, mask=None, time_groups=None) -> float:
+    """Exact ``||M*(X - Xhat)||_F / ||M*X||_F`` in float64, chunked over pairs (one pass over X).
+
+    ``mask`` (P, A), or (P, G) with ``time_groups`` (T,) as in :func:`ncp_hals`."""
+    groups = None if time_groups is None else np.asarray(time_groups, dtype=np.int64)
     X = np.asarray(X)
     weights, (U, V, W) = cp
     U = np.asarray(U, dtype=np.float64) * (1.0 if weights is None else np.asarray(weights, dtype=np.float64))
@@ -1127,7 +1254,8 @@ def relative_error(X, cp, mask=None) -> float:
         block = X[start:start + _SCAN_ROWS].astype(np.float64)
         resid = block - (U[start:start + _SCAN_ROWS] @ KR.T).reshape(block.shape)
         if mask is not None:
-            m = np.asarray(mask[start:start + _SCAN_ROWS], dtype=bool)[:, None, :]
+            m = np.asarray(mask[start:start + _SCAN_ROWS], dtype=bool)
+            m = m[:, None, :] if groups is None else m[:, groups][:, :, None]
             resid = np.where(m, resid, 0.0)
             block = np.where(m, block, 0.0)
         num += float(np.vdot(resid, resid))

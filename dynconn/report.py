@@ -4,8 +4,12 @@ Outputs (DESIGN.md):
 
 ``report.html``                 one self-contained file, figures embedded
 ``exports/communities.csv``     ``component,neuron,community``
-``exports/factors_time.csv``    ``time_s,component_0,…``
-``exports/factors_animal.csv``  ``animal,component_0,…``
+``exports/factors_time.csv``    ``time_s,component_0,…`` (``time_s,animal,component_0,…`` when
+                                the layout is concatenated: each animal's bins on its own clock)
+``exports/factors_animal.csv``  ``animal,component_0,…`` (concatenated: each animal's mean
+                                temporal loading)
+``exports/covariates_time.csv`` ``time_s,animal,<covariate>,…`` binned like the affinity (only
+                                when covariates were given)
 ``exports/summary.json``        rank, components (weight, active intervals, epochs,
                                 communities), atlas, and this stage's provenance
 
@@ -45,16 +49,31 @@ def community_lists(membership_row: np.ndarray, neurons: list[str]) -> list[list
 def summarize(
     *, weights: np.ndarray, factors_time: np.ndarray, time_s: np.ndarray, bin_seconds: float,
     membership: np.ndarray, neurons: list[str], epochs: list[dict], threshold: float,
+    time_animal: np.ndarray | None = None, animals: list[str] | None = None,
 ) -> dict:
-    """The content of ``summary.json`` (without provenance)."""
+    """The content of ``summary.json`` (without provenance).
+
+    ``time_animal`` (T,) (concatenated layout): the animal of each bin; intervals are then
+    found per animal on its own clock (``active_intervals_by_animal``) and
+    ``active_intervals`` is their union."""
     rows = atlas.epoch_rows(epochs, time_s, bin_seconds)
     components = []
     for r in range(weights.size):
         loading = factors_time[:, r]
+        active = atlas.active_bins(loading, threshold)
+        extra = {}
+        if time_animal is None:
+            intervals = atlas.active_intervals(time_s, active, bin_seconds)
+        else:
+            by_animal = {name: atlas.active_intervals(time_s[time_animal == a], active[time_animal == a],
+                                                      bin_seconds) for a, name in enumerate(animals)}
+            intervals = _union(sum(by_animal.values(), []))
+            extra["active_intervals_by_animal"] = by_animal
         components.append({
             "id": r,
             "weight": float(weights[r]),
-            "active_intervals": atlas.active_intervals(time_s, atlas.active_bins(loading, threshold), bin_seconds),
+            "active_intervals": intervals,
+            **extra,
             "epochs": [row["label"] for row, on in zip(rows, atlas.active_epochs(loading, time_s, rows, threshold))
                        if on and row["label"] != atlas.NO_STIMULUS],
             "communities": community_lists(membership[r], neurons),
@@ -70,6 +89,23 @@ def summarize(
     }
 
 
+def _union(intervals: list[list[float]]) -> list[list[float]]:
+    """Sorted union of ``[start, stop]`` intervals (touching ones merged)."""
+    out: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1] + 1e-9:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def per_animal_means(factors_time: np.ndarray, time_animal: np.ndarray, n_animals: int) -> np.ndarray:
+    """(A, R): each animal's mean temporal loading (the concatenated layout's animal table)."""
+    return np.stack([factors_time[time_animal == a].mean(axis=0) if (time_animal == a).any()
+                     else np.zeros(factors_time.shape[1]) for a in range(n_animals)])
+
+
 def _csv(header: list[str], rows) -> bytes:
     lines = [",".join(header)]
     lines += [",".join(str(v) for v in row) for row in rows]
@@ -78,22 +114,42 @@ def _csv(header: list[str], rows) -> bytes:
 
 def export_tables(
     *, membership: np.ndarray, neurons: list[str], time_s: np.ndarray, factors_time: np.ndarray,
-    animals: list[str], factors_animal: np.ndarray,
+    animals: list[str], factors_animal: np.ndarray, time_animal: np.ndarray | None = None,
+    covariates: tuple[list[str], np.ndarray] | None = None,
 ) -> dict[str, bytes]:
-    """The three CSV exports as bytes, keyed by their path under the workdir."""
+    """The CSV exports as bytes, keyed by their path under the workdir.
+
+    ``time_animal`` (T,) (concatenated layout) adds the ``animal`` column to
+    factors_time.csv. ``covariates`` = (names (C), values (C, T, A) or (C, T, 1) with
+    ``time_animal``) writes covariates_time.csv, one row per bin and animal."""
     rank = factors_time.shape[1]
     comp_cols = [f"component_{r}" for r in range(rank)]
     communities_rows = [(r, neurons[i], int(membership[r, i]))
                         for r in range(membership.shape[0]) for i in np.flatnonzero(membership[r] >= 0)]
-    return {
+    if time_animal is None:
+        time_header = ["time_s", *comp_cols]
+        time_rows = ([f"{t:g}", *(f"{v:.6g}" for v in row)] for t, row in zip(time_s, factors_time))
+    else:
+        time_header = ["time_s", "animal", *comp_cols]
+        time_rows = ([f"{t:g}", animals[a], *(f"{v:.6g}" for v in row)]
+                     for t, a, row in zip(time_s, time_animal, factors_time))
+    files = {
         "exports/communities.csv": _csv(["component", "neuron", "community"], communities_rows),
-        "exports/factors_time.csv": _csv(
-            ["time_s", *comp_cols],
-            ([f"{t:g}", *(f"{v:.6g}" for v in row)] for t, row in zip(time_s, factors_time))),
+        "exports/factors_time.csv": _csv(time_header, time_rows),
         "exports/factors_animal.csv": _csv(
             ["animal", *comp_cols],
             ([a, *(f"{v:.6g}" for v in row)] for a, row in zip(animals, factors_animal))),
     }
+    if covariates is not None:
+        names, values = covariates
+        if time_animal is None:
+            cov_rows = ([f"{t:g}", animals[a], *(f"{v:.6g}" for v in values[:, k, a])]
+                        for a in range(len(animals)) for k, t in enumerate(time_s))
+        else:
+            cov_rows = ([f"{t:g}", animals[a], *(f"{v:.6g}" for v in values[:, k, 0])]
+                        for k, (t, a) in enumerate(zip(time_s, time_animal)))
+        files["exports/covariates_time.csv"] = _csv(["time_s", "animal", *names], cov_rows)
+    return files
 
 
 def figure_png(fig) -> str:
@@ -199,10 +255,19 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> dict
     weights, f_time, f_animal, f_pairs = (fac[k] for k in ("weights", "factors/time", "factors/animals",
                                                           "factors/pairs"))
     membership = com["membership"]
+    # concatenated layout: bins of every animal on their own clocks; the animal table is each
+    # animal's mean temporal loading (the factor's animal mode is trivial, (1, R))
+    time_animal = aff["time_animal"] if str(aff.attrs.get("layout", "aligned")) == "concatenated" else None
+    if time_animal is not None:
+        f_animal = per_animal_means(f_time, time_animal, len(animals))
+    covariates = ([str(c) for c in aff["covariates/names"]], aff["covariates/values"]) \
+        if "covariates/values" in aff else None
     summary = summarize(weights=weights, factors_time=f_time, time_s=time_s, bin_seconds=bin_seconds,
-                        membership=membership, neurons=neurons, epochs=epochs, threshold=threshold)
+                        membership=membership, neurons=neurons, epochs=epochs, threshold=threshold,
+                        time_animal=time_animal, animals=animals)
     files = export_tables(membership=membership, neurons=neurons, time_s=time_s, factors_time=f_time,
-                          animals=animals, factors_animal=f_animal)
+                          animals=animals, factors_animal=f_animal, time_animal=time_animal,
+                          covariates=covariates)
     comp_figs = []
     with console.progress("report figures", weights.size + 1) as advance:
         traces_fig = figure_png(figures.traces_overview(ing["traces"], ing["time"], neurons, animals, epochs))
@@ -211,7 +276,9 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> dict
             w = pair_matrix(f_pairs[:, r], aff["pairs"], len(neurons))
             comp_figs.append({
                 "time": figure_png(figures.temporal_loading(time_s, f_time[:, r], epochs, threshold,
-                                                            f"Component {r}: temporal loading")),
+                                                            f"Component {r}: temporal loading",
+                                                            time_animal=time_animal, animals=animals,
+                                                            covariates=covariates)),
                 "animal": figure_png(figures.animal_loading(animals, f_animal[:, r], f"Component {r}: animals")),
                 "matrix": figure_png(figures.community_matrix(w, membership[r], neurons,
                                                               f"Component {r}: pairs by community")),
@@ -225,7 +292,10 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> dict
         "neurons (union)": len(neurons),
         "neurons per animal": ", ".join(f"{a}: {int(n)}" for a, n in zip(animals, ing["present"].sum(axis=0))),
         "shared by all animals": int(ing["present"].all(axis=1).sum()),
-        "duration": f"{ing['time'][-1] + 1 / float(ing.attrs['sampling_rate']):g} s",
+        "duration": ", ".join(f"{a}: {int(n) / float(ing.attrs['sampling_rate']):g} s"
+                              for a, n in zip(animals, ing["n_frames"])) if "n_frames" in ing
+                    else f"{ing['time'][-1] + 1 / float(ing.attrs['sampling_rate']):g} s",
+        "layout": str(ing.attrs.get("layout", "aligned")),
         "sampling rate": f"{float(ing.attrs['sampling_rate']):g} Hz",
         "time bins": f"{time_s.size} × {bin_seconds:g} s",
         "rank": weights.size,
