@@ -32,12 +32,18 @@ def active_bins(loading: np.ndarray, threshold: float) -> np.ndarray:
     return loading >= threshold * top
 
 
-def active_intervals(time_s: np.ndarray, active: np.ndarray, bin_seconds: float) -> list[list[float]]:
-    """Runs of consecutive active bins as ``[start_s, stop_s]`` (bin edges, s)."""
+def active_intervals(time_s: np.ndarray, active: np.ndarray, bin_seconds: float,
+                     frame_seconds: float = 0.0) -> list[list[float]]:
+    """Runs of consecutive active bins as ``[start_s, stop_s]`` (bin edges, s).
+
+    A bin's centre is the mean time of its frames; with ``frame_seconds`` (1 / sampling rate)
+    its edges are the time of its first frame and the time just after its last one
+    (centre ± bin/2 shifted by half a frame), so a run starting at the first frame starts at 0."""
     out: list[list[float]] = []
     half = bin_seconds / 2.0
+    shift = frame_seconds / 2.0
     for k in np.flatnonzero(active):
-        start, stop = float(time_s[k] - half), float(time_s[k] + half)
+        start, stop = float(time_s[k] - half + shift), float(time_s[k] + half + shift)
         if out and abs(out[-1][1] - start) < 1e-6 * max(1.0, bin_seconds):
             out[-1][1] = stop
         else:
@@ -54,7 +60,8 @@ def animal_segments(time_animal: np.ndarray | None, n_bins: int) -> list[tuple[i
 
 
 def epoch_rows(epochs: list[dict], time_s: np.ndarray, bin_seconds: float,
-               time_animal: np.ndarray | None = None, animals: list[str] | None = None) -> list[dict]:
+               time_animal: np.ndarray | None = None, animals: list[str] | None = None,
+               frame_seconds: float = 0.0) -> list[dict]:
     """The atlas rows: each stimulus epoch, plus each stretch of at least one bin not
     covered by any epoch (labelled ``(no stimulus)``; per animal in the concatenated layout),
     in time order (stimulus epochs, then each animal's stretches, when concatenated)."""
@@ -65,11 +72,12 @@ def epoch_rows(epochs: list[dict], time_s: np.ndarray, bin_seconds: float,
         if not idx.size:
             continue
         t = time_s[idx]
-        start, stop = float(t[0] - bin_seconds / 2), float(t[-1] + bin_seconds / 2)
+        shift = frame_seconds / 2
+        start, stop = float(t[0] - bin_seconds / 2 + shift), float(t[-1] + bin_seconds / 2 + shift)
         covered = np.zeros(t.size, dtype=bool)
         for e in epochs:
             covered |= (t >= e["start_s"]) & (t < e["stop_s"])
-        for lo, hi in active_intervals(t, ~covered, bin_seconds):
+        for lo, hi in active_intervals(t, ~covered, bin_seconds, frame_seconds):
             row = {"label": NO_STIMULUS, "start_s": max(lo, start), "stop_s": min(hi, stop)}
             if a is not None:
                 row["animal_index"] = a
@@ -125,24 +133,26 @@ def epoch_table(time_s: np.ndarray, factors_time: np.ndarray, rows: list[dict],
 
 
 def component_intervals(loading: np.ndarray, time_s: np.ndarray, threshold: float, bin_seconds: float,
-                        time_animal: np.ndarray | None = None) -> list[tuple[int | None, list[float]]]:
+                        time_animal: np.ndarray | None = None,
+                        frame_seconds: float = 0.0) -> list[tuple[int | None, list[float]]]:
     """Active intervals of one component, ``[(animal index or None, [start_s, stop_s])]``;
     intervals never run across two animals' recordings."""
     active = active_bins(loading, threshold)
     out = []
     for a, idx in animal_segments(time_animal, time_s.size):
-        out += [(a, iv) for iv in active_intervals(time_s[idx], active[idx], bin_seconds)]
+        out += [(a, iv) for iv in active_intervals(time_s[idx], active[idx], bin_seconds, frame_seconds)]
     return out
 
 
 def build_atlas(
     time_s: np.ndarray, factors_time: np.ndarray, epochs: list[dict], bin_seconds: float,
     threshold: float, time_animal: np.ndarray | None = None, animals: list[str] | None = None,
+    frame_seconds: float = 0.0,
 ) -> list[dict]:
     """One entry per epoch row: ``{"epoch", "start_s", "stop_s", "components": [r, ...]}``
     (plus ``"animal"`` for a per-animal stretch) with the active components ordered by how
     close the epoch is to their peak epoch (mean there / largest epoch mean)."""
-    rows = epoch_rows(epochs, time_s, bin_seconds, time_animal, animals)
+    rows = epoch_rows(epochs, time_s, bin_seconds, time_animal, animals, frame_seconds)
     means = epoch_table(time_s, factors_time, rows, time_animal)
     n_comp = factors_time.shape[1]
     active = np.stack([active_from_means(means[:, r], threshold) for r in range(n_comp)], axis=1) \

@@ -47,7 +47,7 @@ UPSTREAM = ("ingest", "affinity", "factorize", "communities")
 SUMMARY = Path("exports") / "summary.json"
 STAGE_NAMES = ("ingest", "affinity", "factorize", "communities")
 # files this stage owns in figures/ and exports/ (stale ones are removed on rewrite)
-OWNED = re.compile(r"^(figures/.+\.(png|svg)|exports/component_\d+\.graphml)$")
+OWNED = re.compile(r"^(figures/.+\.(png|svg)|exports/component_\d+\.graphml|exports/covariates_time\.csv)$")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -348,6 +348,17 @@ def network_drawing(sub: np.ndarray, named: np.ndarray, k: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- summaries
+def union_intervals(intervals: list[list[float]]) -> list[list[float]]:
+    """Sorted union of ``[start, stop]`` intervals (touching or overlapping ones merged)."""
+    out: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1] + 1e-9:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
 def _row_label(row: dict) -> str:
     return f"{row['epoch']} — {row['animal']}" if "animal" in row else row["epoch"]
 
@@ -355,24 +366,26 @@ def _row_label(row: dict) -> str:
 def summarize(data: RunData, stats: list[list[dict]], threshold: float) -> dict:
     """The content of ``summary.json`` (without provenance): DESIGN.md's keys plus the
     communities' cohesion, the epoch-mean table and the rule texts."""
-    rows = atlas.epoch_rows(data.epochs, data.time_s, data.bin_seconds, data.time_animal, data.animals)
+    frame = 1.0 / data.sampling_rate
+    rows = atlas.epoch_rows(data.epochs, data.time_s, data.bin_seconds, data.time_animal, data.animals, frame)
     means = atlas.epoch_table(data.time_s, data.f_time, rows, data.time_animal)
     atlas_rows = atlas.build_atlas(data.time_s, data.f_time, data.epochs, data.bin_seconds, threshold,
-                                   data.time_animal, data.animals)
+                                   data.time_animal, data.animals, frame)
     animal_values = animal_means(data.f_time, data.time_animal, len(data.animals)) if data.concatenated \
         else data.f_animal
     components = []
     for r in range(data.rank):
         loading = data.f_time[:, r]
         active = atlas.active_from_means(means[:, r], threshold)
-        intervals = atlas.component_intervals(loading, data.time_s, threshold, data.bin_seconds, data.time_animal)
+        intervals = atlas.component_intervals(loading, data.time_s, threshold, data.bin_seconds, data.time_animal,
+                                              frame)
         comm_by_id = {s["id"]: s for s in stats[r]}
         ids = sorted(comm_by_id)
         comp = {
             "id": r,
             "weight": float(data.weights[r]),
             "animals": [data.animals[a] for a in np.flatnonzero(atlas.active_bins(animal_values[:, r], threshold))],
-            "active_intervals": [iv for _, iv in intervals],
+            "active_intervals": union_intervals([iv for _, iv in intervals]),
             "epochs": [row["label"] for row, on in zip(rows, active) if on and row["label"] != atlas.NO_STIMULUS],
             "atlas_rows": [k for k, on in enumerate(active) if on],
             "communities": [[data.neurons[i] for i in sorted(comm_by_id[k]["members"])] for k in ids],
@@ -382,7 +395,8 @@ def summarize(data: RunData, stats: list[list[dict]], threshold: float) -> dict:
             "community_colours": [comm_by_id[k]["colour"] for k in ids],
         }
         if data.concatenated:
-            comp["active_intervals_animal"] = [data.animals[a] for a, _ in intervals]
+            comp["active_intervals_by_animal"] = {
+                name: [iv for b, iv in intervals if b == a] for a, name in enumerate(data.animals)}
         if data.stability is not None and r < data.stability.size and np.isfinite(data.stability[r]):
             comp["stability"] = float(data.stability[r])
         components.append(comp)
@@ -498,10 +512,13 @@ def animal_means(f_time: np.ndarray, time_animal: np.ndarray, n_animals: int) ->
 def export_tables(
     *, membership: np.ndarray, neurons: list[str], time_s: np.ndarray, factors_time: np.ndarray,
     animals: list[str], factors_animal: np.ndarray, time_animal: np.ndarray | None = None,
+    covariates: tuple[list[str], np.ndarray] | None = None,
 ) -> dict[str, bytes]:
-    """The three CSV exports as bytes, keyed by their path under the workdir. With
-    ``time_animal`` (concatenated layout) factors_time has an ``animal`` column and
-    factors_animal holds each animal's mean temporal loading."""
+    """The CSV exports as bytes, keyed by their path under the workdir. With ``time_animal``
+    (concatenated layout) factors_time has an ``animal`` column and factors_animal holds each
+    animal's mean temporal loading. ``covariates`` = (names (C), values (C, T, A), or
+    (C, T, 1) with ``time_animal``) adds covariates_time.csv: ``time_s,animal,<names>``, one
+    row per bin and animal, binned like the affinity."""
     rank = factors_time.shape[1]
     comp_cols = [f"component_{r}" for r in range(rank)]
     communities_rows = [(r, neurons[i], int(membership[r, i]))
@@ -515,12 +532,22 @@ def export_tables(
                      for t, a, row in zip(time_s, time_animal, factors_time))
         time_header = ["time_s", "animal", *comp_cols]
         per_animal = animal_means(factors_time, time_animal, len(animals))
-    return {
+    files = {
         "exports/communities.csv": _csv(["component", "neuron", "community"], communities_rows),
         "exports/factors_time.csv": _csv(time_header, time_rows),
         "exports/factors_animal.csv": _csv(
             ["animal", *comp_cols], ([a, *(f"{v:.6g}" for v in row)] for a, row in zip(animals, per_animal))),
     }
+    if covariates is not None and len(covariates[0]):
+        names, values = covariates
+        if time_animal is None:
+            cov_rows = ([f"{t:g}", animals[a], *(f"{v:.6g}" for v in values[:, k, a])]
+                        for a in range(len(animals)) for k, t in enumerate(time_s))
+        else:
+            cov_rows = ([f"{t:g}", animals[a], *(f"{v:.6g}" for v in values[:, k, 0])]
+                        for k, (t, a) in enumerate(zip(time_s, time_animal)))
+        files["exports/covariates_time.csv"] = _csv(["time_s", "animal", *names], cov_rows)
+    return files
 
 
 def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: list[dict],
@@ -570,18 +597,18 @@ def _duration(data: RunData, a: int | None) -> float:
 def component_tracks(data: RunData, r: int) -> list[dict]:
     """The temporal-loading tracks of component r: one (aligned) or one per animal
     (concatenated), each with its behaviour covariates."""
-    names = data.covariate_names
     cov = data.covariates
+    shown = [c for c in range(len(data.covariate_names)) if cov is not None and np.isfinite(cov[c]).any()]
+    names = {c: data.covariate_names[c] for c in shown}
     if not data.concatenated:
         return [{"label": "", "time": data.time_s, "loading": data.f_time[:, r], "duration": _duration(data, None),
                  "cov_time": data.time_s,
-                 "covariates": [(names[c], cov[c]) for c in range(len(names))] if cov is not None else []}]
+                 "covariates": [(names[c], cov[c]) for c in shown]}]
     tracks = []
     for a, idx in atlas.animal_segments(data.time_animal, data.time_s.size):
         tracks.append({"label": data.animals[a], "time": data.time_s[idx], "loading": data.f_time[idx, r],
                        "duration": _duration(data, a), "cov_time": data.time_s[idx],
-                       "covariates": [(names[c], cov[c][idx, :1]) for c in range(len(names))]
-                       if cov is not None else []})
+                       "covariates": [(names[c], cov[c][idx, :1]) for c in shown]})
     return tracks
 
 
@@ -955,7 +982,7 @@ def render_html(ctx: dict) -> str:
             members_rows.append([f"<span class='sw' style='background:{st['colour']}'></span>{st['id']}",
                                  str(st["size"]), coh, kind,
                                  esc(", ".join(data.neurons[i] for i in st["members"]))])
-        iv_text = stretches_text(comp["active_intervals"], comp.get("active_intervals_animal"))
+        iv_text = stretches_text(comp["active_intervals"], comp.get("active_intervals_by_animal"))
         extra = []
         if stab is not None:
             extra.append(f"partition stability (mean ARI between runs): <b>{stab:.2f}</b>")
@@ -1105,21 +1132,17 @@ and Gephi.</li>
 """
 
 
-def stretches_text(intervals: list, animals: list | None = None) -> str:
-    """A short description of a component's active intervals (the full list is in
+def stretches_text(intervals: list, by_animal: dict | None = None) -> str:
+    """A short description of a component's active intervals (the full lists are in
     summary.json)."""
-    if not intervals:
-        return "none"
-
     def one(ivs):
+        if not ivs:
+            return "none"
         total = sum(b - a for a, b in ivs)
         return (f"{len(ivs)} stretch{'es' if len(ivs) != 1 else ''}, {total:.4g} s in all, "
                 f"from {ivs[0][0]:.4g} to {ivs[-1][1]:.4g} s")
-    if animals is None:
+    if by_animal is None:
         return one(intervals)
-    by_animal: dict[str, list] = {}
-    for a, iv in zip(animals, intervals):
-        by_animal.setdefault(a, []).append(iv)
     return "; ".join(f"{a}: {one(ivs)}" for a, ivs in by_animal.items())
 
 
@@ -1170,7 +1193,8 @@ def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", wor
     summary["neuron_order"] = view["neurons"]
     files = export_tables(membership=data.membership, neurons=data.neurons, time_s=data.time_s,
                           factors_time=data.f_time, animals=data.animals, factors_animal=data.f_animal,
-                          time_animal=data.time_animal)
+                          time_animal=data.time_animal,
+                          covariates=(data.covariate_names, data.covariates) if data.covariates is not None else None)
     jobs = figure_jobs(data, summary, stats, matrices, order, view, p, home_groups(order, home, stats))
     for r in range(data.rank):
         m_order, _ = matrix_order(stats[r])
