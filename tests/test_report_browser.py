@@ -10,6 +10,7 @@ skips only when it cannot be installed.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -73,14 +74,27 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix="dynconn-chromium-")
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
+        # the child's ends above 9, so that putting them on 3 and 4 cannot clobber one another
+        for name in ("to_browser_r", "from_browser_w"):
+            fd = locals()[name]
+            high = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+            os.close(fd)
+            if name == "to_browser_r":
+                to_browser_r = high
+            else:
+                from_browser_w = high
 
-        # the browser reads commands on fd 3 and writes answers on fd 4: a shell puts the
-        # pipe ends there (Popen closes every other descriptor after a preexec_fn)
+        # the browser reads commands on fd 3 and writes answers on fd 4. The pipe ends are
+        # put there in the child; close_fds=False because Popen would close them after a
+        # preexec_fn, and every other descriptor is close-on-exec anyway (PEP 446)
+        def child_fds():
+            os.dup2(to_browser_r, 3)
+            os.dup2(from_browser_w, 4)
+
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}', "sh",
-             binary, *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            [binary, *self.FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(to_browser_r, from_browser_w))
+            close_fds=False, preexec_fn=child_fds)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
