@@ -348,6 +348,20 @@ def network_drawing(sub: np.ndarray, named: np.ndarray, k: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- summaries
+def where_active(component: dict, atlas_rows: list[dict]) -> str:
+    """Where a component is active, in words: its stimulus epochs, else the stretches
+    without a stimulus it is active in (per animal in the concatenated layout)."""
+    if component["epochs"]:
+        return ", ".join(component["epochs"])
+    rows = [atlas_rows[k] for k in component["atlas_rows"]]
+    if not rows:
+        return "no epoch"
+    animals = [r["animal"] for r in rows if "animal" in r]
+    if animals:
+        return "the spontaneous recordings of " + ", ".join(dict.fromkeys(animals))
+    return ", ".join(f"{r['epoch']} {r['start_s']:g}–{r['stop_s']:g} s" for r in rows)
+
+
 def union_intervals(intervals: list[list[float]]) -> list[list[float]]:
     """Sorted union of ``[start, stop]`` intervals (touching or overlapping ones merged)."""
     out: list[list[float]] = []
@@ -554,7 +568,8 @@ def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: li
             neurons: list[str], backbone: set[tuple[int, int]]) -> bytes:
     """One component's graph as GraphML (Cytoscape, Gephi): the neurons of its graph with
     ``label``, ``community``, ``cohesive``, ``cohesion``, ``strength``, ``colour``; every
-    positive pair among them with ``weight`` and ``backbone`` (drawn in the report)."""
+    positive pair among them with ``weight`` and ``backbone`` (true: drawn in the report;
+    false by default)."""
     inside = np.flatnonzero(membership_row >= 0)
     by_id = {s["id"]: s for s in stats}
     strength = w.sum(axis=1)
@@ -566,7 +581,9 @@ def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: li
            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
            'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
            'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">']
-    out += [f'  <key id="{name}" for="{kind}" attr.name="{name}" attr.type="{typ}"/>' for name, kind, typ in keys]
+    out += [f'  <key id="{name}" for="{kind}" attr.name="{name}" attr.type="{typ}"/>' for name, kind, typ in keys
+            if name != "backbone"]
+    out.append('  <key id="backbone" for="edge" attr.name="backbone" attr.type="boolean"><default>false</default></key>')
     out.append(f'  <graph id="component_{component}" edgedefault="undirected">')
     for i in inside:
         s = by_id[int(membership_row[i])]
@@ -578,10 +595,10 @@ def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: li
     sub = w[np.ix_(inside, inside)]
     ii, jj = np.nonzero(np.triu(sub, k=1) > 0)
     names = [quoteattr(neurons[i]) for i in inside]
-    for a, b in zip(ii.tolist(), jj.tolist()):
-        bb = "true" if (int(inside[a]), int(inside[b])) in backbone else "false"
-        out.append(f'    <edge source={names[a]} target={names[b]}><data key="weight">{sub[a, b]:.6g}</data>'
-                   f'<data key="backbone">{bb}</data></edge>')
+    drawn = '<data key="backbone">true</data>'
+    for a, b, value in zip(ii.tolist(), jj.tolist(), sub[ii, jj].tolist()):
+        bb = drawn if (int(inside[a]), int(inside[b])) in backbone else ""
+        out.append(f'<edge source={names[a]} target={names[b]}><data key="weight">{value:.5g}</data>{bb}</edge>')
     out += ["  </graph>", "</graphml>", ""]
     return "\n".join(out).encode()
 
@@ -619,7 +636,7 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
     in page order. Pure: building the figures is left to :func:`render_figures`."""
     jobs = []
     # data overview
-    max_cols = 1200
+    max_cols = 900  # about the heatmap's width in pixels
     traces, durations = [], []
     for a in range(len(data.animals)):
         tr, _ = figures.downsample_columns(data.traces[a][order][:, : int(data.n_frames[a])], max_cols)
@@ -685,7 +702,7 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
         top = float(data.f_time[:, r].max()) if data.f_time.size else 0.0
         jobs.append((f"component_{r:02d}", "component_figure",
                      {"title": f"Component {r}",
-                      "subtitle": "active in " + (", ".join(summary["components"][r]["epochs"]) or "no stimulus epoch")
+                      "subtitle": "active in " + where_active(summary["components"][r], summary["atlas"])
                       + f" · weight {data.weights[r]:.3g}", "tracks": component_tracks(data, r), "epochs": data.epochs,
                       "threshold_level": threshold * top, "bin_seconds": data.bin_seconds, "bars": bars,
                       "matrix": {"w": sub, "labels": [data.neurons[i] for i in m_order],
@@ -952,7 +969,7 @@ def render_html(ctx: dict) -> str:
                          f"<span class='muted'>in {esc(who or 'no animal')}</span>{members}</div>")
         label = esc(entry["epoch"]) + (f" <span class='muted'>({esc(entry['animal'])})</span>"
                                        if "animal" in entry else "")
-        atlas_rows.append([label, f"{entry['start_s']:g}–{entry['stop_s']:g} s",
+        atlas_rows.append([label, f"<span style='white-space:nowrap'>{entry['start_s']:g}–{entry['stop_s']:g} s</span>",
                            "".join(cells) or "<span class='muted'>none active</span>"])
     atlas_table = _table(["epoch", "time", "active components (in which animals) and their cohesive communities"],
                          atlas_rows)
@@ -967,8 +984,7 @@ def render_html(ctx: dict) -> str:
         n_in = int((data.membership[r] >= 0).sum())
         stab = comp.get("stability")
         mod = data.modularity[r] if data.modularity is not None and r < data.modularity.size else float("nan")
-        where = ", ".join(comp["epochs"]) or ("; ".join(
-            _row_label(s["atlas"][k]) for k in comp["atlas_rows"]) if comp["atlas_rows"] else "none")
+        where = where_active(comp, s["atlas"])
         overview_rows.append([f"<a href='#component-{r}'>C{r}</a>", f"{comp['weight']:.4g}", esc(where),
                               esc(", ".join(comp["animals"])),
                               "".join(comm_chip(r, st) + f"<span class='muted'>{st['size']}</span> "
