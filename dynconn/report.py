@@ -1185,12 +1185,6 @@ def params(config: Config) -> dict:
     return dict(config["report"])
 
 
-def stimuli_of(ingest_artifact) -> list[dict]:
-    return [{"label": str(l), "start_s": float(s), "stop_s": float(e)}
-            for l, s, e in zip(ingest_artifact["stimuli/label"], ingest_artifact["stimuli/start_s"],
-                               ingest_artifact["stimuli/stop_s"])]
-
-
 def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", workers: int = 1,
           previous: dict | None = None) -> dict:
     """Every output of the report stage, from the run's data: ``{"files": {path: bytes},
