@@ -115,14 +115,14 @@ def markdown(results: list[dict]) -> str:
 def write_docs(section: str) -> None:
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
     start = text.find("## Report\n")
+    marker = "<!-- end of generated table -->"
     if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
+        text = text.rstrip("\n") + "\n\n" + section + "\n" + marker + "\n"
     else:
         end = text.find("\n## ", start + 1)
         # keep the hand-written notes that follow the generated table (up to the next section)
         notes = ""
         body = text[start:end if end >= 0 else len(text)]
-        marker = "<!-- end of generated table -->"
         if marker in body:
             notes = body[body.index(marker):]
         text = text[:start] + section + "\n" + (notes or marker + "\n") + (text[end + 1:] if end >= 0 else "")
