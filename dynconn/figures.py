@@ -336,7 +336,7 @@ def neuron_view(colours: np.ndarray, neuron_labels: list[str], slot_labels: list
     left = 0.8 if n <= MAX_LABELS * 2 else 0.35
     rotate = any(len(g[0]) * 0.058 > (g[2] - g[1]) * slot_w for g in groups)
     head = 1.25 if rotate else 0.7
-    c = Canvas(max(6.9, left + s * slot_w + 0.5), head + n * row_h + 0.55)
+    c = Canvas(max(4.2, left + s * slot_w + 0.5), head + n * row_h + 1.0)
     ax = c.axes(left, head, s * slot_w, n * row_h)
     ax.imshow(colours if s and n else np.ones((max(n, 1), max(s, 1), 3)), aspect="auto", interpolation="nearest")
     ax.hlines(np.arange(n - 1) + 0.5, -0.5, s - 0.5, color="white", lw=0.3 if n <= MAX_LABELS * 2 else 0)
@@ -360,12 +360,12 @@ def neuron_view(colours: np.ndarray, neuron_labels: list[str], slot_labels: list
     legend = ((COMMUNITY_COLOURS[0], "cohesive community (its colour)"), (DIFFUSE, "diffuse community"),
               (ABSENT, "not in the component"))
     for k, (colour, text) in enumerate(legend):
-        x0 = left + k * 2.15
-        c.fig.patches.append(Rectangle((x0 / c.width, 1 - (y + 0.13) / c.height), 0.13 / c.width, 0.13 / c.height,
+        y0 = y + k * 0.19
+        c.fig.patches.append(Rectangle((left / c.width, 1 - (y0 + 0.13) / c.height), 0.13 / c.width, 0.13 / c.height,
                                        transform=c.fig.transFigure, facecolor=colour, edgecolor="#555555", lw=0.5))
-        c.text(x0 + 0.19, y - 0.005, text, fontsize=FONT - 1.5)
+        c.text(left + 0.19, y0 - 0.005, text, fontsize=FONT - 1.5)
     if hidden:
-        c.text(left, y + 0.2, f"{hidden} neurons in no cohesive community of an active component are not shown",
+        c.text(left, y + 0.6, f"{hidden} neurons in no cohesive community of an active component: not shown",
                fontsize=FONT - 2, color=MUTED)
     return c.fig
 

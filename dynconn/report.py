@@ -855,6 +855,8 @@ border:1px solid rgba(0,0,0,.3)}
 .muted{color:var(--muted)} .warn{color:#8a4b00}
 .scroll{max-height:32em;overflow:auto;border:1px solid var(--line)} .scroll table{margin:0}
 .scroll th{position:sticky;top:0}
+table.glance th{white-space:nowrap;font-weight:600;background:#fff} table.glance td,table.glance th{border:0;
+border-bottom:1px solid var(--line);padding:.2em .6em}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.82em;border-radius:6px}
 details summary{cursor:pointer;color:var(--accent)}
 a{color:var(--accent)}
@@ -1039,6 +1041,19 @@ def render_html(ctx: dict) -> str:
     n_silent = len(data.neurons) - len(nv_rows)
     nv_table = _table(["neuron", *[esc(_row_label(e)) for e in s["atlas"]]], nv_rows)
 
+    glance = []
+    for entry in s["atlas"]:
+        motifs = [(r, st) for r in entry["components"] for st in stats[r] if st["cohesive"]]
+        items = "".join(
+            f"{comm_chip(r, st)} <span class='muted'>{st['size']}:</span> "
+            f"{esc(', '.join(data.neurons[i] for i in st['members'][:6]))}{'…' if st['size'] > 6 else ''} "
+            for r, st in motifs[:4]) + (f"<span class='muted'>+{len(motifs) - 4} more</span>" if len(motifs) > 4 else "")
+        glance.append(f"<tr><th scope='row'>{esc(_row_label(entry))}</th>"
+                      f"<td>{items or '<span class=muted>no active component</span>'}</td></tr>")
+    glance_html = ("<h3 style='margin-top:.6em'>At a glance: the groups working together in each epoch</h3>"
+                   f"<table class='glance'>{''.join(glance)}</table>"
+                   "<p class='muted' style='font-size:.85em'>Chip: C&lt;component&gt;·&lt;community&gt;, then its "
+                   "number of neurons and the strongest ones. Details in the <a href='#atlas'>atlas</a>.</p>")
     toc_comps = "".join(f"<li><a href='#component-{c['id']}'>Component {c['id']}</a> "
                         f"<span class='muted'>{esc(', '.join(c['epochs'][:2]))}</span></li>"
                         for c in s["components"])
@@ -1062,6 +1077,7 @@ def render_html(ctx: dict) -> str:
 <header><h1>Dynamic functional connectome</h1>
 <p>{esc(ctx.get('title', ''))} — report written {esc(ctx.get('created', ''))} by dynconn {esc(__version__)}</p>
 <div class="cards">{cards_html}</div>
+{glance_html}
 <p class="how"><b>How to read this report.</b> The method learns <i>components</i>: each is a group of neuron pairs that
 change together (a motif of the functional connectome), with a time course (<i>when</i>) and a weight per animal
 (<i>in whom</i>). Each component's neurons are split into <i>communities</i>; <i>cohesive</i> communities are the ones
