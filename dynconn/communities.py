@@ -13,8 +13,8 @@ Reading a graph file for ``dynconn partition``: :func:`read_graph`.
 Artifact ``communities.h5``: ``/membership`` int32 (R, N), −1 where a neuron is not in that
 component's graph; ``/levels`` int32 (R, L, N) nested levels, finest first (``/membership``
 is level ``communities.level``); ``/score`` (R) the partition's description length (wsbm,
-nats) or quality (Leiden); ``/stability`` (R) mean ARI between the runs; ``/n_communities``
-(R); ``/neurons`` (N).
+nats) or quality (Leiden); ``/stability`` (R) mean ARI between the runs; ``/modularity`` (R)
+weighted modularity of the reported partition; ``/n_communities`` (R); ``/neurons`` (N).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ class ComponentPartitions:
     levels: np.ndarray
     score: np.ndarray
     stability: np.ndarray
+    modularity: np.ndarray
     n_communities: np.ndarray
     params: dict
 
@@ -118,25 +119,28 @@ def partition_components(
         else:
             result = wsbm.partition(graph, method=method, n_runs=n_runs, resolution=resolution,
                                     random_state=int(seeds[r] & 0x7FFFFFFF), **DENSE_GRAPH_OPTIONS.get(method, {}))
-        results.append((kept, result))
+        results.append((kept, graph, result))
         if advance is not None:
             advance()
-    depth = max([len(res.levels) for _, res in results if res is not None] + [1])
+    depth = max([len(res.levels) for _, _, res in results if res is not None] + [1])
     levels = np.full((n_comp, depth, n_neurons), -1, dtype=np.int32)
-    score, stability = np.full(n_comp, np.nan), np.full(n_comp, np.nan)
+    score, stability, modularity = (np.full(n_comp, np.nan) for _ in range(3))
     n_communities = np.zeros(n_comp, dtype=np.int32)
-    for r, (kept, res) in enumerate(results):
+    for r, (kept, _, res) in enumerate(results):
         if res is None:
             continue
         for k in range(depth):
             levels[r, k, kept] = res.levels[min(k, len(res.levels) - 1)]
         score[r], stability[r] = res.score, res.stability
     membership = levels[:, min(level, depth - 1), :].copy()
-    for r in range(n_comp):
-        n_communities[r] = len(np.unique(membership[r][membership[r] >= 0]))
+    for r, (kept, graph, res) in enumerate(results):
+        labels = membership[r][kept] if res is not None else np.zeros(0, dtype=np.int32)
+        n_communities[r] = len(np.unique(labels[labels >= 0]))
+        if res is not None and graph.ecount() and (labels >= 0).all():
+            modularity[r] = graph.modularity(labels.tolist(), weights="weight")
     params = {"method": method, "min_strength": min_strength, "n_runs": n_runs,
               "resolution": resolution, "level": level, "random_state": random_state}
-    return ComponentPartitions(membership, levels, score, stability, n_communities, params)
+    return ComponentPartitions(membership, levels, score, stability, modularity, n_communities, params)
 
 
 def read_graph(path: Path) -> tuple[ig.Graph, list[str], bool]:
@@ -218,6 +222,7 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
         "levels": parts.levels,
         "score": parts.score,
         "stability": parts.stability,
+        "modularity": parts.modularity,
         "n_communities": parts.n_communities,
         "neurons": aff["neurons"],
     }, {}

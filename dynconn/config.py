@@ -322,6 +322,27 @@ SCHEMA: dict[str, Any] = {
             low=0,
             high=1,
         ),
+        "cohesion_threshold": Key(
+            "float",
+            1.0,
+            "A community (of at least 2 neurons) is cohesive, and drawn in colour, when its mean "
+            "pair loading is at least this multiple of its component's mean pair loading.",
+            low=0,
+        ),
+        "network_neighbors": Key(
+            "int",
+            3,
+            "The network drawings show each neuron's this many strongest edges.",
+            low=1,
+        ),
+        "dpi": Key("float", 110, "Resolution of the PNG figures (also embedded in report.html).", low=30,
+                   high=600),
+        "workers": Key(
+            "int",
+            0,
+            "Processes drawing the figures; 0 = one per CPU core, at most 4.",
+            low=0,
+        ),
     },
 }
 

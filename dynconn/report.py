@@ -1,29 +1,37 @@
-"""Stage 5, report: the HTML atlas and the plain-file exports.
+"""Stage 5, report: the HTML atlas, the figures and the plain-file exports.
 
-Outputs (DESIGN.md):
+Outputs (DESIGN.md, docs/report.md):
 
-``report.html``                 one self-contained file, figures embedded
-``exports/communities.csv``     ``component,neuron,community``
-``exports/factors_time.csv``    ``time_s,component_0,…`` (``time_s,animal,component_0,…`` when
-                                the layout is concatenated: each animal's bins on its own clock)
-``exports/factors_animal.csv``  ``animal,component_0,…`` (concatenated: each animal's mean
-                                temporal loading)
-``exports/covariates_time.csv`` ``time_s,animal,<covariate>,…`` binned like the affinity (only
-                                when covariates were given)
-``exports/summary.json``        rank, components (weight, active intervals, epochs,
-                                communities), atlas, and this stage's provenance
+``report.html``                    one self-contained file (figures embedded, no scripts)
+``figures/<name>.png|.svg``        every figure of the page, for papers
+``exports/communities.csv``        ``component,neuron,community``
+``exports/factors_time.csv``       ``time_s,[animal,]component_0,…``
+``exports/factors_animal.csv``     ``animal,component_0,…``
+``exports/component_XX.graphml``   each component's graph (weights, communities)
+``exports/summary.json``           rank, components, atlas, neuron view, provenance
 
-:func:`summarize` and :func:`export_tables` are pure; :func:`render_html` builds the page.
+The core is pure: :func:`gather` turns the upstream artifacts into a :class:`RunData`;
+:func:`community_stats`, :func:`summarize`, :func:`neuron_view`, :func:`export_tables`,
+:func:`graphml` and :func:`dataset_facts` are arrays in, plain structures out;
+:func:`figure_jobs` lists the figures (functions of :mod:`dynconn.figures`) and
+:func:`render_html` builds the page. :func:`run` and :func:`write` are the stage wrapper.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
+import os
 import platform
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 
@@ -37,60 +45,326 @@ NAME = "report"
 OUTPUT = "report.html"
 UPSTREAM = ("ingest", "affinity", "factorize", "communities")
 SUMMARY = Path("exports") / "summary.json"
+STAGE_NAMES = ("ingest", "affinity", "factorize", "communities")
+# files this stage owns in figures/ and exports/ (stale ones are removed on rewrite)
+OWNED = re.compile(r"^(figures/.+\.(png|svg)|exports/component_\d+\.graphml|exports/covariates_time\.csv)$")
 
 
-# ----------------------------------------------------------------------------- pure core
-def community_lists(membership_row: np.ndarray, neurons: list[str]) -> list[list[str]]:
-    """Members of each community of one component, community 0 first."""
-    labels = np.unique(membership_row[membership_row >= 0])
-    return [[neurons[i] for i in np.flatnonzero(membership_row == k)] for k in labels]
+# ----------------------------------------------------------------------------- inputs
+@dataclass
+class RunData:
+    """Everything the report reads from the artifacts, layout made explicit."""
+
+    layout: str  # "aligned" | "concatenated"
+    neurons: list[str]
+    animals: list[str]
+    time_s: np.ndarray  # (T,) bin centres (each animal's own clock when concatenated)
+    time_animal: np.ndarray | None  # (T,) animal of each bin (concatenated) or None
+    bin_seconds: float
+    epochs: list[dict]
+    weights: np.ndarray  # (R,)
+    f_time: np.ndarray  # (T, R)
+    f_animal: np.ndarray  # (A, R) or (1, R)
+    f_pairs: np.ndarray  # (P, R)
+    pairs: np.ndarray  # (P, 2)
+    membership: np.ndarray  # (R, N)
+    traces: np.ndarray  # (A, N, F) normalised, NaN where absent / padded
+    present: np.ndarray  # (N, A)
+    n_frames: np.ndarray  # (A,)
+    sampling_rate: float
+    covariate_names: list[str] = field(default_factory=list)
+    covariates: np.ndarray | None = None  # (C, T, A) aligned, (C, T, 1) concatenated
+    stability: np.ndarray | None = None  # (R,)
+    modularity: np.ndarray | None = None  # (R,)
+    levels: dict = field(default_factory=dict)
+    rank_selection: dict | None = None
+    rank_rule: str | None = None
+    stage_seconds: dict = field(default_factory=dict)
+    stage_warnings: dict = field(default_factory=dict)
+    stage_versions: dict = field(default_factory=dict)
+    stage_created: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)
+
+    @property
+    def rank(self) -> int:
+        return int(self.weights.size)
+
+    @property
+    def concatenated(self) -> bool:
+        return self.layout == "concatenated"
 
 
-def summarize(
-    *, weights: np.ndarray, factors_time: np.ndarray, time_s: np.ndarray, bin_seconds: float,
-    membership: np.ndarray, neurons: list[str], epochs: list[dict], threshold: float,
-    time_animal: np.ndarray | None = None, animals: list[str] | None = None,
-) -> dict:
-    """The content of ``summary.json`` (without provenance).
+def _strings(values) -> list[str]:
+    return [str(v) for v in np.asarray(values).ravel()]
 
-    ``time_animal`` (T,) (concatenated layout): the animal of each bin; intervals are then
-    found per animal on its own clock (``active_intervals_by_animal``) and
-    ``active_intervals`` is their union."""
-    rows = atlas.epoch_rows(epochs, time_s, bin_seconds)
-    components = []
-    for r in range(weights.size):
-        loading = factors_time[:, r]
-        active = atlas.active_bins(loading, threshold)
-        extra = {}
-        if time_animal is None:
-            intervals = atlas.active_intervals(time_s, active, bin_seconds)
+
+def layout_of(*artifacts) -> str:
+    """The layout recorded by the artifacts (a missing attribute means ``aligned``)."""
+    for art in artifacts:
+        value = art.attrs.get("layout")
+        if value is not None:
+            return str(value)
+    return "aligned"
+
+
+def gather(ing, aff, fac, com) -> RunData:
+    """The report's inputs from the four upstream artifacts (``Artifact`` objects)."""
+    layout = layout_of(aff, ing)
+    rate = float(aff.attrs.get("sampling_rate", ing.attrs.get("sampling_rate")))
+    bin_seconds = float(aff.attrs["frames_per_bin"]) / rate if "frames_per_bin" in aff.attrs else \
+        float(json.loads(aff.attrs.get("params", "{}")).get("bin_seconds", 1.0))
+    traces = np.asarray(ing["traces"])
+    n_frames = np.asarray(ing["n_frames"], dtype=np.int64) if "n_frames" in ing else \
+        np.full(traces.shape[0], traces.shape[2], dtype=np.int64)
+    epochs = [{"label": str(lab), "start_s": float(s), "stop_s": float(e)}
+              for lab, s, e in zip(ing["stimuli/label"], ing["stimuli/start_s"], ing["stimuli/stop_s"])] \
+        if "stimuli/label" in ing else []
+    rank_sel = {k.split("/", 1)[1]: np.asarray(v) for k, v in fac.data.items() if k.startswith("rank_selection/")}
+    fit = {k.split("/", 1)[1]: np.asarray(v) for k, v in fac.data.items() if k.startswith("fit/")}
+    stability = np.asarray(com["stability"], dtype=float) if "stability" in com else None
+    modularity = np.asarray(com["modularity"], dtype=float) if "modularity" in com else None
+    # communities.h5 /levels is (R, L, N), finest level first
+    levels = {"membership": np.transpose(np.asarray(com["levels"]), (1, 0, 2))} if "levels" in com else {}
+    arts = dict(zip(STAGE_NAMES, (ing, aff, fac, com)))
+    return RunData(
+        layout=layout,
+        neurons=_strings(aff["neurons"]),
+        animals=_strings(aff["animals"]),
+        time_s=np.asarray(aff["time"], dtype=float),
+        time_animal=np.asarray(aff["time_animal"], dtype=np.int64) if layout == "concatenated" else None,
+        bin_seconds=bin_seconds,
+        epochs=epochs,
+        weights=np.asarray(fac["weights"], dtype=float),
+        f_time=np.asarray(fac["factors/time"], dtype=float),
+        f_animal=np.asarray(fac["factors/animals"], dtype=float),
+        f_pairs=np.asarray(fac["factors/pairs"]),
+        pairs=np.asarray(aff["pairs"]),
+        membership=np.asarray(com["membership"]),
+        traces=traces,
+        present=np.asarray(ing["present"], dtype=bool),
+        n_frames=n_frames,
+        sampling_rate=rate,
+        covariate_names=_strings(aff["covariates/names"]) if "covariates/names" in aff else [],
+        covariates=np.asarray(aff["covariates/values"], dtype=float) if "covariates/values" in aff else None,
+        stability=stability,
+        modularity=modularity,
+        levels=levels,
+        rank_selection=rank_sel or None,
+        rank_rule=str(fac.attrs["rank_rule"]) if "rank_rule" in fac.attrs else None,
+        stage_seconds={k: float(a.attrs.get("seconds", float("nan"))) for k, a in arts.items()},
+        stage_warnings={k: json.loads(a.attrs.get("warnings", "[]")) for k, a in arts.items()},
+        stage_versions={k: str(a.attrs.get("dynconn_version", "?")) for k, a in arts.items()},
+        stage_created={k: str(a.attrs.get("created", "?")) for k, a in arts.items()},
+        fit=fit,
+    )
+
+
+# ----------------------------------------------------------------------------- communities
+def community_stats(w: np.ndarray, membership_row: np.ndarray, cohesion_threshold: float) -> list[dict]:
+    """Each community of one component: ``{"id", "members" (indices, strongest first),
+    "size", "density", "cohesion", "cohesive", "colour"}``.
+
+    *density*: mean pair loading between its members; *cohesion*: density / the mean pair
+    loading over the component's whole graph (1 = no denser than the graph as a whole).
+    A community is *cohesive* when it has ≥ 2 members and cohesion ≥ ``cohesion_threshold``:
+    the groups that actually interact. Cohesive communities get palette colours in order of
+    decreasing cohesion, the others the diffuse grey. Returned in that order (cohesive first),
+    then diffuse by size."""
+    inside = np.flatnonzero(membership_row >= 0)
+    if not inside.size:
+        return []
+    strength = w.sum(axis=1)
+    n = inside.size
+    graph_density = w[np.ix_(inside, inside)].sum() / (n * (n - 1)) if n > 1 else 0.0
+    stats = []
+    for k in np.unique(membership_row[inside]):
+        members = np.flatnonzero(membership_row == k)
+        members = members[np.argsort(-strength[members], kind="stable")]
+        size = int(members.size)
+        density = float(w[np.ix_(members, members)].sum() / (size * (size - 1))) if size > 1 else float("nan")
+        cohesion = density / graph_density if size > 1 and graph_density > 0 else float("nan")
+        stats.append({"id": int(k), "members": members, "size": size, "density": density,
+                      "cohesion": cohesion, "cohesive": bool(size > 1 and cohesion >= cohesion_threshold)})
+    stats.sort(key=lambda s: (not s["cohesive"], -(s["cohesion"] if s["cohesive"] else s["size"]), s["id"]))
+    rank = 0
+    for s in stats:
+        if s["cohesive"]:
+            s["colour"] = figures.palette_colour(rank)
+            rank += 1
         else:
-            by_animal = {name: atlas.active_intervals(time_s[time_animal == a], active[time_animal == a],
-                                                      bin_seconds) for a, name in enumerate(animals)}
-            intervals = _union(sum(by_animal.values(), []))
-            extra["active_intervals_by_animal"] = by_animal
-        components.append({
-            "id": r,
-            "weight": float(weights[r]),
-            "active_intervals": intervals,
-            **extra,
-            "epochs": [row["label"] for row, on in zip(rows, atlas.active_epochs(loading, time_s, rows, threshold))
-                       if on and row["label"] != atlas.NO_STIMULUS],
-            "communities": community_lists(membership[r], neurons),
-        })
-    return {
-        "rank": int(weights.size),
-        "active_threshold": threshold,
-        "active_rule": "active in a bin where the temporal loading is >= active_threshold x its maximum; "
-                       "in an epoch when its mean loading over the epoch is >= active_threshold x its "
-                       "largest mean over any epoch",
-        "components": components,
-        "atlas": atlas.build_atlas(time_s, factors_time, epochs, bin_seconds, threshold),
-    }
+            s["colour"] = figures.DIFFUSE
+    return stats
 
 
-def _union(intervals: list[list[float]]) -> list[list[float]]:
-    """Sorted union of ``[start, stop]`` intervals (touching ones merged)."""
+def matrix_order(stats: list[dict]) -> tuple[np.ndarray, list[float]]:
+    """Neurons of a component's graph in community order (the order of ``stats``, each
+    community strongest member first) and the boundaries between communities."""
+    order = np.concatenate([s["members"] for s in stats]) if stats else np.zeros(0, dtype=int)
+    bounds = list(np.cumsum([s["size"] for s in stats])[:-1] - 0.5) if stats else []
+    return order.astype(int), [float(b) for b in bounds]
+
+
+def matrix_groups(stats: list[dict]) -> list[tuple[int, int, str]]:
+    """Blocks of the community-ordered matrix: one per cohesive community (no text: its
+    members are named), then one for all diffuse communities and singletons together
+    (text ``diffuse (n)``). ``[(first row, stop row, text)]``."""
+    groups, pos = [], 0
+    for s in stats:
+        if s["cohesive"]:
+            groups.append((pos, pos + s["size"], ""))
+        pos += s["size"]
+    first_diffuse = sum(s["size"] for s in stats if s["cohesive"])
+    if pos > first_diffuse:
+        groups.append((first_diffuse, pos, f"diffuse ({pos - first_diffuse})"))
+    return groups
+
+
+def neuron_order(all_stats: list[list[dict]], strengths: np.ndarray, n: int,
+                 sequence: list[int] | None = None) -> tuple[np.ndarray, list[tuple[int, int] | None]]:
+    """One neuron order for every overview (heatmaps, neuron view).
+
+    Each neuron's *home* is the cohesive community where it is relatively strongest
+    (strength / the component's strongest neuron). Neurons are grouped by home — components
+    in ``sequence`` order (default: by id; the report uses the order of their peak epochs, so
+    the groups form a staircase in time), communities in cohesion order — strongest first;
+    neurons without a home come last, in index order. ``strengths`` is (R, N).
+    Returns ``(order (N,), home per neuron: (component, community id) or None)``."""
+    sequence = list(range(len(all_stats))) if sequence is None else list(sequence)
+    position = {r: k for k, r in enumerate(sequence)}
+    rel = strengths / np.maximum(strengths.max(axis=1, keepdims=True), 1e-300)
+    best_key = np.full(n, np.inf)
+    best_rel = np.zeros(n)
+    home: list[tuple[int, int] | None] = [None] * n
+    for r, stats in enumerate(all_stats):
+        for c, s in enumerate(stats):
+            if not s["cohesive"]:
+                continue
+            for i in s["members"]:
+                if rel[r, i] > best_rel[i]:
+                    best_rel[i], best_key[i] = rel[r, i], position[r] * 10_000 + c
+                    home[i] = (r, s["id"])
+    return np.lexsort((np.arange(n), -best_rel, best_key)), home
+
+
+def home_groups(order: np.ndarray, home: list, stats: list[list[dict]]) -> list[tuple[int, int, str, str]]:
+    """Contiguous blocks of ``order`` with one home: ``[(first, stop, "C<r>·<k>", colour)]``."""
+    colour = {(r, st["id"]): st["colour"] for r, comp in enumerate(stats) for st in comp}
+    groups = []
+    for pos, i in enumerate(order):
+        h = home[i]
+        if h is None:
+            break
+        if groups and groups[-1][4] == h:
+            groups[-1][1] = pos + 1
+        else:
+            groups.append([pos, pos + 1, f"C{h[0]}·{h[1]}", colour[h], h])
+    return [tuple(g[:4]) for g in groups]
+
+
+def peak_sequence(summary: dict) -> list[int]:
+    """Components in the order of their peak epoch row (then by id)."""
+    values = np.asarray([[np.nan if v is None else v for v in row] for row in summary["epoch_means"]["values"]],
+                        dtype=float).reshape(len(summary["atlas"]), summary["rank"])
+    peaks = [int(np.nanargmax(values[:, r])) if np.isfinite(values[:, r]).any() else len(values)
+             for r in range(summary["rank"])]
+    return sorted(range(summary["rank"]), key=lambda r: (peaks[r], r))
+
+
+# ----------------------------------------------------------------------------- network drawing
+def backbone_edges(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The strongest edges of a weighted graph (n, n): every node's ``k`` strongest edges
+    (union, each edge once). Returns ``(edges (E, 2) i < j, weights (E,))``, strongest first."""
+    n = w.shape[0]
+    if n < 2 or k < 1:
+        return np.zeros((0, 2), dtype=int), np.zeros(0)
+    kk = min(k, n - 1)
+    masked = np.where(np.eye(n, dtype=bool), -np.inf, w)
+    nearest = np.argpartition(-masked, kk - 1, axis=1)[:, :kk]
+    rows = np.repeat(np.arange(n), kk)
+    cols = nearest.ravel()
+    keep = w[rows, cols] > 0
+    pairs = np.unique(np.sort(np.stack([rows[keep], cols[keep]], axis=1), axis=1), axis=0)
+    weights = w[pairs[:, 0], pairs[:, 1]] if pairs.size else np.zeros(0)
+    order = np.argsort(-weights, kind="stable")
+    return pairs[order], weights[order]
+
+
+def network_layout(n: int, edges: np.ndarray, weights: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Deterministic force-directed positions (n, 2) (igraph Fruchterman–Reingold, weighted,
+    started from a fixed circle; nodes without edges on an outer ring)."""
+    import igraph as ig
+
+    if n == 0:
+        return np.zeros((0, 2))
+    angle = 2 * np.pi * np.arange(n) / max(n, 1)
+    start = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    if not len(edges):
+        return start
+    g = ig.Graph(n=n, edges=edges.tolist())
+    w = weights / weights.max()
+    # igraph's layout draws random numbers: a seeded generator makes it reproducible (and
+    # the figure reusable); igraph's default generator (the random module) is put back after
+    ig.set_random_number_generator(random.Random(seed))
+    try:
+        xy = np.asarray(g.layout_fruchterman_reingold(weights=w.tolist(), niter=400, seed=start.tolist()).coords)
+    finally:
+        ig.set_random_number_generator(random)
+    degree = np.bincount(edges.ravel(), minlength=n)
+    lonely = degree == 0
+    if lonely.any() and (~lonely).any():
+        centre = xy[~lonely].mean(axis=0)
+        radius = np.abs(xy[~lonely] - centre).max() * 1.25
+        a = 2 * np.pi * np.arange(lonely.sum()) / lonely.sum()
+        xy[lonely] = centre + radius * np.stack([np.cos(a), np.sin(a)], axis=1)
+    return xy
+
+
+STRONG_EDGE = 2.0  # an edge is drawn when ≥ this × the mean pair loading of its component's graph
+
+
+def network_drawing(sub: np.ndarray, named: np.ndarray, k: int) -> dict:
+    """What the network panel draws for one component, from its community-ordered matrix
+    ``sub`` (n, n) and the flags of cohesive-community members ``named`` (n,).
+
+    Edges: each neuron's ``k`` strongest edges (:func:`backbone_edges`) that are also
+    *strong*: at least ``STRONG_EDGE`` × the mean pair loading of the graph. Nodes: the
+    neurons with a strong edge plus every cohesive-community member; the rest (diffuse
+    neurons with only weak edges) are counted in ``hidden``. Returns ``{"nodes" (indices
+    into sub), "edges" (E, 2) indices into ``nodes``, "weights" (E,), "xy", "hidden",
+    "pairs" (E, 2) indices into sub}``."""
+    n = sub.shape[0]
+    edges, weights = backbone_edges(sub, k)
+    mean = sub.sum() / (n * (n - 1)) if n > 1 else 0.0
+    strong = weights >= STRONG_EDGE * mean
+    edges, weights = edges[strong], weights[strong]
+    drawn = np.zeros(n, dtype=bool)
+    drawn[edges.ravel()] = True
+    drawn |= np.asarray(named, dtype=bool)
+    nodes = np.flatnonzero(drawn)
+    index = np.full(n, -1)
+    index[nodes] = np.arange(nodes.size)
+    local = index[edges] if edges.size else np.zeros((0, 2), dtype=int)
+    return {"nodes": nodes, "edges": local, "weights": weights, "pairs": edges,
+            "xy": network_layout(nodes.size, local, weights), "hidden": int(n - nodes.size)}
+
+
+# ----------------------------------------------------------------------------- summaries
+def where_active(component: dict, atlas_rows: list[dict]) -> str:
+    """Where a component is active, in words: its stimulus epochs, else the stretches
+    without a stimulus it is active in (per animal in the concatenated layout)."""
+    if component["epochs"]:
+        return ", ".join(component["epochs"])
+    rows = [atlas_rows[k] for k in component["atlas_rows"]]
+    if not rows:
+        return "no epoch"
+    animals = [r["animal"] for r in rows if "animal" in r]
+    if animals:
+        return "the spontaneous recordings of " + ", ".join(dict.fromkeys(animals))
+    return ", ".join(f"{r['epoch']} {r['start_s']:g}–{r['stop_s']:g} s" for r in rows)
+
+
+def union_intervals(intervals: list[list[float]]) -> list[list[float]]:
+    """Sorted union of ``[start, stop]`` intervals (touching or overlapping ones merged)."""
     out: list[list[float]] = []
     for a, b in sorted(intervals):
         if out and a <= out[-1][1] + 1e-9:
@@ -100,16 +374,154 @@ def _union(intervals: list[list[float]]) -> list[list[float]]:
     return out
 
 
-def per_animal_means(factors_time: np.ndarray, time_animal: np.ndarray, n_animals: int) -> np.ndarray:
-    """(A, R): each animal's mean temporal loading (the concatenated layout's animal table)."""
-    return np.stack([factors_time[time_animal == a].mean(axis=0) if (time_animal == a).any()
-                     else np.zeros(factors_time.shape[1]) for a in range(n_animals)])
+def _row_label(row: dict) -> str:
+    return f"{row['epoch']} — {row['animal']}" if "animal" in row else row["epoch"]
 
 
+def summarize(data: RunData, stats: list[list[dict]], threshold: float) -> dict:
+    """The content of ``summary.json`` (without provenance): DESIGN.md's keys plus the
+    communities' cohesion, the epoch-mean table and the rule texts."""
+    frame = 1.0 / data.sampling_rate
+    rows = atlas.epoch_rows(data.epochs, data.time_s, data.bin_seconds, data.time_animal, data.animals, frame)
+    means = atlas.epoch_table(data.time_s, data.f_time, rows, data.time_animal)
+    atlas_rows = atlas.build_atlas(data.time_s, data.f_time, data.epochs, data.bin_seconds, threshold,
+                                   data.time_animal, data.animals, frame)
+    animal_values = animal_means(data.f_time, data.time_animal, len(data.animals)) if data.concatenated \
+        else data.f_animal
+    components = []
+    for r in range(data.rank):
+        loading = data.f_time[:, r]
+        active = atlas.active_from_means(means[:, r], threshold)
+        intervals = atlas.component_intervals(loading, data.time_s, threshold, data.bin_seconds, data.time_animal,
+                                              frame)
+        comm_by_id = {s["id"]: s for s in stats[r]}
+        ids = sorted(comm_by_id)
+        comp = {
+            "id": r,
+            "weight": float(data.weights[r]),
+            "animals": [data.animals[a] for a in np.flatnonzero(atlas.active_bins(animal_values[:, r], threshold))],
+            "active_intervals": union_intervals([iv for _, iv in intervals]),
+            "epochs": [row["label"] for row, on in zip(rows, active) if on and row["label"] != atlas.NO_STIMULUS],
+            "atlas_rows": [k for k, on in enumerate(active) if on],
+            "communities": [[data.neurons[i] for i in sorted(comm_by_id[k]["members"])] for k in ids],
+            "community_cohesion": [None if np.isnan(comm_by_id[k]["cohesion"]) else
+                                   round(float(comm_by_id[k]["cohesion"]), 4) for k in ids],
+            "cohesive_communities": [s["id"] for s in stats[r] if s["cohesive"]],
+            "community_colours": [comm_by_id[k]["colour"] for k in ids],
+        }
+        if data.concatenated:
+            comp["active_intervals_by_animal"] = {
+                name: [iv for b, iv in intervals if b == a] for a, name in enumerate(data.animals)}
+        if data.stability is not None and r < data.stability.size and np.isfinite(data.stability[r]):
+            comp["stability"] = float(data.stability[r])
+        components.append(comp)
+    for entry in atlas_rows:
+        entry["motifs"] = [
+            {"component": r, "community": s["id"], "cohesion": round(float(s["cohesion"]), 4),
+             "neurons": [data.neurons[i] for i in s["members"]]}
+            for r in entry["components"] for s in stats[r] if s["cohesive"]]
+    return {
+        "rank": data.rank,
+        "layout": data.layout,
+        "active_threshold": threshold,
+        "active_rule": ("active in a bin where the temporal loading is >= active_threshold x its maximum; "
+                        "in an epoch row when its mean loading over the row is >= active_threshold x its "
+                        "largest mean over any epoch row; in an animal when its animal loading (concatenated "
+                        "layout: mean temporal loading over the animal's bins) is >= active_threshold x its "
+                        "largest"),
+        "cohesion_rule": ("cohesion = mean pair loading inside the community / mean pair loading over the "
+                          "component's graph; a community of >= 2 neurons is cohesive when cohesion >= "
+                          "cohesion_threshold"),
+        "components": components,
+        "atlas": atlas_rows,
+        "epoch_means": {"rows": [_row_label(a) for a in atlas_rows],
+                        "values": [[None if not np.isfinite(v) else round(float(v), 6) for v in row]
+                                   for row in means]},
+    }
+
+
+def neuron_view(summary: dict, stats: list[list[dict]], neurons: list[str], order: np.ndarray) -> dict:
+    """Which community each neuron joins in each epoch row, through the components active
+    there. Returns ``{"slots": [(atlas row, component)], "groups": [(row label, first, stop)],
+    "cells": (N, S) community id or −1 (absent) in ``order``, "colours": (N, S) hex,
+    "neurons": ordered names, "by_neuron": {name: [[row label, component, community], ...]}}``
+    (cohesive communities only in ``by_neuron``)."""
+    slots, groups = [], []
+    for k, entry in enumerate(summary["atlas"]):
+        first = len(slots)
+        slots += [(k, r) for r in entry["components"]]
+        if len(slots) > first:
+            groups.append((_row_label(entry), first, len(slots)))
+    member_of = []  # per component: neuron -> stats entry
+    for comp_stats in stats:
+        lookup = {}
+        for s in comp_stats:
+            for i in s["members"]:
+                lookup[int(i)] = s
+        member_of.append(lookup)
+    n, n_slots = len(order), len(slots)
+    cells = np.full((n, n_slots), -1, dtype=np.int32)
+    colours = np.full((n, n_slots), figures.ABSENT, dtype=object)
+    by_neuron: dict[str, list] = {}
+    for row_pos, i in enumerate(order):
+        for j, (k, r) in enumerate(slots):
+            s = member_of[r].get(int(i))
+            if s is None:
+                continue
+            cells[row_pos, j] = s["id"]
+            colours[row_pos, j] = s["colour"]
+            if s["cohesive"]:
+                by_neuron.setdefault(neurons[i], []).append([_row_label(summary["atlas"][k]), r, s["id"]])
+    return {"slots": slots, "groups": groups, "cells": cells, "colours": colours,
+            "neurons": [neurons[i] for i in order], "by_neuron": by_neuron}
+
+
+def dataset_facts(data: RunData) -> dict:
+    """Dataset facts for the run summary (label -> text)."""
+    durations = data.n_frames / data.sampling_rate
+    same = np.allclose(durations, durations[0]) if durations.size else True
+    return {
+        "animals": f"{len(data.animals)} ({', '.join(data.animals)})",
+        "neurons (union over animals)": str(len(data.neurons)),
+        "neurons per animal": ", ".join(f"{a}: {int(k)}" for a, k in zip(data.animals, data.present.sum(axis=0))),
+        "neurons recorded in every animal": str(int(data.present.all(axis=1).sum())),
+        "duration": (f"{durations[0]:g} s" if same else
+                     ", ".join(f"{a}: {d:g} s" for a, d in zip(data.animals, durations))),
+        "sampling rate": f"{data.sampling_rate:g} Hz",
+        "layout": data.layout + (" (each animal on its own clock, bins one after another)" if data.concatenated
+                                 else " (animals share one protocol clock)"),
+        "stimulus epochs": ", ".join(f"{e['label']} {e['start_s']:g}–{e['stop_s']:g} s" for e in data.epochs) or "none",
+        "time bins": f"{data.time_s.size} × {data.bin_seconds:g} s",
+        "behaviour covariates": ", ".join(data.covariate_names) or "none",
+        "rank": f"{data.rank}" + (f" (chosen automatically: {data.rank_rule})" if data.rank_selection else " (fixed)"),
+    }
+
+
+def versions() -> dict:
+    out = {"dynconn": __version__, "Python": platform.python_version()}
+    for dist in ("numpy", "scipy", "h5py", "matplotlib", "python-igraph", "leidenalg"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+# ----------------------------------------------------------------------------- exports
 def _csv(header: list[str], rows) -> bytes:
     lines = [",".join(header)]
     lines += [",".join(str(v) for v in row) for row in rows]
     return ("\n".join(lines) + "\n").encode()
+
+
+def animal_means(f_time: np.ndarray, time_animal: np.ndarray, n_animals: int) -> np.ndarray:
+    """(A, R) mean temporal loading of each animal's bins (concatenated layout)."""
+    out = np.zeros((n_animals, f_time.shape[1]))
+    for a in range(n_animals):
+        sel = time_animal == a
+        if sel.any():
+            out[a] = f_time[sel].mean(axis=0)
+    return out
 
 
 def export_tables(
@@ -117,30 +529,31 @@ def export_tables(
     animals: list[str], factors_animal: np.ndarray, time_animal: np.ndarray | None = None,
     covariates: tuple[list[str], np.ndarray] | None = None,
 ) -> dict[str, bytes]:
-    """The CSV exports as bytes, keyed by their path under the workdir.
-
-    ``time_animal`` (T,) (concatenated layout) adds the ``animal`` column to
-    factors_time.csv. ``covariates`` = (names (C), values (C, T, A) or (C, T, 1) with
-    ``time_animal``) writes covariates_time.csv, one row per bin and animal."""
+    """The CSV exports as bytes, keyed by their path under the workdir. With ``time_animal``
+    (concatenated layout) factors_time has an ``animal`` column and factors_animal holds each
+    animal's mean temporal loading. ``covariates`` = (names (C), values (C, T, A), or
+    (C, T, 1) with ``time_animal``) adds covariates_time.csv: ``time_s,animal,<names>``, one
+    row per bin and animal, binned like the affinity."""
     rank = factors_time.shape[1]
     comp_cols = [f"component_{r}" for r in range(rank)]
     communities_rows = [(r, neurons[i], int(membership[r, i]))
                         for r in range(membership.shape[0]) for i in np.flatnonzero(membership[r] >= 0)]
     if time_animal is None:
-        time_header = ["time_s", *comp_cols]
         time_rows = ([f"{t:g}", *(f"{v:.6g}" for v in row)] for t, row in zip(time_s, factors_time))
+        time_header = ["time_s", *comp_cols]
+        per_animal = factors_animal
     else:
-        time_header = ["time_s", "animal", *comp_cols]
         time_rows = ([f"{t:g}", animals[a], *(f"{v:.6g}" for v in row)]
                      for t, a, row in zip(time_s, time_animal, factors_time))
+        time_header = ["time_s", "animal", *comp_cols]
+        per_animal = animal_means(factors_time, time_animal, len(animals))
     files = {
         "exports/communities.csv": _csv(["component", "neuron", "community"], communities_rows),
         "exports/factors_time.csv": _csv(time_header, time_rows),
         "exports/factors_animal.csv": _csv(
-            ["animal", *comp_cols],
-            ([a, *(f"{v:.6g}" for v in row)] for a, row in zip(animals, factors_animal))),
+            ["animal", *comp_cols], ([a, *(f"{v:.6g}" for v in row)] for a, row in zip(animals, per_animal))),
     }
-    if covariates is not None:
+    if covariates is not None and len(covariates[0]):
         names, values = covariates
         if time_animal is None:
             cov_rows = ([f"{t:g}", animals[a], *(f"{v:.6g}" for v in values[:, k, a])]
@@ -152,85 +565,636 @@ def export_tables(
     return files
 
 
-def figure_png(fig) -> str:
-    """A figure as a base64 PNG data URI (the figure is closed)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    figures.plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: list[dict],
+            neurons: list[str], backbone: set[tuple[int, int]]) -> bytes:
+    """One component's graph as GraphML (Cytoscape, Gephi): the neurons of its graph with
+    ``label``, ``community``, ``cohesive``, ``cohesion``, ``strength``, ``colour``; every
+    positive pair among them with ``weight`` and ``backbone`` (true: drawn in the report;
+    false by default)."""
+    inside = np.flatnonzero(membership_row >= 0)
+    by_id = {s["id"]: s for s in stats}
+    strength = w.sum(axis=1)
+    keys = [("label", "node", "string"), ("community", "node", "int"), ("cohesive", "node", "boolean"),
+            ("cohesion", "node", "double"), ("strength", "node", "double"), ("colour", "node", "string"),
+            ("weight", "edge", "double"), ("backbone", "edge", "boolean")]
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
+           'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+           'xsi:schemaLocation="http://graphml.graphdrawing.org/xmlns '
+           'http://graphml.graphdrawing.org/xmlns/1.0/graphml.xsd">']
+    out += [f'  <key id="{name}" for="{kind}" attr.name="{name}" attr.type="{typ}"/>' for name, kind, typ in keys
+            if name != "backbone"]
+    out.append('  <key id="backbone" for="edge" attr.name="backbone" attr.type="boolean"><default>false</default></key>')
+    out.append(f'  <graph id="component_{component}" edgedefault="undirected">')
+    for i in inside:
+        s = by_id[int(membership_row[i])]
+        coh = s["cohesion"] if np.isfinite(s["cohesion"]) else 0.0
+        out.append(f'    <node id={quoteattr(neurons[i])}><data key="label">{xml_escape(neurons[i])}</data>'
+                   f'<data key="community">{s["id"]}</data><data key="cohesive">{str(s["cohesive"]).lower()}</data>'
+                   f'<data key="cohesion">{coh:.6g}</data><data key="strength">{strength[i]:.6g}</data>'
+                   f'<data key="colour">{s["colour"]}</data></node>')
+    sub = w[np.ix_(inside, inside)]
+    ii, jj = np.nonzero(np.triu(sub, k=1) > 0)
+    names = [quoteattr(neurons[i]) for i in inside]
+    drawn = '<data key="backbone">true</data>'
+    for a, b, value in zip(ii.tolist(), jj.tolist(), sub[ii, jj].tolist()):
+        bb = drawn if (int(inside[a]), int(inside[b])) in backbone else ""
+        out.append(f'<edge source={names[a]} target={names[b]}><data key="weight">{value:.5g}</data>{bb}</edge>')
+    out += ["  </graph>", "</graphml>", ""]
+    return "\n".join(out).encode()
 
 
+# ----------------------------------------------------------------------------- figures
+def _duration(data: RunData, a: int | None) -> float:
+    if a is None:
+        return float(max(data.n_frames.max() / data.sampling_rate, data.time_s[-1] + data.bin_seconds / 2)) \
+            if data.time_s.size else 1.0
+    return float(data.n_frames[a] / data.sampling_rate)
+
+
+def component_tracks(data: RunData, r: int) -> list[dict]:
+    """The temporal-loading tracks of component r: one (aligned) or one per animal
+    (concatenated), each with its behaviour covariates."""
+    cov = data.covariates
+    shown = [c for c in range(len(data.covariate_names)) if cov is not None and np.isfinite(cov[c]).any()]
+    names = {c: data.covariate_names[c] for c in shown}
+    if not data.concatenated:
+        return [{"label": "", "time": data.time_s, "loading": data.f_time[:, r], "duration": _duration(data, None),
+                 "cov_time": data.time_s,
+                 "covariates": [(names[c], cov[c]) for c in shown]}]
+    tracks = []
+    for a, idx in atlas.animal_segments(data.time_animal, data.time_s.size):
+        tracks.append({"label": data.animals[a], "time": data.time_s[idx], "loading": data.f_time[idx, r],
+                       "duration": _duration(data, a), "cov_time": data.time_s[idx],
+                       "covariates": [(names[c], cov[c][idx, :1]) for c in shown]})
+    return tracks
+
+
+def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices: list[np.ndarray],
+                order: np.ndarray, view: dict, params: dict,
+                groups: list[tuple[int, int, str, str]] | None = None) -> list[tuple[str, str, dict, str]]:
+    """Every figure of the report as ``(file stem, figures function name, kwargs, caption)``,
+    in page order. Pure: building the figures is left to :func:`render_figures`."""
+    jobs = []
+    # data overview
+    max_cols = 900  # about the heatmap's width in pixels
+    traces, durations = [], []
+    for a in range(len(data.animals)):
+        tr, _ = figures.downsample_columns(data.traces[a][order][:, : int(data.n_frames[a])], max_cols)
+        traces.append(tr)
+        durations.append(_duration(data, a))
+    finite = data.traces[np.isfinite(data.traces)]
+    lo, hi = (np.percentile(finite[:: max(1, finite.size // 200_000)], [1, 99]) if finite.size else (0.0, 1.0))
+    jobs.append(("data_traces", "traces_overview",
+                 {"traces": traces, "durations": durations, "neuron_labels": [data.neurons[i] for i in order],
+                  "animals": data.animals, "epochs": data.epochs, "colour_range": (float(lo), float(hi)),
+                  "groups": groups or []},
+                 "Normalised traces of every animal. Rows: neurons in one order for all animals (grouped by "
+                 "the cohesive community they belong to most strongly); blank rows: not recorded in that "
+                 "animal; white lines: starts of stimulus epochs."))
+    if not data.present.all():
+        jobs.append(("data_missing", "missing_neurons",
+                     {"present": data.present[order], "neurons": [data.neurons[i] for i in order],
+                      "animals": data.animals},
+                     "Neurons not recorded in every animal (dark: missing in that animal). Pairs involving a "
+                     "missing neuron are masked in the factorization, not treated as zero."))
+    sel = data.rank_selection
+    if sel and "ranks" in sel and "errors" in sel:
+        jobs.append(("rank_selection", "rank_selection",
+                     {"ranks": np.asarray(sel["ranks"]).astype(int), "errors": np.asarray(sel["errors"], dtype=float),
+                      "similarity": other_restarts(sel.get("similarity"), sel.get("best_index")),
+                      "mean_similarity": sel.get("mean_similarity"),
+                      "gain": sel.get("gain"), "eligible": sel.get("eligible"), "chosen": data.rank,
+                      "rule": data.rank_rule or "not recorded"},
+                     "Rank selection: fit error, similarity of the restarts to the best one, and variance "
+                     "explained per added component, for every rank tried; dashed: the chosen rank."))
+    rel = np.asarray([[np.nan if v is None else v for v in row] for row in summary["epoch_means"]["values"]],
+                     dtype=float).reshape(len(summary["atlas"]), data.rank)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = rel / np.where(np.isfinite(rel), rel, 0).max(axis=0, initial=0.0)
+    active = np.zeros(rel.shape, dtype=bool)
+    for k, entry in enumerate(summary["atlas"]):
+        active[k, entry["components"]] = True
+    jobs.append(("atlas", "atlas_heatmap",
+                 {"row_labels": [_atlas_row_text(e) for e in summary["atlas"]], "relative": rel, "active": active,
+                  "component_labels": [f"C{r}" for r in range(data.rank)]},
+                 "The atlas at a glance: each component's mean temporal loading over each epoch row, relative "
+                 "to its largest; dots mark where it counts as active."))
+    # components
+    threshold = params["active_threshold"]
+    for r in range(data.rank):
+        w = matrices[r]
+        m_order, _ = matrix_order(stats[r])
+        colour_of = {int(i): s["colour"] for s in stats[r] for i in s["members"]}
+        cohesive_members = {int(i) for s in stats[r] if s["cohesive"] for i in s["members"]}
+        named = [int(i) in cohesive_members for i in m_order]
+        sub = w[np.ix_(m_order, m_order)]
+        net = network_drawing(sub, np.asarray(named), params["network_neighbors"])
+        strength = sub.sum(axis=1)
+        sizes = 10 + 60 * (strength / strength.max() if strength.size and strength.max() > 0 else strength)
+        nodes = net["nodes"]
+        groups = matrix_groups(stats[r])
+        if data.concatenated:
+            bars = {"labels": data.animals, "values": animal_means(data.f_time[:, [r]], data.time_animal,
+                                                                   len(data.animals))[:, 0],
+                    "ylabel": "mean temporal loading"}
+        else:
+            bars = {"labels": data.animals, "values": data.f_animal[:, r], "ylabel": "animal loading"}
+        top = float(data.f_time[:, r].max()) if data.f_time.size else 0.0
+        jobs.append((f"component_{r:02d}", "component_figure",
+                     {"title": f"Component {r}",
+                      "subtitle": "active in " + where_active(summary["components"][r], summary["atlas"])
+                      + f" · weight {data.weights[r]:.3g}", "tracks": component_tracks(data, r), "epochs": data.epochs,
+                      "threshold_level": threshold * top, "bin_seconds": data.bin_seconds, "bars": bars,
+                      "matrix": {"w": sub, "labels": [data.neurons[i] for i in m_order],
+                                 "colours": [colour_of[int(i)] for i in m_order], "named": named,
+                                 "groups": groups},
+                      "network": {"xy": net["xy"], "edges": net["edges"], "weights": net["weights"],
+                                  "colours": [colour_of[int(m_order[i])] for i in nodes], "sizes": sizes[nodes],
+                                  "labels": [data.neurons[m_order[i]] for i in nodes],
+                                  "named": [named[i] for i in nodes], "hidden": net["hidden"]}},
+                     f"Component {r}. Top: temporal loading (when), stimulus epochs shaded, dashed line the "
+                     f"activity threshold ({threshold:g} × its maximum), filled where active"
+                     + ("; behaviour covariates beneath" if data.covariate_names else "")
+                     + (". One row per animal, each on its own clock" if data.concatenated else "")
+                     + ". Bottom: loading per animal (in whom); the neuron × neuron pair loadings (which "
+                     "neurons interact) ordered by community, with coloured community bars and white "
+                     "boundaries; the network of each neuron's "
+                     f"{params['network_neighbors']} strongest edges that are at least {STRONG_EDGE:g} × the "
+                     "component's mean pair loading, nodes coloured by community and sized by strength."))
+    if view["slots"]:
+        rgb = np.asarray([[_rgb(c) for c in row] for row in view["colours"]]).reshape(
+            len(view["neurons"]), len(view["slots"]), 3)
+        keep = np.asarray([name in view["by_neuron"] for name in view["neurons"]], dtype=bool)
+        jobs.append(("neuron_view", "neuron_view",
+                     {"colours": rgb[keep], "neuron_labels": [n for n, k in zip(view["neurons"], keep) if k],
+                      "slot_labels": [f"C{r}" for _, r in view["slots"]], "groups": view["groups"],
+                      "hidden": int((~keep).sum())},
+                     "Neuron view: for each neuron (rows, same order as the data overview) that joins a cohesive "
+                     "community somewhere, the community it joins in each component active in each epoch row "
+                     "(columns: components, grouped by epoch row in time order). Colours are the communities' "
+                     "colours in that component; grey: a diffuse community; white: not in that component's "
+                     "graph."))
+    return jobs
+
+
+def other_restarts(similarity: np.ndarray | None, best_index: np.ndarray | None) -> np.ndarray | None:
+    """The similarity of every restart but the best (which is 1 by definition): NaN there."""
+    if similarity is None or best_index is None or np.ndim(similarity) != 2:
+        return similarity
+    out = np.asarray(similarity, dtype=float).copy()
+    best = np.asarray(best_index).astype(int).ravel()
+    if best.size == out.shape[0]:
+        out[np.arange(out.shape[0]), np.clip(best, 0, out.shape[1] - 1)] = np.nan
+    return out
+
+
+_RGB_CACHE: dict[str, tuple[float, float, float]] = {}
+
+
+def _rgb(hex_colour: str) -> tuple[float, float, float]:
+    if hex_colour not in _RGB_CACHE:
+        h = hex_colour.lstrip("#")
+        _RGB_CACHE[hex_colour] = tuple(int(h[k : k + 2], 16) / 255 for k in (0, 2, 4))
+    return _RGB_CACHE[hex_colour]
+
+
+def _atlas_row_text(entry: dict) -> str:
+    span = f"{entry['start_s']:g}–{entry['stop_s']:g} s"
+    return f"{entry['epoch']} ({entry['animal']}, {span})" if "animal" in entry else f"{entry['epoch']} ({span})"
+
+
+def _render_job(job, dpi: float, key: str) -> tuple[bytes, bytes]:
+    stem, func, kwargs, _ = job
+    fig = getattr(figures, func)(**kwargs)
+    return figures.render(fig, dpi, key)
+
+
+def render_figures(jobs: list, dpi: float, workers: int,
+                   previous: dict[str, tuple[bytes, bytes]] | None = None) -> tuple[dict, int]:
+    """Draw every figure (PNG and SVG), in ``workers`` processes when > 1 (fork, POSIX).
+
+    A figure in ``previous`` (``{stem: (png, svg)}``, the files of the last report) whose
+    recorded key matches its inputs now (:func:`figures.figure_key`) is reused instead of
+    drawn again. Returns ``({stem: (png, svg)}, number drawn)``."""
+    previous = previous or {}
+    out, todo = {}, []
+    for job in jobs:
+        key = figures.figure_key(job[1], job[2], dpi)
+        old = previous.get(job[0])
+        if old and figures.stored_key(old[0]) == key and figures.stored_key(old[1]) == key:
+            out[job[0]] = old
+        else:
+            todo.append((job, key))
+    if workers > 1 and len(todo) > 2 and hasattr(os, "fork"):
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
+            results = pool.starmap(_render_job, [(job, dpi, key) for job, key in todo], chunksize=1)
+    else:
+        results = [_render_job(job, dpi, key) for job, key in todo]
+    out.update({job[0]: res for (job, _), res in zip(todo, results)})
+    return out, len(todo)
+
+
+def previous_figures(workdir: Path) -> dict[str, tuple[bytes, bytes]]:
+    """The PNG and SVG files of the last report (``figures/``), by stem."""
+    folder = workdir / "figures"
+    out = {}
+    if folder.is_dir():
+        for png in folder.glob("*.png"):
+            svg = png.with_suffix(".svg")
+            if svg.is_file():
+                try:
+                    out[png.stem] = (png.read_bytes(), svg.read_bytes())
+                except OSError:
+                    continue
+    return out
+
+
+def default_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+# ----------------------------------------------------------------------------- HTML
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;color:#222;line-height:1.45}
-main{max-width:1100px;margin:0 auto;padding:1.5em 2em 4em}
-nav{background:#f4f4f4;padding:.8em 2em;border-bottom:1px solid #ddd;position:sticky;top:0}
-nav a{margin-right:1.2em;color:#0072B2;text-decoration:none}
-h1{margin-bottom:.2em} h2{border-bottom:2px solid #0072B2;padding-bottom:.2em;margin-top:2em}
-.how{background:#eef5fb;border-left:4px solid #0072B2;padding:.5em 1em;font-size:.93em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f4f4f4} img{max-width:100%} .comp{border:1px solid #ddd;padding:0 1em 1em;margin:1.2em 0}
-.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em;border-radius:2px}
-pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
+:root{--ink:#1d2329;--muted:#5b6670;--line:#d9dee3;--accent:#0072B2;--soft:#f3f6f9}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:var(--ink);
+line-height:1.5;font-size:15px;background:#fff}
+.layout{display:grid;grid-template-columns:230px minmax(0,1fr);max-width:1400px;margin:0 auto}
+nav.toc{position:sticky;top:0;align-self:start;max-height:100vh;overflow-y:auto;padding:1.4em 1em 2em 1.4em;
+font-size:.88em;border-right:1px solid var(--line)}
+nav.toc b{display:block;margin-bottom:.4em;color:var(--muted);text-transform:uppercase;font-size:.8em;letter-spacing:.06em}
+nav.toc ol{list-style:none;padding:0;margin:0} nav.toc li{margin:.18em 0} nav.toc ol ol{padding-left:1em;font-size:.95em}
+nav.toc a{color:var(--ink);text-decoration:none} nav.toc a:hover{color:var(--accent);text-decoration:underline}
+main{padding:1.2em 2.4em 5em;min-width:0}
+header h1{font-size:1.7em;margin:.3em 0 .1em} header p{margin:.2em 0;color:var(--muted)}
+.cards{display:flex;flex-wrap:wrap;gap:.7em;margin:1em 0}
+.card{border:1px solid var(--line);border-radius:8px;padding:.55em .9em;min-width:8.5em;background:var(--soft)}
+.card .v{font-size:1.35em;font-weight:600} .card .k{font-size:.8em;color:var(--muted)}
+h2{font-size:1.35em;border-bottom:2px solid var(--accent);padding-bottom:.15em;margin-top:2.2em}
+h3{font-size:1.1em;margin:1.6em 0 .4em}
+.how{background:#eef5fb;border-left:4px solid var(--accent);padding:.55em 1em;font-size:.92em;margin:.8em 0}
+.how b{color:var(--accent)}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+td,th{border:1px solid var(--line);padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:var(--soft);font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1em 0 1.4em} figure img{max-width:100%;height:auto;display:block}
+figcaption{font-size:.86em;color:var(--muted);margin-top:.3em;max-width:60em}
+figcaption a{color:var(--muted)}
+.comp{border:1px solid var(--line);border-radius:8px;padding:.2em 1.2em 1em;margin:1.4em 0}
+.comp h3{margin-top:.8em}
+.chip{display:inline-block;border-radius:4px;padding:0 .35em;margin:.08em .12em;font-size:.85em;
+border:1px solid rgba(0,0,0,.25);white-space:nowrap}
+.sw{display:inline-block;width:.85em;height:.85em;border-radius:2px;vertical-align:-.08em;margin-right:.35em;
+border:1px solid rgba(0,0,0,.3)}
+.muted{color:var(--muted)} .warn{color:#8a4b00}
+.scroll{max-height:32em;overflow:auto;border:1px solid var(--line)} .scroll table{margin:0}
+.scroll th{position:sticky;top:0}
+table.glance th{white-space:nowrap;font-weight:600;background:#fff} table.glance td,table.glance th{border:0;
+border-bottom:1px solid var(--line);padding:.2em .6em}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.82em;border-radius:6px}
+details summary{cursor:pointer;color:var(--accent)}
+a{color:var(--accent)}
+@media (max-width:900px){.layout{display:block} nav.toc{position:static;max-height:none;border:0;
+border-bottom:1px solid var(--line)} main{padding:1em}}
+@media print{nav.toc{display:none} .layout{display:block} .scroll{max-height:none;overflow:visible}}
 """
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], num_cols: tuple[int, ...] = ()) -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    body = "".join("<tr>" + "".join(f"<td class='num'>{c}</td>" if k in num_cols else f"<td>{c}</td>"
+                                    for k, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _text_on(colour: str) -> str:
+    r, g, b = _rgb(colour)
+    return "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "#fff"
+
+
+def _chip(text: str, colour: str, title: str = "") -> str:
+    t = f" title='{html.escape(title)}'" if title else ""
+    return (f"<span class='chip' style='background:{colour};color:{_text_on(colour)}'{t}>"
+            f"{html.escape(text)}</span>")
+
+
+def _figure(uri: str, stem: str, caption: str, number: int, alt: str) -> str:
+    return (f"<figure id='fig-{stem}'><img alt='{html.escape(alt)}' src='{uri}'>"
+            f"<figcaption><b>Figure {number}.</b> {html.escape(caption)} "
+            f"<a href='figures/{stem}.svg'>SVG</a> · <a href='figures/{stem}.png'>PNG</a></figcaption></figure>")
 
 
 def render_html(ctx: dict) -> str:
-    """The report page. ``ctx`` holds the summary, figure URIs and run facts."""
+    """The report page. ``ctx``: ``summary``, ``data`` (RunData), ``stats``, ``view``,
+    ``figures`` {stem: (data URI, caption)}, ``facts``, ``versions``, ``config_text``,
+    ``params``."""
     esc = html.escape
-    s = ctx["summary"]
+    s, data, stats, view = ctx["summary"], ctx["data"], ctx["stats"], ctx["view"]
+    figs = ctx["figures"]
+    params = ctx["params"]
+    numbers = {stem: k + 1 for k, stem in enumerate(figs)}
+
+    def fig(stem: str, alt: str) -> str:
+        if stem not in figs:
+            return ""
+        uri, caption = figs[stem]
+        return _figure(uri, stem, caption, numbers[stem], alt)
+
+    def comm_chip(r: int, st: dict) -> str:
+        names = ", ".join(data.neurons[i] for i in st["members"])
+        return _chip(f"C{r}·{st['id']}", st["colour"], f"component {r}, community {st['id']}: {names}")
+
+    n_cohesive = sum(1 for comp in stats for st in comp if st["cohesive"])
+    total_warnings = sum(len(v) for v in data.stage_warnings.values())
+    cards = [("animals", len(data.animals)), ("neurons", len(data.neurons)),
+             ("duration", f"{max(_duration(data, a) for a in range(len(data.animals))):g} s"),
+             ("components", data.rank), ("cohesive communities", n_cohesive), ("warnings", total_warnings)]
+    cards_html = "".join(f"<div class='card'><div class='v'>{esc(str(v))}</div><div class='k'>{esc(k)}</div></div>"
+                         for k, v in cards)
+
+    # ---- run summary
+    facts = "<table>" + "".join(f"<tr><th scope='row'>{esc(k)}</th><td>{esc(v)}</td></tr>"
+                                for k, v in ctx["facts"].items()) + "</table>"
+    stage_rows = []
+    for name in STAGE_NAMES:
+        sec = data.stage_seconds.get(name, float("nan"))
+        warns = data.stage_warnings.get(name, [])
+        stage_rows.append([name, f"{sec:.2f}" if np.isfinite(sec) else "—", esc(data.stage_created.get(name, "")),
+                           esc(data.stage_versions.get(name, "")),
+                           "<br>".join(f"<span class='warn'>{esc(w)}</span>" for w in warns) or
+                           "<span class='muted'>none</span>"])
+    stage_table = _table(["stage", "seconds", "written (UTC)", "dynconn", "warnings"], stage_rows, (1,))
+    fit_rows = []
+    if "losses" in data.fit:
+        losses = np.asarray(data.fit["losses"], dtype=float).ravel()
+        best = int(np.asarray(data.fit.get("best_index", [np.argmin(losses)])).ravel()[0])
+        fit_rows.append(f"final fit: {losses.size} restarts, relative error of the kept restart "
+                        f"{losses[best]:.4f} (all: {', '.join(f'{v:.4f}' for v in losses)})")
+        if "n_iter" in data.fit:
+            conv = np.asarray(data.fit.get("converged", np.ones(losses.size, bool)), dtype=bool).ravel()
+            fit_rows.append(f"iterations: {', '.join(str(int(v)) for v in np.asarray(data.fit['n_iter']).ravel())}; "
+                            f"converged: {int(conv.sum())} of {conv.size}")
+    versions_text = ", ".join(f"{k} {v}" for k, v in ctx["versions"].items())
+
+    # ---- rank selection
+    if data.rank_selection:
+        rank_html = (
+            "<p class='how'><b>How to read this.</b> The factorization was fitted at every rank of the sweep, "
+            "several times from random starts. <i>Fit error</i> falls as components are added; "
+            "beyond the right rank it falls only slowly (components fit noise). <i>Stability</i>: how similar "
+            "the restarts' solutions are to the best one (1 = every restart found the same components); "
+            "unstable ranks are unreliable. <i>Worth of the last component</i>: variance explained per added "
+            "component. Filled markers: ranks the rule accepted; dashed line: the rank used.</p>"
+            f"<p>Chosen rank: <b>{data.rank}</b> by the rule <code>{esc(data.rank_rule or 'not recorded')}</code> "
+            "(see docs/factorization.md).</p>" + fig("rank_selection", "rank selection diagnostics"))
+    else:
+        rank_html = (f"<p>The rank was fixed in the config (<code>factorize.rank: {data.rank}</code>); "
+                     "no rank sweep was run. Set <code>factorize.rank: auto</code> to let the data choose.</p>")
+
+    # ---- atlas
+    atlas_rows = []
+    for entry in s["atlas"]:
+        cells = []
+        for r in entry["components"]:
+            cohesive = [st for st in stats[r] if st["cohesive"]]
+            members = "".join(
+                f"<div>{comm_chip(r, st)} {esc(', '.join(data.neurons[i] for i in st['members']))}</div>"
+                for st in cohesive) or "<div class='muted'>no cohesive community</div>"
+            who = ", ".join(s["components"][r]["animals"])
+            cells.append(f"<div style='margin:.15em 0'><a href='#component-{r}'><b>C{r}</b></a> "
+                         f"<span class='muted'>in {esc(who or 'no animal')}</span>{members}</div>")
+        label = esc(entry["epoch"]) + (f" <span class='muted'>({esc(entry['animal'])})</span>"
+                                       if "animal" in entry else "")
+        atlas_rows.append([label, f"<span style='white-space:nowrap'>{entry['start_s']:g}–{entry['stop_s']:g} s</span>",
+                           "".join(cells) or "<span class='muted'>none active</span>"])
+    atlas_table = _table(["epoch", "time", "active components (in which animals) and their cohesive communities"],
+                         atlas_rows)
+
+    # ---- components
+    overview_rows = []
     comps_html = []
-    for comp, figs in zip(s["components"], ctx["component_figures"]):
+    # overview table columns: component, weight, active in, animals, communities, neurons, modularity, stability
+    for comp in s["components"]:
         r = comp["id"]
-        members = "".join(
-            f"<li><span class='swatch' style='background:{figures.community_colour(k)}'></span>"
-            f"community {k} ({len(c)}): {esc(', '.join(c))}</li>"
-            for k, c in enumerate(comp["communities"]))
-        intervals = ", ".join(f"{a:g}–{b:g} s" for a, b in comp["active_intervals"]) or "none"
+        cohesive = [st for st in stats[r] if st["cohesive"]]
+        n_in = int((data.membership[r] >= 0).sum())
+        stab = comp.get("stability")
+        mod = data.modularity[r] if data.modularity is not None and r < data.modularity.size else float("nan")
+        where = where_active(comp, s["atlas"])
+        overview_rows.append([f"<a href='#component-{r}'>C{r}</a>", f"{comp['weight']:.4g}", esc(where),
+                              esc(", ".join(comp["animals"])),
+                              "".join(comm_chip(r, st) + f"<span class='muted'>{st['size']}</span> "
+                                      for st in cohesive) or "<span class='muted'>none</span>",
+                              f"{n_in}", f"{mod:.3f}" if np.isfinite(mod) else "—",
+                              f"{stab:.2f}" if stab is not None else "—"])
+        members_rows = []
+        for st in stats[r]:
+            coh = f"{st['cohesion']:.2f}" if np.isfinite(st["cohesion"]) else "—"
+            kind = "cohesive" if st["cohesive"] else ("single neuron" if st["size"] == 1 else "diffuse")
+            members_rows.append([f"<span class='sw' style='background:{st['colour']}'></span>{st['id']}",
+                                 str(st["size"]), coh, kind,
+                                 esc(", ".join(data.neurons[i] for i in st["members"]))])
+        iv_text = stretches_text(comp["active_intervals"], comp.get("active_intervals_by_animal"))
+        extra = []
+        if stab is not None:
+            extra.append(f"partition stability (mean ARI between runs): <b>{stab:.2f}</b>")
+        if np.isfinite(mod):
+            extra.append(f"modularity {mod:.3f}")
+        lv = _levels_text(data.levels, r)
+        if lv:
+            extra.append(lv)
         comps_html.append(
-            f"<div class='comp' id='component-{r}'><h3>Component {r}</h3>"
-            f"<p>weight {comp['weight']:.4g}; active in epochs: <b>{esc(', '.join(comp['epochs']) or 'none')}</b>;"
-            f" active intervals: {esc(intervals)}</p>"
-            f"<img alt='temporal loading of component {r}' src='{figs['time']}'>"
-            f"<img alt='animal loading of component {r}' src='{figs['animal']}'>"
-            f"<img alt='pair matrix of component {r}' src='{figs['matrix']}'>"
-            f"<ul>{members or '<li>no neurons above the strength threshold</li>'}</ul></div>")
-    atlas_rows = [[esc(row["epoch"]), f"{row['start_s']:g}–{row['stop_s']:g} s",
-                   ", ".join(f"<a href='#component-{r}'>{r}</a>" for r in row["components"]) or "—"]
-                  for row in s["atlas"]]
-    facts = _table(["", ""], [[esc(k), esc(str(v))] for k, v in ctx["facts"].items()])
-    warn = "".join(f"<li>{esc(w)}</li>" for w in ctx["warnings"]) or "<li>none</li>"
+            f"<section class='comp' id='component-{r}'><h3>Component {r}</h3>"
+            f"<p>active in: <b>{esc(where)}</b> · in animals: <b>{esc(', '.join(comp['animals']) or 'none')}</b>"
+            f" · weight {comp['weight']:.4g}<br>active bins: {esc(iv_text)}<br>{n_in} neurons in its graph, {len(cohesive)} cohesive "
+            f"communit{'y' if len(cohesive) == 1 else 'ies'}" + (" · " + " · ".join(extra) if extra else "") + "</p>"
+            + fig(f"component_{r:02d}", f"component {r}: temporal loading, animals, pair matrix, network")
+            + "<details" + (" open" if data.rank <= 8 else "") + "><summary>Communities of component "
+            f"{r} ({len(stats[r])})</summary>"
+            + _table(["community", "size", "cohesion", "kind", "members (strongest first)"], members_rows, (1, 2))
+            + f"<p class='muted'>Graph file: <a href='exports/component_{r:02d}.graphml'>"
+              f"exports/component_{r:02d}.graphml</a></p></details></section>")
+    stab_note = ("" if data.stability is not None else
+                 " Partition stability was not computed by the communities stage for this run.")
+
+    # ---- neuron view
+    nv_rows = []
+    for name in view["neurons"]:
+        joins = view["by_neuron"].get(name)
+        if not joins:
+            continue
+        by_row: dict[str, list] = {}
+        for row_label, r, k in joins:
+            by_row.setdefault(row_label, []).append((r, k))
+        cells = []
+        for entry in s["atlas"]:
+            lab = _row_label(entry)
+            chips = "".join(comm_chip(r, next(st for st in stats[r] if st["id"] == k)) for r, k in by_row.get(lab, []))
+            cells.append(chips)
+        nv_rows.append([f"<b>{esc(name)}</b>", *cells])
+    n_silent = len(data.neurons) - len(nv_rows)
+    nv_table = _table(["neuron", *[esc(_row_label(e)) for e in s["atlas"]]], nv_rows)
+
+    glance = []
+    for entry in s["atlas"]:
+        motifs = [(r, st) for r in entry["components"] for st in stats[r] if st["cohesive"]]
+        items = "".join(
+            f"{comm_chip(r, st)} <span class='muted'>{st['size']}:</span> "
+            f"{esc(', '.join(data.neurons[i] for i in st['members'][:6]))}{'…' if st['size'] > 6 else ''} "
+            for r, st in motifs[:4]) + (f"<span class='muted'>+{len(motifs) - 4} more</span>" if len(motifs) > 4 else "")
+        glance.append(f"<tr><th scope='row'>{esc(_row_label(entry))}</th>"
+                      f"<td>{items or '<span class=muted>no active component</span>'}</td></tr>")
+    glance_html = ("<h3 style='margin-top:.6em'>At a glance: the groups working together in each epoch</h3>"
+                   f"<table class='glance'>{''.join(glance)}</table>"
+                   "<p class='muted' style='font-size:.85em'>Chip: C&lt;component&gt;·&lt;community&gt;, then its "
+                   "number of neurons and the strongest ones. Details in the <a href='#atlas'>atlas</a>.</p>")
+    toc_comps = "".join(f"<li><a href='#component-{c['id']}'>Component {c['id']}</a> "
+                        f"<span class='muted'>{esc(', '.join(c['epochs'][:2]))}</span></li>"
+                        for c in s["components"])
+    warn_list = "".join(f"<li><b>{esc(k)}</b>: {esc(w)}</li>" for k, ws in data.stage_warnings.items() for w in ws)
+
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>dynconn report</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
-<body><nav><a href="#summary">Run summary</a><a href="#data">Data</a><a href="#atlas">Atlas</a>
-<a href="#components">Components</a></nav><main>
-<h1>Dynamic functional connectome</h1>
-<p>dynconn {esc(__version__)} — {len(s['components'])} components learned from {esc(str(ctx['facts']['animals']))} animals.</p>
-<h2 id="summary">Run summary</h2>{facts}
-<h3>Warnings raised on the way</h3><ul>{warn}</ul>
+<html lang="en"><head><meta charset="utf-8"><title>dynconn report — {esc(ctx.get('title', ''))}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="dynconn {esc(__version__)}"><style>{CSS}</style></head>
+<body><div class="layout">
+<nav class="toc" aria-label="Contents"><b>Contents</b><ol>
+<li><a href="#summary">1 Run summary</a></li>
+<li><a href="#data">2 Data overview</a></li>
+<li><a href="#rank">3 Rank selection</a></li>
+<li><a href="#atlas">4 Atlas</a></li>
+<li><a href="#components">5 Components</a><ol>{toc_comps}</ol></li>
+<li><a href="#neurons">6 Neuron view</a></li>
+<li><a href="#files">7 Files</a></li>
+</ol></nav>
+<main>
+<header><h1>Dynamic functional connectome</h1>
+<p>{esc(ctx.get('title', ''))} — report written {esc(ctx.get('created', ''))} by dynconn {esc(__version__)}</p>
+<div class="cards">{cards_html}</div>
+{glance_html}
+<p class="how"><b>How to read this report.</b> The method learns <i>components</i>: each is a group of neuron pairs that
+change together (a motif of the functional connectome), with a time course (<i>when</i>) and a weight per animal
+(<i>in whom</i>). Each component's neurons are split into <i>communities</i>; <i>cohesive</i> communities are the ones
+denser than the component as a whole — the groups that actually work together. The <a href="#atlas">atlas</a> answers
+“which groups are active during which part of the experiment”; each <a href="#components">component</a> shows the
+evidence; the <a href="#neurons">neuron view</a> follows single neurons across motifs.</p>
+</header>
+
+<section id="summary"><h2>1 Run summary</h2>
+<p class="how"><b>How to read this.</b> What went in and how it was processed: dataset facts, the time each stage
+took and every warning raised on the way (worth reading before trusting the results), the software versions and
+the full resolved configuration, defaults included (what to cite in a methods section).</p>
+{facts}
+<h3>Stages</h3>{stage_table}
+{('<p>' + '<br>'.join(esc(t) for t in fit_rows) + '</p>') if fit_rows else ''}
+<h3>Warnings</h3><ul>{warn_list or '<li class="muted">none</li>'}</ul>
+<p class="muted">Versions: {esc(versions_text)}</p>
 <details><summary>Resolved configuration (defaults included)</summary><pre>{esc(ctx['config_text'])}</pre></details>
-<h2 id="data">Data overview</h2>
-<p class="how">How to read this: one heatmap per animal, rows are neurons in the same order in every animal
-(blank rows: neuron not recorded in that animal), colour is the normalised trace; white lines mark stimulus epochs.</p>
-<img alt="traces overview" src="{ctx['traces_figure']}">
-<h2 id="atlas">Atlas</h2>
-<p class="how">How to read this: one row per stimulus epoch (and per stretch without a stimulus). A component is listed
-when its mean temporal loading over the epoch is at least {s['active_threshold']:g} × its largest mean over any epoch; strongest first.</p>
-{_table(['epoch', 'time', 'active components'], atlas_rows)}
-<h2 id="components">Components</h2>
-<p class="how">How to read this: each component is a motif — a pattern of neuron pairs (matrix) that interacts with a
-time course (top; shaded bands are stimulus epochs, the dashed line the activity threshold) in some animals (bars).
-The matrix shows the neurons of the component's graph grouped by community (coloured bars, white boundaries).</p>
+</section>
+
+<section id="data"><h2>2 Data overview</h2>
+<p class="how"><b>How to read this.</b> The input after normalisation, one heatmap per animal, time
+{'on each animal’s own clock' if data.concatenated else 'on the protocol clock'}. Rows are neurons in the same order in
+every animal and in the neuron view, grouped by the community they belong to most strongly, so co-active groups show as
+bands of simultaneous events. Blank rows: the neuron was not recorded in that animal. Check for bleaching, dead
+neurons or motion artefacts here before reading the atlas.</p>
+{fig('data_traces', 'trace heatmaps of every animal')}
+{fig('data_missing', 'neurons missing per animal') or '<p>Every neuron was recorded in every animal.</p>'}
+{_missing_table(data)}
+</section>
+
+<section id="rank"><h2>3 Rank selection</h2>
+{rank_html}
+</section>
+
+<section id="atlas"><h2>4 Atlas</h2>
+<p class="how"><b>How to read this.</b> One row per stimulus epoch and per stretch without a stimulus
+{('(per animal: each animal is its own spontaneous stretch) ' if data.concatenated else '')}— the stages of the
+experiment. A component is listed
+when its mean temporal loading over the row is at least <b>{s['active_threshold']:g}</b> × its largest mean over any
+row (<code>report.active_threshold</code>); strongest first. Under each component: its cohesive communities
+(mean pair loading inside ≥ <b>{params['cohesion_threshold']:g}</b> × the component's average,
+<code>report.cohesion_threshold</code>) with their members — the groups of neurons working together in that epoch.
+Chips read <code>C&lt;component&gt;·&lt;community&gt;</code>; colours match every figure.</p>
+{fig('atlas', 'atlas heatmap: epochs by components')}
+{atlas_table}
+</section>
+
+<section id="components"><h2>5 Components</h2>
+<p class="how"><b>How to read this.</b> Each component is a motif: a pattern of neuron pairs (matrix, network) with a
+time course (top) and a weight per animal. The time course is shaded by stimulus epoch; the dashed line is the activity
+threshold and the filled stretches the bins where the component counts as active. The matrix shows the neurons of the
+component's graph grouped by community (coloured bars; white lines separate communities): a bright block on the
+diagonal is a group of neurons that interact. The network draws each neuron's {params['network_neighbors']} strongest
+edges (<code>report.network_neighbors</code>). Grey: diffuse communities, no denser than the component as a whole.
+<i>Stability</i> is the agreement between community-detection runs (1 = identical partitions).{esc(stab_note)}</p>
+{_table(['component', 'weight', 'active in', 'animals', 'cohesive communities (size)', 'neurons', 'modularity',
+         'stability'], overview_rows, (1, 5, 6, 7))}
 {''.join(comps_html)}
-</main></body></html>
+</section>
+
+<section id="neurons"><h2>6 Neuron view</h2>
+<p class="how"><b>How to read this.</b> The point of a dynamic connectome: a neuron can work with different partners at
+different times. For each neuron (rows), the figure shows, in each epoch row (column groups, in time order) and for
+each component active there (columns), the community it joins (its colour; grey: a diffuse community; white: not in
+that component). The table lists the same for the cohesive communities, by epoch row; hover a chip for its members.</p>
+{fig('neuron_view', 'neuron view: communities per neuron over time')}
+<div class="scroll">{nv_table}</div>
+<p class="muted">{n_silent} neuron{'s' if n_silent != 1 else ''} join no cohesive community of an active component.</p>
+</section>
+
+<section id="files"><h2>7 Files</h2>
+<p class="how"><b>How to read this.</b> Everything on this page is also on disk, next to this file.</p>
+<ul>
+<li><code>figures/</code>: every figure as PNG and SVG (editable text, for papers).</li>
+<li><code>exports/summary.json</code>: the atlas and every component in machine-readable form.</li>
+<li><code>exports/communities.csv</code>, <code>exports/factors_time.csv</code>, <code>exports/factors_animal.csv</code>:
+the memberships and loadings as plain tables.</li>
+<li><code>exports/component_XX.graphml</code>: each component's graph (weights, communities, colours) for Cytoscape
+and Gephi.</li>
+</ul>
+</section>
+</main></div></body></html>
 """
+
+
+def stretches_text(intervals: list, by_animal: dict | None = None) -> str:
+    """A short description of a component's active intervals (the full lists are in
+    summary.json)."""
+    def one(ivs):
+        if not ivs:
+            return "none"
+        total = sum(b - a for a, b in ivs)
+        return (f"{len(ivs)} stretch{'es' if len(ivs) != 1 else ''}, {total:.4g} s in all, "
+                f"from {ivs[0][0]:.4g} to {ivs[-1][1]:.4g} s")
+    if by_animal is None:
+        return one(intervals)
+    return "; ".join(f"{a}: {one(ivs)}" for a, ivs in by_animal.items())
+
+
+def _levels_text(levels: dict, r: int) -> str:
+    """A short note on nested partition levels of component r, when the communities stage
+    stored them (``levels["membership"]`` (L, R, N), from communities.h5 ``/levels``)."""
+    m = levels.get("membership")
+    if m is None or m.ndim != 3 or r >= m.shape[1]:
+        return ""
+    counts = [len(np.unique(m[level, r][m[level, r] >= 0])) for level in range(m.shape[0])]
+    return "nested levels: " + " ⊃ ".join(str(c) for c in counts[::-1]) + " communities"
+
+
+def _missing_table(data: RunData) -> str:
+    rows = []
+    for a, name in enumerate(data.animals):
+        missing = [data.neurons[i] for i in np.flatnonzero(~data.present[:, a])]
+        rows.append([html.escape(name), str(len(missing)), html.escape(", ".join(missing)) or "—"])
+    return _table(["animal", "missing", "neurons not recorded"], rows, (1,))
 
 
 # ----------------------------------------------------------------------------- stage
@@ -238,84 +1202,82 @@ def params(config: Config) -> dict:
     return dict(config["report"])
 
 
-def stimuli_of(ingest_artifact) -> list[dict]:
-    return [{"label": str(l), "start_s": float(s), "stop_s": float(e)}
-            for l, s, e in zip(ingest_artifact["stimuli/label"], ingest_artifact["stimuli/start_s"],
-                               ingest_artifact["stimuli/stop_s"])]
+def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", workers: int = 1,
+          previous: dict | None = None) -> dict:
+    """Every output of the report stage, from the run's data: ``{"files": {path: bytes},
+    "summary": dict, "timings": {step: seconds}}``. ``previous``: figures of the last
+    report, reused where their inputs did not change (:func:`render_figures`)."""
+    timings = {}
+    t0 = time.perf_counter()
+    n = len(data.neurons)
+    matrices = [pair_matrix(data.f_pairs[:, r], data.pairs, n) for r in range(data.rank)]
+    stats = [community_stats(matrices[r], data.membership[r], p["cohesion_threshold"]) for r in range(data.rank)]
+    strengths = np.stack([m.sum(axis=1) for m in matrices]) if matrices else np.zeros((0, n))
+    summary = summarize(data, stats, p["active_threshold"])
+    order, home = neuron_order(stats, strengths, n, peak_sequence(summary))
+    view = neuron_view(summary, stats, data.neurons, order)
+    summary["neuron_view"] = view["by_neuron"]
+    summary["neuron_order"] = view["neurons"]
+    files = export_tables(membership=data.membership, neurons=data.neurons, time_s=data.time_s,
+                          factors_time=data.f_time, animals=data.animals, factors_animal=data.f_animal,
+                          time_animal=data.time_animal,
+                          covariates=(data.covariate_names, data.covariates) if data.covariates is not None else None)
+    jobs = figure_jobs(data, summary, stats, matrices, order, view, p, home_groups(order, home, stats))
+    for r in range(data.rank):
+        m_order, _ = matrix_order(stats[r])
+        cohesive = {int(i) for st in stats[r] if st["cohesive"] for i in st["members"]}
+        net = network_drawing(matrices[r][np.ix_(m_order, m_order)], np.isin(m_order, list(cohesive)),
+                              p["network_neighbors"])
+        backbone = {tuple(sorted((int(m_order[a]), int(m_order[b])))) for a, b in net["pairs"]}
+        files[f"exports/component_{r:02d}.graphml"] = graphml(r, matrices[r], data.membership[r], stats[r],
+                                                              data.neurons, backbone)
+    timings["summaries"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rendered, drawn = render_figures(jobs, p["dpi"], workers, previous)
+    timings["figures"] = time.perf_counter() - t0
+    timings["figures_drawn"] = drawn
+    timings["figures_reused"] = len(jobs) - drawn
+    fig_ctx = {}
+    for stem, _, _, caption in jobs:
+        png, svg = rendered[stem]
+        files[f"figures/{stem}.png"] = png
+        files[f"figures/{stem}.svg"] = svg
+        fig_ctx[stem] = ("data:image/png;base64," + base64.b64encode(png).decode(), caption)
+    t0 = time.perf_counter()
+    page = render_html({"summary": summary, "data": data, "stats": stats, "view": view, "figures": fig_ctx,
+                        "facts": dataset_facts(data), "versions": versions(), "config_text": config_text,
+                        "params": p, "title": title,
+                        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+    files["report.html"] = page.encode()
+    timings["html"] = time.perf_counter() - t0
+    return {"files": files, "summary": summary, "timings": timings}
 
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> dict:
-    ing, aff, fac, com = (upstream[k] for k in UPSTREAM)
-    threshold = config["report"]["active_threshold"]
-    neurons = [str(n) for n in aff["neurons"]]
-    animals = [str(a) for a in aff["animals"]]
-    time_s = aff["time"]
-    bin_seconds = float(aff.attrs["frames_per_bin"]) / float(aff.attrs["sampling_rate"])
-    epochs = stimuli_of(ing)
-    weights, f_time, f_animal, f_pairs = (fac[k] for k in ("weights", "factors/time", "factors/animals",
-                                                          "factors/pairs"))
-    membership = com["membership"]
-    # concatenated layout: bins of every animal on their own clocks; the animal table is each
-    # animal's mean temporal loading (the factor's animal mode is trivial, (1, R))
-    time_animal = aff["time_animal"] if str(aff.attrs.get("layout", "aligned")) == "concatenated" else None
-    if time_animal is not None:
-        f_animal = per_animal_means(f_time, time_animal, len(animals))
-    covariates = ([str(c) for c in aff["covariates/names"]], aff["covariates/values"]) \
-        if "covariates/values" in aff else None
-    summary = summarize(weights=weights, factors_time=f_time, time_s=time_s, bin_seconds=bin_seconds,
-                        membership=membership, neurons=neurons, epochs=epochs, threshold=threshold,
-                        time_animal=time_animal, animals=animals)
-    files = export_tables(membership=membership, neurons=neurons, time_s=time_s, factors_time=f_time,
-                          animals=animals, factors_animal=f_animal, time_animal=time_animal,
-                          covariates=covariates)
-    comp_figs = []
-    with console.progress("report figures", weights.size + 1) as advance:
-        traces_fig = figure_png(figures.traces_overview(ing["traces"], ing["time"], neurons, animals, epochs))
-        advance()
-        for r in range(weights.size):
-            w = pair_matrix(f_pairs[:, r], aff["pairs"], len(neurons))
-            comp_figs.append({
-                "time": figure_png(figures.temporal_loading(time_s, f_time[:, r], epochs, threshold,
-                                                            f"Component {r}: temporal loading",
-                                                            time_animal=time_animal, animals=animals,
-                                                            covariates=covariates)),
-                "animal": figure_png(figures.animal_loading(animals, f_animal[:, r], f"Component {r}: animals")),
-                "matrix": figure_png(figures.community_matrix(w, membership[r], neurons,
-                                                              f"Component {r}: pairs by community")),
-            })
-            advance()
-    warnings_all = []
-    for art in (ing, aff, fac, com):
-        warnings_all += json.loads(art.attrs.get("warnings", "[]"))
-    facts = {
-        "animals": len(animals),
-        "neurons (union)": len(neurons),
-        "neurons per animal": ", ".join(f"{a}: {int(n)}" for a, n in zip(animals, ing["present"].sum(axis=0))),
-        "shared by all animals": int(ing["present"].all(axis=1).sum()),
-        "duration": ", ".join(f"{a}: {int(n) / float(ing.attrs['sampling_rate']):g} s"
-                              for a, n in zip(animals, ing["n_frames"])) if "n_frames" in ing
-                    else f"{ing['time'][-1] + 1 / float(ing.attrs['sampling_rate']):g} s",
-        "layout": str(ing.attrs.get("layout", "aligned")),
-        "sampling rate": f"{float(ing.attrs['sampling_rate']):g} Hz",
-        "time bins": f"{time_s.size} × {bin_seconds:g} s",
-        "rank": weights.size,
-        "stage times": ", ".join(f"{k}: {float(a.attrs.get('seconds', 0)):.1f} s"
-                                 for k, a in zip(UPSTREAM, (ing, aff, fac, com))),
-        "versions": f"dynconn {__version__}, Python {platform.python_version()}, numpy {np.__version__}",
-    }
-    page = render_html({"summary": summary, "component_figures": comp_figs, "traces_figure": traces_fig,
-                        "facts": facts, "warnings": warnings_all,
-                        "config_text": json.dumps(config.values, indent=2)})
-    files["report.html"] = page.encode()
-    return {"files": files, "summary": summary}
+    import yaml
+
+    data = gather(*(upstream[k] for k in UPSTREAM))
+    p = params(config)
+    workers = p["workers"] or default_workers()
+    title = str(config.source) if config.source else str(workdir)
+    return build(data, p, config_text=yaml.safe_dump(config.values, sort_keys=False, allow_unicode=True),
+                 title=title, workers=workers, previous=previous_figures(workdir))
 
 
 def write(workdir: Path, result: dict, *, provenance: dict, seconds: float, warnings: list[str]) -> None:
-    """Write every file atomically; summary.json (which records the provenance) last, so a
-    report is up to date only when all its files were written."""
+    """Write every file atomically, remove figures and graphs a previous report left that
+    this one does not have (e.g. after a lower rank), and write summary.json (which records
+    the provenance) last, so a report is up to date only when all its files were written."""
     for rel, data in result["files"].items():
         atomic_write_bytes(workdir / rel, data)
-    summary = {**result["summary"], "provenance": {**provenance, "seconds": seconds, "warnings": warnings}}
+    for folder in ("figures", "exports"):
+        if (workdir / folder).is_dir():
+            for p in (workdir / folder).iterdir():
+                rel = f"{folder}/{p.name}"
+                if p.is_file() and OWNED.match(rel) and rel not in result["files"]:
+                    p.unlink()
+    summary = {**result["summary"], "provenance": {**provenance, "seconds": seconds, "warnings": warnings,
+                                                   "timings": result.get("timings", {})}}
     atomic_write_bytes(workdir / SUMMARY, json.dumps(summary, indent=2).encode())
 
 

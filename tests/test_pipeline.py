@@ -100,7 +100,8 @@ def test_exports(standard_run):
     assert {"id", "weight", "active_intervals", "epochs", "communities"} <= set(comp)
     assert {"epoch", "start_s", "stop_s", "components"} <= set(summary["atlas"][0])
     html = (standard_run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 1 + 3 * R and "<script src" not in html
+    # traces overview + atlas + one composite figure per component (time, animals, matrix, network)
+    assert html.count("data:image/png;base64,") >= 2 + R and "<script src" not in html
 
 
 def test_partition_command(tmp_path):
