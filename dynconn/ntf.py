@@ -68,9 +68,13 @@ _METHODS = ("hals", "tensorly-hals")
 _MISSING = ("exact", "em")
 _INITS = ("random", "nndsvd")
 
-# Rows of P processed at once when scanning X (validation, norms, Gram for the init): bounds the
-# temporaries to a few tens of MB whatever the tensor size.
-_SCAN_ROWS = 2048
+# Elements of X processed at once when scanning it (validation, norms, Grams for the init): bounds
+# the temporaries to a few MB whatever the tensor size.
+_SCAN_ELEMENTS = 1 << 20
+
+
+def _scan_rows(X) -> int:
+    return max(1, _SCAN_ELEMENTS // max(1, X.shape[1] * X.shape[2]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,12 +248,6 @@ class _NumpyOps:
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=self.dtype if dtype is None else dtype)
 
-    def as64(self, a):
-        return np.asarray(a, dtype=np.float64)
-
-    def as_work(self, a):
-        return np.asarray(a, dtype=self.dtype)
-
     def to_numpy(self, a):
         return np.asarray(a)
 
@@ -297,12 +295,6 @@ class _TorchOps:
         if isinstance(a, t.Tensor):
             return a.to(device=self.device, dtype=dt).contiguous()
         return t.as_tensor(np.ascontiguousarray(a), device=self.device).to(dt).contiguous()
-
-    def as64(self, a):
-        return a.to(self.torch.float64)
-
-    def as_work(self, a):
-        return a.to(self.dtype)
 
     def to_numpy(self, a):
         return a.detach().cpu().numpy()
@@ -412,12 +404,13 @@ def _scan_tensor(X: np.ndarray, mask: np.ndarray | None):
     P = X.shape[0]
     norm_sq = 0.0
     needs_zeroing = False
-    for start in range(0, P, _SCAN_ROWS):
-        block = X[start:start + _SCAN_ROWS]
+    rows = _scan_rows(X)
+    for start in range(0, P, rows):
+        block = X[start:start + rows]
         if mask is None:
             observed_block = block
         else:
-            m = mask[start:start + _SCAN_ROWS]
+            m = mask[start:start + rows]
             if not needs_zeroing:
                 # a pair-animal block is unobserved at every time: test each block's values
                 blk_unobs = np.transpose(block, (0, 2, 1))[~m]  # (n_unobserved_blocks, T)
@@ -433,16 +426,18 @@ def _scan_tensor(X: np.ndarray, mask: np.ndarray | None):
                 raise ValueError(
                     f"X must be non-negative at observed entries; found {float(lo):.3g}"
                 )
-            norm_sq += float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
+            flat = flat.astype(np.float64)
+            norm_sq += float(np.dot(flat, flat))
     return norm_sq, needs_zeroing
 
 
 def _zero_unobserved(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
     X = X.copy()
-    for start in range(0, X.shape[0], _SCAN_ROWS):
-        m = mask[start:start + _SCAN_ROWS]
-        X[start:start + _SCAN_ROWS] *= m[:, None, :]
-        X[start:start + _SCAN_ROWS][np.isnan(X[start:start + _SCAN_ROWS])] = 0
+    rows = _scan_rows(X)
+    for start in range(0, X.shape[0], rows):
+        block = X[start:start + rows]  # a view: edited in place
+        block *= mask[start:start + rows, None, :]
+        block[np.isnan(block)] = 0  # NaN * 0 stays NaN
     return X
 
 
@@ -529,7 +524,13 @@ def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio):
 
 
 class _Problem:
-    """X on the backend, its mask, norms and reusable buffers for one tensor and rank."""
+    """X on the backend, its mask, norms and reusable buffers for one tensor and rank.
+
+    Placement: X, the pairs factor U (R x P) and every P-sized array live on the backend (numpy or
+    a torch device) in the working dtype; the small factors V (R x T), W (R x A), the Z contraction
+    and all R x R matrices live on the host in float64. The small modes cost microseconds, so on a
+    GPU this saves thousands of kernel launches per iteration and on the CPU it buys precision.
+    """
 
     def __init__(self, ops, X: np.ndarray, mask: np.ndarray | None, rank: int, norm_sq: float,
                  gemm_pad: int):
@@ -538,15 +539,17 @@ class _Problem:
         self.shape = (P, T, A)
         self.rank = R = rank
         self.norm_sq = norm_sq
-        self.X2 = ops.asarray(X.reshape(P, T * A)) if ops.name == "pytorch" else X.reshape(P, T * A)
+        self.on_host = ops.name == "numpy"
+        self.X2 = X.reshape(P, T * A) if self.on_host else ops.asarray(X.reshape(P, T * A))
         self.mask = mask
         if mask is not None:
             self.M = ops.asarray(mask.astype(np.float32))  # (P, A)
             self.Mt = ops.asarray(mask.T.astype(np.float32))  # (A, P)
         # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
-        # 16-column thin product ~1.5x faster than a 15-column one (measured, see docs).
+        # 16-column thin product faster than a 15-column one (measured, see docs).
         self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
-        self.kr_buf = ops.zeros((Rp, T * A))
+        self.kr_host = np.zeros((Rp, T * A), dtype=X.dtype)
+        self.kr_buf = self.kr_host if self.on_host else ops.zeros((Rp, T * A))
         self.u_buf = ops.zeros((Rp, P))
         self.f_buf = ops.empty((P, Rp))
         self.z_buf = ops.empty((Rp, T * A))
@@ -554,37 +557,54 @@ class _Problem:
             self.grows_buf = ops.empty((R * R, P))
             self.uu_buf = ops.empty((R * R, P))
 
+    def upload(self, a: np.ndarray):
+        """Host float64 -> backend working dtype."""
+        return self.ops.asarray(a)
 
-def _gram(ops, Y):
-    return ops.matmul(Y, Y.T)
+    def download(self, a) -> np.ndarray:
+        """Backend array -> host float64 (a copy)."""
+        return np.array(self.ops.to_numpy(a), dtype=np.float64)
+
+
+_HOST = _NumpyOps(np.float64)
+
+
+def _pairs_grams(prob: _Problem, Ut):
+    """``U' U`` (R, R) and, with a mask, ``U' diag(mask[:, a]) U`` for every animal (R, R, A); host float64."""
+    ops = prob.ops
+    R = prob.rank
+    UtU = prob.download(ops.matmul(Ut, Ut.T))
+    if prob.mask is None:
+        return UtU, None
+    P, _, A = prob.shape
+    UU = ops.mul(Ut[:, None, :], Ut[None, :, :], out=prob.uu_buf.reshape(R, R, P)).reshape(R * R, P)
+    UMU = prob.download(ops.matmul(UU, prob.M)).reshape(R, R, A)
+    return UtU, UMU
 
 
 def _model_norm_sq(prob: _Problem, Ut, Vt, Wt) -> float:
     """``||mask * Xhat||^2`` from Gram matrices, O(P A R^2) with a mask, O((P+T+A) R^2) without."""
-    ops = prob.ops
-    VtV = ops.as64(_gram(ops, Vt))
-    if prob.mask is None:
-        G = ops.as64(_gram(ops, Ut)) * VtV * ops.as64(_gram(ops, Wt))
-        return ops.scalar(G.sum())
-    R = prob.rank
-    UU = (Ut[:, None, :] * Ut[None, :, :]).reshape(R * R, -1)
-    UMU = ops.as64(ops.matmul(UU, prob.M)).reshape(R, R, -1)  # (R, R, A)
-    W64 = ops.as64(Wt)
-    return ops.scalar(ops.einsum("rsa,ra,sa,rs->", UMU, W64, W64, VtV))
+    UtU, UMU = _pairs_grams(prob, Ut)
+    VtV = Vt @ Vt.T
+    if UMU is None:
+        return float((UtU * VtV * (Wt @ Wt.T)).sum())
+    return float(np.einsum("rsa,ra,sa,rs->", UMU, Wt, Wt, VtV))
 
 
-def _balance_(ops, factors):
+def _balance_(prob: _Problem, Ut, Vt, Wt):
     """Rescale component r of every mode to the same norm (the cube root of their product).
 
     HALS is invariant to this rescaling; doing it every iteration keeps the three factors at
     comparable magnitudes so float32 neither over- nor underflows.
     """
-    norms = [ops.to_numpy(ops.as64(ops.einsum("rn,rn->r", Y, Y))) ** 0.5 for Y in factors]
-    lam = norms[0] * norms[1] * norms[2]
-    target = np.cbrt(lam)
-    for Y, n in zip(factors, norms):
-        scale = np.where(n > 0, target / np.where(n > 0, n, 1.0), 0.0)
-        Y *= ops.asarray(scale[:, None], dtype=Y.dtype) if ops.name == "pytorch" else scale[:, None].astype(Y.dtype)
+    ops = prob.ops
+    norms = [np.sqrt(prob.download(ops.einsum("rn,rn->r", Ut, Ut))),
+             np.sqrt(np.einsum("rn,rn->r", Vt, Vt)), np.sqrt(np.einsum("rn,rn->r", Wt, Wt))]
+    target = np.cbrt(norms[0] * norms[1] * norms[2])
+    scales = [np.where(n > 0, target / np.where(n > 0, n, 1.0), 0.0)[:, None] for n in norms]
+    Ut *= prob.upload(scales[0])
+    Vt *= scales[1]
+    Wt *= scales[2]
 
 
 class _Timer:
@@ -608,7 +628,7 @@ class _Timer:
 
 
 def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, timer: _Timer) -> float:
-    """One outer HALS iteration, in place on ``Ut (R,P)``, ``Vt (R,T)``, ``Wt (R,A)``.
+    """One outer HALS iteration, in place on ``Ut (R,P)`` (backend) and ``Vt (R,T)``, ``Wt (R,A)`` (host).
 
     Returns the relative error on observed entries after the update.
     """
@@ -619,77 +639,76 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
 
     # ---- pairs mode: F = KR(V, W)' X2'  (one GEMM over X) ---------------------------------
     timer.start()
-    ops.mul(Vt[:, :, None], Wt[:, None, :], out=prob.kr_buf[:R].reshape(R, T, A))
+    np.multiply(Vt[:, :, None], Wt[:, None, :], out=prob.kr_host[:R].reshape(R, T, A), casting="same_kind")
+    if not prob.on_host:
+        prob.kr_buf.copy_(ops.torch.from_numpy(prob.kr_host))
     timer.stop("kr")
-    # X2 @ KR with X2 as the row-major operand: the faster of the two orientations in OpenBLAS
-    # for a 16-column product (measured); the (P, Rp) result is transposed once (P*R floats).
+    # X2 @ KR with X2 as the row-major operand: the faster orientation in OpenBLAS for a
+    # 16-column product (measured); the (P, Rp) result is transposed once (P*R floats).
     ops.matmul(prob.X2, prob.kr_buf.T, out=prob.f_buf)
     F = prob.f_buf[:, :R].T
-    F = F.contiguous() if ops.name == "pytorch" else np.ascontiguousarray(F)
+    F = np.ascontiguousarray(F) if prob.on_host else F.contiguous()
     timer.stop("gemm_pairs")
-    VtV = _gram(ops, Vt)
-    WtW = _gram(ops, Wt)
+    VtV = Vt @ Vt.T
+    WtW = Wt @ Wt.T
     if masked:
         # G_p[r, s] = VtV[r, s] * sum_a m[p, a] W[r, a] W[s, a], for every p in one GEMM; the
         # VtV factor is folded into the small (R*R, A) operand so the (R*R, P) result is written once.
         WW = (Wt[:, None, :] * Wt[None, :, :] * VtV[:, :, None]).reshape(R * R, A)
-        Grows = ops.matmul(WW, prob.Mt, out=prob.grows_buf).reshape(R, R, P)
+        Grows = ops.matmul(prob.upload(WW), prob.Mt, out=prob.grows_buf).reshape(R, R, P)
         timer.stop("grams")
         if missing == "exact":
             _hals_rows(ops, Ut, F, Grows, sweeps[0], stop_ratio)
         else:  # EM: impute unobserved entries with the current model, then a full-data update
             Gfull = VtV * WtW
-            F = F + ops.matmul(Gfull, Ut) - ops.einsum("rsp,sp->rp", Grows, Ut)
-            _hals_shared(ops, Ut, F, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[0], stop_ratio)
+            Gdev = prob.upload(Gfull)
+            F = F + ops.matmul(Gdev, Ut) - ops.einsum("rsp,sp->rp", Grows, Ut)
+            _hals_shared(ops, Ut, F, Gdev, np.diag(Gfull), sweeps[0], stop_ratio)
     else:
         G = VtV * WtW
         timer.stop("grams")
-        _hals_shared(ops, Ut, F, G, ops.to_numpy(G.diagonal()), sweeps[0], stop_ratio)
+        _hals_shared(ops, Ut, F, prob.upload(G), np.diag(G), sweeps[0], stop_ratio)
     timer.stop("hals_pairs")
 
     # ---- time and animals modes: Z = U' X2 (second GEMM), then small contractions ----------
     prob.u_buf[:R] = Ut
     ops.matmul(prob.u_buf, prob.X2, out=prob.z_buf)
-    Z = prob.z_buf[:R].reshape(R, T, A)
+    Z = prob.download(prob.z_buf[:R]).reshape(R, T, A)
     timer.stop("gemm_z")
+    UtU, UMU = _pairs_grams(prob, Ut)
     if masked:
-        UU = ops.mul(Ut[:, None, :], Ut[None, :, :], out=prob.uu_buf.reshape(R, R, P)).reshape(R * R, P)
-        UMU = ops.matmul(UU, prob.M).reshape(R, R, A)  # U' diag(mask[:, a]) U for every animal
-        GV = ops.einsum("rsa,ra,sa->rs", UMU, Wt, Wt)  # exact: the mask does not depend on time
+        GV = np.einsum("rsa,ra,sa->rs", UMU, Wt, Wt)  # exact: the mask does not depend on time
     else:
-        UtU = _gram(ops, Ut)
         GV = UtU * WtW
-    FV = ops.einsum("rta,ra->rt", Z, Wt)
+    FV = np.einsum("rta,ra->rt", Z, Wt)
     timer.stop("grams")
     if masked and missing == "em":
-        Gfull = _gram(ops, Ut) * WtW
-        FV = FV + ops.matmul(Gfull - GV, Vt)
-        _hals_shared(ops, Vt, FV, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[1], stop_ratio)
+        Gfull = UtU * WtW
+        _hals_shared(_HOST, Vt, FV + (Gfull - GV) @ Vt, Gfull, np.diag(Gfull), sweeps[1], stop_ratio)
     else:
-        _hals_shared(ops, Vt, FV, GV, ops.to_numpy(GV.diagonal()), sweeps[1], stop_ratio)
-    VtV = _gram(ops, Vt)
-    FW = ops.einsum("rta,rt->ra", Z, Vt)
+        _hals_shared(_HOST, Vt, FV, GV, np.diag(GV), sweeps[1], stop_ratio)
+    VtV = Vt @ Vt.T
+    FW = np.einsum("rta,rt->ra", Z, Vt)
     if masked:
-        GW = UMU * VtV[:, :, None]  # (R, R, A)
+        GW = UMU * VtV[:, :, None]  # (R, R, A): the exact Gram of each animal's row
         if missing == "exact":
-            _hals_rows(ops, Wt, FW, GW, sweeps[2], stop_ratio)
+            _hals_rows(_HOST, Wt, FW, GW, sweeps[2], stop_ratio)
         else:
-            Gfull = _gram(ops, Ut) * VtV
-            FWe = FW + ops.matmul(Gfull, Wt) - ops.einsum("rsa,sa->ra", GW, Wt)
-            _hals_shared(ops, Wt, FWe, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[2], stop_ratio)
+            Gfull = UtU * VtV
+            FWe = FW + Gfull @ Wt - np.einsum("rsa,sa->ra", GW, Wt)
+            _hals_shared(_HOST, Wt, FWe, Gfull, np.diag(Gfull), sweeps[2], stop_ratio)
     else:
         GW = UtU * VtV
-        _hals_shared(ops, Wt, FW, GW, ops.to_numpy(GW.diagonal()), sweeps[2], stop_ratio)
+        _hals_shared(_HOST, Wt, FW, GW, np.diag(GW), sweeps[2], stop_ratio)
     timer.stop("hals_small")
 
     # ---- loss without another pass: ||MX||^2 - 2<MX, Xhat> + ||M Xhat||^2 --------------------
-    # FW was computed from the final U and V, so <MX, Xhat> = sum(W * FW). In float64.
-    W64 = ops.as64(Wt)
-    inner = ops.scalar((W64 * ops.as64(FW)).sum())
+    # FW was computed from the final U and V, so <MX, Xhat> = sum(W * FW).
+    inner = float((Wt * FW).sum())
     if masked:
-        model_sq = ops.scalar(ops.einsum("ra,sa,rsa->", W64, W64, ops.as64(GW)))
+        model_sq = float(np.einsum("ra,sa,rsa->", Wt, Wt, GW))
     else:
-        model_sq = ops.scalar((ops.as64(GW) * ops.as64(_gram(ops, Wt))).sum())
+        model_sq = float((GW * (Wt @ Wt.T)).sum())
     err_sq = prob.norm_sq - 2.0 * inner + model_sq
     timer.stop("loss")
     return math.sqrt(max(err_sq, 0.0) / prob.norm_sq)
@@ -720,8 +739,9 @@ def _mode_gram_eig(X: np.ndarray, mode: int, k: int):
     P, T, A = X.shape
     n = X.shape[mode]
     G = np.zeros((n, n))
-    for start in range(0, P, _SCAN_ROWS):
-        block = X[start:start + _SCAN_ROWS]
+    rows = _scan_rows(X)
+    for start in range(0, P, rows):
+        block = X[start:start + rows]
         if mode == 1:
             flat = np.ascontiguousarray(np.transpose(block, (1, 0, 2))).reshape(T, -1)
             G += (flat @ flat.T).astype(np.float64)
@@ -796,9 +816,9 @@ def _fit_state(prob, Ut, Vt, Wt, iteration, history, seconds, init_name, method,
     return {
         "format": FIT_STATE_FORMAT,
         "iteration": int(iteration),
-        "pairs": ops.to_numpy(Ut).T.copy(),
-        "time": ops.to_numpy(Vt).T.copy(),
-        "animals": ops.to_numpy(Wt).T.copy(),
+        "pairs": ops.to_numpy(Ut).T.copy(),  # working dtype
+        "time": Vt.T.copy(),  # float64
+        "animals": Wt.T.copy(),  # float64
         "loss_history": np.asarray(history, dtype=np.float64).copy(),
         "seconds": float(seconds),
         "init": init_name,
@@ -974,19 +994,22 @@ def ncp_hals(
         start_iter = int(resume["iteration"])
         init_name = str(resume["init"])
         seconds_before = float(resume["seconds"])
-        Ut, Vt, Wt = (ops.asarray(np.asarray(f).T) for f in factors)
+        Ut = ops.asarray(np.asarray(factors[0]).T)
+        Vt, Wt = (np.ascontiguousarray(np.asarray(f, dtype=np.float64).T) for f in factors[1:])
     else:
         rng = _as_generator(random_state)
         timer.start()
         factors, init_name = _initial_factors(prob, X, init, rng)
-        Ut, Vt, Wt = (ops.asarray(f.T) for f in factors)
+        Ut = ops.asarray(factors[0].T)
+        Vt, Wt = (np.ascontiguousarray(f.T, dtype=np.float64) for f in factors[1:])
         # One global scale so the init's norm matches the data's (closed form, no pass over X).
         model_sq = _model_norm_sq(prob, Ut, Vt, Wt)
         if model_sq > 0:
             scale = (norm_sq / model_sq) ** (1.0 / 6.0)  # each of three modes gets the cube root
-            for Y in (Ut, Vt, Wt):
-                Y *= scale
-        _balance_(ops, (Ut, Vt, Wt))
+            Ut *= scale
+            Vt *= scale
+            Wt *= scale
+        _balance_(prob, Ut, Vt, Wt)
         timer.stop("init")
         history = []
         start_iter = 0
@@ -999,7 +1022,7 @@ def ncp_hals(
         converged = True
     while not converged and iteration < max_iter:
         loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
-        _balance_(ops, (Ut, Vt, Wt))
+        _balance_(prob, Ut, Vt, Wt)
         iteration += 1
         history.append(loss)
         if not math.isfinite(loss):
@@ -1015,7 +1038,7 @@ def ncp_hals(
                                      seconds_before + time.perf_counter() - t_start,
                                      init_name, "hals", missing, dt))
 
-    final = [ops.to_numpy(Y).T.astype(np.float64) for Y in (Ut, Vt, Wt)]
+    final = [ops.to_numpy(Ut).T.astype(np.float64), Vt.T, Wt.T]
     cp = _normalise_sort(final, dt)
     info = FitInfo(
         n_iter=iteration,
@@ -1123,11 +1146,12 @@ def relative_error(X, cp, mask=None) -> float:
     W = np.asarray(W, dtype=np.float64)
     KR = (V[:, None, :] * W[None, :, :]).reshape(-1, V.shape[1])
     num = den = 0.0
-    for start in range(0, X.shape[0], _SCAN_ROWS):
-        block = X[start:start + _SCAN_ROWS].astype(np.float64)
-        resid = block - (U[start:start + _SCAN_ROWS] @ KR.T).reshape(block.shape)
+    rows = _scan_rows(X)
+    for start in range(0, X.shape[0], rows):
+        block = X[start:start + rows].astype(np.float64)
+        resid = block - (U[start:start + rows] @ KR.T).reshape(block.shape)
         if mask is not None:
-            m = np.asarray(mask[start:start + _SCAN_ROWS], dtype=bool)[:, None, :]
+            m = np.asarray(mask[start:start + rows], dtype=bool)[:, None, :]
             resid = np.where(m, resid, 0.0)
             block = np.where(m, block, 0.0)
         num += float(np.vdot(resid, resid))
