@@ -11,9 +11,10 @@ rate, and peak memory.
 
 Flop count: one iteration does two products over X, X2 @ KR(V, W) and U' @ X2, each 2*P*T*A*R
 flops (R = the rank, not the padded width); masked fits add two (R^2 x A x P) products.
-Memory: on numpy, ``ru_maxrss`` (the process's peak resident set, libraries and the tensor
-included) is read after each solver, and ``tracemalloc`` measures our solver's own peak
-allocation above X in a separate short run; on CUDA, ``torch.cuda.max_memory_allocated``.
+Memory: on numpy, the process's peak resident set (VmHWM, reset just before X is built, so it
+covers building X, validation and our fit; ru_maxrss where /proc is missing) minus the resident
+set before X, divided by X's size; and ``tracemalloc``, our solver's own peak allocation above X
+in a separate short run. On CUDA, ``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def planted_tensor(shape, rank, seed, noise=0.1):
     W = rng.random((A, rank), dtype=np.float32)
     KR = (V[:, None, :] * W[None, :, :]).reshape(T * A, rank)
     X = np.empty((P, T * A), np.float32)
-    step = 2048
+    step = 256  # small blocks: the temporaries stay a few MB, so peak RSS measures the solvers
     for s in range(0, P, step):
         block = U[s:s + step] @ KR.T
         block += noise * rng.random(block.shape, dtype=np.float32)
@@ -93,15 +94,44 @@ def gemm_rate(backend, device, size=4096, repeats=5):
     return 2 * size**3 / best / 1e9
 
 
+def _status_mb(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Reset the kernel's peak-RSS counter (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_mb():
+    rss = _status_mb("VmRSS")
+    return rss if rss is not None else maxrss_mb()
+
+
 def maxrss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """Peak resident set since the last reset_peak_rss (VmHWM), else since the process started."""
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_ours(X, rank, init, iters, backend, device, mask=None):
+def run_ours(X, rank, init, iters, backend, device, mask=None, missing="exact"):
     """Fit ``iters`` iterations; returns per-iteration times and the CP tensors after 50 and iters."""
     stamps = []
     states = []
-    kw = dict(mask=mask, init=init, max_iter=iters, tol=0, backend=backend, device=device, profile=True)
+    kw = dict(mask=mask, init=init, max_iter=iters, tol=0, backend=backend, device=device, profile=True,
+              missing=missing)
     # The checkpoint at 50 gives the factors after 50 iterations from the very same run.
     t0 = time.perf_counter()
     cp, info = ntf.ncp_hals(
@@ -141,6 +171,8 @@ def main(argv=None):
     ap.add_argument("--skip-tensorly", action="store_true", help="do not run tensorly's HALS")
     ap.add_argument("--missing", type=float, default=0.0,
                     help="also fit with this fraction of neurons missing per animal (P must be N(N-1)/2)")
+    ap.add_argument("--em", action="store_true",
+                    help="with --missing, also fit with EM imputation (missing='em') for comparison")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-memory-run", action="store_true", help="skip the tracemalloc run")
     args = ap.parse_args(argv)
@@ -157,12 +189,14 @@ def main(argv=None):
     else:
         print(f"backend numpy {np.__version__}; threads: OPENBLAS_NUM_THREADS="
               f"{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}, cpus={os.cpu_count()}")
-    rss_start = maxrss_mb()
+    # The GEMM rate first, its 200 MB of operands freed before X exists (they would set the RSS peak).
+    rate = gemm_rate(args.backend, device)
+    print(f"machine float32 GEMM rate (4096^3 sgemm, best of 5): {rate:.0f} GFLOP/s")
+    peak_was_reset = reset_peak_rss()
+    rss_start = current_rss_mb()
     X = planted_tensor((P, T, A), R, args.seed)
     x_mb = X.nbytes / 2**20
     print(f"tensor {P} x {T} x {A} float32 = {x_mb:.0f} MiB, rank {R}, {args.iters} iterations")
-    rate = gemm_rate(args.backend, device)
-    print(f"machine float32 GEMM rate (4096^3 sgemm, best of 5): {rate:.0f} GFLOP/s")
 
     rng = np.random.default_rng(args.seed + 1)
     init = CPTensor((np.ones(R, np.float32), [rng.random((n, R)).astype(np.float32) for n in (P, T, A)]))
@@ -181,7 +215,7 @@ def main(argv=None):
     e_end = ntf.relative_error(X, cp)
     print(f"ours     : {med * 1e3:8.1f} ms/iter (median; mean {per_iter.mean() * 1e3:.1f}), "
           f"total {total:.1f} s incl. validation+init")
-    print(f"ours     : rel. error after 50 = {e50:.6f}, after {args.iters} = {e_end:.6f}")
+    print(f"ours     : rel. error after 50 = {e50:.8f}, after {args.iters} = {e_end:.8f}")
     print(f"ours     : {flops_iter / med / 1e9:.1f} GFLOP/s over the whole iteration, "
           f"{flops_iter / gemm_s / 1e9:.1f} GFLOP/s in the two GEMMs "
           f"({100 * flops_iter / gemm_s / 1e9 / rate:.0f} % of the sgemm rate)")
@@ -191,7 +225,8 @@ def main(argv=None):
         peak = torch.cuda.max_memory_allocated() / 2**20
         print(f"ours     : CUDA peak allocated {peak:.0f} MiB = {peak / x_mb:.2f} x tensor")
     else:
-        print(f"ours     : process peak RSS {rss_ours:.0f} MiB (was {rss_start:.0f} MiB before X); "
+        print(f"ours     : process peak RSS {rss_ours:.0f} MiB "
+              f"({'since X was built' if peak_was_reset else 'since start'}; RSS before X {rss_start:.0f} MiB); "
               f"(peak RSS - RSS before X) / tensor = {(rss_ours - rss_start) / x_mb:.2f}")
         if not args.no_memory_run:
             tracemalloc.start()
@@ -205,8 +240,8 @@ def main(argv=None):
         tl_cp, tl_cp50, t50, tl_total = run_tensorly(X, R, init, args.iters)
         tl_iter = tl_total / args.iters
         print(f"tensorly : {tl_iter * 1e3:8.1f} ms/iter (mean; first 50: {t50 / min(50, args.iters) * 1e3:.1f})")
-        print(f"tensorly : rel. error after 50 = {ntf.relative_error(X, tl_cp50):.6f}, "
-              f"after {args.iters} = {ntf.relative_error(X, tl_cp):.6f}")
+        print(f"tensorly : rel. error after 50 = {ntf.relative_error(X, tl_cp50):.8f}, "
+              f"after {args.iters} = {ntf.relative_error(X, tl_cp):.8f}")
         print(f"tensorly : process peak RSS {maxrss_mb():.0f} MiB")
         print(f"speed-up : {tl_iter / med:.1f}x per iteration (tensorly mean / ours median), "
               f"{tl_iter / per_iter.mean():.1f}x on means")
@@ -215,13 +250,23 @@ def main(argv=None):
         mask = neuron_mask(P, A, args.missing, args.seed)
         for start in range(0, P, 2048):  # the pipeline stores zeros at unobserved entries
             X[start:start + 2048] *= mask[start:start + 2048, None, :]
-        cpm, _, infom, per_m, _ = run_ours(X, R, init, args.iters, args.backend, device, mask=mask)
-        medm = float(np.median(per_m))
-        phases = {k: round(v / infom.n_iter * 1e3, 1) for k, v in infom.phase_seconds.items() if k != "init"}
         print(f"masked   : {100 * (1 - mask.mean()):.0f} % of pair blocks unobserved "
-              f"({args.missing:.0%} neurons missing per animal): {medm * 1e3:.1f} ms/iter, "
-              f"rel. error (observed) after {args.iters} = {ntf.relative_error(X, cpm, mask):.6f}")
-        print(f"masked   : ms/iter per phase {phases}")
+              f"({args.missing:.0%} neurons missing per animal)")
+        runs = {}
+        for missing in (["exact", "em"] if args.em else ["exact"]):
+            cpm, _, infom, per_m, _ = run_ours(X, R, init, args.iters, args.backend, device, mask=mask,
+                                               missing=missing)
+            runs[missing] = infom.loss_history
+            phases = {k: round(v / infom.n_iter * 1e3, 1) for k, v in infom.phase_seconds.items() if k != "init"}
+            print(f"masked {missing:5s}: {np.median(per_m) * 1e3:.1f} ms/iter, rel. error (observed) after "
+                  f"{args.iters} = {ntf.relative_error(X, cpm, mask):.8f}; ms/iter per phase {phases}")
+        if args.em:
+            final = min(h[-1] for h in runs.values())
+            for name, h in runs.items():
+                for level in (1e-2, 1e-3, 1e-4):
+                    hit = np.flatnonzero(h <= final * (1 + level))
+                    print(f"masked {name:5s}: iterations to within {level:.0e} of the best final error: "
+                          f"{hit[0] + 1 if len(hit) else '>' + str(len(h))}")
 
 
 if __name__ == "__main__":
