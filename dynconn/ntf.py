@@ -441,6 +441,44 @@ def _zero_unobserved(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return X
 
 
+class _Data:
+    """X validated once (restarts and rank sweeps reuse it): C-contiguous in the working dtype,
+    zero at unobserved entries, with the sum of squares of its observed entries (float64).
+
+    ``device_x2`` caches X's (P, T*A) view uploaded to a torch device, so restarts upload it once.
+    """
+
+    def __init__(self, X, mask, dtype):
+        self.dtype = np.dtype(dtype)
+        X = _check_tensor(X, self.dtype)
+        self.mask = _check_mask(mask, X.shape)
+        self.norm_sq, needs_zeroing = _scan_tensor(X, self.mask)
+        if self.norm_sq <= 0:
+            raise ValueError("X is zero at every observed entry: nothing to factorize")
+        # Unobserved entries holding anything but 0 are zeroed in one copy (the pipeline stores 0
+        # there, so it never pays for this copy).
+        self.X = _zero_unobserved(X, self.mask) if needs_zeroing else X
+        self.shape = self.X.shape
+        self._device_x2 = {}
+
+    def x2(self, ops):
+        P, T, A = self.shape
+        if ops.name == "numpy":
+            return self.X.reshape(P, T * A)
+        key = (ops.name, ops.device)
+        if key not in self._device_x2:
+            self._device_x2[key] = ops.asarray(self.X.reshape(P, T * A))
+        return self._device_x2[key]
+
+
+def _as_data(X, mask, dtype) -> _Data:
+    if isinstance(X, _Data):
+        if X.dtype != np.dtype(dtype):
+            raise ValueError(f"prepared data is {X.dtype}, asked for {np.dtype(dtype)}")
+        return X
+    return _Data(X, mask, dtype)
+
+
 def _as_generator(random_state) -> np.random.Generator:
     if isinstance(random_state, np.random.Generator):
         return random_state
@@ -532,23 +570,22 @@ class _Problem:
     GPU this saves thousands of kernel launches per iteration and on the CPU it buys precision.
     """
 
-    def __init__(self, ops, X: np.ndarray, mask: np.ndarray | None, rank: int, norm_sq: float,
-                 gemm_pad: int):
+    def __init__(self, ops, data: _Data, rank: int, gemm_pad: int):
         self.ops = ops
-        P, T, A = X.shape
+        P, T, A = data.shape
         self.shape = (P, T, A)
         self.rank = R = rank
-        self.norm_sq = norm_sq
+        self.norm_sq = data.norm_sq
         self.on_host = ops.name == "numpy"
-        self.X2 = X.reshape(P, T * A) if self.on_host else ops.asarray(X.reshape(P, T * A))
-        self.mask = mask
+        self.X2 = data.x2(ops)
+        self.mask = mask = data.mask
         if mask is not None:
             self.M = ops.asarray(mask.astype(np.float32))  # (P, A)
             self.Mt = ops.asarray(mask.T.astype(np.float32))  # (A, P)
         # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
         # 16-column thin product faster than a 15-column one (measured, see docs).
         self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
-        self.kr_host = np.zeros((Rp, T * A), dtype=X.dtype)
+        self.kr_host = np.zeros((Rp, T * A), dtype=data.dtype)
         self.kr_buf = self.kr_host if self.on_host else ops.zeros((Rp, T * A))
         self.u_buf = ops.zeros((Rp, P))
         self.f_buf = ops.empty((P, Rp))
@@ -975,22 +1012,17 @@ def ncp_hals(
     if len(sweeps) != 3 or any(int(s) < 1 for s in sweeps):
         raise ValueError(f"inner_sweeps must be three positive integers, got {inner_sweeps!r}")
 
-    X = _check_tensor(X, dt)
-    mask_arr = _check_mask(mask, X.shape)
-    norm_sq, needs_zeroing = _scan_tensor(X, mask_arr)
-    if norm_sq <= 0:
-        raise ValueError("X is zero at every observed entry: nothing to factorize")
-    if needs_zeroing:
-        X = _zero_unobserved(X, mask_arr)
+    data = _as_data(X, mask, dt)
+    X, mask_arr, norm_sq = data.X, data.mask, data.norm_sq
 
     if method == "tensorly-hals":
-        return _tensorly_reference(X, rank, mask_arr, norm_sq, init, max_iter, tol, random_state,
+        return _tensorly_reference(data, rank, init, max_iter, tol, random_state,
                                    backend, dt, resume, checkpoint_every, t_start)
 
     ops = _make_ops(backend, dt, device)
     if gemm_pad is None:
         gemm_pad = 8 if ops.name == "numpy" else 1
-    prob = _Problem(ops, X, mask_arr, rank, norm_sq, int(gemm_pad))
+    prob = _Problem(ops, data, rank, int(gemm_pad))
     timer = _Timer(ops, profile)
 
     if resume is not None:
@@ -1065,19 +1097,20 @@ def ncp_hals(
     return cp, info
 
 
-def _tensorly_reference(X, rank, mask, norm_sq, init, max_iter, tol, random_state, backend, dt,
+def _tensorly_reference(data, rank, init, max_iter, tol, random_state, backend, dt,
                         resume, checkpoint_every, t_start):
     """tensorly's ``non_negative_parafac_hals`` behind the same interface (reference only)."""
     from tensorly.decomposition import non_negative_parafac_hals
 
-    if mask is not None:
+    X = data.X
+    if data.mask is not None:
         raise ValueError("method='tensorly-hals' does not support a mask; use method='hals'")
     if backend != "numpy":
         raise ValueError("method='tensorly-hals' runs on backend='numpy' only")
     if resume is not None or checkpoint_every is not None:
         raise ValueError("method='tensorly-hals' does not support checkpoints")
     ops = _NumpyOps(dt)
-    prob = _Problem(ops, X, None, rank, norm_sq, 1)
+    prob = _Problem(ops, data, rank, 1)
     rng = _as_generator(random_state)
     factors, init_name = _initial_factors(prob, X, init, rng)
     init_cp = CPTensor((np.ones(rank, dtype=dt), [np.asarray(f, dtype=dt) for f in factors]))
@@ -1275,6 +1308,7 @@ def ncp_restarts(
     for key in ("resume", "on_checkpoint", "checkpoint_every", "random_state"):
         fit_kw.pop(key, None)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
+    data = _as_data(X, mask, dtype)  # validate (and upload) X once for all restarts
 
     if resume is not None:
         if not isinstance(resume, Mapping) or resume.get("format") != RESTARTS_STATE_FORMAT:
@@ -1295,7 +1329,7 @@ def ncp_restarts(
     for k in range(len(done), n_restarts):
         restart_init = init if (not isinstance(init, str) or init != "nndsvd" or k == 0) else "random"
         cp, info = ncp_hals(
-            X, rank, mask=mask, init=restart_init, random_state=restart_seed(entropy, k, spawn_key),
+            data, rank, init=restart_init, random_state=restart_seed(entropy, k, spawn_key),
             resume=current, checkpoint_every=checkpoint_every,
             on_checkpoint=emit if (on_checkpoint is not None and checkpoint_every) else None,
             **fit_kw,
@@ -1422,6 +1456,7 @@ def select_rank(
     if isinstance(n_restarts, (bool, np.bool_)) or not isinstance(n_restarts, numbers.Integral) or n_restarts < 1:
         raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
+    data = _as_data(X, mask, dtype)  # validate (and upload) X once for the whole sweep
     n, k = len(ranks_arr), int(n_restarts)
 
     if resume is not None:
@@ -1464,7 +1499,7 @@ def select_rank(
     for i in range(n_done, n):
         r = int(ranks_arr[i])
         res = ncp_restarts(
-            X, r, mask=mask, n_restarts=k, random_state=np.random.SeedSequence(entropy, spawn_key=(r,)),
+            data, r, n_restarts=k, random_state=np.random.SeedSequence(entropy, spawn_key=(r,)),
             resume=current, checkpoint_every=checkpoint_every,
             on_checkpoint=(lambda inner, i=i: on_checkpoint(state(i, inner))) if on_checkpoint else None,
             max_iter=max_iter, tol=tol, **fit_kw,
