@@ -1410,7 +1410,7 @@ def select_rank(
     random_state=None,
     rule="stable-elbow",
     similarity_threshold=0.85,
-    min_gain=0.005,
+    min_gain=0.002,
     max_iter=200,
     tol=1e-4,
     resume=None,
@@ -1429,7 +1429,7 @@ def select_rank(
     added component), pick the largest rank such that
 
     * its restarts agree: mean similarity to the best >= ``similarity_threshold`` (0.85), and
-    * it and every smaller rank of the sweep gained >= ``min_gain`` (0.005, i.e. 0.5 % of the observed
+    * it and every smaller rank of the sweep gained >= ``min_gain`` (0.002, i.e. 0.2 % of the observed
       sum of squares per added component).
 
     If no rank passes, the most stable rank before the elbow is chosen. Rule ``"min-error"`` picks
