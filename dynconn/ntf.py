@@ -1009,8 +1009,12 @@ def ncp_hals(
     ):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     sweeps = tuple(_default_sweeps(backend) if inner_sweeps is None else inner_sweeps)
-    if len(sweeps) != 3 or any(int(s) < 1 for s in sweeps):
+    if len(sweeps) != 3 or any(not isinstance(s, numbers.Integral) or s < 1 for s in sweeps):
         raise ValueError(f"inner_sweeps must be three positive integers, got {inner_sweeps!r}")
+    if not (isinstance(inner_stop, numbers.Real) and 0 <= inner_stop < 1):
+        raise ValueError(f"inner_stop must be a number in [0, 1), got {inner_stop!r}")
+    if gemm_pad is not None and (not isinstance(gemm_pad, numbers.Integral) or gemm_pad < 1):
+        raise ValueError(f"gemm_pad must be a positive integer, got {gemm_pad!r}")
 
     data = _as_data(X, mask, dt)
     X, mask_arr, norm_sq = data.X, data.mask, data.norm_sq
