@@ -149,17 +149,27 @@ def run_ours(X, rank, init, iters, backend, device, mask=None, missing="exact"):
     return cp, cp50, info, per_iter, total
 
 
-def run_tensorly(X, rank, init, iters):
+def run_tensorly(X, rank, init, iters, chunk=10):
+    """tensorly's HALS in calls of ``chunk`` iterations, each starting from the previous result.
+
+    The iterates are the same as one long call (its state is just the factors; weights stay 1),
+    and the per-chunk times give a median/min that a shared machine's load spikes cannot hide.
+    Each call also recomputes ||X|| once (one pass over X, ~3 % of a 10-iteration chunk).
+    """
     from tensorly.decomposition import non_negative_parafac_hals
 
-    t0 = time.perf_counter()
-    cp50 = non_negative_parafac_hals(X, rank, n_iter_max=min(50, iters), init=init, tol=0)
-    t50 = time.perf_counter() - t0
-    cp = cp50
-    if iters > 50:
-        cp = non_negative_parafac_hals(X, rank, n_iter_max=iters - 50, init=cp50, tol=0)
-    total = time.perf_counter() - t0
-    return cp, cp50, t50, total
+    cp, cp50 = init, None
+    per_iter = []
+    done = 0
+    while done < iters:
+        n = min(chunk, iters - done, 50 - done if done < 50 else chunk)
+        t = time.perf_counter()
+        cp = non_negative_parafac_hals(X, rank, n_iter_max=n, init=cp, tol=0)
+        per_iter.append((time.perf_counter() - t) / n)
+        done += n
+        if done == 50:
+            cp50 = cp
+    return cp, cp50, np.asarray(per_iter)
 
 
 def main(argv=None):
@@ -238,14 +248,16 @@ def main(argv=None):
                   f"(X + peak) / X = {(x_mb + peak / 2**20) / x_mb:.2f}")
 
     if not args.skip_tensorly:
-        tl_cp, tl_cp50, t50, tl_total = run_tensorly(X, R, init, args.iters)
-        tl_iter = tl_total / args.iters
-        print(f"tensorly : {tl_iter * 1e3:8.1f} ms/iter (mean; first 50: {t50 / min(50, args.iters) * 1e3:.1f})")
-        print(f"tensorly : rel. error after 50 = {ntf.relative_error(X, tl_cp50):.8f}, "
+        tl_cp, tl_cp50, tl_per = run_tensorly(X, R, init, args.iters)
+        tl_med = float(np.median(tl_per))
+        print(f"tensorly : {tl_med * 1e3:8.1f} ms/iter (median of {len(tl_per)} calls of 10 iterations; "
+              f"mean {tl_per.mean() * 1e3:.1f}, min {tl_per.min() * 1e3:.1f})")
+        e50_tl = ntf.relative_error(X, tl_cp50) if tl_cp50 is not None else float("nan")
+        print(f"tensorly : rel. error after 50 = {e50_tl:.8f}, "
               f"after {args.iters} = {ntf.relative_error(X, tl_cp):.8f}")
         print(f"tensorly : process peak RSS {maxrss_mb():.0f} MiB")
-        print(f"speed-up : {tl_iter / med:.1f}x per iteration (tensorly mean / ours median), "
-              f"{tl_iter / per_iter.mean():.1f}x on means")
+        print(f"speed-up : {tl_med / med:.1f}x per iteration on medians, {tl_per.min() / per_iter.min():.1f}x on minima, "
+              f"{tl_per.mean() / per_iter.mean():.1f}x on means")
 
     if args.missing > 0:
         mask = neuron_mask(P, A, args.missing, args.seed)
