@@ -498,62 +498,67 @@ def _as_generator(random_state) -> np.random.Generator:
 # --------------------------------------------------------------------------------------------
 
 
-def _hals_shared(ops, Y, F, G, diag, n_sweeps, stop_ratio):
-    """HALS sweeps for ``min_{Y>=0} ||Y' B' - X_n||`` given ``F = B'X_n'`` (R, n) and one Gram ``G`` (R, R).
+def _copy(ops, a):
+    return a.clone() if ops.name == "pytorch" else a.copy()
 
-    ``diag`` holds G's diagonal on the host (avoids a device sync per component).
-    Stops after ``n_sweeps`` or when a sweep moves Y by less than ``stop_ratio`` times the first
-    sweep (Gillis & Glineur 2012). Returns the number of sweeps done.
+
+def _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once):
+    """Run ``sweep_once()`` up to ``n_sweeps`` times; stop early once a sweep moves Y by less than
+    ``stop_ratio`` times the first sweep's movement (Gillis & Glineur 2012). Returns sweeps done.
+
+    The movement is measured per sweep (one copy of Y, one difference), not per component.
     """
-    R = Y.shape[0]
     first = None
     for sweep in range(n_sweeps):
-        moved = 0.0
-        for r in range(R):
-            if diag[r] <= 0:  # the component is dead in the other modes: nothing to solve
-                continue
-            step = (F[r] - ops.matmul(G[r], Y)) / diag[r]
-            old = Y[r].clone() if ops.name == "pytorch" else Y[r].copy()
-            Y[r] += step
-            ops.clamp0_(Y[r])
-            old -= Y[r]
-            moved = moved + (old * old).sum()
-        if n_sweeps > 1:
-            moved = ops.scalar(moved) if not isinstance(moved, float) else moved
-            if first is None:
-                first = moved
-            elif moved <= stop_ratio * first:
-                return sweep + 1
+        last = sweep == n_sweeps - 1
+        before = None if last else _copy(ops, Y)
+        sweep_once()
+        if last:
+            break
+        before -= Y
+        moved = ops.scalar((before * before).sum())
+        if first is None:
+            first = moved
+        elif moved <= stop_ratio * first:
+            return sweep + 1
     return n_sweeps
+
+
+def _hals_shared(ops, Y, F, G, diag, n_sweeps, stop_ratio):
+    """HALS for ``min_{Y>=0} sum_j y_j' G y_j - 2 y_j' f_j`` over the columns j of Y (R, n).
+
+    ``F`` (R, n) holds the MTTKRP, ``G`` (R, R) the Gram shared by all columns, ``diag`` its
+    diagonal on the host (no device sync per component). Component r's exact update:
+    ``Y[r] <- max(0, Y[r] + (F[r] - G[r] @ Y) / G[r, r])``.
+    """
+    # a component dead in the other modes (G[r, r] == 0) has nothing to solve
+    live = [(r, 1.0 / float(diag[r])) for r in range(Y.shape[0]) if diag[r] > 0]
+
+    def sweep_once():
+        for r, inv in live:
+            Y[r] = ops.clamp0_((F[r] - ops.matmul(G[r], Y)) * inv + Y[r])
+
+    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once)
 
 
 def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio):
-    """HALS sweeps where column ``j`` of Y has its own Gram ``Grows[:, :, j]`` (Grows: (R, R, n)).
+    """HALS where column j of Y has its own Gram ``Grows[:, :, j]`` (Grows: (R, R, n)).
 
-    Exact block update for masked data: row j's subproblem only sees its observed entries.
+    Exact block update for masked data: column j's subproblem only sees its observed entries.
     """
     R = Y.shape[0]
-    first = None
-    for sweep in range(n_sweeps):
-        moved = 0.0
+    inverses = []
+    for r in range(R):
+        den = Grows[r, r]
+        # den == 0 only where the component has no observed support for this row; the numerator
+        # is 0 there too and the row keeps its (irrelevant) value.
+        inverses.append(1.0 / (den + (den <= 0)))
+
+    def sweep_once():
         for r in range(R):
-            den = Grows[r, r]
-            # den == 0 only where the component has no observed support for this row; then the
-            # numerator is 0 too and the row keeps its (irrelevant) value.
-            den = den + (den <= 0)
-            step = (F[r] - ops.einsum("sn,sn->n", Grows[r], Y)) / den
-            old = Y[r].clone() if ops.name == "pytorch" else Y[r].copy()
-            Y[r] += step
-            ops.clamp0_(Y[r])
-            old -= Y[r]
-            moved = moved + (old * old).sum()
-        if n_sweeps > 1:
-            moved = ops.scalar(moved) if not isinstance(moved, float) else moved
-            if first is None:
-                first = moved
-            elif moved <= stop_ratio * first:
-                return sweep + 1
-    return n_sweeps
+            Y[r] = ops.clamp0_((F[r] - ops.einsum("sn,sn->n", Grows[r], Y)) * inverses[r] + Y[r])
+
+    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once)
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,7 +604,8 @@ class _Problem:
             self.z_buf = ops.empty((Rp, T * A))
         if mask is not None:
             self.grows_buf = ops.empty((R * R, P))
-            self.uu_buf = ops.empty((R * R, P))
+            self.triu = np.triu_indices(R)
+            self.uu_buf = ops.empty((len(self.triu[0]), P))
 
     def upload(self, a: np.ndarray):
         """Host float64 -> backend working dtype."""
@@ -614,16 +620,26 @@ _HOST = _NumpyOps(np.float64)
 _Z_TRANSPOSED = True  # see _Problem: Z as (X2' U)' on numpy
 
 
-def _pairs_grams(prob: _Problem, Ut):
-    """``U' U`` (R, R) and, with a mask, ``U' diag(mask[:, a]) U`` for every animal (R, R, A); host float64."""
+def _pairs_grams(prob: _Problem, Ut, need_utu=True):
+    """``U' U`` (R, R) and, with a mask, ``U' diag(mask[:, a]) U`` for every animal (R, R, A); host float64.
+
+    The masked Grams use one GEMM of the products ``U[r] * U[s]`` for r <= s only (symmetry halves
+    the (R(R+1)/2, P) operand) with the (P, A) mask.
+    """
     ops = prob.ops
     R = prob.rank
-    UtU = prob.download(ops.matmul(Ut, Ut.T))
+    UtU = prob.download(ops.matmul(Ut, Ut.T)) if (need_utu or prob.mask is None) else None
     if prob.mask is None:
         return UtU, None
     P, _, A = prob.shape
-    UU = ops.mul(Ut[:, None, :], Ut[None, :, :], out=prob.uu_buf.reshape(R, R, P)).reshape(R * R, P)
-    UMU = prob.download(ops.matmul(UU, prob.M)).reshape(R, R, A)
+    offset = 0
+    for r in range(R):
+        ops.mul(Ut[r:r + 1], Ut[r:], out=prob.uu_buf[offset:offset + R - r])
+        offset += R - r
+    tri = prob.download(ops.matmul(prob.uu_buf, prob.M))  # (R(R+1)/2, A)
+    UMU = np.empty((R, R, A))
+    UMU[prob.triu[0], prob.triu[1]] = tri
+    UMU[prob.triu[1], prob.triu[0]] = tri
     return UtU, UMU
 
 
@@ -725,7 +741,7 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         ops.matmul(prob.u_buf, prob.X2, out=prob.z_buf)
         Z = prob.download(prob.z_buf[:R]).reshape(R, T, A)
     timer.stop("gemm_z")
-    UtU, UMU = _pairs_grams(prob, Ut)
+    UtU, UMU = _pairs_grams(prob, Ut, need_utu=missing == "em")
     if masked:
         GV = np.einsum("rsa,ra,sa->rs", UMU, Wt, Wt)  # exact: the mask does not depend on time
     else:
