@@ -23,8 +23,8 @@ time, with *exact* weighted block updates for the missing data (see ``docs/facto
 No (P, T, A) weight tensor is ever built. Unobserved entries of X are ignored exactly: if any is
 non-zero (or NaN) the solver works on one copy with them zeroed; the pipeline stores zeros there,
 so no copy is made. Per iteration the tensor is read twice, by two GEMMs on the one C-ordered
-(P, T*A) view of X: ``F_pairs = KR(V, W)' @ X2'`` and ``Z = U' @ X2``; the time and animal MTTKRPs
-are then cheap contractions of Z (R x T x A). The reconstruction error follows from those
+(P, T*A) view X2 of X: ``F_pairs = X2 @ KR(V, W)`` and ``Z = U' @ X2`` (computed as (X2' U)');
+the time and animal MTTKRPs are then cheap contractions of Z (R x T x A). The reconstruction error follows from those
 products and the Gram matrices without another pass over X.
 
 Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`factor_congruence`,
@@ -1338,8 +1338,6 @@ def ncp_restarts(
     rank = _check_rank(rank)
     if isinstance(n_restarts, (bool, np.bool_)) or not isinstance(n_restarts, numbers.Integral) or n_restarts < 1:
         raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
-    for key in ("resume", "on_checkpoint", "checkpoint_every", "random_state"):
-        fit_kw.pop(key, None)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
     data = _as_data(X, mask, dtype)  # validate (and upload) X once for all restarts
 
