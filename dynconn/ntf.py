@@ -1270,7 +1270,8 @@ def _restarts_state(entropy, spawn_key, n_restarts, rank, done: list, current):
         "n_iter": np.asarray([d["info"].n_iter for d in done], dtype=np.int64),
         "converged": np.asarray([d["info"].converged for d in done], dtype=bool),
         "seconds": np.asarray([d["info"].seconds for d in done], dtype=np.float64),
-        "init": np.asarray([d["info"].init for d in done], dtype=str),
+        # one comma-separated string, not a numpy unicode array: h5py stores str as is
+        "init": ",".join(d["info"].init for d in done),
     }
     for i, name in enumerate(MODE_NAMES):
         state["fits_" + name] = (np.stack([d["cp"][1][i] for d in done]) if done else np.zeros((0, 0, rank)))
@@ -1293,12 +1294,13 @@ def _pack_histories(histories):
 def _unpack_restarts(state, rank, dtype):
     done = []
     hist = np.asarray(state["fits_loss_history"])
+    inits = str(state["init"]).split(",")
     for k in range(int(state["restart"])):
         cp = CPTensor((np.asarray(state["fits_weights"][k], dtype=np.float64),
                        [np.asarray(state["fits_" + name][k], dtype=dtype) for name in MODE_NAMES]))
         h = hist[k][~np.isnan(hist[k])] if hist.size else np.zeros(0)
         info = FitInfo(n_iter=int(state["n_iter"][k]), converged=bool(state["converged"][k]),
-                       loss_history=h, seconds=float(state["seconds"][k]), init=str(state["init"][k]),
+                       loss_history=h, seconds=float(state["seconds"][k]), init=inits[k],
                        dtype=np.dtype(dtype).name, rank=rank)
         done.append({"cp": cp, "info": info})
     return done

@@ -247,6 +247,17 @@ def test_restarts_keep_best_reproduce_and_resume():
         ntf.ncp_restarts(X, 3, checkpoint_every=15, on_checkpoint=save_then_die, **kw)
     last = states[-1]
     assert last["format"] == "dynconn.ntf.restarts/1" and last["current"]["iteration"] == 15
+    assert last["init"] == "random,random"
+    # states hold only what HDF5 stores as is: numeric/bool arrays, numbers, str, nested dicts
+    def plain(state):
+        for value in state.values():
+            if isinstance(value, dict):
+                plain(value)
+            else:
+                assert isinstance(value, (int, float, str, np.ndarray)), type(value)
+                if isinstance(value, np.ndarray):
+                    assert value.dtype.kind in "biuf", value.dtype
+    plain(last)
     resumed = ntf.ncp_restarts(X, 3, resume=last, **kw)
     np.testing.assert_array_equal(resumed.losses, res.losses)
     for a, b in zip(resumed.cp.factors, res.cp.factors):
@@ -384,3 +395,41 @@ def test_pytorch_resume_equals_uninterrupted():
     resumed, info = ntf.ncp_hals(X, 3, resume=states[0], **kw)
     for a, b in zip(full.factors, resumed.factors):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _write_h5(group, state):
+    for key, value in state.items():
+        if isinstance(value, dict):
+            _write_h5(group.create_group(key), value)
+        elif isinstance(value, np.ndarray):
+            group.create_dataset(key, data=value)
+        else:
+            group.attrs[key] = value
+
+
+def _read_h5(group):
+    import h5py
+
+    out = {k: (v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v)
+           for k, v in group.attrs.items()}
+    for key, item in group.items():
+        out[key] = _read_h5(item) if isinstance(item, h5py.Group) else item[()]
+    return out
+
+
+def test_checkpoint_survives_an_hdf5_round_trip(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    X, mask, _ = planted(17)
+    kw = dict(mask=mask, n_restarts=2, random_state=9, max_iter=20, tol=0)
+    full = ntf.ncp_restarts(X, 3, **kw)
+    states = []
+    ntf.ncp_restarts(X, 3, checkpoint_every=10, on_checkpoint=states.append, **kw)
+    state = next(s for s in states if s["restart"] == 1 and "current" in s)
+    with h5py.File(tmp_path / "ckpt.h5", "w") as f:
+        _write_h5(f, state)
+    with h5py.File(tmp_path / "ckpt.h5", "r") as f:
+        loaded = _read_h5(f)
+    resumed = ntf.ncp_restarts(X, 3, resume=loaded, **kw)
+    np.testing.assert_array_equal(resumed.losses, full.losses)
+    for a, b in zip(resumed.cp.factors, full.cp.factors):
+        np.testing.assert_array_equal(a, b)
