@@ -20,18 +20,20 @@ time, with *exact* weighted block updates for the missing data (see ``docs/facto
   ``G_V = sum_a (U' diag(mask[:, a]) U) * (w_a w_a')``, O(P A R^2);
 * animals mode: row ``a`` has ``G_a = (U' diag(mask[:, a]) U) * (V'V)``.
 
-*Time groups* (``time_groups=``, for the concatenated layout where every animal's bins follow one
-another on the time axis and A = 1): entry ``(p, t)`` is observed iff ``mask[p, time_groups[t]]``,
-with ``mask`` of shape (P, G). The Grams then go through the per-group Grams of V,
-``V_g'V_g`` (one (R^2 x T) @ (T x G) product): row ``p`` of the pairs mode has
-``G_p = sum_g mask[p, g] (V_g'V_g) * (w w')``, row ``t`` of the time mode
-``G_t = (U' diag(mask[:, g(t)]) U) * (w w')``, the single animal row ``sum_g (U' diag(mask[:, g]) U) * V_g'V_g``.
+*Time groups* (``time_groups=``, the concatenated layout: every animal's bins follow one another
+on the time axis and A = 1): entry ``(p, t)`` is observed iff ``mask[p, time_groups[t]]``, with
+``mask`` of shape (P, G). The same exact block updates then go through the per-group Grams of V,
+``V_g'V_g`` (g = 1..G), with ``w`` the single animal row:
+
+* pairs mode: ``G_p = sum_g mask[p, g] (V_g'V_g) * (w w')`` -- the same (R^2 x G) @ (G x P) product;
+* time mode: row ``t`` has ``G_t = (U' diag(mask[:, g(t)]) U) * (w w')``;
+* the animal row: ``G_w = sum_g (U' diag(mask[:, g]) U) * (V_g'V_g)``.
 
 No (P, T, A) weight tensor is ever built. Unobserved entries of X are ignored exactly: if any is
 non-zero (or NaN) the solver works on one copy with them zeroed; the pipeline stores zeros there,
 so no copy is made. Per iteration the tensor is read twice, by two GEMMs on the one C-ordered
-(P, T*A) view of X: ``F_pairs = KR(V, W)' @ X2'`` and ``Z = U' @ X2``; the time and animal MTTKRPs
-are then cheap contractions of Z (R x T x A). The reconstruction error follows from those
+(P, T*A) view X2 of X: ``F_pairs = X2 @ KR(V, W)`` and ``Z = U' @ X2`` (computed as (X2' U)');
+the time and animal MTTKRPs are then cheap contractions of Z (R x T x A). The reconstruction error follows from those
 products and the Gram matrices without another pass over X.
 
 Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`factor_congruence`,
@@ -41,6 +43,7 @@ Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import time
@@ -75,9 +78,13 @@ _METHODS = ("hals", "tensorly-hals")
 _MISSING = ("exact", "em")
 _INITS = ("random", "nndsvd")
 
-# Rows of P processed at once when scanning X (validation, norms, Gram for the init): bounds the
-# temporaries to a few tens of MB whatever the tensor size.
-_SCAN_ROWS = 2048
+# Elements of X processed at once when scanning it (validation, norms, Grams for the init): bounds
+# the temporaries to a few MB whatever the tensor size.
+_SCAN_ELEMENTS = 1 << 20
+
+
+def _scan_rows(X) -> int:
+    return max(1, _SCAN_ELEMENTS // max(1, X.shape[1] * X.shape[2]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,12 +258,6 @@ class _NumpyOps:
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=self.dtype if dtype is None else dtype)
 
-    def as64(self, a):
-        return np.asarray(a, dtype=np.float64)
-
-    def as_work(self, a):
-        return np.asarray(a, dtype=self.dtype)
-
     def to_numpy(self, a):
         return np.asarray(a)
 
@@ -304,12 +305,6 @@ class _TorchOps:
         if isinstance(a, t.Tensor):
             return a.to(device=self.device, dtype=dt).contiguous()
         return t.as_tensor(np.ascontiguousarray(a), device=self.device).to(dt).contiguous()
-
-    def as64(self, a):
-        return a.to(self.torch.float64)
-
-    def as_work(self, a):
-        return a.to(self.dtype)
 
     def to_numpy(self, a):
         return a.detach().cpu().numpy()
@@ -391,31 +386,37 @@ def _check_tensor(X, dtype) -> np.ndarray:
 
 
 def _check_groups(time_groups, shape, mask) -> np.ndarray | None:
-    """Validate ``time_groups`` (T,) ints in [0, G) against X (P, T, 1) and mask (P, G)."""
+    """Validate ``time_groups`` (T,) integers in [0, G) against X (P, T, 1) and a mask (P, G)."""
     if time_groups is None:
         return None
     P, T, A = shape
-    groups = np.asarray(time_groups)
     if A != 1:
         raise ValueError(f"time_groups needs X of shape (pairs, time, 1); got {tuple(shape)}")
-    if groups.shape != (T,) or groups.dtype.kind not in "iu":
-        raise ValueError(f"time_groups must be {T} integers (the group of each time bin); got {groups.shape}")
+    groups = np.asarray(time_groups)
+    if groups.shape != (T,) or (groups.size and groups.dtype.kind not in "iu"):
+        raise ValueError(f"time_groups must be {T} integers (the group of each time bin); got "
+                         f"shape {groups.shape}, dtype {groups.dtype}")
     if mask is None:
         raise ValueError("time_groups needs a mask of shape (pairs, groups)")
-    n_groups = np.asarray(mask).shape[1] if np.ndim(mask) == 2 else -1
-    if groups.size and (groups.min() < 0 or groups.max() >= n_groups):
-        raise ValueError(f"time_groups must lie in [0, {n_groups}) (the mask's columns)")
+    n_groups = np.shape(mask)[1] if np.ndim(mask) == 2 else 0
+    if groups.min() < 0 or groups.max() >= n_groups:
+        raise ValueError(f"time_groups must lie in [0, {n_groups}) (the mask's columns); "
+                         f"got [{int(groups.min())}, {int(groups.max())}]")
     return np.ascontiguousarray(groups, dtype=np.int64)
 
 
 def _check_mask(mask, shape, groups=None) -> np.ndarray | None:
+    """The (P, A) mask -- (P, G) with time groups -- as a C-contiguous bool array, or None when
+    every entry is observed (the cheaper unmasked path is then exact)."""
     if mask is None:
         return None
     mask = np.asarray(mask)
     P, _, A = shape
     if groups is not None:
-        A = mask.shape[1] if mask.ndim == 2 else -1
-    if mask.shape != (P, A):
+        if mask.ndim != 2 or mask.shape[0] != P:
+            raise ValueError(f"mask must have shape (pairs, groups) = ({P}, G) with time_groups; "
+                             f"got {mask.shape}")
+    elif mask.shape != (P, A):
         raise ValueError(
             f"mask must have shape (pairs, animals) = ({P}, {A}) to match X {tuple(shape)}; "
             f"got {mask.shape}"
@@ -424,16 +425,20 @@ def _check_mask(mask, shape, groups=None) -> np.ndarray | None:
         if not np.all((mask == 0) | (mask == 1)):
             raise ValueError("mask must be boolean (True = observed) or 0/1")
         mask = mask.astype(bool)
-    if not mask.any():
+    used = mask if groups is None else mask[:, np.unique(groups)]  # groups without bins don't count
+    if not used.any():
         raise ValueError("mask marks no entry as observed")
-    if mask.all():
+    if used.all():
         return None  # nothing missing: the cheaper unmasked path is exact
     return np.ascontiguousarray(mask)
 
 
-def _chunk_mask(mask: np.ndarray, groups: np.ndarray, start: int) -> np.ndarray:
-    """With time groups: the (rows, T, 1) observed pattern of pairs ``start:start+_SCAN_ROWS``."""
-    return mask[start:start + _SCAN_ROWS][:, groups][:, :, None]
+def _observed(mask_rows: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Boolean (rows, T, A) pattern of observed entries -- (rows, T, 1) with time groups --
+    broadcastable against a block of X's rows."""
+    if groups is None:
+        return mask_rows[:, None, :]
+    return mask_rows[:, groups][:, :, None]
 
 
 def _scan_tensor(X: np.ndarray, mask: np.ndarray | None, groups: np.ndarray | None = None):
@@ -442,29 +447,21 @@ def _scan_tensor(X: np.ndarray, mask: np.ndarray | None, groups: np.ndarray | No
     Returns ``(norm_sq, needs_zeroing)``; ``norm_sq`` is accumulated in float64.
     """
     P = X.shape[0]
-    if mask is not None and groups is not None:
-        norm_sq, needs_zeroing = 0.0, False
-        for start in range(0, P, _SCAN_ROWS):
-            block = X[start:start + _SCAN_ROWS]
-            m = _chunk_mask(mask, groups, start)
-            needs_zeroing = needs_zeroing or bool(np.any(block[~m] != 0))
-            flat = block[m]
-            if flat.size:
-                lo = flat.min()
-                if not np.isfinite(lo) or not np.isfinite(flat.max()):
-                    raise ValueError("X has NaN or infinite values at observed entries")
-                if lo < 0:
-                    raise ValueError(f"X must be non-negative at observed entries; found {float(lo):.3g}")
-                norm_sq += float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
-        return norm_sq, needs_zeroing
     norm_sq = 0.0
     needs_zeroing = False
-    for start in range(0, P, _SCAN_ROWS):
-        block = X[start:start + _SCAN_ROWS]
+    rows = _scan_rows(X)
+    for start in range(0, P, rows):
+        block = X[start:start + rows]
         if mask is None:
             observed_block = block
+        elif groups is not None:
+            m = _observed(mask[start:start + rows], groups)[:, :, 0]  # (rows, T)
+            flat_block = block[:, :, 0]
+            if not needs_zeroing and np.any(flat_block[~m] != 0):
+                needs_zeroing = True
+            observed_block = flat_block[m]
         else:
-            m = mask[start:start + _SCAN_ROWS]
+            m = mask[start:start + rows]
             if not needs_zeroing:
                 # a pair-animal block is unobserved at every time: test each block's values
                 blk_unobs = np.transpose(block, (0, 2, 1))[~m]  # (n_unobserved_blocks, T)
@@ -480,17 +477,66 @@ def _scan_tensor(X: np.ndarray, mask: np.ndarray | None, groups: np.ndarray | No
                 raise ValueError(
                     f"X must be non-negative at observed entries; found {float(lo):.3g}"
                 )
-            norm_sq += float(np.dot(flat.astype(np.float64), flat.astype(np.float64)))
+            flat = flat.astype(np.float64)
+            norm_sq += float(np.dot(flat, flat))
     return norm_sq, needs_zeroing
 
 
 def _zero_unobserved(X: np.ndarray, mask: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     X = X.copy()
-    for start in range(0, X.shape[0], _SCAN_ROWS):
-        m = mask[start:start + _SCAN_ROWS][:, None, :] if groups is None else _chunk_mask(mask, groups, start)
-        X[start:start + _SCAN_ROWS] *= m
-        X[start:start + _SCAN_ROWS][np.isnan(X[start:start + _SCAN_ROWS])] = 0
+    rows = _scan_rows(X)
+    for start in range(0, X.shape[0], rows):
+        block = X[start:start + rows]  # a view: edited in place
+        block *= _observed(mask[start:start + rows], groups)
+        block[np.isnan(block)] = 0  # NaN * 0 stays NaN
     return X
+
+
+class _Data:
+    """X validated once (restarts and rank sweeps reuse it): C-contiguous in the working dtype,
+    zero at unobserved entries, with the sum of squares of its observed entries (float64).
+
+    ``groups`` holds the time groups (None when X has none, or when everything is observed: they
+    change nothing then). ``device_x2`` caches X's (P, T*A) view uploaded to a torch device, so
+    restarts upload it once.
+    """
+
+    def __init__(self, X, mask, dtype, time_groups=None):
+        self.dtype = np.dtype(dtype)
+        X = _check_tensor(X, self.dtype)
+        groups = _check_groups(time_groups, X.shape, mask)
+        self.mask = _check_mask(mask, X.shape, groups)
+        self.groups = groups if self.mask is not None else None
+        self.norm_sq, needs_zeroing = _scan_tensor(X, self.mask, self.groups)
+        if self.norm_sq <= 0:
+            raise ValueError("X is zero at every observed entry: nothing to factorize")
+        # Unobserved entries holding anything but 0 are zeroed in one copy (the pipeline stores 0
+        # there, so it never pays for this copy).
+        self.X = _zero_unobserved(X, self.mask, self.groups) if needs_zeroing else X
+        self.shape = self.X.shape
+        # which entries are observed, as a short digest: checked when a fit resumes
+        digest = hashlib.sha256(b"mask" if self.mask is None else self.mask.tobytes())
+        if self.groups is not None:
+            digest.update(b"groups" + self.groups.tobytes())
+        self.mask_digest = digest.hexdigest()[:16]
+        self._device_x2 = {}
+
+    def x2(self, ops):
+        P, T, A = self.shape
+        if ops.name == "numpy":
+            return self.X.reshape(P, T * A)
+        key = (ops.name, ops.device)
+        if key not in self._device_x2:
+            self._device_x2[key] = ops.asarray(self.X.reshape(P, T * A))
+        return self._device_x2[key]
+
+
+def _as_data(X, mask, dtype, time_groups=None) -> _Data:
+    if isinstance(X, _Data):  # prepared by ncp_restarts / select_rank: mask and groups included
+        if X.dtype != np.dtype(dtype):
+            raise ValueError(f"prepared data is {X.dtype}, asked for {np.dtype(dtype)}")
+        return X
+    return _Data(X, mask, dtype, time_groups)
 
 
 def _as_generator(random_state) -> np.random.Generator:
@@ -512,62 +558,67 @@ def _as_generator(random_state) -> np.random.Generator:
 # --------------------------------------------------------------------------------------------
 
 
-def _hals_shared(ops, Y, F, G, diag, n_sweeps, stop_ratio):
-    """HALS sweeps for ``min_{Y>=0} ||Y' B' - X_n||`` given ``F = B'X_n'`` (R, n) and one Gram ``G`` (R, R).
+def _copy(ops, a):
+    return a.clone() if ops.name == "pytorch" else a.copy()
 
-    ``diag`` holds G's diagonal on the host (avoids a device sync per component).
-    Stops after ``n_sweeps`` or when a sweep moves Y by less than ``stop_ratio`` times the first
-    sweep (Gillis & Glineur 2012). Returns the number of sweeps done.
+
+def _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once):
+    """Run ``sweep_once()`` up to ``n_sweeps`` times; stop early once a sweep moves Y by less than
+    ``stop_ratio`` times the first sweep's movement (Gillis & Glineur 2012). Returns sweeps done.
+
+    The movement is measured per sweep (one copy of Y, one difference), not per component.
     """
-    R = Y.shape[0]
     first = None
     for sweep in range(n_sweeps):
-        moved = 0.0
-        for r in range(R):
-            if diag[r] <= 0:  # the component is dead in the other modes: nothing to solve
-                continue
-            step = (F[r] - ops.matmul(G[r], Y)) / diag[r]
-            old = Y[r].clone() if ops.name == "pytorch" else Y[r].copy()
-            Y[r] += step
-            ops.clamp0_(Y[r])
-            old -= Y[r]
-            moved = moved + (old * old).sum()
-        if n_sweeps > 1:
-            moved = ops.scalar(moved) if not isinstance(moved, float) else moved
-            if first is None:
-                first = moved
-            elif moved <= stop_ratio * first:
-                return sweep + 1
+        last = sweep == n_sweeps - 1
+        before = None if last else _copy(ops, Y)
+        sweep_once()
+        if last:
+            break
+        before -= Y
+        moved = ops.scalar((before * before).sum())
+        if first is None:
+            first = moved
+        elif moved <= stop_ratio * first:
+            return sweep + 1
     return n_sweeps
+
+
+def _hals_shared(ops, Y, F, G, diag, n_sweeps, stop_ratio):
+    """HALS for ``min_{Y>=0} sum_j y_j' G y_j - 2 y_j' f_j`` over the columns j of Y (R, n).
+
+    ``F`` (R, n) holds the MTTKRP, ``G`` (R, R) the Gram shared by all columns, ``diag`` its
+    diagonal on the host (no device sync per component). Component r's exact update:
+    ``Y[r] <- max(0, Y[r] + (F[r] - G[r] @ Y) / G[r, r])``.
+    """
+    # a component dead in the other modes (G[r, r] == 0) has nothing to solve
+    live = [(r, 1.0 / float(diag[r])) for r in range(Y.shape[0]) if diag[r] > 0]
+
+    def sweep_once():
+        for r, inv in live:
+            Y[r] = ops.clamp0_((F[r] - ops.matmul(G[r], Y)) * inv + Y[r])
+
+    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once)
 
 
 def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio):
-    """HALS sweeps where column ``j`` of Y has its own Gram ``Grows[:, :, j]`` (Grows: (R, R, n)).
+    """HALS where column j of Y has its own Gram ``Grows[:, :, j]`` (Grows: (R, R, n)).
 
-    Exact block update for masked data: row j's subproblem only sees its observed entries.
+    Exact block update for masked data: column j's subproblem only sees its observed entries.
     """
     R = Y.shape[0]
-    first = None
-    for sweep in range(n_sweeps):
-        moved = 0.0
+    inverses = []
+    for r in range(R):
+        den = Grows[r, r]
+        # den == 0 only where the component has no observed support for this row; the numerator
+        # is 0 there too and the row keeps its (irrelevant) value.
+        inverses.append(1.0 / (den + (den <= 0)))
+
+    def sweep_once():
         for r in range(R):
-            den = Grows[r, r]
-            # den == 0 only where the component has no observed support for this row; then the
-            # numerator is 0 too and the row keeps its (irrelevant) value.
-            den = den + (den <= 0)
-            step = (F[r] - ops.einsum("sn,sn->n", Grows[r], Y)) / den
-            old = Y[r].clone() if ops.name == "pytorch" else Y[r].copy()
-            Y[r] += step
-            ops.clamp0_(Y[r])
-            old -= Y[r]
-            moved = moved + (old * old).sum()
-        if n_sweeps > 1:
-            moved = ops.scalar(moved) if not isinstance(moved, float) else moved
-            if first is None:
-                first = moved
-            elif moved <= stop_ratio * first:
-                return sweep + 1
-    return n_sweeps
+            Y[r] = ops.clamp0_((F[r] - ops.einsum("sn,sn->n", Grows[r], Y)) * inverses[r] + Y[r])
+
+    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once)
 
 
 # --------------------------------------------------------------------------------------------
@@ -576,73 +627,122 @@ def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio):
 
 
 class _Problem:
-    """X on the backend, its mask, norms and reusable buffers for one tensor and rank."""
+    """X on the backend, its mask, norms and reusable buffers for one tensor and rank.
 
-    def __init__(self, ops, X: np.ndarray, mask: np.ndarray | None, rank: int, norm_sq: float,
-                 gemm_pad: int, groups: np.ndarray | None = None):
+    Placement: X, the pairs factor U (R x P) and every P-sized array live on the backend (numpy or
+    a torch device) in the working dtype; the small factors V (R x T), W (R x A), the Z contraction
+    and all R x R matrices live on the host in float64. The small modes cost microseconds, so on a
+    GPU this saves thousands of kernel launches per iteration and on the CPU it buys precision.
+    """
+
+    def __init__(self, ops, data: _Data, rank: int, gemm_pad: int):
         self.ops = ops
-        P, T, A = X.shape
+        P, T, A = data.shape
         self.shape = (P, T, A)
         self.rank = R = rank
-        self.norm_sq = norm_sq
-        self.X2 = ops.asarray(X.reshape(P, T * A)) if ops.name == "pytorch" else X.reshape(P, T * A)
-        self.mask = mask
+        self.norm_sq = data.norm_sq
+        self.mask_digest = data.mask_digest
+        self.on_host = ops.name == "numpy"
+        self.X2 = data.x2(ops)
+        self.mask = mask = data.mask
+        self.groups = data.groups  # (T,) group of each time bin, or None
         if mask is not None:
-            self.M = ops.asarray(mask.astype(np.float32))  # (P, A)
-            self.Mt = ops.asarray(mask.T.astype(np.float32))  # (A, P)
-        # time groups (concatenated layout): one-hot (T, G) of each bin's group, and its transpose
-        self.groups = groups if mask is not None else None
-        if self.groups is not None:
-            onehot = np.zeros((T, mask.shape[1]), dtype=np.float32)
-            onehot[np.arange(T), self.groups] = 1.0
-            self.H = ops.asarray(onehot)
-            self.Ht = ops.asarray(np.ascontiguousarray(onehot.T))
+            self.M = ops.asarray(mask.astype(np.float32))  # (P, A), or (P, G) with time groups
+            self.Mt = ops.asarray(mask.T.astype(np.float32))  # (A, P) / (G, P)
         # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
-        # 16-column thin product ~1.5x faster than a 15-column one (measured, see docs).
+        # 16-column thin product faster than a 15-column one (measured, see docs).
         self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
-        self.kr_buf = ops.zeros((Rp, T * A))
-        self.u_buf = ops.zeros((Rp, P))
+        self.kr_host = np.zeros((Rp, T * A), dtype=data.dtype)
+        self.kr_buf = self.kr_host if self.on_host else ops.zeros((Rp, T * A))
         self.f_buf = ops.empty((P, Rp))
-        self.z_buf = ops.empty((Rp, T * A))
+        # Z = U' X2 as (X2' U)': OpenBLAS runs this orientation 10 % slower on an idle 2-core
+        # machine but up to 2x faster when other processes compete for the cores (measured).
+        self.z_transposed = _Z_TRANSPOSED and self.on_host
+        if self.z_transposed:
+            self.u_buf = ops.zeros((P, Rp))
+            self.z_buf = ops.empty((T * A, Rp))
+        else:
+            self.u_buf = ops.zeros((Rp, P))
+            self.z_buf = ops.empty((Rp, T * A))
         if mask is not None:
             self.grows_buf = ops.empty((R * R, P))
-            self.uu_buf = ops.empty((R * R, P))
+            self.triu = np.triu_indices(R)
+            self.uu_buf = ops.empty((len(self.triu[0]), P))
+
+    def upload(self, a: np.ndarray):
+        """Host float64 -> backend working dtype."""
+        return self.ops.asarray(a)
+
+    def download(self, a) -> np.ndarray:
+        """Backend array -> host float64 (a copy)."""
+        return np.array(self.ops.to_numpy(a), dtype=np.float64)
 
 
-def _gram(ops, Y):
-    return ops.matmul(Y, Y.T)
+_HOST = _NumpyOps(np.float64)
+_Z_TRANSPOSED = True  # see _Problem: Z as (X2' U)' on numpy
+
+
+def _pairs_grams(prob: _Problem, Ut, need_utu=True):
+    """``U' U`` (R, R) and, with a mask, ``U' diag(mask[:, a]) U`` for every animal (R, R, A) --
+    for every group (R, R, G) with time groups; host float64.
+
+    The masked Grams use one GEMM of the products ``U[r] * U[s]`` for r <= s only (symmetry halves
+    the (R(R+1)/2, P) operand) with the (P, A) mask.
+    """
+    ops = prob.ops
+    R = prob.rank
+    UtU = prob.download(ops.matmul(Ut, Ut.T)) if (need_utu or prob.mask is None) else None
+    if prob.mask is None:
+        return UtU, None
+    A = prob.mask.shape[1]
+    offset = 0
+    for r in range(R):
+        ops.mul(Ut[r:r + 1], Ut[r:], out=prob.uu_buf[offset:offset + R - r])
+        offset += R - r
+    tri = prob.download(ops.matmul(prob.uu_buf, prob.M))  # (R(R+1)/2, A)
+    UMU = np.empty((R, R, A))
+    UMU[prob.triu[0], prob.triu[1]] = tri
+    UMU[prob.triu[1], prob.triu[0]] = tri
+    return UtU, UMU
+
+
+def _group_grams(Vt: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """``V_g' V_g`` for every time group g: (R, R, G), host float64, O(T R^2)."""
+    R = Vt.shape[0]
+    VV = Vt[:, None, :] * Vt[None, :, :]  # (R, R, T)
+    out = np.zeros((R, R, n_groups))
+    for g in np.unique(groups):
+        out[:, :, g] = VV[:, :, groups == g].sum(axis=2)
+    return out
 
 
 def _model_norm_sq(prob: _Problem, Ut, Vt, Wt) -> float:
     """``||mask * Xhat||^2`` from Gram matrices, O(P A R^2) with a mask, O((P+T+A) R^2) without."""
-    ops = prob.ops
-    VtV = ops.as64(_gram(ops, Vt))
-    if prob.mask is None:
-        G = ops.as64(_gram(ops, Ut)) * VtV * ops.as64(_gram(ops, Wt))
-        return ops.scalar(G.sum())
-    R = prob.rank
-    UU = (Ut[:, None, :] * Ut[None, :, :]).reshape(R * R, -1)
-    UMU = ops.as64(ops.matmul(UU, prob.M)).reshape(R, R, -1)  # (R, R, A) or (R, R, G)
+    UtU, UMU = _pairs_grams(prob, Ut)
+    VtV = Vt @ Vt.T
+    if UMU is None:
+        return float((UtU * VtV * (Wt @ Wt.T)).sum())
     if prob.groups is not None:
-        VG = ops.as64(ops.matmul((Vt[:, None, :] * Vt[None, :, :]).reshape(R * R, -1), prob.H)).reshape(R, R, -1)
-        w = ops.as64(Wt[:, 0])
-        return ops.scalar(ops.einsum("rsg,rsg,r,s->", UMU, VG, w, w))
-    W64 = ops.as64(Wt)
-    return ops.scalar(ops.einsum("rsa,ra,sa,rs->", UMU, W64, W64, VtV))
+        VG = _group_grams(Vt, prob.groups, UMU.shape[2])
+        w = Wt[:, 0]
+        return float(np.einsum("rsg,rsg,r,s->", UMU, VG, w, w))
+    return float(np.einsum("rsa,ra,sa,rs->", UMU, Wt, Wt, VtV))
 
 
-def _balance_(ops, factors):
+def _balance_(prob: _Problem, Ut, Vt, Wt):
     """Rescale component r of every mode to the same norm (the cube root of their product).
 
     HALS is invariant to this rescaling; doing it every iteration keeps the three factors at
     comparable magnitudes so float32 neither over- nor underflows.
     """
-    norms = [ops.to_numpy(ops.as64(ops.einsum("rn,rn->r", Y, Y))) ** 0.5 for Y in factors]
-    lam = norms[0] * norms[1] * norms[2]
-    target = np.cbrt(lam)
-    for Y, n in zip(factors, norms):
-        scale = np.where(n > 0, target / np.where(n > 0, n, 1.0), 0.0)
-        Y *= ops.asarray(scale[:, None], dtype=Y.dtype) if ops.name == "pytorch" else scale[:, None].astype(Y.dtype)
+    ops = prob.ops
+    norms = [np.sqrt(prob.download(ops.einsum("rn,rn->r", Ut, Ut))),
+             np.sqrt(np.einsum("rn,rn->r", Vt, Vt)), np.sqrt(np.einsum("rn,rn->r", Wt, Wt))]
+    target = np.cbrt(norms[0] * norms[1] * norms[2])
+    scales = [np.where(n > 0, target / np.where(n > 0, n, 1.0), 0.0)[:, None] for n in norms]
+    Ut *= prob.upload(scales[0])
+    Vt *= scales[1]
+    Wt *= scales[2]
 
 
 class _Timer:
@@ -666,137 +766,113 @@ class _Timer:
 
 
 def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, timer: _Timer) -> float:
-    """One outer HALS iteration, in place on ``Ut (R,P)``, ``Vt (R,T)``, ``Wt (R,A)``.
+    """One outer HALS iteration, in place on ``Ut (R,P)`` (backend) and ``Vt (R,T)``, ``Wt (R,A)`` (host).
 
-    Returns the relative error on observed entries after the update.
+    Returns the relative error on observed entries after the update. With time groups (A = 1) the
+    Grams of the masked updates go through the per-group Grams of V (see the module docstring);
+    the MTTKRPs and the loss are the same.
     """
     ops = prob.ops
     P, T, A = prob.shape
     R = prob.rank
     masked = prob.mask is not None
+    groups = prob.groups
 
     # ---- pairs mode: F = KR(V, W)' X2'  (one GEMM over X) ---------------------------------
     timer.start()
-    ops.mul(Vt[:, :, None], Wt[:, None, :], out=prob.kr_buf[:R].reshape(R, T, A))
+    np.multiply(Vt[:, :, None], Wt[:, None, :], out=prob.kr_host[:R].reshape(R, T, A), casting="same_kind")
+    if not prob.on_host:
+        prob.kr_buf.copy_(ops.torch.from_numpy(prob.kr_host))
     timer.stop("kr")
-    # X2 @ KR with X2 as the row-major operand: the faster of the two orientations in OpenBLAS
-    # for a 16-column product (measured); the (P, Rp) result is transposed once (P*R floats).
+    # X2 @ KR with X2 as the row-major operand: the faster orientation in OpenBLAS for a
+    # 16-column product (measured); the (P, Rp) result is transposed once (P*R floats).
     ops.matmul(prob.X2, prob.kr_buf.T, out=prob.f_buf)
     F = prob.f_buf[:, :R].T
-    F = F.contiguous() if ops.name == "pytorch" else np.ascontiguousarray(F)
+    F = np.ascontiguousarray(F) if prob.on_host else F.contiguous()
     timer.stop("gemm_pairs")
-    VtV = _gram(ops, Vt)
-    WtW = _gram(ops, Wt)
+    VtV = Vt @ Vt.T
+    WtW = Wt @ Wt.T
     if masked:
         # G_p[r, s] = VtV[r, s] * sum_a m[p, a] W[r, a] W[s, a], for every p in one GEMM; the
         # VtV factor is folded into the small (R*R, A) operand so the (R*R, P) result is written once.
-        WW = (Wt[:, None, :] * Wt[None, :, :] * VtV[:, :, None]).reshape(R * R, A)
-        Grows = ops.matmul(WW, prob.Mt, out=prob.grows_buf).reshape(R, R, P)
+        # Time groups: G_p[r, s] = w_r w_s sum_g m[p, g] (V_g'V_g)[r, s], the same GEMM over groups.
+        if groups is None:
+            WW = (Wt[:, None, :] * Wt[None, :, :] * VtV[:, :, None]).reshape(R * R, A)
+        else:
+            WW = (_group_grams(Vt, groups, prob.mask.shape[1]) * WtW[:, :, None]).reshape(R * R, -1)
+        Grows = ops.matmul(prob.upload(WW), prob.Mt, out=prob.grows_buf).reshape(R, R, P)
         timer.stop("grams")
         if missing == "exact":
             _hals_rows(ops, Ut, F, Grows, sweeps[0], stop_ratio)
         else:  # EM: impute unobserved entries with the current model, then a full-data update
             Gfull = VtV * WtW
-            F = F + ops.matmul(Gfull, Ut) - ops.einsum("rsp,sp->rp", Grows, Ut)
-            _hals_shared(ops, Ut, F, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[0], stop_ratio)
+            Gdev = prob.upload(Gfull)
+            F = F + ops.matmul(Gdev, Ut) - ops.einsum("rsp,sp->rp", Grows, Ut)
+            _hals_shared(ops, Ut, F, Gdev, np.diag(Gfull), sweeps[0], stop_ratio)
     else:
         G = VtV * WtW
         timer.stop("grams")
-        _hals_shared(ops, Ut, F, G, ops.to_numpy(G.diagonal()), sweeps[0], stop_ratio)
+        _hals_shared(ops, Ut, F, prob.upload(G), np.diag(G), sweeps[0], stop_ratio)
     timer.stop("hals_pairs")
 
     # ---- time and animals modes: Z = U' X2 (second GEMM), then small contractions ----------
-    prob.u_buf[:R] = Ut
-    ops.matmul(prob.u_buf, prob.X2, out=prob.z_buf)
-    Z = prob.z_buf[:R].reshape(R, T, A)
+    if prob.z_transposed:
+        prob.u_buf[:, :R] = Ut.T
+        ops.matmul(prob.X2.T, prob.u_buf, out=prob.z_buf)
+        Z = prob.download(prob.z_buf[:, :R].T).reshape(R, T, A)
+    else:
+        prob.u_buf[:R] = Ut
+        ops.matmul(prob.u_buf, prob.X2, out=prob.z_buf)
+        Z = prob.download(prob.z_buf[:R]).reshape(R, T, A)
     timer.stop("gemm_z")
-    if masked:
-        UU = ops.mul(Ut[:, None, :], Ut[None, :, :], out=prob.uu_buf.reshape(R, R, P)).reshape(R * R, P)
-        UMU = ops.matmul(UU, prob.M).reshape(R, R, A)  # U' diag(mask[:, a]) U for every animal
-        GV = ops.einsum("rsa,ra,sa->rs", UMU, Wt, Wt)  # exact: the mask does not depend on time
-    else:
-        UtU = _gram(ops, Ut)
-        GV = UtU * WtW
-    FV = ops.einsum("rta,ra->rt", Z, Wt)
-    timer.stop("grams")
-    if masked and missing == "em":
-        Gfull = _gram(ops, Ut) * WtW
-        FV = FV + ops.matmul(Gfull - GV, Vt)
-        _hals_shared(ops, Vt, FV, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[1], stop_ratio)
-    else:
-        _hals_shared(ops, Vt, FV, GV, ops.to_numpy(GV.diagonal()), sweeps[1], stop_ratio)
-    VtV = _gram(ops, Vt)
-    FW = ops.einsum("rta,rt->ra", Z, Vt)
-    if masked:
-        GW = UMU * VtV[:, :, None]  # (R, R, A)
+    UtU, UMU = _pairs_grams(prob, Ut, need_utu=missing == "em")
+    FV = np.einsum("rta,ra->rt", Z, Wt)
+    if masked and groups is not None:
+        # row t sees the pairs observed in its group: G_t = (U' diag(m[:, g(t)]) U) * (w w')
+        GVrows = (UMU * WtW[:, :, None])[:, :, groups]  # (R, R, T)
+        timer.stop("grams")
         if missing == "exact":
-            _hals_rows(ops, Wt, FW, GW, sweeps[2], stop_ratio)
+            _hals_rows(_HOST, Vt, FV, GVrows, sweeps[1], stop_ratio)
         else:
-            Gfull = _gram(ops, Ut) * VtV
-            FWe = FW + ops.matmul(Gfull, Wt) - ops.einsum("rsa,sa->ra", GW, Wt)
-            _hals_shared(ops, Wt, FWe, Gfull, ops.to_numpy(Gfull.diagonal()), sweeps[2], stop_ratio)
+            Gfull = UtU * WtW
+            FVe = FV + Gfull @ Vt - np.einsum("rst,st->rt", GVrows, Vt)
+            _hals_shared(_HOST, Vt, FVe, Gfull, np.diag(Gfull), sweeps[1], stop_ratio)
+    else:
+        if masked:
+            GV = np.einsum("rsa,ra,sa->rs", UMU, Wt, Wt)  # exact: the mask does not depend on time
+        else:
+            GV = UtU * WtW
+        timer.stop("grams")
+        if masked and missing == "em":
+            Gfull = UtU * WtW
+            _hals_shared(_HOST, Vt, FV + (Gfull - GV) @ Vt, Gfull, np.diag(Gfull), sweeps[1], stop_ratio)
+        else:
+            _hals_shared(_HOST, Vt, FV, GV, np.diag(GV), sweeps[1], stop_ratio)
+    VtV = Vt @ Vt.T
+    FW = np.einsum("rta,rt->ra", Z, Vt)
+    if masked:
+        if groups is None:
+            GW = UMU * VtV[:, :, None]  # (R, R, A): the exact Gram of each animal's row
+        else:  # the single row: sum_g (U' diag(m[:, g]) U) * (V_g'V_g)
+            GW = (UMU * _group_grams(Vt, groups, UMU.shape[2])).sum(axis=2, keepdims=True)
+        if missing == "exact":
+            _hals_rows(_HOST, Wt, FW, GW, sweeps[2], stop_ratio)
+        else:
+            Gfull = UtU * VtV
+            FWe = FW + Gfull @ Wt - np.einsum("rsa,sa->ra", GW, Wt)
+            _hals_shared(_HOST, Wt, FWe, Gfull, np.diag(Gfull), sweeps[2], stop_ratio)
     else:
         GW = UtU * VtV
-        _hals_shared(ops, Wt, FW, GW, ops.to_numpy(GW.diagonal()), sweeps[2], stop_ratio)
+        _hals_shared(_HOST, Wt, FW, GW, np.diag(GW), sweeps[2], stop_ratio)
     timer.stop("hals_small")
 
     # ---- loss without another pass: ||MX||^2 - 2<MX, Xhat> + ||M Xhat||^2 --------------------
-    # FW was computed from the final U and V, so <MX, Xhat> = sum(W * FW). In float64.
-    W64 = ops.as64(Wt)
-    inner = ops.scalar((W64 * ops.as64(FW)).sum())
+    # FW was computed from the final U and V, so <MX, Xhat> = sum(W * FW).
+    inner = float((Wt * FW).sum())
     if masked:
-        model_sq = ops.scalar(ops.einsum("ra,sa,rsa->", W64, W64, ops.as64(GW)))
+        model_sq = float(np.einsum("ra,sa,rsa->", Wt, Wt, GW))
     else:
-        model_sq = ops.scalar((ops.as64(GW) * ops.as64(_gram(ops, Wt))).sum())
-    err_sq = prob.norm_sq - 2.0 * inner + model_sq
-    timer.stop("loss")
-    return math.sqrt(max(err_sq, 0.0) / prob.norm_sq)
-
-
-def _iteration_groups(prob: _Problem, Ut, Vt, Wt, sweeps, stop_ratio, timer: _Timer) -> float:
-    """One outer HALS iteration with time groups (X is (P, T, 1), mask (P, G)); exact block
-    updates as in :func:`_iteration`, with the Grams of the module docstring. In place."""
-    ops = prob.ops
-    P, T, _ = prob.shape
-    R = prob.rank
-    w = Wt[:, 0]
-    ww = (w[:, None] * w[None, :]).reshape(R * R, 1)
-
-    # ---- pairs mode ---------------------------------------------------------------------
-    timer.start()
-    ops.mul(Vt[:, :, None], Wt[:, None, :], out=prob.kr_buf[:R].reshape(R, T, 1))
-    ops.matmul(prob.X2, prob.kr_buf.T, out=prob.f_buf)
-    F = prob.f_buf[:, :R].T
-    F = F.contiguous() if ops.name == "pytorch" else np.ascontiguousarray(F)
-    timer.stop("gemm_pairs")
-    VG = ops.matmul((Vt[:, None, :] * Vt[None, :, :]).reshape(R * R, T), prob.H)  # (R*R, G)
-    Grows = ops.matmul(VG * ww, prob.Mt, out=prob.grows_buf).reshape(R, R, P)
-    timer.stop("grams")
-    _hals_rows(ops, Ut, F, Grows, sweeps[0], stop_ratio)
-    timer.stop("hals_pairs")
-
-    # ---- time mode: row t sees the pairs observed in its group ------------------------------
-    prob.u_buf[:R] = Ut
-    ops.matmul(prob.u_buf, prob.X2, out=prob.z_buf)
-    Z = prob.z_buf[:R].reshape(R, T, 1)
-    timer.stop("gemm_z")
-    UU = ops.mul(Ut[:, None, :], Ut[None, :, :], out=prob.uu_buf.reshape(R, R, P)).reshape(R * R, P)
-    UMU = ops.matmul(UU, prob.M)  # (R*R, G): U' diag(mask[:, g]) U for every group
-    GrowsV = ops.matmul(UMU * ww, prob.Ht).reshape(R, R, T)
-    FV = Z[:, :, 0] * w[:, None]
-    timer.stop("grams")
-    _hals_rows(ops, Vt, FV, GrowsV, sweeps[1], stop_ratio)
-
-    # ---- the single animal row ----------------------------------------------------------------
-    VG = ops.matmul((Vt[:, None, :] * Vt[None, :, :]).reshape(R * R, T), prob.H)
-    GW = ops.einsum("kg->k", UMU * VG).reshape(R, R, 1)
-    FW = ops.einsum("rta,rt->ra", Z, Vt)
-    _hals_rows(ops, Wt, FW, GW, sweeps[2], stop_ratio)
-    timer.stop("hals_small")
-
-    W64 = ops.as64(Wt)
-    inner = ops.scalar((W64 * ops.as64(FW)).sum())
-    model_sq = ops.scalar(ops.einsum("ra,sa,rsa->", W64, W64, ops.as64(GW)))
+        model_sq = float((GW * (Wt @ Wt.T)).sum())
     err_sq = prob.norm_sq - 2.0 * inner + model_sq
     timer.stop("loss")
     return math.sqrt(max(err_sq, 0.0) / prob.norm_sq)
@@ -827,8 +903,9 @@ def _mode_gram_eig(X: np.ndarray, mode: int, k: int):
     P, T, A = X.shape
     n = X.shape[mode]
     G = np.zeros((n, n))
-    for start in range(0, P, _SCAN_ROWS):
-        block = X[start:start + _SCAN_ROWS]
+    rows = _scan_rows(X)
+    for start in range(0, P, rows):
+        block = X[start:start + rows]
         if mode == 1:
             flat = np.ascontiguousarray(np.transpose(block, (1, 0, 2))).reshape(T, -1)
             G += (flat @ flat.T).astype(np.float64)
@@ -892,12 +969,13 @@ def _initial_factors(prob: _Problem, X: np.ndarray, init, rng: np.random.Generat
     factors = [f.copy() for f in factors]
     factors[0] = factors[0] * weights[None, :]
     if prob.mask is not None:
-        # Pairs never observed and animals with nothing observed stay at exactly zero.
+        # Pairs never observed and animals with nothing observed stay at exactly zero -- with
+        # time groups, the bins of groups with nothing observed.
         factors[0][~prob.mask.any(axis=1)] = 0
-        if prob.groups is not None:  # time bins of a group with nothing observed
-            factors[1][~prob.mask.any(axis=0)[prob.groups]] = 0
-        else:
+        if prob.groups is None:
             factors[2][~prob.mask.any(axis=0)] = 0
+        else:
+            factors[1][~prob.mask.any(axis=0)[prob.groups]] = 0
     return factors, name
 
 
@@ -906,15 +984,16 @@ def _fit_state(prob, Ut, Vt, Wt, iteration, history, seconds, init_name, method,
     return {
         "format": FIT_STATE_FORMAT,
         "iteration": int(iteration),
-        "pairs": ops.to_numpy(Ut).T.copy(),
-        "time": ops.to_numpy(Vt).T.copy(),
-        "animals": ops.to_numpy(Wt).T.copy(),
+        "pairs": ops.to_numpy(Ut).T.copy(),  # working dtype
+        "time": Vt.T.copy(),  # float64
+        "animals": Wt.T.copy(),  # float64
         "loss_history": np.asarray(history, dtype=np.float64).copy(),
         "seconds": float(seconds),
         "init": init_name,
         "rank": int(prob.rank),
         "shape": np.asarray(prob.shape, dtype=np.int64),
         "norm_sq": float(prob.norm_sq),
+        "mask_digest": prob.mask_digest,
         "method": method,
         "missing": missing,
         "dtype": np.dtype(dtype).name,
@@ -934,6 +1013,8 @@ def _check_fit_state(state, prob, missing, dtype):
         raise ValueError("checkpoint was made with other solver settings (missing/dtype)")
     if not math.isclose(float(state["norm_sq"]), prob.norm_sq, rel_tol=1e-9):
         raise ValueError("checkpoint was made for different data (the norm of X differs)")
+    if "mask_digest" in state and str(state["mask_digest"]) != prob.mask_digest:
+        raise ValueError("checkpoint was made for another mask or other time groups")
 
 
 def _normalise_sort(factors: list[np.ndarray], dtype) -> CPTensor:
@@ -949,9 +1030,9 @@ def _normalise_sort(factors: list[np.ndarray], dtype) -> CPTensor:
 
 
 def _default_sweeps(backend: str):
-    # Inner HALS sweeps per mode (pairs, time, animals). The two small modes cost microseconds per
-    # sweep, so they get more; the pairs mode's sweep costs ~5 % of its GEMM (measured).
-    return (4, 10, 10)
+    # Inner HALS sweeps per mode (pairs, time, animals), as tensorly's HALS does. A pairs-mode sweep
+    # costs ~2 % of the iteration's GEMMs; more sweeps on the small modes were measured not to help.
+    return (5, 5, 5)
 
 
 def ncp_hals(
@@ -976,6 +1057,7 @@ def ncp_hals(
     inner_sweeps: Sequence[int] | None = None,
     inner_stop=0.01,
     gemm_pad=None,
+    scale_init=None,
     profile=False,
 ) -> tuple[CPTensor, FitInfo]:
     """Non-negative CP decomposition of ``X`` by HALS, fitting observed entries only.
@@ -992,13 +1074,13 @@ def ncp_hals(
         With ``time_groups``: (P, G), True where pair p was observed in group g.
     time_groups : int array (T,), optional
         For X of shape (P, T, 1) whose time axis holds several groups' bins one after another
-        (the concatenated layout: a group is an animal): the group of each bin. Entry (p, t)
-        is then observed iff ``mask[p, time_groups[t]]``. Needs a mask; ``missing="exact"``.
+        (the concatenated layout: a group is an animal): the group of each bin, in [0, G).
+        Entry (p, t) is then observed iff ``mask[p, time_groups[t]]``. Needs a mask.
     init : "random" | "nndsvd" | CPTensor
         "random": uniform [0, 1) factors from ``random_state``. "nndsvd": NNDSVD-style, from the
         leading singular vectors of the three unfoldings (randomized SVD for the pairs mode),
         each replaced by its larger-norm positive or negative part. A CPTensor (weights, [U, V, W])
-        is used as given. Every init is then scaled so that the model's norm equals ``||M*X||``.
+        is used as given. "random" and "nndsvd" are scaled so the model's norm equals ``||M*X||``.
     max_iter : int
         Maximum outer iterations (counting iterations done before a ``resume``).
     tol : float
@@ -1029,11 +1111,16 @@ def ncp_hals(
         How unobserved entries are handled: exact weighted block updates (default) or EM
         imputation with the current model (kept for comparison; converges more slowly).
     inner_sweeps : (int, int, int), optional
-        Maximum HALS sweeps per mode and outer iteration (pairs, time, animals); default (4, 10, 10).
+        Maximum HALS sweeps per mode and outer iteration (pairs, time, animals); default (5, 5, 5).
     inner_stop : float
         A mode's inner sweeps stop once a sweep moves it less than this fraction of its first sweep.
     gemm_pad : int, optional
         Pad the GEMM operands' component axis to a multiple of this (default 8 on numpy, 1 on torch).
+    scale_init : bool, optional
+        Scale the init so the model's norm equals ``||M*X||``. Default: yes for "random" and
+        "nndsvd" (their scale is arbitrary), no for a given CPTensor, which is then used exactly
+        as given (up to the per-component balancing, to which HALS is invariant) -- so from the
+        same CPTensor this solver follows tensorly's HALS iterates.
     profile : bool
         Record seconds per phase in ``FitInfo.phase_seconds`` (adds device syncs on CUDA).
 
@@ -1062,30 +1149,24 @@ def ncp_hals(
     ):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
     sweeps = tuple(_default_sweeps(backend) if inner_sweeps is None else inner_sweeps)
-    if len(sweeps) != 3 or any(int(s) < 1 for s in sweeps):
+    if len(sweeps) != 3 or any(not isinstance(s, numbers.Integral) or s < 1 for s in sweeps):
         raise ValueError(f"inner_sweeps must be three positive integers, got {inner_sweeps!r}")
+    if not (isinstance(inner_stop, numbers.Real) and 0 <= inner_stop < 1):
+        raise ValueError(f"inner_stop must be a number in [0, 1), got {inner_stop!r}")
+    if gemm_pad is not None and (not isinstance(gemm_pad, numbers.Integral) or gemm_pad < 1):
+        raise ValueError(f"gemm_pad must be a positive integer, got {gemm_pad!r}")
 
-    X = _check_tensor(X, dt)
-    groups = _check_groups(time_groups, X.shape, mask)
-    mask_arr = _check_mask(mask, X.shape, groups)
-    if mask_arr is None:
-        groups = None  # everything observed: groups change nothing
-    if groups is not None and missing != "exact":
-        raise ValueError("time_groups supports missing='exact' only")
-    norm_sq, needs_zeroing = _scan_tensor(X, mask_arr, groups)
-    if norm_sq <= 0:
-        raise ValueError("X is zero at every observed entry: nothing to factorize")
-    if needs_zeroing:
-        X = _zero_unobserved(X, mask_arr, groups)
+    data = _as_data(X, mask, dt, time_groups)
+    X, mask_arr, norm_sq = data.X, data.mask, data.norm_sq
 
     if method == "tensorly-hals":
-        return _tensorly_reference(X, rank, mask_arr, norm_sq, init, max_iter, tol, random_state,
+        return _tensorly_reference(data, rank, init, max_iter, tol, random_state,
                                    backend, dt, resume, checkpoint_every, t_start)
 
     ops = _make_ops(backend, dt, device)
     if gemm_pad is None:
         gemm_pad = 8 if ops.name == "numpy" else 1
-    prob = _Problem(ops, X, mask_arr, rank, norm_sq, int(gemm_pad), groups)
+    prob = _Problem(ops, data, rank, int(gemm_pad))
     timer = _Timer(ops, profile)
 
     if resume is not None:
@@ -1095,19 +1176,24 @@ def ncp_hals(
         start_iter = int(resume["iteration"])
         init_name = str(resume["init"])
         seconds_before = float(resume["seconds"])
-        Ut, Vt, Wt = (ops.asarray(np.asarray(f).T) for f in factors)
+        Ut = ops.asarray(np.asarray(factors[0]).T)
+        Vt, Wt = (np.ascontiguousarray(np.asarray(f, dtype=np.float64).T) for f in factors[1:])
     else:
         rng = _as_generator(random_state)
         timer.start()
         factors, init_name = _initial_factors(prob, X, init, rng)
-        Ut, Vt, Wt = (ops.asarray(f.T) for f in factors)
+        Ut = ops.asarray(factors[0].T)
+        Vt, Wt = (np.ascontiguousarray(f.T, dtype=np.float64) for f in factors[1:])
         # One global scale so the init's norm matches the data's (closed form, no pass over X).
-        model_sq = _model_norm_sq(prob, Ut, Vt, Wt)
+        if scale_init is None:
+            scale_init = isinstance(init, str)
+        model_sq = _model_norm_sq(prob, Ut, Vt, Wt) if scale_init else 0.0
         if model_sq > 0:
             scale = (norm_sq / model_sq) ** (1.0 / 6.0)  # each of three modes gets the cube root
-            for Y in (Ut, Vt, Wt):
-                Y *= scale
-        _balance_(ops, (Ut, Vt, Wt))
+            Ut *= scale
+            Vt *= scale
+            Wt *= scale
+        _balance_(prob, Ut, Vt, Wt)
         timer.stop("init")
         history = []
         start_iter = 0
@@ -1119,11 +1205,8 @@ def ncp_hals(
     if len(history) >= 2 and tol > 0 and abs(history[-2] - history[-1]) < tol * history[-2]:
         converged = True
     while not converged and iteration < max_iter:
-        if prob.groups is not None:
-            loss = _iteration_groups(prob, Ut, Vt, Wt, sweeps, inner_stop, timer)
-        else:
-            loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
-        _balance_(ops, (Ut, Vt, Wt))
+        loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
+        _balance_(prob, Ut, Vt, Wt)
         iteration += 1
         history.append(loss)
         if not math.isfinite(loss):
@@ -1139,7 +1222,7 @@ def ncp_hals(
                                      seconds_before + time.perf_counter() - t_start,
                                      init_name, "hals", missing, dt))
 
-    final = [ops.to_numpy(Y).T.astype(np.float64) for Y in (Ut, Vt, Wt)]
+    final = [ops.to_numpy(Ut).T.astype(np.float64), Vt.T, Wt.T]
     cp = _normalise_sort(final, dt)
     info = FitInfo(
         n_iter=iteration,
@@ -1158,19 +1241,20 @@ def ncp_hals(
     return cp, info
 
 
-def _tensorly_reference(X, rank, mask, norm_sq, init, max_iter, tol, random_state, backend, dt,
+def _tensorly_reference(data, rank, init, max_iter, tol, random_state, backend, dt,
                         resume, checkpoint_every, t_start):
     """tensorly's ``non_negative_parafac_hals`` behind the same interface (reference only)."""
     from tensorly.decomposition import non_negative_parafac_hals
 
-    if mask is not None:
+    X = data.X
+    if data.mask is not None:
         raise ValueError("method='tensorly-hals' does not support a mask; use method='hals'")
     if backend != "numpy":
         raise ValueError("method='tensorly-hals' runs on backend='numpy' only")
     if resume is not None or checkpoint_every is not None:
         raise ValueError("method='tensorly-hals' does not support checkpoints")
     ops = _NumpyOps(dt)
-    prob = _Problem(ops, X, None, rank, norm_sq, 1)
+    prob = _Problem(ops, data, rank, 1)
     rng = _as_generator(random_state)
     factors, init_name = _initial_factors(prob, X, init, rng)
     init_cp = CPTensor((np.ones(rank, dtype=dt), [np.asarray(f, dtype=dt) for f in factors]))
@@ -1241,21 +1325,22 @@ def factor_congruence(cp_a, cp_b) -> tuple[float, np.ndarray, np.ndarray]:
 def relative_error(X, cp, mask=None, time_groups=None) -> float:
     """Exact ``||M*(X - Xhat)||_F / ||M*X||_F`` in float64, chunked over pairs (one pass over X).
 
-    ``mask`` (P, A), or (P, G) with ``time_groups`` (T,) as in :func:`ncp_hals`."""
-    groups = None if time_groups is None else np.asarray(time_groups, dtype=np.int64)
+    ``mask`` (P, A), or (P, G) with ``time_groups`` (T,), as in :func:`ncp_hals`; values of X at
+    unobserved entries are ignored."""
     X = np.asarray(X)
+    groups = _check_groups(time_groups, X.shape, mask)
     weights, (U, V, W) = cp
     U = np.asarray(U, dtype=np.float64) * (1.0 if weights is None else np.asarray(weights, dtype=np.float64))
     V = np.asarray(V, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
     KR = (V[:, None, :] * W[None, :, :]).reshape(-1, V.shape[1])
     num = den = 0.0
-    for start in range(0, X.shape[0], _SCAN_ROWS):
-        block = X[start:start + _SCAN_ROWS].astype(np.float64)
-        resid = block - (U[start:start + _SCAN_ROWS] @ KR.T).reshape(block.shape)
+    rows = _scan_rows(X)
+    for start in range(0, X.shape[0], rows):
+        block = X[start:start + rows].astype(np.float64)
+        resid = block - (U[start:start + rows] @ KR.T).reshape(block.shape)
         if mask is not None:
-            m = np.asarray(mask[start:start + _SCAN_ROWS], dtype=bool)
-            m = m[:, None, :] if groups is None else m[:, groups][:, :, None]
+            m = _observed(np.asarray(mask[start:start + rows], dtype=bool), groups)
             resid = np.where(m, resid, 0.0)
             block = np.where(m, block, 0.0)
         num += float(np.vdot(resid, resid))
@@ -1300,7 +1385,8 @@ def _restarts_state(entropy, spawn_key, n_restarts, rank, done: list, current):
         "n_iter": np.asarray([d["info"].n_iter for d in done], dtype=np.int64),
         "converged": np.asarray([d["info"].converged for d in done], dtype=bool),
         "seconds": np.asarray([d["info"].seconds for d in done], dtype=np.float64),
-        "init": np.asarray([d["info"].init for d in done], dtype=str),
+        # one comma-separated string, not a numpy unicode array: h5py stores str as is
+        "init": ",".join(d["info"].init for d in done),
     }
     for i, name in enumerate(MODE_NAMES):
         state["fits_" + name] = (np.stack([d["cp"][1][i] for d in done]) if done else np.zeros((0, 0, rank)))
@@ -1323,12 +1409,13 @@ def _pack_histories(histories):
 def _unpack_restarts(state, rank, dtype):
     done = []
     hist = np.asarray(state["fits_loss_history"])
+    inits = str(state["init"]).split(",")
     for k in range(int(state["restart"])):
         cp = CPTensor((np.asarray(state["fits_weights"][k], dtype=np.float64),
                        [np.asarray(state["fits_" + name][k], dtype=dtype) for name in MODE_NAMES]))
         h = hist[k][~np.isnan(hist[k])] if hist.size else np.zeros(0)
         info = FitInfo(n_iter=int(state["n_iter"][k]), converged=bool(state["converged"][k]),
-                       loss_history=h, seconds=float(state["seconds"][k]), init=str(state["init"][k]),
+                       loss_history=h, seconds=float(state["seconds"][k]), init=inits[k],
                        dtype=np.dtype(dtype).name, rank=rank)
         done.append({"cp": cp, "info": info})
     return done
@@ -1339,6 +1426,7 @@ def ncp_restarts(
     rank,
     *,
     mask=None,
+    time_groups=None,
     n_restarts=5,
     random_state=None,
     resume=None,
@@ -1362,15 +1450,15 @@ def ncp_restarts(
     restart's own fit state under ``"current"``; it is emitted at the running fit's checkpoints and
     after each restart. ``resume=state`` continues exactly where it was.
 
-    ``fit_kw`` are passed to :func:`ncp_hals` (max_iter, tol, backend, dtype, ...).
+    ``mask`` and ``time_groups`` as in :func:`ncp_hals`; ``fit_kw`` are passed to it (max_iter,
+    tol, backend, dtype, ...).
     Similarity: :func:`factor_congruence` of each restart with the best.
     """
     rank = _check_rank(rank)
     if isinstance(n_restarts, (bool, np.bool_)) or not isinstance(n_restarts, numbers.Integral) or n_restarts < 1:
         raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
-    for key in ("resume", "on_checkpoint", "checkpoint_every", "random_state"):
-        fit_kw.pop(key, None)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
+    data = _as_data(X, mask, dtype, time_groups)  # validate (and upload) X once for all restarts
 
     if resume is not None:
         if not isinstance(resume, Mapping) or resume.get("format") != RESTARTS_STATE_FORMAT:
@@ -1391,7 +1479,7 @@ def ncp_restarts(
     for k in range(len(done), n_restarts):
         restart_init = init if (not isinstance(init, str) or init != "nndsvd" or k == 0) else "random"
         cp, info = ncp_hals(
-            X, rank, mask=mask, init=restart_init, random_state=restart_seed(entropy, k, spawn_key),
+            data, rank, init=restart_init, random_state=restart_seed(entropy, k, spawn_key),
             resume=current, checkpoint_every=checkpoint_every,
             on_checkpoint=emit if (on_checkpoint is not None and checkpoint_every) else None,
             **fit_kw,
@@ -1468,11 +1556,12 @@ def select_rank(
     ranks,
     *,
     mask=None,
+    time_groups=None,
     n_restarts=3,
     random_state=None,
     rule="stable-elbow",
     similarity_threshold=0.85,
-    min_gain=0.005,
+    min_gain=0.002,
     max_iter=200,
     tol=1e-4,
     resume=None,
@@ -1491,7 +1580,7 @@ def select_rank(
     added component), pick the largest rank such that
 
     * its restarts agree: mean similarity to the best >= ``similarity_threshold`` (0.85), and
-    * it and every smaller rank of the sweep gained >= ``min_gain`` (0.005, i.e. 0.5 % of the observed
+    * it and every smaller rank of the sweep gained >= ``min_gain`` (0.002, i.e. 0.2 % of the observed
       sum of squares per added component).
 
     If no rank passes, the most stable rank before the elbow is chosen. Rule ``"min-error"`` picks
@@ -1518,6 +1607,7 @@ def select_rank(
     if isinstance(n_restarts, (bool, np.bool_)) or not isinstance(n_restarts, numbers.Integral) or n_restarts < 1:
         raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
+    data = _as_data(X, mask, dtype, time_groups)  # validate (and upload) X once for the whole sweep
     n, k = len(ranks_arr), int(n_restarts)
 
     if resume is not None:
@@ -1560,7 +1650,7 @@ def select_rank(
     for i in range(n_done, n):
         r = int(ranks_arr[i])
         res = ncp_restarts(
-            X, r, mask=mask, n_restarts=k, random_state=np.random.SeedSequence(entropy, spawn_key=(r,)),
+            data, r, n_restarts=k, random_state=np.random.SeedSequence(entropy, spawn_key=(r,)),
             resume=current, checkpoint_every=checkpoint_every,
             on_checkpoint=(lambda inner, i=i: on_checkpoint(state(i, inner))) if on_checkpoint else None,
             max_iter=max_iter, tol=tol, **fit_kw,

@@ -44,9 +44,13 @@ def test_time_groups_fit_observed_entries_only_and_recover_the_factors():
 def test_time_groups_with_one_shared_mask_equal_the_plain_masked_fit():
     X, mask, groups, _ = planted(seed=2)
     shared = np.repeat(mask[:, :1], 3, axis=1)
-    a = ntf.ncp_hals(X, 3, mask=shared, time_groups=groups, dtype="float64", random_state=3, max_iter=25, tol=0)[1]
-    b = ntf.ncp_hals(X, 3, mask=mask[:, :1], dtype="float64", random_state=3, max_iter=25, tol=0)[1]
-    np.testing.assert_allclose(a.loss_history, b.loss_history, rtol=1e-10)
+    a = ntf.ncp_hals(X, 3, mask=shared, time_groups=groups, dtype="float64", random_state=3, max_iter=25, tol=0)
+    b = ntf.ncp_hals(X, 3, mask=mask[:, :1], dtype="float64", random_state=3, max_iter=25, tol=0)
+    for fa, fb in zip(a[0].factors, b[0].factors):
+        np.testing.assert_allclose(fa, fb, rtol=0, atol=1e-12)
+    # the per-iteration loss is a difference of squared norms: at e ~ 1e-3 its float64 floor is
+    # ~eps / e^2 ~ 1e-10 relative, and the two paths round differently (per-row vs shared Grams)
+    np.testing.assert_allclose(a[1].loss_history, b[1].loss_history, rtol=1e-8)
 
 
 def test_time_groups_pass_through_restarts_and_rank_selection():
