@@ -74,6 +74,14 @@ FIT_STATE_FORMAT = "dynconn.ntf.fit/1"
 RESTARTS_STATE_FORMAT = "dynconn.ntf.restarts/1"
 SELECT_STATE_FORMAT = "dynconn.ntf.select/1"
 
+#: Defaults of the rank sweep (:func:`select_rank`): each fit of the sweep stops at this many
+#: iterations or this relative loss change -- enough to rank the errors and compare restarts.
+SWEEP_MAX_ITER = 200
+SWEEP_TOL = 1e-4
+#: Defaults of the "stable-elbow" rank rule (see :func:`select_rank`).
+SIMILARITY_THRESHOLD = 0.85
+MIN_GAIN = 0.002
+
 _METHODS = ("hals", "tensorly-hals")
 _MISSING = ("exact", "em")
 _INITS = ("random", "nndsvd")
@@ -1050,6 +1058,7 @@ def ncp_hals(
     resume=None,
     checkpoint_every=None,
     on_checkpoint: Callable[[dict], Any] | None = None,
+    checkpoint_due: Callable[[], bool] | None = None,
     on_iteration: Callable[[int, float], Any] | None = None,
     method="hals",
     missing="exact",
@@ -1102,6 +1111,11 @@ def ncp_hals(
     on_checkpoint : callable(dict), optional
         Receives a state dict (see docs/factorization.md, "Checkpoints") of numpy arrays,
         numbers and strings; store it to resume later.
+    checkpoint_due : callable() -> bool, optional
+        Instead of counting iterations: asked after every iteration, and a state is built and
+        passed to ``on_checkpoint`` only when it returns True (e.g. "30 s have passed, or a stop
+        was requested"). Building a state copies the factors, so this keeps checkpoints free
+        between saves.
     on_iteration : callable(int, float), optional
         Called after each iteration with (iteration number from 1, relative error).
     method : "hals" | "tensorly-hals"
@@ -1148,6 +1162,8 @@ def ncp_hals(
         not isinstance(checkpoint_every, numbers.Integral) or checkpoint_every < 1
     ):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if checkpoint_due is not None and not callable(checkpoint_due):
+        raise ValueError(f"checkpoint_due must be callable, got {checkpoint_due!r}")
     sweeps = tuple(_default_sweeps(backend) if inner_sweeps is None else inner_sweeps)
     if len(sweeps) != 3 or any(not isinstance(s, numbers.Integral) or s < 1 for s in sweeps):
         raise ValueError(f"inner_sweeps must be three positive integers, got {inner_sweeps!r}")
@@ -1161,7 +1177,7 @@ def ncp_hals(
 
     if method == "tensorly-hals":
         return _tensorly_reference(data, rank, init, max_iter, tol, random_state,
-                                   backend, dt, resume, checkpoint_every, t_start)
+                                   backend, dt, resume, checkpoint_every or checkpoint_due, t_start)
 
     ops = _make_ops(backend, dt, device)
     if gemm_pad is None:
@@ -1216,8 +1232,7 @@ def ncp_hals(
         if len(history) >= 2 and abs(history[-2] - history[-1]) < tol * history[-2]:
             converged = True
             break
-        if checkpoint_every is not None and on_checkpoint is not None and iteration % checkpoint_every == 0 \
-                and iteration < max_iter:
+        if on_checkpoint is not None and iteration < max_iter and _due(checkpoint_every, checkpoint_due, iteration):
             on_checkpoint(_fit_state(prob, Ut, Vt, Wt, iteration, history,
                                      seconds_before + time.perf_counter() - t_start,
                                      init_name, "hals", missing, dt))
@@ -1239,6 +1254,16 @@ def ncp_hals(
         phase_seconds=dict(timer.seconds),
     )
     return cp, info
+
+
+def _due(checkpoint_every, checkpoint_due, iteration=None) -> bool:
+    """Is a checkpoint due: ``checkpoint_due()`` when given, else every ``checkpoint_every``-th
+    iteration (at a boundary between fits, ``iteration=None``: whenever checkpointing is on)."""
+    if checkpoint_due is not None:
+        return bool(checkpoint_due())
+    if not checkpoint_every:
+        return False
+    return iteration is None or iteration % checkpoint_every == 0
 
 
 def _tensorly_reference(data, rank, init, max_iter, tol, random_state, backend, dt,
@@ -1432,6 +1457,7 @@ def ncp_restarts(
     resume=None,
     checkpoint_every=None,
     on_checkpoint=None,
+    checkpoint_due=None,
     on_restart: Callable[[int, int, FitInfo], Any] | None = None,
     init="random",
     **fit_kw,
@@ -1448,7 +1474,8 @@ def ncp_restarts(
     Checkpoints: with ``checkpoint_every`` and ``on_checkpoint``, the state (format
     ``dynconn.ntf.restarts/1``) records the finished restarts' results, the seed, and the running
     restart's own fit state under ``"current"``; it is emitted at the running fit's checkpoints and
-    after each restart. ``resume=state`` continues exactly where it was.
+    after each restart. ``resume=state`` continues exactly where it was. ``checkpoint_due`` (see
+    :func:`ncp_hals`) replaces ``checkpoint_every``, also between restarts.
 
     ``mask`` and ``time_groups`` as in :func:`ncp_hals`; ``fit_kw`` are passed to it (max_iter,
     tol, backend, dtype, ...).
@@ -1480,15 +1507,15 @@ def ncp_restarts(
         restart_init = init if (not isinstance(init, str) or init != "nndsvd" or k == 0) else "random"
         cp, info = ncp_hals(
             data, rank, init=restart_init, random_state=restart_seed(entropy, k, spawn_key),
-            resume=current, checkpoint_every=checkpoint_every,
-            on_checkpoint=emit if (on_checkpoint is not None and checkpoint_every) else None,
+            resume=current, checkpoint_every=checkpoint_every, checkpoint_due=checkpoint_due,
+            on_checkpoint=emit if (on_checkpoint is not None and (checkpoint_every or checkpoint_due)) else None,
             **fit_kw,
         )
         current = None
         done.append({"cp": cp, "info": info})
         if on_restart is not None:
             on_restart(k, n_restarts, info)
-        if on_checkpoint is not None and checkpoint_every and k + 1 < n_restarts:
+        if on_checkpoint is not None and k + 1 < n_restarts and _due(checkpoint_every, checkpoint_due):
             emit(None)
 
     losses = np.asarray([d["info"].loss for d in done])
@@ -1560,13 +1587,14 @@ def select_rank(
     n_restarts=3,
     random_state=None,
     rule="stable-elbow",
-    similarity_threshold=0.85,
-    min_gain=0.002,
-    max_iter=200,
-    tol=1e-4,
+    similarity_threshold=SIMILARITY_THRESHOLD,
+    min_gain=MIN_GAIN,
+    max_iter=SWEEP_MAX_ITER,
+    tol=SWEEP_TOL,
     resume=None,
     checkpoint_every=None,
     on_checkpoint=None,
+    checkpoint_due=None,
     on_rank: Callable[[int, RestartsResult], Any] | None = None,
     **fit_kw,
 ) -> RankSelection:
@@ -1593,7 +1621,10 @@ def select_rank(
     rank to the sweep does not change the others' fits.
 
     Checkpoints: state format ``dynconn.ntf.select/1`` with the finished ranks' diagnostics and the
-    running rank's restarts state under ``"current"``; ``resume=state`` continues.
+    running rank's restarts state under ``"current"``; ``resume=state`` continues. Emitted at the
+    running fits' checkpoints (``checkpoint_every`` or ``checkpoint_due``), after each rank, and
+    always once when the sweep is finished (``rank_index == len(ranks)``): resuming from that
+    state returns the finished selection at once, so a caller that fits further can keep it.
     """
     if rule not in _RULES:
         raise ValueError(f"rule must be one of {_RULES}, got {rule!r}")
@@ -1651,7 +1682,7 @@ def select_rank(
         r = int(ranks_arr[i])
         res = ncp_restarts(
             data, r, n_restarts=k, random_state=np.random.SeedSequence(entropy, spawn_key=(r,)),
-            resume=current, checkpoint_every=checkpoint_every,
+            resume=current, checkpoint_every=checkpoint_every, checkpoint_due=checkpoint_due,
             on_checkpoint=(lambda inner, i=i: on_checkpoint(state(i, inner))) if on_checkpoint else None,
             max_iter=max_iter, tol=tol, **fit_kw,
         )
@@ -1665,7 +1696,8 @@ def select_rank(
         best_fits.append(res.cp)
         if on_rank is not None:
             on_rank(r, res)
-        if on_checkpoint is not None and checkpoint_every and i + 1 < n:
+        if on_checkpoint is not None and (checkpoint_every or checkpoint_due) and (
+                i + 1 == n or _due(checkpoint_every, checkpoint_due)):
             on_checkpoint(state(i + 1, None))
 
     errors = arrays["errors"]

@@ -300,6 +300,41 @@ def test_select_rank_resumes():
     assert resumed.rank == full.rank
 
 
+def test_checkpoint_due_builds_states_only_when_due_and_resumes():
+    X, mask, _ = planted(17)
+    kw = dict(mask=mask, n_restarts=2, random_state=9, max_iter=30, tol=0)
+    full = ntf.ncp_restarts(X, 3, **kw)
+    asked, states = [], []
+
+    def due():
+        asked.append(1)
+        return len(asked) in (7, 40)  # a clock says "save" twice
+
+    ntf.ncp_restarts(X, 3, checkpoint_due=due, on_checkpoint=states.append, **kw)
+    # asked after every iteration but the last of each fit, and once between the restarts
+    assert len(asked) == 29 + 1 + 29
+    assert [s["restart"] for s in states] == [0, 1]
+    assert states[0]["current"]["iteration"] == 7 and states[1]["current"]["iteration"] == 10
+    resumed = ntf.ncp_restarts(X, 3, resume=states[1], **kw)
+    for a, b in zip(resumed.cp.factors, full.cp.factors):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="checkpoint_due"):
+        ntf.ncp_hals(X, 3, checkpoint_due=5)
+
+
+def test_finished_sweep_state_resumes_to_the_same_selection_at_once():
+    X, mask, _ = planted(18)
+    states = []
+    kw = dict(mask=mask, n_restarts=2, random_state=1, max_iter=20)
+    full = ntf.select_rank(X, [1, 2, 3], checkpoint_due=lambda: False, on_checkpoint=states.append, **kw)
+    assert len(states) == 1 and states[0]["rank_index"] == 3 and "current" not in states[0]
+    again = ntf.select_rank(X, [1, 2, 3], resume=states[0], on_rank=lambda *a: pytest.fail("refitted"), **kw)
+    assert again.rank == full.rank
+    np.testing.assert_array_equal(again.errors, full.errors)
+    for a, b in zip(again.best_fits[again.rank - 1].factors, full.best_fits[full.rank - 1].factors):
+        np.testing.assert_array_equal(a, b)
+
+
 # ------------------------------------------------------------------------------------------------
 # time groups (the concatenated layout): X (P, T, 1), entry (p, t) observed iff mask[p, g(t)]
 # ------------------------------------------------------------------------------------------------
