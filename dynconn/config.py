@@ -284,6 +284,29 @@ SCHEMA: dict[str, Any] = {
         "tol": Key("float", 1e-6, "Stop when the relative loss change falls below this.", low=0),
         "seed": Key("int", 0, "Random seed (restarts derive their own seeds from it).", low=0),
         "init": Key("choice", "random", "Initialisation.", choices=("random", "nndsvd")),
+        "backend": Key(
+            "choice", "numpy", "Array library of the solver: `numpy` (CPU), or `pytorch` (CUDA when "
+            "available, else CPU; needs PyTorch installed).", choices=("numpy", "pytorch"),
+        ),
+        "method": Key(
+            "choice", "hals", "`hals`: our masked HALS solver. `tensorly-hals`: tensorly's "
+            "`non_negative_parafac_hals`, a slower reference (no missing pairs, no checkpoints).",
+            choices=("hals", "tensorly-hals"),
+        ),
+        "sweep_max_iter": Key("int", 200, "`auto`: maximum iterations of each fit of the rank sweep.", low=1),
+        "sweep_tol": Key("float", 1e-4, "`auto`: relative loss change that ends a fit of the rank sweep.", low=0),
+        "similarity_threshold": Key(
+            "float", 0.85, "`auto`: a rank is stable when its restarts' mean similarity to the best "
+            "restart is at least this.", low=0, high=1,
+        ),
+        "min_gain": Key(
+            "float", 0.002, "`auto`: a rank is worth its components when each added component explains "
+            "at least this fraction of the observed sum of squares.", low=0,
+        ),
+        "checkpoint_seconds": Key(
+            "float", 30.0, "Seconds between checkpoints of a running factorization (an interrupted "
+            "run resumes from the last one). Does not change the result.", low=0,
+        ),
     },
     "communities": {
         "method": Key(

@@ -5,9 +5,18 @@ this module is the thin wrapper that reads ``affinity.h5`` and writes ``factors.
 
 ``/factors/pairs`` (P, R), ``/factors/time`` (T, R), ``/factors/animals`` (A, R),
 ``/weights`` (R) — components sorted by weight, each factor column of unit L2 norm;
-``/fit/loss`` (iterations) relative error on observed entries of the kept fit, and
-``/fit/restart_loss`` (K) the final loss of every restart;
-``/rank_selection/...`` every diagnostic of the sweep when ``rank: auto``.
+``/fit/...`` diagnostics of the final fit: ``losses``, ``n_iter``, ``converged``,
+``similarity`` (one entry per restart), ``best_index``, ``loss_history`` (the kept fit's
+relative error after every iteration); ``/rank_selection/...`` every diagnostic of the
+sweep when ``rank: auto`` (:meth:`dynconn.ntf.RankSelection.as_arrays`). Wall-clock
+seconds are attributes (``fit_seconds``, ``rank_selection_seconds``), never datasets: the
+datasets are the artifact's content and must not change when the same fit is recomputed.
+
+``rank: auto`` (docs/factorization.md): :func:`dynconn.ntf.select_rank` sweeps ``ranks``
+with ``restarts`` restarts each, at the sweep's own ``sweep_max_iter`` / ``sweep_tol``; the
+chosen rank's best sweep fit is then *refined* (continued from where the sweep left it, to
+``max_iter`` / ``tol``) rather than refitted from new random starts: the sweep has already
+run the restarts of that rank. A fixed rank is fitted with ``restarts`` restarts.
 
 Layouts (docs/layouts.md): with an aligned affinity (P, T, A) the mask (P, A) applies at
 every time. With a concatenated one (P, T_total, 1) the solver gets ``time_groups =
@@ -15,11 +24,16 @@ every time. With a concatenated one (P, T_total, 1) the solver gets ``time_group
 one animal is ignored in that animal's bins only. ``/factors/animals`` is then (1, R) (the
 trivial third mode); each component's activity per animal is its temporal loading over
 that animal's bins. Root attribute ``layout``.
+
+Checkpoints: the stage saves the solver's state through the pipeline's checkpoint hook
+(``<workdir>/checkpoints/factorize.h5``) every ``checkpoint_seconds`` and when a stop signal
+arrives; the next run resumes from it and reaches the same factors, bit for bit.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -28,66 +42,186 @@ from . import ntf
 from .artifacts import read_h5, write_h5
 from .config import SCHEMA, Config, _check_section
 from .console import Console
+from .errors import ConfigError
 
 NAME = "factorize"
 OUTPUT = "factors.h5"
 UPSTREAM = ("affinity",)
+CHECKPOINTS = True  # run() takes the pipeline's checkpoint hook
+
+#: Format of the stage's checkpoint state: ``{"format", "sweep": select state, "final": fit or
+#: restarts state}`` (the solver states of :mod:`dynconn.ntf`, nested).
+STATE_FORMAT = "dynconn.factorize/1"
+
+#: Keys that do not change the result: left out of the stage's parameters (its provenance),
+#: so changing them neither reruns the stage nor discards its checkpoint.
+NOT_PROVENANCE = ("checkpoint_seconds",)
 
 
 def params(config: Config) -> dict:
-    return dict(config["factorize"])
+    return {k: v for k, v in config["factorize"].items() if k not in NOT_PROVENANCE}
 
 
-def _arrays(prefix: str, obj) -> dict[str, np.ndarray]:
-    """Numeric fields of a result dataclass as datasets under ``prefix/``."""
-    out = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if isinstance(value, (int, float, bool, np.integer, np.floating, np.ndarray)):
-            array = np.asarray(value)
-            if array.dtype.kind in "fiub":
-                out[f"{prefix}/{f.name}"] = array
-    return out
+def _check_options(p: dict, mask: np.ndarray) -> None:
+    """What the config asks must be possible here: one line naming the key otherwise."""
+    if p["backend"] == "pytorch" and importlib.util.find_spec("torch") is None:
+        raise ConfigError("factorize.backend: pytorch is not installed here; install it "
+                          "(pip install torch) or use backend: numpy")
+    if p["method"] == "tensorly-hals":
+        if p["backend"] != "numpy":
+            raise ConfigError("factorize.method: tensorly-hals runs on backend: numpy only")
+        if not np.all(mask):
+            missing = 1.0 - float(np.mean(mask))
+            raise ConfigError(f"factorize.method: tensorly-hals cannot leave out missing pairs "
+                              f"({missing:.0%} of the pair blocks are unobserved); use method: hals")
 
 
-def compute(affinity: dict, p: dict, console: Console) -> tuple[dict, dict]:
-    """Factorize an affinity artifact's tensor with parameters ``p`` (the config section)."""
+class _Saver:
+    """Routes the solver's checkpoint states to the pipeline's checkpoint as one stage state.
+
+    The state is ``{"format": STATE_FORMAT, "sweep": ..., "final": ...}``: while the rank sweep
+    runs, its state; once it is finished, its final state (which resumes to the finished
+    selection at once) together with the running final fit's state. States are built only when
+    the checkpoint is due (``checkpoint.due()``), so saving costs nothing between saves.
+    """
+
+    def __init__(self, checkpoint, seconds: float):
+        self.checkpoint = checkpoint
+        checkpoint.interval = float(seconds)
+        self.sweep_done = None  # the finished sweep's state
+
+    def load(self) -> dict:
+        state = self.checkpoint.load()
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            return {}
+        sweep = state.get("sweep")
+        if sweep is not None and int(sweep["rank_index"]) == len(np.atleast_1d(sweep["ranks"])):
+            self.sweep_done = sweep
+        return state
+
+    def hooks(self, phase: str) -> dict:
+        def offer(inner: dict) -> None:
+            if phase == "sweep" and int(inner["rank_index"]) == len(inner["ranks"]):
+                self.sweep_done = inner
+            state = {"format": STATE_FORMAT, phase: inner}
+            if phase == "final" and self.sweep_done is not None:
+                state["sweep"] = self.sweep_done
+            self.checkpoint.offer(state)
+
+        return {"checkpoint_due": self.checkpoint.due, "on_checkpoint": offer}
+
+    def stops_deferred(self):
+        return self.checkpoint.saving_on_stop()
+
+
+def _describe_resume(state: dict) -> str | None:
+    """What an interrupted run had done, for the console (None when starting afresh)."""
+    final, sweep = state.get("final"), state.get("sweep")
+    if final is not None:
+        fit = final.get("current", final) if "restart" in final else final
+        where = f"restart {int(final['restart']) + 1}, " if "restart" in final else ""
+        iteration = int(fit["iteration"]) if "iteration" in fit else 0
+        return f"resuming the final fit from its checkpoint ({where}iteration {iteration})"
+    if sweep is not None:
+        ranks = np.atleast_1d(sweep["ranks"])
+        i = int(sweep["rank_index"])
+        current = sweep.get("current")
+        detail = f", restart {int(current['restart']) + 1}" if current is not None else ""
+        return f"resuming the rank sweep from its checkpoint (rank {int(ranks[min(i, len(ranks) - 1)])}{detail})"
+    return None
+
+
+def _fit_datasets(result) -> tuple[dict[str, np.ndarray], list[float]]:
+    """``/fit/...`` datasets and the seconds per restart, from a RestartsResult or (cp, FitInfo)."""
+    if isinstance(result, ntf.RestartsResult):
+        info = result.info
+        out = {"losses": result.losses, "n_iter": result.n_iter, "converged": result.converged,
+               "similarity": result.similarity, "best_index": np.asarray(result.best_index),
+               "seed_entropy": np.asarray(result.seed_entropy, dtype=np.int64)}
+        seconds = np.atleast_1d(result.seconds).tolist()
+    else:
+        info = result[1]
+        out = {"losses": np.asarray([info.loss]), "n_iter": np.asarray([info.n_iter]),
+               "converged": np.asarray([info.converged]), "similarity": np.ones(1),
+               "best_index": np.asarray(0)}
+        seconds = [float(info.seconds)]
+    out["loss_history"] = np.asarray(info.loss_history, dtype=np.float64)
+    return {f"fit/{k}": np.asarray(v) for k, v in out.items()}, seconds
+
+
+def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple[dict, dict]:
+    """Factorize an affinity artifact's tensor with parameters ``p`` (the config section).
+
+    ``checkpoint``: the pipeline's :class:`dynconn.artifacts.Checkpoint` (or None): the solver's
+    state is saved through it and an interrupted run resumes from it.
+    """
     X, mask = affinity["affinity"], affinity["mask"]
+    _check_options(p, mask)
     layout = str(affinity.attrs.get("layout", "aligned"))
-    groups = {"time_groups": np.asarray(affinity["time_animal"], dtype=np.int64)} \
-        if layout == "concatenated" else {}
-    fit_kw = {"max_iter": p["max_iter"], "tol": p["tol"], "init": p["init"], **groups}
+    groups = np.asarray(affinity["time_animal"], dtype=np.int64) if layout == "concatenated" else None
+    solver = {"mask": mask, "time_groups": groups, "backend": p["backend"], "method": p["method"]}
+    saver = None
+    if checkpoint is not None and p["method"] == "hals":  # the reference method has no checkpoints
+        saver = _Saver(checkpoint, p.get("checkpoint_seconds", SCHEMA["factorize"]["checkpoint_seconds"].default))
+    state = saver.load() if saver is not None else {}
+    message = _describe_resume(state)
+    if message:
+        console.info(f"  {message}")
+
     datasets: dict[str, np.ndarray] = {}
     attrs: dict = {"layout": layout}
     rank = p["rank"]
-    if rank == "auto":
-        lo, hi = p["ranks"]
-        ranks = list(range(lo, hi + 1))
-        with console.progress(f"rank selection ({lo}–{hi})", len(ranks)) as advance:
-            selection = ntf.select_rank(X, ranks, mask=mask, n_restarts=p["restarts"],
-                                        random_state=p["seed"], init=p["init"],
-                                        on_rank=lambda *a: advance(), **groups)
-        rank = int(selection.rank)
-        datasets.update(_arrays("rank_selection", selection))
-        attrs["rank_rule"] = selection.rule
-        console.info(f"  rank {rank} chosen ({selection.rule})")
-    with console.progress(f"factorizing, rank {rank}", p["restarts"] * p["max_iter"]) as advance:
-        result = ntf.ncp_restarts(X, rank, mask=mask, n_restarts=p["restarts"], random_state=p["seed"],
-                                  on_iteration=lambda i, loss: advance(), **fit_kw)
-    weights, (f_pairs, f_time, f_animals) = result.cp
+    with saver.stops_deferred() if saver is not None else contextlib.nullcontext():
+        if rank == "auto":
+            lo, hi = p["ranks"]
+            ranks = list(range(lo, hi + 1))
+            with console.progress(f"rank selection ({lo}–{hi})", len(ranks)) as advance:
+                selection = ntf.select_rank(
+                    X, ranks, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"],
+                    similarity_threshold=p["similarity_threshold"], min_gain=p["min_gain"],
+                    max_iter=p["sweep_max_iter"], tol=p["sweep_tol"], resume=state.get("sweep"),
+                    on_rank=lambda *a: advance(), **solver, **(saver.hooks("sweep") if saver else {}))
+            rank = int(selection.rank)
+            sweep = selection.as_arrays()
+            attrs["rank_selection_seconds"] = np.asarray(sweep.pop("seconds")).tolist()
+            datasets.update({f"rank_selection/{k}": v for k, v in sweep.items()})
+            attrs["rank_rule"] = selection.rule
+            attrs["rank_rule_params"] = selection.rule_params
+            console.info(f"  rank {rank} chosen ({selection.rule})")
+            # refine the chosen rank's best sweep fit to the full tolerance
+            best = selection.best_fits[int(np.flatnonzero(selection.ranks == rank)[0])]
+            with console.progress(f"refining rank {rank}", p["max_iter"]) as advance:
+                result = ntf.ncp_hals(
+                    X, rank, init=best, max_iter=p["max_iter"], tol=p["tol"], resume=state.get("final"),
+                    on_iteration=lambda i, loss: advance(), **solver,
+                    **(saver.hooks("final") if saver else {}))
+            cp = result[0]
+            attrs["final_fit"] = "refined from the rank sweep's best fit"
+        else:
+            with console.progress(f"factorizing, rank {rank}", p["restarts"] * p["max_iter"]) as advance:
+                result = ntf.ncp_restarts(
+                    X, rank, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"],
+                    max_iter=p["max_iter"], tol=p["tol"], resume=state.get("final"),
+                    on_iteration=lambda i, loss: advance(), **solver,
+                    **(saver.hooks("final") if saver else {}))
+            cp = result.cp
+            attrs["final_fit"] = f"best of {p['restarts']} restarts"
+    weights, (f_pairs, f_time, f_animals) = cp
     datasets.update({
         "weights": np.asarray(weights, dtype=np.float64),
         "factors/pairs": np.asarray(f_pairs, dtype=np.float32),
         "factors/time": np.asarray(f_time, dtype=np.float64),
         "factors/animals": np.asarray(f_animals, dtype=np.float64),
     })
-    datasets.update(_arrays("fit", result))
+    fit, seconds = _fit_datasets(result)
+    datasets.update(fit)
+    attrs["fit_seconds"] = seconds
     attrs["rank"] = rank
     return datasets, attrs
 
 
-def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
-    return compute(upstream["affinity"], config["factorize"], console)
+def run(config: Config, workdir: Path, console: Console, upstream: dict, checkpoint=None) -> tuple[dict, dict]:
+    return compute(upstream["affinity"], config["factorize"], console, checkpoint)
 
 
 def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:
@@ -96,5 +230,5 @@ def factorize_file(in_path: Path, out_path: Path, options: dict, console: Consol
     affinity = read_h5(in_path)
     with console.capture_warnings() as seen:
         datasets, attrs = compute(affinity, p, console)
-    write_h5(out_path, datasets, stage=NAME, params=p, inputs={"affinity": affinity.fingerprint},
+    write_h5(out_path, datasets, stage=NAME, params=params({"factorize": p}), inputs={"affinity": affinity.fingerprint},
              attrs={**attrs, "warnings": seen})

@@ -935,8 +935,11 @@ def render_html(ctx: dict) -> str:
     if "losses" in data.fit:
         losses = np.asarray(data.fit["losses"], dtype=float).ravel()
         best = int(np.asarray(data.fit.get("best_index", [np.argmin(losses)])).ravel()[0])
-        fit_rows.append(f"final fit: {losses.size} restarts, relative error of the kept restart "
-                        f"{losses[best]:.4f} (all: {', '.join(f'{v:.4f}' for v in losses)})")
+        if losses.size == 1:  # rank: auto refines the sweep's best fit (one fit, no restarts)
+            fit_rows.append(f"final fit: relative error {losses[0]:.4f}")
+        else:
+            fit_rows.append(f"final fit: {losses.size} restarts, relative error of the kept restart "
+                            f"{losses[best]:.4f} (all: {', '.join(f'{v:.4f}' for v in losses)})")
         if "n_iter" in data.fit:
             conv = np.asarray(data.fit.get("converged", np.ones(losses.size, bool)), dtype=bool).ravel()
             fit_rows.append(f"iterations: {', '.join(str(int(v)) for v in np.asarray(data.fit['n_iter']).ravel())}; "
