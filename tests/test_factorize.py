@@ -1,0 +1,126 @@
+"""The factorize stage: config keys, the rank sweep's settings, errors a user can act on,
+and issue 4's pipeline-level criterion for `rank: auto`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import cli
+from dynconn import config, factorize, ntf
+from dynconn.artifacts import read_h5
+from dynconn.console import Console
+from dynconn.simulate import score_recovery
+
+
+class FakeAffinity(dict):
+    """What the stage reads from affinity.h5: datasets by name, and root attributes."""
+
+    def __init__(self, X, mask, **attrs):
+        super().__init__(affinity=X, mask=mask)
+        self.attrs = attrs
+
+
+def section(**overrides):
+    return config._check_section("factorize", config.SCHEMA["factorize"], overrides, None)
+
+
+def planted(seed=0, P=120, T=30, A=4, R=3, missing=0.0):
+    rng = np.random.default_rng(seed)
+    X = np.einsum("pr,tr,ar->pta", rng.random((P, R)) ** 3, rng.random((T, R)) ** 2, rng.random((A, R)))
+    mask = rng.random((P, A)) >= missing
+    return (X * mask[:, None, :]).astype(np.float32), mask
+
+
+def test_config_defaults_are_the_solvers_own():
+    p = section()
+    assert (p["sweep_max_iter"], p["sweep_tol"]) == (ntf.SWEEP_MAX_ITER, ntf.SWEEP_TOL)
+    assert (p["similarity_threshold"], p["min_gain"]) == (ntf.SIMILARITY_THRESHOLD, ntf.MIN_GAIN)
+    assert (p["backend"], p["method"]) == ("numpy", "hals")
+    # the checkpoint interval does not change the result: not part of the stage's provenance
+    assert "checkpoint_seconds" in p and "checkpoint_seconds" not in factorize.params({"factorize": p})
+
+
+def test_rank_sweep_runs_at_the_sweep_settings_and_the_chosen_rank_is_refined():
+    X, mask = planted(1, missing=0.2)
+    p = section(rank="auto", ranks=[1, 5], restarts=2, max_iter=300, tol=1e-7)
+    datasets, attrs = factorize.compute(FakeAffinity(X, mask), p, Console(True))
+    assert attrs["rank"] == 3 and int(datasets["rank_selection/rank"]) == 3
+    assert attrs["rank_rule_params"]["max_iter"] == 200 and attrs["rank_rule_params"]["tol"] == 1e-4
+    assert datasets["rank_selection/n_iter"].max() <= 200
+    assert "rank_selection/seconds" not in datasets and len(attrs["rank_selection_seconds"]) == 5
+    # the refined fit continues the sweep's best fit of rank 3: at least as good, to the full tol
+    sweep_best = datasets["rank_selection/best_error"][2]
+    assert datasets["fit/losses"][0] <= sweep_best + 1e-9
+    assert datasets["fit/loss_history"].size == datasets["fit/n_iter"][0]
+    assert datasets["factors/pairs"].shape == (X.shape[0], 3)
+    # the rule's thresholds come from the config
+    _, strict = factorize.compute(FakeAffinity(X, mask), {**p, "min_gain": 0.5}, Console(True))
+    assert strict["rank"] < 3 and strict["rank_rule_params"]["min_gain"] == 0.5
+
+
+def test_tensorly_reference_runs_without_missing_pairs_and_refuses_them():
+    X, mask = planted(2)
+    p = section(rank=3, restarts=1, max_iter=20, method="tensorly-hals")
+    datasets, _ = factorize.compute(FakeAffinity(X, mask), p, Console(True))
+    assert datasets["factors/pairs"].shape == (X.shape[0], 3)
+    X, mask = planted(2, missing=0.3)
+    with pytest.raises(config.ConfigError, match="factorize.method: tensorly-hals cannot leave out missing"):
+        factorize.compute(FakeAffinity(X, mask), p, Console(True))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="PyTorch is installed here")
+def test_pytorch_backend_without_pytorch_is_one_line(small_dataset):
+    result = cli("run", small_dataset, "-q", "--set", "factorize.backend=pytorch")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: factorize.backend: pytorch is not installed here; install it "
+                                     "(pip install torch) or use backend: numpy")
+    assert "Traceback" not in result.stderr
+
+
+def test_numpy_backend_stage_never_imports_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "from dynconn import factorize, config\n"
+        "from dynconn.console import Console\n"
+        "class A(dict):\n"
+        "    attrs = {}\n"
+        "rng = np.random.default_rng(0)\n"
+        "a = A(affinity=rng.random((30, 8, 3)).astype('float32'), mask=rng.random((30, 3)) > 0.2)\n"
+        "p = config._check_section('factorize', config.SCHEMA['factorize'], {'ranks': [1, 3], 'restarts': 2}, None)\n"
+        "factorize.compute(a, p, Console(True))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- issue 4, done-when
+def test_auto_rank_on_the_standard_preset(standard_run, standard_dataset, tmp_path):
+    """`rank: auto` picks a rank within ±2 of the planted motifs + 1 (background), and the
+    recovery score does not drop against the planted rank chosen by hand."""
+    truth = json.loads((standard_dataset.parent / "truth.json").read_text())
+    fac = read_h5(standard_run / "factors.h5")
+    assert json.loads(fac.attrs["params"])["rank"] == "auto"
+    chosen = int(fac.attrs["rank"])
+    print("rank chosen", chosen, "planted motifs", truth["n_motifs"])
+    assert abs(chosen - (truth["n_motifs"] + 1)) <= 2
+
+    def recovery(workdir):
+        aff, fac, com = (read_h5(workdir / f) for f in ("affinity.h5", "factors.h5", "communities.h5"))
+        return score_recovery(truth, aff["time"], fac["factors/time"], com["membership"], list(aff["neurons"]))[0]
+
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    for name in ("ingest.h5", "affinity.h5"):  # same upstream artifacts: up to date, not recomputed
+        (hand / name).write_bytes((standard_run / name).read_bytes())
+    result = cli("run", standard_dataset, "-q", "--until", "communities", "--workdir", hand,
+                 "--set", f"factorize.rank={truth['n_motifs']}")
+    assert result.exit_code == 0, result.output
+    auto_score, hand_score = recovery(standard_run), recovery(hand)
+    print("recovery auto", auto_score, "hand", hand_score)
+    assert auto_score >= hand_score
