@@ -114,20 +114,27 @@ class _Saver:
         return self.checkpoint.saving_on_stop()
 
 
+def _restarts_progress(state: dict) -> str:
+    """``restart k, iteration i`` of a restarts state (or ``iteration i`` of a fit state)."""
+    if "restart" not in state:
+        return f"iteration {int(state['iteration'])}"
+    current = state.get("current")
+    return f"restart {int(state['restart']) + 1}, iteration {int(current['iteration']) if current else 0}"
+
+
 def _describe_resume(state: dict) -> str | None:
-    """What an interrupted run had done, for the console (None when starting afresh)."""
+    """Where an interrupted run stopped, for the console (None when starting afresh)."""
     final, sweep = state.get("final"), state.get("sweep")
     if final is not None:
-        fit = final.get("current", final) if "restart" in final else final
-        where = f"restart {int(final['restart']) + 1}, " if "restart" in final else ""
-        iteration = int(fit["iteration"]) if "iteration" in fit else 0
-        return f"resuming the final fit from its checkpoint ({where}iteration {iteration})"
+        return f"resuming the final fit from its checkpoint ({_restarts_progress(final)})"
     if sweep is not None:
         ranks = np.atleast_1d(sweep["ranks"])
         i = int(sweep["rank_index"])
+        if i >= len(ranks):
+            return "resuming after the rank sweep, from its checkpoint"
         current = sweep.get("current")
-        detail = f", restart {int(current['restart']) + 1}" if current is not None else ""
-        return f"resuming the rank sweep from its checkpoint (rank {int(ranks[min(i, len(ranks) - 1)])}{detail})"
+        where = _restarts_progress(current) if current is not None else "restart 1, iteration 0"
+        return f"resuming the rank sweep from its checkpoint (rank {int(ranks[i])}, {where})"
     return None
 
 
