@@ -124,8 +124,11 @@ _stage_command("report", "The HTML atlas and the exports, from the artifacts.")
 @click.option("--tol", type=float, help="Relative loss-change tolerance.")
 @click.option("--seed", type=int, help="Random seed.")
 @click.option("--restarts", type=int, help="Random restarts (best kept).")
+@click.option("--backend", type=click.Choice(["numpy", "pytorch"]),
+              help="Array library of the solver (pytorch: CUDA when available).")
 @user_errors
-def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, rank, max_iter, tol, seed, restarts):
+def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, rank, max_iter, tol, seed, restarts,
+              backend):
     """Non-negative CP factorization of the affinity tensor → factors.h5.
 
     \b
@@ -134,7 +137,8 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
     """
     from . import factorize as stage
 
-    options = {"rank": rank, "max_iter": max_iter, "tol": tol, "seed": seed, "restarts": restarts}
+    options = {"rank": rank, "max_iter": max_iter, "tol": tol, "seed": seed, "restarts": restarts,
+               "backend": backend}
     options = {k: v for k, v in options.items() if v is not None}
     if "rank" in options and options["rank"] != "auto":
         try:

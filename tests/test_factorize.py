@@ -124,3 +124,17 @@ def test_auto_rank_on_the_standard_preset(standard_run, standard_dataset, tmp_pa
     auto_score, hand_score = recovery(standard_run), recovery(hand)
     print("recovery auto", auto_score, "hand", hand_score)
     assert auto_score >= hand_score
+
+
+def test_standalone_factorize_command(small_dataset, tmp_path):
+    assert cli("run", small_dataset, "-q", "--until", "affinity").exit_code == 0
+    affinity = small_dataset.parent / "run" / "affinity.h5"
+    out = tmp_path / "factors.h5"
+    result = cli("factorize", "--in", affinity, "--out", out, "--rank", "3", "--max-iter", "30",
+                 "--restarts", "2", "--backend", "numpy", "-q")
+    assert result.exit_code == 0, result.output
+    fac = read_h5(out)
+    assert fac["factors/pairs"].shape == (read_h5(affinity)["pairs"].shape[0], 3)
+    params = json.loads(fac.attrs["params"])
+    assert params["backend"] == "numpy" and params["rank"] == 3 and "checkpoint_seconds" not in params
+    assert fac["fit/losses"].shape == (2,) and np.all(fac["fit/n_iter"] <= 30)
