@@ -97,11 +97,13 @@ def _write_failure(path: Path, exc: BaseException, what: str = "artifact") -> Ar
         mark in text for mark in ("No space left", "Disk quota", "File too large", "errno = 28")
     )
     if full:
+        reason = "file too large for this file system" if "too large" in text.lower() or \
+            getattr(exc, "errno", None) == errno.EFBIG else "no space left on the device"
         return ArtifactError(
-            f"{path}: disk full while writing the {what} ({getattr(exc, 'strerror', None) or 'no space left'}); "
+            f"{path}: disk full while writing the {what} ({reason}); "
             "nothing was written under this name; free some space or use another --workdir"
         )
-    reason = getattr(exc, "strerror", None) or text
+    reason = getattr(exc, "strerror", None) or _short(exc)
     return ArtifactError(f"{path}: cannot write the {what} ({reason})")
 
 
@@ -409,9 +411,10 @@ def inspect(path: Path) -> Inspection:
     path = Path(path)
     lines = [f"{path}"]
     if not path.exists():
-        return Inspection(lines + ["  not found"], False, f"{path}: not found")
+        return Inspection(lines + ["  verifies: NO — not found"], False, f"{path}: not found")
     if path.is_dir():
-        return Inspection(lines + ["  is a folder; give an .h5 artifact"], False, f"{path}: is a folder")
+        return Inspection(lines + ["  verifies: NO — is a folder; give an .h5 artifact"], False,
+                          f"{path}: is a folder")
     problems: list[str] = []
     try:
         with h5py.File(path, "r") as f:

@@ -51,11 +51,19 @@ def user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         import os
+        import warnings
 
+        from .console import DynconnWarning
         from .interrupt import signals_handled
 
         try:
-            with signals_handled():
+            with signals_handled(), warnings.catch_warnings():
+                if os.environ.get("DYNCONN_DEBUG", "").strip() in ("", "0"):
+                    # library warnings (numpy overflow, matplotlib limits...) are noise for a
+                    # user: results are checked for NaN/Inf and named (dynconn.guards), and
+                    # what a user must know is a DynconnWarning, shown by the Console
+                    warnings.simplefilter("ignore")
+                    warnings.simplefilter("default", DynconnWarning)
                 return func(*args, **kwargs)
         except DynconnError as exc:
             _fail(f"error: {exc}")

@@ -49,6 +49,20 @@ def _pair_names(pairs: np.ndarray, neurons, index: np.ndarray) -> list[str]:
     return [f"{neurons[pairs[p, 0]]}–{neurons[pairs[p, 1]]}" for p in index]
 
 
+def _culprits(pairs: np.ndarray, neurons, p_idx: np.ndarray) -> str:
+    """Name the neurons behind bad pairs: those that take part in every bad pair when
+    there are such neurons (one bad trace spoils all its pairs), else the pairs."""
+    involved = pairs[p_idx]
+    counts = np.bincount(involved.ravel(), minlength=len(neurons))
+    common = np.flatnonzero(counts == p_idx.size)
+    if p_idx.size > 1 and common.size:
+        return (f"neuron {_listing(_names(neurons, common), common.size)} "
+                f"(in all {p_idx.size} affected pairs)")
+    worst = np.argsort(-counts, kind="stable")[: min(_MAX_NAMED, int((counts > 0).sum()))]
+    return (f"pairs {_listing(_pair_names(pairs, neurons, p_idx[:_MAX_NAMED]), p_idx.size)} "
+            f"(neurons most involved: {', '.join(_names(neurons, worst))})")
+
+
 def check_output(stage: str, datasets: dict, upstream: dict) -> None:
     """Raise NumericalError when a stage's output holds a non-finite value where it must
     not; the message names the animal(s) and neuron(s)."""
@@ -70,8 +84,7 @@ def check_output(stage: str, datasets: dict, upstream: dict) -> None:
             pairs, neurons, animals = datasets["pairs"], datasets["neurons"], datasets["animals"]
             p_idx = np.flatnonzero(bad.any(axis=(1, 2)))
             a_idx = np.flatnonzero(bad.any(axis=(0, 1)))
-            where = (f"animal {_listing(_names(animals, a_idx), a_idx.size)}, pairs "
-                     f"{_listing(_pair_names(pairs, neurons, p_idx[:_MAX_NAMED]), p_idx.size)}")
+            where = f"animal {_listing(_names(animals, a_idx), a_idx.size)}, {_culprits(pairs, neurons, p_idx)}"
             _raise(stage, "affinity", bad, where, tensor)
         return
     if stage == "factorize":

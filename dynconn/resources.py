@@ -141,12 +141,12 @@ def check_memory(stage: str, need: int, remedy: str) -> None:
 
 def check_disk(folder: Path, need: int, what: str) -> None:
     """Refuse (ResourceError) when the file system of ``folder`` has less than ``need``
-    bytes free (plus 1 % and 1 MB of headroom for HDF5 metadata)."""
+    bytes free (plus 1 % and 64 KB of headroom for HDF5 metadata)."""
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
         return  # cannot tell; the write itself will report a full disk
-    if need * 1.01 + (1 << 20) > free:
+    if need * 1.01 + (64 << 10) > free:
         raise ResourceError(
             f"{folder}: not enough disk space to write {what} (needs about {format_bytes(need)}, "
             f"{format_bytes(free)} free); free some space or use another --workdir"
