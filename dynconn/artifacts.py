@@ -42,7 +42,8 @@ def _as_storable(value: np.ndarray | list) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind in "UO":
         return np.asarray([str(v) for v in array.ravel()], dtype=object).reshape(array.shape)
-    return np.ascontiguousarray(array)
+    # (np.ascontiguousarray would turn a 0-d scalar into shape (1,))
+    return array if array.flags.c_contiguous else np.array(array, order="C")
 
 
 def checksum(array: np.ndarray) -> str:
