@@ -236,6 +236,13 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
             f"affinity.bin_seconds: {p['bin_seconds']:g} s leaves {n_bins} bin(s) in a "
             f"{n_frames / rate:g} s recording; choose a shorter bin"
         )
+    if p["smooth_seconds"] > n_frames / rate:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"affinity.smooth_seconds: {p['smooth_seconds']:g} s is longer than the recording "
+            f"({n_frames / rate:g} s); use a value well below it (default 0.5)"
+        )
     affinity = np.zeros((pairs.shape[0], n_bins, n_animals), dtype=np.float32)
     with console.progress("affinity (bins × animals)", n_bins * n_animals) as advance:
         for a in range(n_animals):

@@ -69,7 +69,7 @@ def user_errors(func):
             _fail(f"error: {exc}")
         except KeyboardInterrupt as exc:
             message, status = _interrupted_message(exc)
-            click.echo(message, err=True)
+            click.echo(one_line(message), err=True)
             sys.exit(status)
         except MemoryError as exc:
             _fail(f"error: ran out of memory ({exc or 'allocation failed'}); lower the request "
@@ -91,8 +91,20 @@ def user_errors(func):
     return wrapper
 
 
+def one_line(text: str) -> str:
+    """The message as one printable line: line breaks and other control characters that
+    may come from user data (names, paths, values) are shown escaped."""
+    import unicodedata
+
+    return "".join(
+        c if c == " " or unicodedata.category(c)[0] not in "CZ" or c in "\u00a0\u3000"
+        else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
 def _fail(line: str) -> None:
-    click.echo(line, err=True)
+    click.echo(one_line(line), err=True)
     sys.exit(1)
 
 

@@ -33,6 +33,12 @@ from .errors import ConfigError
 
 REQUIRED = object()  # marker: the key has no default and must be given
 
+# Upper bounds that keep every request finite and answerable (a duration × a rate must stay
+# a sensible number of frames; counts of fits must finish): far beyond real experiments.
+MAX_SECONDS = 1e7  # ~116 days
+MAX_RATE = 1e5  # Hz
+MAX_FITS = 10_000  # restarts, Leiden runs
+
 
 @dataclass(frozen=True)
 class Key:
@@ -78,7 +84,8 @@ SCHEMA: dict[str, Any] = {
         "path", "runs/{config}", "Work directory for artifacts; `{config}` = config file stem."
     ),
     "data": {
-        "sampling_rate": Key("float", REQUIRED, "Imaging rate of every animal, Hz.", low=0, low_open=True),
+        "sampling_rate": Key("float", REQUIRED, "Imaging rate of every animal, Hz.", low=0, low_open=True,
+                             high=MAX_RATE),
         "animals": Key("animals", REQUIRED, "List of animals (see the animal keys)."),
         "stimuli": Key(
             "stimuli",
@@ -98,7 +105,8 @@ SCHEMA: dict[str, Any] = {
             choices=("dff", "zscore", "none"),
         ),
         "baseline_seconds": Key(
-            "float", 60.0, "Window of the running baseline (photobleaching), s.", low=0, low_open=True
+            "float", 60.0, "Window of the running baseline (photobleaching), s.", low=0, low_open=True,
+            high=MAX_SECONDS
         ),
         "baseline_percentile": Key(
             "float", 10.0, "Percentile of the running baseline.", low=0, high=100
@@ -108,6 +116,7 @@ SCHEMA: dict[str, Any] = {
             2.0,
             "NaN gaps up to this long are linearly interpolated; longer gaps stay missing.",
             low=0,
+            high=MAX_SECONDS,
         ),
         "max_crop_fraction": Key(
             "float",
@@ -127,7 +136,8 @@ SCHEMA: dict[str, Any] = {
             choices=("differential", "mtd", "window-corr"),
         ),
         "bin_seconds": Key(
-            "float", 5.0, "Width of the time bins the affinity is averaged into, s.", low=0, low_open=True
+            "float", 5.0, "Width of the time bins the affinity is averaged into, s.", low=0, low_open=True,
+            high=MAX_SECONDS
         ),
         "smooth_seconds": Key(
             "float",
@@ -135,6 +145,7 @@ SCHEMA: dict[str, Any] = {
             "SD of the Gaussian derivative filter (differential, mtd), s.",
             low=0,
             low_open=True,
+            high=MAX_SECONDS,
         ),
         "noise_threshold": Key(
             "float",
@@ -143,7 +154,8 @@ SCHEMA: dict[str, Any] = {
             low=0,
         ),
         "window_seconds": Key(
-            "float", 30.0, "window-corr: width of the correlation window, s.", low=0, low_open=True
+            "float", 30.0, "window-corr: width of the correlation window, s.", low=0, low_open=True,
+            high=MAX_SECONDS
         ),
     },
     "factorize": {
@@ -151,10 +163,10 @@ SCHEMA: dict[str, Any] = {
         "ranks": Key(
             "int_range", [2, 10], "`auto`: smallest and largest rank tried, inclusive."
         ),
-        "restarts": Key("int", 5, "Random restarts; the lowest-loss fit is kept.", low=1),
-        "max_iter": Key("int", 500, "Maximum iterations per fit.", low=1),
+        "restarts": Key("int", 5, "Random restarts; the lowest-loss fit is kept.", low=1, high=MAX_FITS),
+        "max_iter": Key("int", 500, "Maximum iterations per fit.", low=1, high=10**7),
         "tol": Key("float", 1e-6, "Stop when the relative loss change falls below this.", low=0),
-        "seed": Key("int", 0, "Random seed (restarts derive their own seeds from it).", low=0),
+        "seed": Key("int", 0, "Random seed (restarts derive their own seeds from it).", low=0, high=2**63 - 1),
         "init": Key("choice", "random", "Initialisation.", choices=("random", "nndsvd")),
     },
     "communities": {
@@ -164,8 +176,8 @@ SCHEMA: dict[str, Any] = {
             "`leiden` (modularity, best of `n_runs` seeds).",
             choices=("leiden",),
         ),
-        "n_runs": Key("int", 10, "Partitions computed per component (different seeds).", low=1),
-        "seed": Key("int", 0, "Random seed.", low=0),
+        "n_runs": Key("int", 10, "Partitions computed per component (different seeds).", low=1, high=MAX_FITS),
+        "seed": Key("int", 0, "Random seed.", low=0, high=2**63 - 1),
         "min_strength": Key(
             "float",
             0.05,
@@ -244,6 +256,8 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
     if kind == "path":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{path}: expected a file path, got {_describe(value)}")
+        if "\x00" in value:
+            raise ConfigError(f"{path}: a file path cannot contain a NUL character")
         return str(value)
     if kind == "rank":
         if value == "auto":

@@ -107,10 +107,35 @@ def check_output(stage: str, datasets: dict, upstream: dict) -> None:
         return
 
 
-def check_inputs(stage: str, upstream: dict) -> None:
-    """Refuse inputs that cannot give a meaningful result, with a message saying why."""
+def max_cp_rank(shape: tuple[int, int, int]) -> int:
+    """The largest rank a CP model of a (P, T, A) tensor can usefully have: any such tensor
+    is an exact sum of min(P·T, P·A, T·A) rank-one terms."""
+    p, t, a = shape
+    return max(1, min(p * t, p * a, t * a))
+
+
+def check_inputs(stage: str, upstream: dict, params: dict | None = None) -> None:
+    """Refuse inputs (and requests) that cannot give a meaningful result, saying why."""
     if stage == "factorize" and "affinity" in upstream:
         aff = upstream["affinity"]
+        if aff["affinity"].size == 0:
+            raise NumericalError(
+                f"factorize: the affinity tensor is empty ({'×'.join(map(str, aff['affinity'].shape))}: "
+                "fewer than two neurons, or no time bins); nothing to factorize"
+            )
+        if params is not None:
+            limit = max_cp_rank(aff["affinity"].shape)
+            rank, ranks = params.get("rank"), params.get("ranks")
+            if isinstance(rank, int) and rank > limit:
+                raise NumericalError(
+                    f"factorize.rank: {rank} is more than a {'×'.join(map(str, aff['affinity'].shape))} "
+                    f"tensor can hold (at most {limit} components); choose a smaller rank"
+                )
+            if rank == "auto" and ranks and ranks[0] > limit:
+                raise NumericalError(
+                    f"factorize.ranks: the smallest rank tried ({ranks[0]}) is more than a "
+                    f"{'×'.join(map(str, aff['affinity'].shape))} tensor can hold (at most {limit})"
+                )
         tensor, mask = aff["affinity"], aff["mask"]
         observed = tensor.transpose(0, 2, 1)[mask] if mask.any() else np.zeros(0)
         if not observed.size or not np.any(observed > 0):

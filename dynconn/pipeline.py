@@ -261,7 +261,7 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     try:
         upstream = {up: read_upstream(up, workdir, verified) for up in module.UPSTREAM}
         with console.capture_warnings() as warnings_seen:
-            guards.check_inputs(name, upstream)
+            guards.check_inputs(name, upstream, expected["params"])
             kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
             result = module.run(config, workdir, console, upstream, **kwargs)
             if not hasattr(module, "write"):
@@ -353,7 +353,7 @@ def factorize_file(in_path: Path, out_path: Path, options: dict, console: Consol
                                           {"affinity": dataset_shapes(in_path)})
         resources.check_memory("factorize", need, remedy)
         try:
-            guards.check_inputs("factorize", {"affinity": read_h5(in_path)})  # verifies it too
+            guards.check_inputs("factorize", {"affinity": read_h5(in_path)}, params)  # verifies it too
             factorize.factorize_file(in_path, out_path, options, console)
         except MemoryError as exc:
             raise ResourceError(f"factorize: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
