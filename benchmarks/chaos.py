@@ -8,8 +8,9 @@
    pipeline once without interruption: the reference.
 2. ``--kills`` times: start ``dynconn run`` in a second work directory — alternately from
    an empty work directory and with ``--force`` over finished artifacts — and send it
-   SIGKILL or SIGTERM (alternating, first SIGKILL) after a random delay drawn uniformly
-   over the length of a full run. Then check:
+   SIGKILL or SIGTERM (alternating, first SIGKILL) after a random delay: one uniform draw
+   in each of ``--kills`` equal slices of the reference run's length, shuffled (stratified,
+   so the kills cover start-up, every stage and the writes). Then check:
    - every artifact present under its real name verifies (never a half-written one);
    - a SIGTERM'd run exited with 143 and one line (or was killed before Python set up
      its handlers: -15);
@@ -145,17 +146,22 @@ def trial(config: Path, workdir: Path, sig: int, delay: float, fresh: bool, refe
     return record
 
 
-def chaos(config: Path, base: Path, kills: int, seed: int, log=print, delays=None) -> dict:
+def chaos(config: Path, base: Path, kills: int, seed: int, log=None, delays=None) -> dict:
     """``kills`` trials; ``delays`` (seconds) replaces the random delays when given."""
+    log = log or (lambda line: print(line, flush=True))
     rng = random.Random(seed)
     reference, seconds = reference_run(config, base / "reference")
     log(f"reference run: {seconds:.1f} s")
     workdir = base / "chaos"
+    # stratified random moments: one uniform draw in each of `kills` equal slices of a run,
+    # in random order, so that the kills cover start-up, every stage and the writes
+    moments = [(k + rng.random()) * seconds / max(kills, 1) for k in range(kills)]
+    rng.shuffle(moments)
     records = []
     for i in range(kills):
         sig = signal.SIGKILL if i % 2 == 0 else signal.SIGTERM
         fresh = (i // 2) % 2 == 0  # pairs of (SIGKILL, SIGTERM) from empty, then over finished artifacts
-        delay = delays[i] if delays is not None else rng.uniform(0.0, seconds)
+        delay = delays[i] if delays is not None else moments[i]
         rec = trial(config, workdir, sig, delay, fresh, reference)
         records.append(rec)
         status = "ok" if not rec["problems"] else "FAIL: " + "; ".join(rec["problems"])

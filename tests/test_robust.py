@@ -502,3 +502,14 @@ def test_verified_once_per_command(data, monkeypatch):
     assert counts == {}  # everything read was written by this very command
     assert cli("run", data / "config.yaml", "-q").exit_code == 0
     assert counts == {name: 1 for name in H5}
+
+
+def test_unusable_workdir_is_reported_before_any_work(data, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for workdir, message in ((blocker, "exists and is not a folder"),
+                             (blocker / "sub", "cannot create the work directory")):
+        result = cli("run", data / "config.yaml", "--set", f"workdir={workdir}")
+        assert result.exit_code == 1
+        assert message in last_line(result) and "--workdir" in last_line(result), last_line(result)
+        assert "→ ingest" not in result.stderr
