@@ -257,7 +257,7 @@ def inspect(artifact):
     from .artifacts import inspect as inspect_artifact
 
     result = inspect_artifact(artifact)
-    click.echo("\n".join(result.lines))
+    click.echo("\n".join(one_line(line) for line in result.lines))
     if not result.verifies:
         sys.exit(1)
 

@@ -218,7 +218,11 @@ def _check_number(path: str, key: Key, value: Any, integer: bool) -> Any:
             raise ConfigError(f"{path}: expected {what}, got {value!r}")
         value = int(value)
     if not integer:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ConfigError(f"{path}: expected a finite number, got an integer of about "
+                              f"{int(value.bit_length() * 0.30103)} digits") from None
         if not math.isfinite(value):
             raise ConfigError(f"{path}: expected a finite number, got {value!r}")
     if key.low is not None and (value < key.low or (key.low_open and value == key.low)):
@@ -247,6 +251,8 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
     if kind == "str":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{path}: expected a non-empty string, got {_describe(value)}")
+        if "\x00" in value:
+            raise ConfigError(f"{path}: a NUL character is not allowed here")
         return value
     if kind == "choice":
         if value not in key.choices:
@@ -328,6 +334,8 @@ def _check_animals(path: str, value: Any, base: Path) -> list[dict]:
 
 def _check_stimuli(path: str, value: Any) -> Any:
     if isinstance(value, str):
+        if "\x00" in value:
+            raise ConfigError(f"{path}: a file path cannot contain a NUL character")
         return value
     if not isinstance(value, list):
         raise ConfigError(
@@ -382,7 +390,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text}: malformed key path {key!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         value = raw
     return parts, value
 
@@ -436,6 +444,10 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise ConfigError(f"{path}:{where}: invalid YAML ({problem})") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping of sections, got {_describe(raw)}")
     raw = apply_overrides(raw or {}, overrides or [])

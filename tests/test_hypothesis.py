@@ -138,7 +138,10 @@ def test_the_tiny_dataset_runs(root):
 @given(st.one_of(st.binary(max_size=400), st.text(max_size=400),
                  st.sampled_from([b"", b"\xef\xbb\xbf", "data: [\n".encode(), "a: b: c".encode(),
                                   "\ufeffworkdir: run".encode("utf-16"), b"- 1\n- 2", b"!!python/object:os.system x",
-                                  b"&a [*a]", b"key: \x00\x01", "workdir: \xe9".encode("latin-1")])))
+                                  b"&a [*a]", b"key: \x00\x01", "workdir: \xe9".encode("latin-1"),
+                                  b"affinity: &x {bin_seconds: *x}", b"data: &x [*x, *x]",
+                                  b"workdir: " + b"[" * 5000 + b"]" * 5000, b"factorize: {rank: " + b"9" * 5000 + b"}",
+                                  b"data: {sampling_rate: " + b"9" * 400 + b"}"])))
 def test_any_config_text(root, content):
     folder = fresh_dataset(root)
     path = folder / "config.yaml"
