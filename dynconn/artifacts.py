@@ -10,6 +10,7 @@ Every stage writes one artifact through :func:`write_h5`. It carries, as root at
 ``created``          ISO-8601 creation time (UTC)
 ``checksums``        JSON ``{dataset path: sha256 of its bytes}``
 ``fingerprint``      sha256 over the checksums: identifies the content
+``attrs_checksum``   sha256 over every other attribute (verified like the datasets)
 
 The file is written under a temporary name in the same folder, flushed to disk, then
 renamed into place, so an interrupted write never leaves a half-written artifact under
@@ -234,6 +235,7 @@ def write_h5(
             f.attrs["fingerprint"] = fingerprint
             for key, value in (attrs or {}).items():
                 _store_attr(f, key, value)
+            f.attrs[ATTRS_CHECKSUM] = attrs_digest(_attrs_of(f))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -294,6 +296,34 @@ def _attrs_of(f: h5py.File) -> dict[str, Any]:
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
 
 
+ATTRS_CHECKSUM = "attrs_checksum"
+
+
+def attrs_digest(attrs: dict[str, Any]) -> str:
+    """sha256 over every root attribute (names, values, types) but ``attrs_checksum``
+    itself: attributes carry data too (``sampling_rate``, ``params``), so a damaged one
+    must be detected like a damaged dataset."""
+    h = hashlib.sha256()
+    for key in sorted(attrs, key=str):
+        if key == ATTRS_CHECKSUM:
+            continue
+        value = attrs[key]
+        h.update(str(key).encode("utf-8", "surrogateescape") + b"\0")
+        if isinstance(value, str):
+            h.update(b"s" + value.encode("utf-8", "surrogateescape"))
+        else:
+            array = np.asarray(value)
+            h.update(array.dtype.str.encode() + repr(array.shape).encode())
+            h.update(repr(array.tolist()).encode() if array.dtype.kind in "OUSV" else array.tobytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _check_attrs(path: Path, attrs: dict) -> None:
+    if attrs.get(ATTRS_CHECKSUM) != attrs_digest(attrs):
+        raise ArtifactError(f"{path}: its attributes (provenance, parameters) are damaged; recompute it")
+
+
 def _dataset_names(f: h5py.File) -> list[str]:
     names: list[str] = []
     f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
@@ -345,6 +375,7 @@ def read_h5(path: Path, *, verify: bool = True) -> Artifact:
             if checksum(data[name]) != digest:
                 raise ArtifactError(f"{path}: dataset /{name} fails its checksum (corrupted); recompute it")
         _check_fingerprint(path, attrs, expected)
+        _check_attrs(path, attrs)
     return Artifact(path=path, data=data, attrs=attrs)
 
 
@@ -376,6 +407,7 @@ def verify_h5(path: Path) -> dict[str, Any]:
     except _H5_ERRORS as exc:
         raise ArtifactError(f"{path}: unreadable or truncated HDF5 file ({_short(exc)}); recompute it") from None
     _check_fingerprint(path, attrs, expected)
+    _check_attrs(path, attrs)
     return attrs
 
 
@@ -432,7 +464,7 @@ def inspect(path: Path) -> Inspection:
             for key in ("params", "inputs"):
                 if key in attrs:
                     lines.append(f"  {key + ':':<17}{_compact_json(attrs[key])}")
-            extra = sorted(k for k in attrs if k not in _CORE_ATTRS)
+            extra = sorted((k for k in attrs if k not in _CORE_ATTRS), key=str)
             for key in extra:
                 lines.append(f"  {key + ':':<17}{_compact_json(attrs[key])}")
             lines.append("  datasets:")
@@ -460,6 +492,7 @@ def inspect(path: Path) -> Inspection:
         if expected and not problems:
             try:
                 _check_fingerprint(path, attrs, expected)
+                _check_attrs(path, attrs)
             except ArtifactError as exc:
                 problems.append(str(exc))
     except _H5_ERRORS as exc:
@@ -471,7 +504,8 @@ def inspect(path: Path) -> Inspection:
     return Inspection(lines, True)
 
 
-_CORE_ATTRS = {"stage", "dynconn_version", "created", "fingerprint", "params", "inputs", "checksums", "config"}
+_CORE_ATTRS = {"stage", "dynconn_version", "created", "fingerprint", "params", "inputs", "checksums", "config",
+               ATTRS_CHECKSUM}
 
 
 def _compact_json(value: Any, limit: int = 400) -> str:

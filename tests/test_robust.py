@@ -513,3 +513,17 @@ def test_unusable_workdir_is_reported_before_any_work(data, tmp_path):
         assert result.exit_code == 1
         assert message in last_line(result) and "--workdir" in last_line(result), last_line(result)
         assert "→ ingest" not in result.stderr
+
+
+def test_damaged_attribute_is_detected_and_recomputed(data):
+    """Attributes carry data too (the bin width the report uses)."""
+    path = data / "run" / "affinity.h5"
+    with h5py.File(path, "r+") as f:
+        f.attrs["frames_per_bin"] = 10
+    with pytest.raises(artifacts.ArtifactError, match="attributes .* are damaged"):
+        read_h5(path)
+    assert cli("inspect", path).exit_code == 1
+    result = cli("run", data / "config.yaml")
+    assert result.exit_code == 0
+    assert "affinity.h5: its attributes (provenance, parameters) are damaged; recomputing it" in result.stderr
+    assert int(read_h5(path).attrs["frames_per_bin"]) == 20
