@@ -39,15 +39,25 @@ def params(config: Config) -> dict:
 
 
 def _arrays(prefix: str, obj) -> dict[str, np.ndarray]:
-    """Numeric fields of a result dataclass as datasets under ``prefix/``."""
+    """Numeric fields of a result dataclass as datasets under ``prefix/``.
+
+    Wall-clock ``seconds`` are left out: datasets are the artifact's content (its
+    fingerprint), which must be the same whenever the same fit is recomputed; timings go
+    to attributes (see :func:`_timings`)."""
     out = {}
     for f in dataclasses.fields(obj):
+        if f.name == "seconds":
+            continue
         value = getattr(obj, f.name)
         if isinstance(value, (int, float, bool, np.integer, np.floating, np.ndarray)):
             array = np.asarray(value)
             if array.dtype.kind in "fiub":
                 out[f"{prefix}/{f.name}"] = array
     return out
+
+
+def _timings(obj) -> list[float]:
+    return np.atleast_1d(np.asarray(getattr(obj, "seconds", []), dtype=np.float64)).tolist()
 
 
 def compute(affinity: dict, p: dict, console: Console) -> tuple[dict, dict]:
@@ -69,6 +79,7 @@ def compute(affinity: dict, p: dict, console: Console) -> tuple[dict, dict]:
                                         on_rank=lambda *a: advance(), **groups)
         rank = int(selection.rank)
         datasets.update(_arrays("rank_selection", selection))
+        attrs["rank_selection_seconds"] = _timings(selection)
         attrs["rank_rule"] = selection.rule
         console.info(f"  rank {rank} chosen ({selection.rule})")
     with console.progress(f"factorizing, rank {rank}", p["restarts"] * p["max_iter"]) as advance:
@@ -82,6 +93,7 @@ def compute(affinity: dict, p: dict, console: Console) -> tuple[dict, dict]:
         "factors/animals": np.asarray(f_animals, dtype=np.float64),
     })
     datasets.update(_arrays("fit", result))
+    attrs["fit_seconds"] = _timings(result)
     attrs["rank"] = rank
     return datasets, attrs
 
