@@ -10,6 +10,7 @@ Every stage writes one artifact through :func:`write_h5`. It carries, as root at
 ``created``          ISO-8601 creation time (UTC)
 ``checksums``        JSON ``{dataset path: sha256 of its bytes}``
 ``fingerprint``      sha256 over the checksums: identifies the content
+``attrs_checksum``   sha256 over every other attribute (verified like the datasets)
 
 The file is written under a temporary name in the same folder, flushed to disk, then
 renamed into place, so an interrupted write never leaves a half-written artifact under
@@ -19,9 +20,11 @@ the real name.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,21 +33,18 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import DynconnError
+from .errors import ArtifactError, DynconnError  # noqa: F401  (ArtifactError re-exported)
 
 TMP_MARK = ".tmp-"
 STR_DTYPE = h5py.string_dtype("utf-8")
-
-
-class ArtifactError(DynconnError):
-    """An artifact is missing, unreadable, truncated or fails its checksums."""
 
 
 def _as_storable(value: np.ndarray | list) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind in "UO":
         return np.asarray([str(v) for v in array.ravel()], dtype=object).reshape(array.shape)
-    return np.ascontiguousarray(array)
+    # (np.ascontiguousarray would turn a 0-d scalar into shape (1,))
+    return array if array.flags.c_contiguous else np.array(array, order="C")
 
 
 def checksum(array: np.ndarray) -> str:
@@ -74,32 +74,113 @@ def file_fingerprint(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def tmp_path(path: Path) -> Path:
+    """``<name>.tmp-<pid>``: the name an artifact is written under before the rename."""
     return path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (ignored where directories cannot be fsynced)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_failure(path: Path, exc: BaseException, what: str = "artifact") -> ArtifactError:
+    """One line for a failed write; a full disk says so and what to do."""
+    text = str(exc)
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(
+        mark in text for mark in ("No space left", "Disk quota", "File too large", "errno = 28")
+    )
+    if full:
+        reason = "file too large for this file system" if "too large" in text.lower() or \
+            getattr(exc, "errno", None) == errno.EFBIG else "no space left on the device"
+        return ArtifactError(
+            f"{path}: disk full while writing the {what} ({reason}); "
+            "nothing was written under this name; free some space or use another --workdir"
+        )
+    reason = getattr(exc, "strerror", None) or _short(exc)
+    return ArtifactError(f"{path}: cannot write the {what} ({reason})")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a (text or binary) file atomically: temp name, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
     tmp = tmp_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise _write_failure(path, exc, "file") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
 
 
-def clean_temporaries(folder: Path) -> list[Path]:
-    """Remove temporary files an interrupted run left behind; returns what was removed."""
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:  # pragma: no cover - e.g. read-only file system; reported by the caller
+        pass
+
+
+def temporary_owner(path: Path) -> int | None:
+    """The pid in a ``*.tmp-<pid>`` name, or None when the name is not one of ours."""
+    name = path.name
+    if TMP_MARK not in name:
+        return None
+    suffix = name.rsplit(TMP_MARK, 1)[1]
+    return int(suffix) if suffix.isdigit() else None
+
+
+def clean_temporaries(folder: Path, only: str | None = None) -> list[Path]:
+    """Remove temporary files an interrupted (killed) writer left behind.
+
+    A ``*.tmp-<pid>`` file is removed only when that pid is no longer running on this
+    host (or is this process): the temporary file of a live writer is never touched. The
+    caller holds the work-directory lock, so no other dynconn process writes here.
+    ``only``: clean just the temporaries of that file name in ``folder`` (not recursive).
+    Returns what was removed.
+    """
+    from .lock import pid_alive
+
     removed = []
-    if folder.is_dir():
-        for p in folder.rglob(f"*{TMP_MARK}*"):
-            if p.is_file():
-                p.unlink(missing_ok=True)
-                removed.append(p)
+    if not Path(folder).is_dir():
+        return removed
+    found = Path(folder).glob(f"{only}{TMP_MARK}*") if only else Path(folder).rglob(f"*{TMP_MARK}*")
+    for p in found:
+        pid = temporary_owner(p)
+        if pid is None or not p.is_file() or p.is_symlink():
+            continue
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        _unlink_quietly(p)
+        removed.append(p)
     return removed
+
+
+def _dataset_nbytes(array: np.ndarray) -> int:
+    if array.dtype == object:
+        return sum(len(str(v).encode()) + 16 for v in array.ravel())
+    return int(array.nbytes)
+
+
+def _store_attr(f: h5py.File, key: str, value: Any) -> None:
+    if isinstance(value, (dict, list, tuple)):
+        value = json.dumps(value)
+    f.attrs[key] = value
 
 
 def write_h5(
@@ -111,21 +192,31 @@ def write_h5(
     config: dict | None = None,
     inputs: dict[str, str] | None = None,
     attrs: dict[str, Any] | None = None,
+    check_space: bool = True,
 ) -> str:
     """Write an artifact atomically; returns its fingerprint.
 
     ``datasets`` maps HDF5 paths (``"factors/time"``) to arrays; string arrays are stored
     as UTF-8. ``attrs`` are extra root attributes (scalars/strings, or JSON-able objects
     stored as JSON strings).
+
+    Before writing, the free space of the target file system is checked against the
+    artifact's size (ResourceError). A write that still fails (disk full, quota, I/O
+    error) raises ArtifactError and removes the temporary file: nothing appears under
+    the real name, and an existing artifact there is left as it was.
     """
+    from .resources import check_disk
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {name: _as_storable(value) for name, value in datasets.items()}
     tmp = tmp_path(path)
     checksums: dict[str, str] = {}
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if check_space:
+            check_disk(path.parent, sum(_dataset_nbytes(a) for a in arrays.values()), path.name)
         with h5py.File(tmp, "w") as f:
-            for name, value in datasets.items():
-                array = _as_storable(value)
+            for name, array in arrays.items():
                 if array.dtype == object:
                     f.create_dataset(name, data=array, dtype=STR_DTYPE)
                 else:
@@ -143,16 +234,16 @@ def write_h5(
             f.attrs["checksums"] = json.dumps(checksums, sort_keys=True)
             f.attrs["fingerprint"] = fingerprint
             for key, value in (attrs or {}).items():
-                if isinstance(value, (dict, list, tuple)):
-                    value = json.dumps(value)
-                f.attrs[key] = value
+                _store_attr(f, key, value)
+            f.attrs[ATTRS_CHECKSUM] = attrs_digest(_attrs_of(f))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot write artifact ({exc.strerror or exc})") from None
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as exc:  # h5py reports some write failures as RuntimeError
+        raise _write_failure(path, exc) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
     return fingerprint
 
 
@@ -184,6 +275,82 @@ def _read_dataset(ds: h5py.Dataset) -> np.ndarray:
     return ds[()]
 
 
+_H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError)
+_STREAM_BYTES = 64 << 20  # verify big datasets in blocks of about this size
+
+
+def _stream_checksum(ds: h5py.Dataset) -> str:
+    """:func:`checksum` of a dataset, read in blocks along its first axis (bounded memory)."""
+    if h5py.check_string_dtype(ds.dtype) is not None or ds.ndim == 0 or ds.size == 0:
+        return checksum(_read_dataset(ds))
+    h = hashlib.sha256()
+    h.update(str(ds.dtype.str).encode() + repr(ds.shape).encode())
+    row_bytes = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64)))
+    step = max(1, _STREAM_BYTES // row_bytes)
+    for start in range(0, ds.shape[0], step):
+        h.update(np.ascontiguousarray(ds[start : start + step]).data)
+    return h.hexdigest()
+
+
+def _attrs_of(f: h5py.File) -> dict[str, Any]:
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+ATTRS_CHECKSUM = "attrs_checksum"
+
+
+def attrs_digest(attrs: dict[str, Any]) -> str:
+    """sha256 over every root attribute (names, values, types) but ``attrs_checksum``
+    itself: attributes carry data too (``sampling_rate``, ``params``), so a damaged one
+    must be detected like a damaged dataset."""
+    h = hashlib.sha256()
+    for key in sorted(attrs, key=str):
+        if key == ATTRS_CHECKSUM:
+            continue
+        value = attrs[key]
+        h.update(str(key).encode("utf-8", "surrogateescape") + b"\0")
+        if isinstance(value, str):
+            h.update(b"s" + value.encode("utf-8", "surrogateescape"))
+        else:
+            array = np.asarray(value)
+            h.update(array.dtype.str.encode() + repr(array.shape).encode())
+            h.update(repr(array.tolist()).encode() if array.dtype.kind in "OUSV" else array.tobytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _check_attrs(path: Path, attrs: dict) -> None:
+    if attrs.get(ATTRS_CHECKSUM) != attrs_digest(attrs):
+        raise ArtifactError(f"{path}: its attributes (provenance, parameters) are damaged; recompute it")
+
+
+def _dataset_names(f: h5py.File) -> list[str]:
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _recorded_checksums(path: Path, attrs: dict) -> dict[str, str]:
+    if "checksums" not in attrs:
+        raise ArtifactError(f"{path}: not a dynconn artifact (no checksums attribute)")
+    try:
+        expected = json.loads(attrs["checksums"])
+    except (TypeError, ValueError):
+        raise ArtifactError(f"{path}: its checksums attribute is damaged; recompute it") from None
+    if not isinstance(expected, dict):
+        raise ArtifactError(f"{path}: its checksums attribute is damaged; recompute it")
+    return expected
+
+
+def _check_names(path: Path, expected: dict, present: list[str]) -> None:
+    missing = sorted(set(expected) - set(present))
+    extra = sorted(set(present) - set(expected))
+    if missing:
+        raise ArtifactError(f"{path}: dataset /{missing[0]} is missing (truncated or damaged); recompute it")
+    if extra:
+        raise ArtifactError(f"{path}: unexpected dataset /{extra[0]} (modified after it was written); recompute it")
+
+
 def read_h5(path: Path, *, verify: bool = True) -> Artifact:
     """Read a whole artifact; with ``verify`` every dataset's checksum is checked.
 
@@ -196,31 +363,277 @@ def read_h5(path: Path, *, verify: bool = True) -> Artifact:
     data: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-
-            def visit(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    data[name] = _read_dataset(obj)
-
-            f.visititems(visit)
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise ArtifactError(f"{path}: unreadable or truncated HDF5 file ({exc})") from None
+            attrs = _attrs_of(f)
+            for name in _dataset_names(f):
+                data[name] = _read_dataset(f[name])
+    except _H5_ERRORS as exc:
+        raise ArtifactError(f"{path}: unreadable or truncated HDF5 file ({_short(exc)}); recompute it") from None
     if verify:
-        if "checksums" not in attrs:
-            raise ArtifactError(f"{path}: not a dynconn artifact (no checksums attribute)")
-        expected = json.loads(attrs["checksums"])
-        if set(expected) != set(data):
-            raise ArtifactError(f"{path}: datasets differ from the recorded ones; recompute it")
+        expected = _recorded_checksums(path, attrs)
+        _check_names(path, expected, list(data))
         for name, digest in expected.items():
             if checksum(data[name]) != digest:
-                raise ArtifactError(f"{path}: dataset /{name} fails its checksum (corrupted)")
+                raise ArtifactError(f"{path}: dataset /{name} fails its checksum (corrupted); recompute it")
+        _check_fingerprint(path, attrs, expected)
+        _check_attrs(path, attrs)
     return Artifact(path=path, data=data, attrs=attrs)
+
+
+def _check_fingerprint(path: Path, attrs: dict, checksums: dict) -> None:
+    digest = hashlib.sha256(json.dumps(checksums, sort_keys=True).encode()).hexdigest()
+    if attrs.get("fingerprint") != digest:
+        raise ArtifactError(f"{path}: its fingerprint does not match its checksums (damaged); recompute it")
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def verify_h5(path: Path) -> dict[str, Any]:
+    """Check every dataset of an artifact against its recorded checksum without keeping
+    the data in memory; returns its root attributes. Raises ArtifactError on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: artifact not found")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = _attrs_of(f)
+            expected = _recorded_checksums(path, attrs)
+            _check_names(path, expected, _dataset_names(f))
+            for name, digest in expected.items():
+                if _stream_checksum(f[name]) != digest:
+                    raise ArtifactError(f"{path}: dataset /{name} fails its checksum (corrupted); recompute it")
+    except _H5_ERRORS as exc:
+        raise ArtifactError(f"{path}: unreadable or truncated HDF5 file ({_short(exc)}); recompute it") from None
+    _check_fingerprint(path, attrs, expected)
+    _check_attrs(path, attrs)
+    return attrs
 
 
 def read_attrs(path: Path) -> dict[str, Any] | None:
     """Root attributes of an artifact, or None when it is absent or unreadable (cheap)."""
     try:
         with h5py.File(path, "r") as f:
-            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except (OSError, KeyError, ValueError, RuntimeError):
+            return _attrs_of(f)
+    except _H5_ERRORS:
         return None
+
+
+def dataset_shapes(path: Path) -> dict[str, tuple[tuple, int]]:
+    """``{dataset: (shape, itemsize)}`` from the HDF5 metadata (no data read); {} if unreadable."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {n: (tuple(f[n].shape), int(f[n].dtype.itemsize)) for n in _dataset_names(f)}
+    except _H5_ERRORS:
+        return {}
+
+
+# ----------------------------------------------------------------------------- inspect
+@dataclass
+class Inspection:
+    """What :func:`inspect` found: printable ``lines`` and whether the file ``verifies``."""
+
+    lines: list[str]
+    verifies: bool
+    problem: str | None = None
+
+
+def inspect(path: Path) -> Inspection:
+    """Contents (datasets, shapes, dtypes, checksum status), provenance and a verdict."""
+    path = Path(path)
+    lines = [f"{path}"]
+    if not path.exists():
+        return Inspection(lines + ["  verifies: NO — not found"], False, f"{path}: not found")
+    if path.is_dir():
+        return Inspection(lines + ["  verifies: NO — is a folder; give an .h5 artifact"], False,
+                          f"{path}: is a folder")
+    problems: list[str] = []
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = _attrs_of(f)
+            names = _dataset_names(f)
+            try:
+                expected = _recorded_checksums(path, attrs)
+            except ArtifactError as exc:
+                expected = {}
+                problems.append(str(exc))
+            for key in ("stage", "dynconn_version", "created", "fingerprint"):
+                if key in attrs:
+                    lines.append(f"  {key + ':':<17}{attrs[key]}")
+            for key in ("params", "inputs"):
+                if key in attrs:
+                    lines.append(f"  {key + ':':<17}{_compact_json(attrs[key])}")
+            extra = sorted((k for k in attrs if k not in _CORE_ATTRS), key=str)
+            for key in extra:
+                lines.append(f"  {key + ':':<17}{_compact_json(attrs[key])}")
+            lines.append("  datasets:")
+            for name in names:
+                ds = f[name]
+                kind = "utf-8" if h5py.check_string_dtype(ds.dtype) is not None else str(ds.dtype)
+                if name not in expected:
+                    status = "no checksum" if expected else ""
+                    if expected:
+                        problems.append(f"{path}: unexpected dataset /{name}")
+                else:
+                    try:
+                        ok = _stream_checksum(ds) == expected[name]
+                    except _H5_ERRORS as exc:
+                        ok = False
+                        problems.append(f"{path}: dataset /{name} unreadable ({_short(exc)})")
+                    status = "ok" if ok else "CHECKSUM MISMATCH"
+                    if not ok:
+                        problems.append(f"{path}: dataset /{name} fails its checksum (corrupted)")
+                shape = "×".join(str(d) for d in ds.shape) or "scalar"
+                lines.append(f"    /{name:<28} {shape:<18} {kind:<8} {status}")
+            for name in sorted(set(expected) - set(names)):
+                lines.append(f"    /{name:<28} MISSING")
+                problems.append(f"{path}: dataset /{name} is missing")
+        if expected and not problems:
+            try:
+                _check_fingerprint(path, attrs, expected)
+                _check_attrs(path, attrs)
+            except ArtifactError as exc:
+                problems.append(str(exc))
+    except _H5_ERRORS as exc:
+        problems.append(f"{path}: unreadable or truncated HDF5 file ({_short(exc)})")
+    if problems:
+        lines.append(f"  verifies: NO — {problems[0]}")
+        return Inspection(lines, False, problems[0])
+    lines.append("  verifies: yes (every dataset matches its recorded sha256)")
+    return Inspection(lines, True)
+
+
+_CORE_ATTRS = {"stage", "dynconn_version", "created", "fingerprint", "params", "inputs", "checksums", "config",
+               ATTRS_CHECKSUM}
+
+
+def _compact_json(value: Any, limit: int = 400) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    text = json.dumps(value, sort_keys=True, default=str) if not isinstance(value, str) else value
+    if isinstance(value, np.generic):
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- checkpoints
+class Checkpoint:
+    """Where a stage keeps resumable partial work (``<workdir>/checkpoints/<stage>.h5``).
+
+    The pipeline hands one to a stage that declares ``CHECKPOINTS = True`` (as the
+    ``checkpoint`` keyword of its ``run``). The checkpoint is keyed by the stage's
+    provenance (version, parameters, input fingerprints): :meth:`load` returns a state
+    only when it was saved for exactly the same computation, and verifies its checksums
+    (a damaged checkpoint is ignored with a warning and the stage starts over). States are
+    nested dicts of arrays, numbers, strings and None (e.g. the solver states of
+    :mod:`dynconn.ntf`); they are written with :func:`write_h5`, so atomically.
+
+    Typical use in a stage (see docs/robustness.md)::
+
+        state = checkpoint.load()
+        with checkpoint.saving_on_stop():
+            result = solve(..., resume=state, checkpoint_every=1, on_checkpoint=checkpoint.offer)
+
+    :meth:`offer` saves at most every ``interval`` seconds, and always when a stop signal
+    is pending, then raises that stop. The pipeline removes the checkpoint once the
+    stage's artifact is written.
+    """
+
+    def __init__(self, path: Path, key: dict, *, interval: float = 30.0, warn=None):
+        self.path = Path(path)
+        self.key = json.dumps(key, sort_keys=True, default=str)
+        self.interval = interval
+        self._last = time.monotonic()
+        self._warn = warn
+        self.saved = False
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            art = read_h5(self.path)
+        except ArtifactError as exc:
+            if self._warn:
+                self._warn(f"ignoring a damaged checkpoint ({exc}); starting this stage over")
+            self.clear()
+            return None
+        if art.attrs.get("key") != self.key:
+            self.clear()  # made for another computation
+            return None
+        return _unflatten(art.data)
+
+    def save(self, state: dict) -> None:
+        write_h5(self.path, _flatten(state), stage="checkpoint", params={}, attrs={"key": self.key})
+        self._last = time.monotonic()
+        self.saved = True
+
+    def due(self) -> bool:
+        """True when :meth:`offer` would save now: ``interval`` s have passed since the last
+        save (or since this checkpoint was made), or a stop is pending. Pass as the solver's
+        ``checkpoint_due``: it then builds a state only when one will be saved."""
+        from . import interrupt
+
+        return interrupt.stop_requested() or time.monotonic() - self._last >= self.interval
+
+    def offer(self, state: dict) -> None:
+        """Save ``state`` when it is :meth:`due`; then raise the pending stop, if any. Pass
+        as the solver's ``on_checkpoint``."""
+        from . import interrupt
+
+        if self.due():
+            self.save(state)
+        interrupt.check()
+
+    def saving_on_stop(self):
+        """Context in which stop signals are deferred to the next :meth:`offer`."""
+        from . import interrupt
+
+        return interrupt.deferred()
+
+    def clear(self) -> None:
+        _unlink_quietly(self.path)
+        try:
+            self.path.parent.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+_NONE_MARK = "__none__"
+
+
+def _flatten(state: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        if "/" in str(key):
+            raise ValueError(f"checkpoint keys cannot contain '/': {key!r}")
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "/"))
+        elif value is None:
+            out[f"{name}{_NONE_MARK}"] = np.zeros(0, dtype=np.int8)
+        elif isinstance(value, str):
+            out[name] = np.asarray(value, dtype=object)
+        else:
+            out[name] = np.asarray(value)
+    return out
+
+
+def _unflatten(data: dict[str, np.ndarray]) -> dict:
+    out: dict = {}
+    for name, value in data.items():
+        parts = name.split("/")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        leaf = parts[-1]
+        if leaf.endswith(_NONE_MARK):
+            node[leaf[: -len(_NONE_MARK)]] = None
+        elif isinstance(value, np.ndarray) and value.ndim == 0:
+            node[leaf] = value.item() if value.dtype == object else value[()]
+        else:
+            node[leaf] = value
+    return out

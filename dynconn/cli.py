@@ -1,7 +1,8 @@
 """The ``dynconn`` command line. It only parses, delegates and reports.
 
-Exit status: 0 done; 1 a user error (one line naming the key or file); 2 usage errors
-(click's own); 130/143 interrupted.
+Exit status: 0 done; 1 a user error (one line naming the key or file), a resource
+problem, or an internal error (one line pointing to a log file); 2 usage errors (click's
+own); 128 + signal number when interrupted (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -23,21 +24,92 @@ COMMUNITY_METHODS = SCHEMA["communities"]["method"]
 STAGE_NAMES = ["ingest", "affinity", "factorize", "communities", "report"]
 
 
+def _interrupted_message(exc: KeyboardInterrupt) -> tuple[str, int]:
+    from .errors import Interrupted
+
+    if isinstance(exc, Interrupted):
+        where = f" during {exc.stage}" if exc.stage else ""
+        saved = f"; partial work saved in {exc.checkpoint}" if exc.checkpoint else ""
+        return (f"interrupted by {exc.signame}{where}; finished artifacts are kept{saved}; "
+                "rerun the same command to continue"), exc.exit_status
+    return "interrupted; finished artifacts are kept; rerun the same command to continue", 130
+
+
+def _os_error_message(exc: OSError) -> str | None:
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}disk full ({exc.strerror}); free some space or use another --workdir"
+    if exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return None
+
+
 def user_errors(func):
-    """Turn DynconnError into one line on stderr and exit 1; Ctrl-C into exit 130."""
+    """Every command's guard: stop signals handled (exit 128 + signal); DynconnError →
+    one line, exit 1; running out of memory or disk → one line, exit 1; anything else is a
+    bug → one line "internal error … details in <log>", exit 1 (DYNCONN_DEBUG=1 re-raises
+    it instead, for tests and debugging). A user never sees a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import os
+        import warnings
+
+        from .console import DynconnWarning
+        from .interrupt import signals_handled
+
         try:
-            return func(*args, **kwargs)
+            with signals_handled(), warnings.catch_warnings():
+                if os.environ.get("DYNCONN_DEBUG", "").strip() in ("", "0"):
+                    # library warnings (numpy overflow, matplotlib limits...) are noise for a
+                    # user: results are checked for NaN/Inf and named (dynconn.guards), and
+                    # what a user must know is a DynconnWarning, shown by the Console
+                    warnings.simplefilter("ignore")
+                    warnings.simplefilter("default", DynconnWarning)
+                return func(*args, **kwargs)
         except DynconnError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted; finished artifacts are kept, rerun to continue", err=True)
-            sys.exit(130)
+            _fail(f"error: {exc}")
+        except KeyboardInterrupt as exc:
+            message, status = _interrupted_message(exc)
+            click.echo(one_line(message), err=True)
+            sys.exit(status)
+        except MemoryError as exc:
+            _fail(f"error: ran out of memory ({exc or 'allocation failed'}); lower the request "
+                  "(e.g. raise affinity.bin_seconds) or use a machine with more memory")
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if isinstance(exc, OSError) and (message := _os_error_message(exc)):
+                _fail(f"error: {message}")
+            if os.environ.get("DYNCONN_DEBUG", "").strip() not in ("", "0"):
+                raise
+            from .console import write_error_log
+
+            log = write_error_log(exc)
+            where = f"details in {log}" if log else "set DYNCONN_DEBUG=1 to see the details"
+            summary = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            _fail(f"internal error: {summary} — please report it; {where}")
 
     return wrapper
+
+
+def one_line(text: str) -> str:
+    """The message as one printable line: line breaks and other control characters that
+    may come from user data (names, paths, values) are shown escaped."""
+    import unicodedata
+
+    return "".join(
+        c if c == " " or unicodedata.category(c)[0] not in "CZ" or c in "\u00a0\u3000"
+        else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def _fail(line: str) -> None:
+    click.echo(one_line(line), err=True)
+    sys.exit(1)
 
 
 def common_options(func):
@@ -97,11 +169,10 @@ def _stage_command(name: str, doc: str):
     @common_options
     @user_errors
     def command(config_path, workdir, force, overrides, quiet):
-        from .pipeline import run_stage
+        from .pipeline import run_one
 
         config = load_config(config_path, overrides)
-        wd = config.workdir(workdir)
-        run_stage(name, config, wd, Console(quiet), force=force)
+        run_one(name, config, config.workdir(workdir), Console(quiet), force=force)
 
     command.__doc__ = doc
     return main.command(name)(command)
@@ -135,8 +206,6 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
     With a config:   dynconn factorize CONFIG.yaml
     Standalone:      dynconn factorize --in affinity.h5 --out factors.h5 --rank 8
     """
-    from . import factorize as stage
-
     options = {"rank": rank, "max_iter": max_iter, "tol": tol, "seed": seed, "restarts": restarts,
                "backend": backend}
     options = {k: v for k, v in options.items() if v is not None}
@@ -149,16 +218,18 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
     if in_path is not None:
         if config_path is not None or out_path is None:
             raise click.UsageError("use either CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
-        stage.factorize_file(in_path, out_path, options, console)
+        from .pipeline import factorize_file
+
+        factorize_file(in_path, out_path, options, console)
         click.echo(f"factors: {out_path}")
         return
     if config_path is None:
         raise click.UsageError("give CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
-    from .pipeline import run_stage
+    from .pipeline import run_one
 
     overrides = list(overrides) + [f"factorize.{k}={v}" for k, v in options.items()]
     config = load_config(config_path, overrides)
-    run_stage("factorize", config, config.workdir(workdir), console, force=force)
+    run_one("factorize", config, config.workdir(workdir), console, force=force)
 
 
 @main.command()
@@ -192,6 +263,22 @@ def partition(graph_path, out_path, method, seed, n_runs, resolution, level):
     atomic_write_bytes(out_path, ("node,community\n" + rows).encode())
     stability = "" if np.isnan(result.stability) else f", stability {result.stability:.2f}"
     click.echo(f"{result.n_communities} communities among {len(labels)} nodes{stability} → {out_path}")
+
+
+@main.command()
+@click.argument("artifact", metavar="ARTIFACT.h5", type=click.Path(path_type=Path))
+@user_errors
+def inspect(artifact):
+    """Show an artifact's datasets (shapes, dtypes), provenance and whether it verifies.
+
+    Exit status 0 when every dataset matches its recorded checksum, 1 when not.
+    """
+    from .artifacts import inspect as inspect_artifact
+
+    result = inspect_artifact(artifact)
+    click.echo("\n".join(one_line(line) for line in result.lines))
+    if not result.verifies:
+        sys.exit(1)
 
 
 @main.command()

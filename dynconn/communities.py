@@ -158,6 +158,8 @@ def read_graph(path: Path) -> tuple[ig.Graph, list[str], bool]:
             raise InputError(f"{path}: not a readable .npy matrix ({exc})") from None
         if w.ndim != 2 or w.shape[0] != w.shape[1]:
             raise InputError(f"{path}: expected a square matrix, got shape {w.shape}")
+        if w.shape[0] == 0:
+            raise InputError(f"{path}: the matrix is empty (0 nodes)")
         if w.dtype.kind not in "fiub" or not np.isfinite(w).all():
             raise InputError(f"{path}: matrix must hold finite numbers")
         if not np.allclose(w, w.T):
@@ -189,6 +191,8 @@ def read_graph(path: Path) -> tuple[ig.Graph, list[str], bool]:
         if s != t and weight > 0:
             edges.append((s, t))
             weights.append(weight)
+    if not names:
+        raise InputError(f"{path}: the edge list has no edges")
     g = ig.Graph(n=len(names), edges=edges, directed=False)
     g.es["weight"] = weights
     g.simplify(combine_edges="sum")

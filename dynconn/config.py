@@ -33,6 +33,12 @@ from .errors import ConfigError
 
 REQUIRED = object()  # marker: the key has no default and must be given
 
+# Upper bounds that keep every request finite and answerable (a duration × a rate must stay
+# a sensible number of frames; counts of fits must finish): far beyond real experiments.
+MAX_SECONDS = 1e7  # ~116 days
+MAX_RATE = 1e5  # Hz
+MAX_FITS = 10_000  # restarts, Leiden runs
+
 
 @dataclass(frozen=True)
 class Key:
@@ -103,6 +109,7 @@ ANIMAL_SCHEMA: dict[str, Key] = {
         "This animal's imaging rate, Hz; null = the file's own rate, else data.sampling_rate.",
         low=0,
         low_open=True,
+        high=MAX_RATE,
         nullable=True,
     ),
     "offset_s": Key(
@@ -110,6 +117,8 @@ ANIMAL_SCHEMA: dict[str, Key] = {
         0.0,
         "Protocol time of this animal's first frame, s (aligns a protocol across animals; "
         "negative = the recording started before the protocol).",
+        low=-MAX_SECONDS,
+        high=MAX_SECONDS,
     ),
     "covariates": Key(
         "path",
@@ -132,6 +141,7 @@ SCHEMA: dict[str, Any] = {
             "do); null = every file must give its rate.",
             low=0,
             low_open=True,
+            high=MAX_RATE,
             nullable=True,
         ),
         "resample": Key(
@@ -141,6 +151,7 @@ SCHEMA: dict[str, Any] = {
             "different rates); null = keep the animals' common rate.",
             low=0,
             low_open=True,
+            high=MAX_RATE,
             nullable=True,
         ),
         "layout": Key(
@@ -204,7 +215,8 @@ SCHEMA: dict[str, Any] = {
             choices=("dff", "zscore", "none"),
         ),
         "baseline_seconds": Key(
-            "float", 60.0, "Window of the running baseline (photobleaching), s.", low=0, low_open=True
+            "float", 60.0, "Window of the running baseline (photobleaching), s.", low=0, low_open=True,
+            high=MAX_SECONDS
         ),
         "baseline_percentile": Key(
             "float", 10.0, "Percentile of the running baseline.", low=0, high=100
@@ -214,6 +226,7 @@ SCHEMA: dict[str, Any] = {
             2.0,
             "NaN gaps up to this long are linearly interpolated; longer gaps stay missing.",
             low=0,
+            high=MAX_SECONDS,
         ),
         "max_crop_fraction": Key(
             "float",
@@ -228,6 +241,7 @@ SCHEMA: dict[str, Any] = {
             0.0,
             "SD of a Gaussian smoothing of the normalised traces, s; 0 = none.",
             low=0,
+            high=MAX_SECONDS,
         ),
         "start_s": Key(
             "float",
@@ -235,6 +249,7 @@ SCHEMA: dict[str, Any] = {
             "Keep frames from this protocol time on, s (each animal's own clock when "
             "concatenated); null = from 0.",
             low=0,
+            high=MAX_SECONDS,
             nullable=True,
         ),
         "stop_s": Key(
@@ -243,6 +258,7 @@ SCHEMA: dict[str, Any] = {
             "Keep frames before this protocol time, s; null = to the end.",
             low=0,
             low_open=True,
+            high=MAX_SECONDS,
             nullable=True,
         ),
     },
@@ -255,7 +271,8 @@ SCHEMA: dict[str, Any] = {
             choices=("differential", "mtd", "window-corr"),
         ),
         "bin_seconds": Key(
-            "float", 5.0, "Width of the time bins the affinity is averaged into, s.", low=0, low_open=True
+            "float", 5.0, "Width of the time bins the affinity is averaged into, s.", low=0, low_open=True,
+            high=MAX_SECONDS
         ),
         "smooth_seconds": Key(
             "float",
@@ -263,6 +280,7 @@ SCHEMA: dict[str, Any] = {
             "SD of the Gaussian derivative filter (differential, mtd), s.",
             low=0,
             low_open=True,
+            high=MAX_SECONDS,
         ),
         "noise_threshold": Key(
             "float",
@@ -271,7 +289,8 @@ SCHEMA: dict[str, Any] = {
             low=0,
         ),
         "window_seconds": Key(
-            "float", 30.0, "window-corr: width of the correlation window, s.", low=0, low_open=True
+            "float", 30.0, "window-corr: width of the correlation window, s.", low=0, low_open=True,
+            high=MAX_SECONDS
         ),
     },
     "factorize": {
@@ -279,10 +298,10 @@ SCHEMA: dict[str, Any] = {
         "ranks": Key(
             "int_range", [2, 10], "`auto`: smallest and largest rank tried, inclusive."
         ),
-        "restarts": Key("int", 5, "Random restarts; the lowest-loss fit is kept.", low=1),
-        "max_iter": Key("int", 500, "Maximum iterations per fit.", low=1),
+        "restarts": Key("int", 5, "Random restarts; the lowest-loss fit is kept.", low=1, high=MAX_FITS),
+        "max_iter": Key("int", 500, "Maximum iterations per fit.", low=1, high=10**7),
         "tol": Key("float", 1e-6, "Stop when the relative loss change falls below this.", low=0),
-        "seed": Key("int", 0, "Random seed (restarts derive their own seeds from it).", low=0),
+        "seed": Key("int", 0, "Random seed (restarts derive their own seeds from it).", low=0, high=2**63 - 1),
         "init": Key("choice", "random", "Initialisation.", choices=("random", "nndsvd")),
         "backend": Key(
             "choice", "numpy", "Array library of the solver: `numpy` (CPU), or `pytorch` (CUDA when "
@@ -293,7 +312,8 @@ SCHEMA: dict[str, Any] = {
             "`non_negative_parafac_hals`, a slower reference (no missing pairs, no checkpoints).",
             choices=("hals", "tensorly-hals"),
         ),
-        "sweep_max_iter": Key("int", 200, "`auto`: maximum iterations of each fit of the rank sweep.", low=1),
+        "sweep_max_iter": Key("int", 200, "`auto`: maximum iterations of each fit of the rank sweep.", low=1,
+                              high=10**7),
         "sweep_tol": Key("float", 1e-4, "`auto`: relative loss change that ends a fit of the rank sweep.", low=0),
         "similarity_threshold": Key(
             "float", 0.85, "`auto`: a rank is stable when its restarts' mean similarity to the best "
@@ -305,7 +325,7 @@ SCHEMA: dict[str, Any] = {
         ),
         "checkpoint_seconds": Key(
             "float", 30.0, "Seconds between checkpoints of a running factorization (an interrupted "
-            "run resumes from the last one). Does not change the result.", low=0,
+            "run resumes from the last one). Does not change the result.", low=0, high=MAX_SECONDS,
         ),
     },
     "communities": {
@@ -318,7 +338,7 @@ SCHEMA: dict[str, Any] = {
         ),
         "n_runs": Key(
             "int", 3, "Runs per component (different seeds); the best is kept, their "
-            "agreement is the stability.", low=1
+            "agreement is the stability.", low=1, high=MAX_FITS
         ),
         "resolution": Key(
             "float", 1.0, "Resolution of `leiden-rb` and `leiden-cpm`.", low=0, low_open=True
@@ -326,7 +346,7 @@ SCHEMA: dict[str, Any] = {
         "level": Key(
             "int", 0, "Nested level reported as the communities (0 = finest).", low=0
         ),
-        "seed": Key("int", 0, "Random seed.", low=0),
+        "seed": Key("int", 0, "Random seed.", low=0, high=2**63 - 1),
         "min_strength": Key(
             "float",
             0.05,
@@ -388,7 +408,11 @@ def _check_number(path: str, key: Key, value: Any, integer: bool) -> Any:
             raise ConfigError(f"{path}: expected {what}, got {value!r}")
         value = int(value)
     if not integer:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ConfigError(f"{path}: expected a finite number, got an integer of about "
+                              f"{int(value.bit_length() * 0.30103)} digits") from None
         if not math.isfinite(value):
             raise ConfigError(f"{path}: expected a finite number, got {value!r}")
     if key.low is not None and (value < key.low or (key.low_open and value == key.low)):
@@ -417,6 +441,8 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
     if kind == "str":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{path}: expected a non-empty string, got {_describe(value)}")
+        if "\x00" in value:
+            raise ConfigError(f"{path}: a NUL character is not allowed here")
         return value
     if kind == "str_list":
         if isinstance(value, str):
@@ -432,6 +458,8 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
     if kind == "path":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{path}: expected a file path, got {_describe(value)}")
+        if "\x00" in value:
+            raise ConfigError(f"{path}: a file path cannot contain a NUL character")
         return str(value)
     if kind == "rank":
         if value == "auto":
@@ -502,6 +530,8 @@ def _check_animals(path: str, value: Any, base: Path) -> list[dict]:
 
 def _check_stimuli(path: str, value: Any) -> Any:
     if isinstance(value, str):
+        if "\x00" in value:
+            raise ConfigError(f"{path}: a file path cannot contain a NUL character")
         return value
     if not isinstance(value, list):
         raise ConfigError(
@@ -556,7 +586,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text}: malformed key path {key!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         value = raw
     return parts, value
 
@@ -613,6 +643,10 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise ConfigError(f"{path}:{where}: invalid YAML ({problem})") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping of sections, got {_describe(raw)}")
     raw = apply_overrides(raw or {}, overrides or [])

@@ -85,3 +85,38 @@ class Console:
 def warn(message: str) -> None:
     """Raise a DynconnWarning from a pure core (shown and recorded by the stage wrapper)."""
     warnings.warn(message, DynconnWarning, stacklevel=2)
+
+
+def write_error_log(exc: BaseException, argv: list[str] | None = None) -> "Path | None":
+    """Save an unexpected exception's traceback for a bug report; returns the file, or
+    None when no log folder is writable. The folder is ``$DYNCONN_LOG_DIR``, else
+    ``$XDG_CACHE_HOME/dynconn/logs`` (``~/.cache/dynconn/logs``), else the temp folder."""
+    import datetime as _dt
+    import os
+    import platform
+    import sys
+    import tempfile
+    import traceback
+    from pathlib import Path
+
+    from . import __version__
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folders = [os.environ.get("DYNCONN_LOG_DIR"), os.path.join(cache, "dynconn", "logs"),
+               os.path.join(tempfile.gettempdir(), "dynconn-logs")]
+    text = (
+        f"dynconn {__version__} internal error, {stamp}\n"
+        f"command: {' '.join(argv if argv is not None else sys.argv)}\n"
+        f"python {platform.python_version()} on {platform.platform()}\n\n"
+        + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    )
+    for folder in filter(None, folders):
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            path = Path(folder) / f"internal-error-{stamp}-{os.getpid()}.log"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None

@@ -1,33 +1,57 @@
-"""Chaining the stages: up-to-date checks, provenance, atomic artifacts.
+"""Chaining the stages: locks, up-to-date checks, provenance, integrity, atomic artifacts.
 
 A stage module provides ``NAME``, ``OUTPUT``, ``UPSTREAM`` (names of the stages whose
 artifacts it reads), ``params(config) -> dict`` and ``run(config, workdir, console,
 upstream) -> (datasets, attrs)``; ``ingest`` also ``inputs(config, workdir)`` (fingerprints
-of the data files it reads). The report stage writes files instead of HDF5 and provides
-``write(...)``.
+of the data files it reads) and ``input_files(config)``. The report stage writes files
+instead of HDF5 and provides ``write(...)``; its ``run`` returns ``{"files": {relative
+path: bytes}, ...}``. A stage that saves partial work declares ``CHECKPOINTS = True`` and
+receives a :class:`~dynconn.artifacts.Checkpoint` as the ``checkpoint`` keyword.
 
-A stage is *up to date* when its artifact exists, verifies, and records the same dynconn
-version, the same parameters and the same input fingerprints as it would now. ``run``
-skips such a stage and says so.
+Every command that writes into a work directory holds its lock (:mod:`dynconn.lock`)
+for its whole duration; under the lock, temporary files left by killed runs are removed.
+
+A stage is *up to date* when its artifact exists, records the same dynconn version, the
+same parameters and the same input fingerprints as it would now, *and verifies*: every
+dataset matches its recorded sha256 (report files: their recorded sha256). ``run`` skips
+such a stage and says so; an artifact that fails verification is reported and recomputed.
+Each artifact is verified at most once per command (inputs read later reuse the result
+while the file is unchanged).
+
+Before a stage runs, its memory need is estimated (:mod:`dynconn.resources`) and the
+stage is refused when it cannot fit; before an artifact is written, its size is checked
+against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.guards`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 from types import ModuleType
 
-from . import __version__, affinity, communities, factorize, ingest, report
-from .artifacts import ArtifactError, clean_temporaries, read_attrs, read_h5, write_h5
+from . import __version__, affinity, communities, factorize, guards, ingest, report, resources
+from .artifacts import (
+    ArtifactError,
+    Checkpoint,
+    clean_temporaries,
+    dataset_shapes,
+    read_attrs,
+    read_h5,
+    verify_h5,
+    write_h5,
+)
 from .config import Config
 from .console import Console
-from .errors import DynconnError
+from .errors import DynconnError, InputError, Interrupted, NumericalError, ResourceError
+from .lock import WorkdirLock
 
 STAGES: dict[str, ModuleType] = {
     m.NAME: m for m in (ingest, affinity, factorize, communities, report)
 }
 ORDER = list(STAGES)
+CHECKPOINT_DIR = "checkpoints"
 
 
 def stage_range(start: str | None, stop: str | None) -> list[str]:
@@ -42,6 +66,84 @@ def stage_range(start: str | None, stop: str | None) -> list[str]:
     return ORDER[lo : hi + 1]
 
 
+def checkpoint_path(workdir: Path, name: str) -> Path:
+    """Where stage ``name`` keeps resumable partial work."""
+    return Path(workdir) / CHECKPOINT_DIR / f"{name}.h5"
+
+
+# ----------------------------------------------------------------------------- verification
+class Verified:
+    """Which artifacts were verified during this command (by path and file identity)."""
+
+    def __init__(self):
+        self._seen: dict[Path, tuple] = {}
+
+    @staticmethod
+    def _identity(path: Path) -> tuple | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def __contains__(self, path: Path) -> bool:
+        ident = self._identity(path)
+        return ident is not None and self._seen.get(path) == ident
+
+    def add(self, path: Path) -> None:
+        ident = self._identity(path)
+        if ident is not None:
+            self._seen[path] = ident
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_output(name: str, workdir: Path, verified: Verified | None = None) -> str | None:
+    """None when stage ``name``'s output verifies, else a one-line description of the problem."""
+    module = STAGES[name]
+    output = workdir / module.OUTPUT
+    if verified is not None and output in verified:
+        return None
+    if hasattr(module, "write"):  # file-writing stage: checksums recorded in its provenance
+        rec = recorded_provenance(name, workdir) or {}
+        for rel, digest in (rec.get("files") or {}).items():
+            path = workdir / rel
+            try:
+                actual = _sha256_file(path)
+            except OSError:
+                return f"{path}: missing or unreadable"
+            if actual != digest:
+                return f"{path}: does not match its recorded checksum (modified or damaged)"
+    else:
+        try:
+            verify_h5(output)
+        except ArtifactError as exc:
+            return str(exc)
+    if verified is not None:
+        verified.add(output)
+    return None
+
+
+def read_upstream(up: str, workdir: Path, verified: Verified | None = None):
+    """Read an upstream artifact, verified (once per command)."""
+    path = workdir / STAGES[up].OUTPUT
+    check = verified is None or path not in verified
+    try:
+        art = read_h5(path, verify=check)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{exc} (run `dynconn run` or `dynconn {up}` to recompute it)") from None
+    if verified is not None:
+        verified.add(path)
+    return art
+
+
+# ----------------------------------------------------------------------------- provenance
 def recorded_provenance(name: str, workdir: Path) -> dict | None:
     """What the stage's existing output records about how it was made (None if absent)."""
     module = STAGES[name]
@@ -50,12 +152,15 @@ def recorded_provenance(name: str, workdir: Path) -> dict | None:
     attrs = read_attrs(workdir / module.OUTPUT)
     if attrs is None or "fingerprint" not in attrs:
         return None
-    return {
-        "dynconn_version": attrs.get("dynconn_version"),
-        "params": json.loads(attrs.get("params", "null")),
-        "inputs": json.loads(attrs.get("inputs", "null")),
-        "fingerprint": attrs["fingerprint"],
-    }
+    try:
+        return {
+            "dynconn_version": attrs.get("dynconn_version"),
+            "params": json.loads(attrs.get("params", "null")),
+            "inputs": json.loads(attrs.get("inputs", "null")),
+            "fingerprint": attrs["fingerprint"],
+        }
+    except (TypeError, ValueError):
+        return None
 
 
 def upstream_fingerprints(name: str, workdir: Path) -> dict[str, str]:
@@ -84,31 +189,100 @@ def _jsonable(value):
 
 
 def is_up_to_date(name: str, expected: dict, workdir: Path) -> bool:
+    """Provenance matches (attributes only; :func:`run_stage` verifies checksums too)."""
     rec = recorded_provenance(name, workdir)
     return rec is not None and all(rec.get(k) == v for k, v in expected.items())
 
 
-def run_stage(name: str, config: Config, workdir: Path, console: Console, *, force: bool = False) -> bool:
-    """Run one stage unless it is up to date. Returns True when it ran."""
+# ----------------------------------------------------------------------------- resources
+def _check_input_files(config: Config) -> None:
+    """Data inputs must be regular files (a FIFO or a device would hang the fingerprint)."""
+    for path in ingest.input_files(config):
+        if path.exists() and not (path.is_file() or path.is_dir()):
+            raise InputError(f"{path}: not a regular file (a device, pipe or socket); give a data file")
+
+
+def _check_memory(name: str, config: Config, workdir: Path) -> str:
+    """Refuse a stage whose estimated memory need exceeds what is available; returns the
+    remedy text (for a MemoryError that happens anyway)."""
     module = STAGES[name]
+    shapes = {up: dataset_shapes(workdir / STAGES[up].OUTPUT) for up in module.UPSTREAM
+              if not hasattr(STAGES[up], "write")}
+    files = ingest.input_files(config) if name == "ingest" else None
+    need, remedy = resources.estimate(name, config, shapes, files)
+    resources.check_memory(name, need, remedy)
+    return remedy
+
+
+# ----------------------------------------------------------------------------- stages
+def _judge(name: str, expected: dict, workdir: Path, console: Console, verified: Verified) -> bool:
+    """True when the stage's output is up to date and verifies; warns about damaged outputs."""
+    module = STAGES[name]
+    output = workdir / module.OUTPUT
+    rec = recorded_provenance(name, workdir)
+    if rec is None:
+        if output.exists() and not hasattr(module, "write"):
+            console.warn(f"{output}: unreadable or truncated; recomputing it")
+        return False
+    if not all(rec.get(k) == v for k, v in expected.items()):
+        return False
+    problem = verify_output(name, workdir, verified)
+    if problem is not None:
+        console.warn(f"{problem.removesuffix('; recompute it')}; recomputing it")
+        return False
+    return True
+
+
+def run_stage(name: str, config: Config, workdir: Path, console: Console, *, force: bool = False,
+              verified: Verified | None = None) -> bool:
+    """Run one stage unless it is up to date. Returns True when it ran.
+
+    The caller holds the work-directory lock (:func:`run_pipeline`, :func:`run_one`).
+    """
+    module = STAGES[name]
+    verified = verified if verified is not None else Verified()
+    workdir = Path(workdir)
+    if name == "ingest":
+        _check_input_files(config)
+        _check_memory(name, config, workdir)  # before hashing inputs that may be huge
     expected = expected_provenance(name, config, workdir)
     output = workdir / module.OUTPUT
-    if not force and is_up_to_date(name, expected, workdir):
+    ckpt = None
+    if getattr(module, "CHECKPOINTS", False):
+        ckpt = Checkpoint(checkpoint_path(workdir, name), expected, warn=console.warn)
+        if force:
+            ckpt.clear()
+    if not force and _judge(name, expected, workdir, console, verified):
         console.info(f"[green]✓[/green] {name}: up to date ({output})")
         return False
+    remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
     started = time.perf_counter()
-    upstream = {}
-    for up in module.UPSTREAM:
-        try:
-            upstream[up] = read_h5(workdir / STAGES[up].OUTPUT)
-        except ArtifactError as exc:
-            raise DynconnError(f"{exc}; rerun `dynconn {up}` with --force") from None
-    with console.capture_warnings() as warnings_seen:
-        result = module.run(config, workdir, console, upstream)
+    try:
+        upstream = {up: read_upstream(up, workdir, verified) for up in module.UPSTREAM}
+        with console.capture_warnings() as warnings_seen:
+            guards.check_inputs(name, upstream, expected["params"])
+            kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
+            result = module.run(config, workdir, console, upstream, **kwargs)
+            if not hasattr(module, "write"):
+                guards.check_output(name, result[0], upstream)
+                guards.degenerate_warnings(name, result[0])
+    except Interrupted as exc:
+        exc.stage = name
+        if ckpt is not None and ckpt.path.exists():
+            exc.checkpoint = ckpt.path
+        raise
+    except MemoryError as exc:
+        raise ResourceError(f"{name}: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
+    except FloatingPointError as exc:
+        raise NumericalError(f"{name}: {exc}; check the input traces for extreme values") from None
     seconds = time.perf_counter() - started
     if hasattr(module, "write"):
-        module.write(workdir, result, provenance=expected, seconds=seconds, warnings=warnings_seen)
+        files = result.get("files", {}) if isinstance(result, dict) else {}
+        digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+        resources.check_disk(workdir, sum(len(d) for d in files.values()), f"the {name} files")
+        module.write(workdir, result, provenance={**expected, "files": digests}, seconds=seconds,
+                     warnings=warnings_seen)
     else:
         datasets, attrs = result
         write_h5(
@@ -120,8 +294,16 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
             inputs=expected["inputs"],
             attrs={**attrs, "seconds": seconds, "warnings": warnings_seen},
         )
+    verified.add(output)
+    if ckpt is not None:
+        ckpt.clear()
     console.info(f"[green]✓[/green] {name}: wrote {output} ({seconds:.1f} s)")
     return True
+
+
+def _prepare(workdir: Path, console: Console) -> None:
+    for leftover in clean_temporaries(workdir):
+        console.info(f"removed a temporary file left by an interrupted run: {leftover.name}")
 
 
 def run_pipeline(
@@ -133,13 +315,47 @@ def run_pipeline(
     start: str | None = None,
     stop: str | None = None,
 ) -> list[str]:
-    """Run the stages from ``start`` to ``stop``; ``start`` and later are recomputed when
-    ``start`` is given explicitly. Returns the names of the stages that ran."""
+    """Run the stages from ``start`` to ``stop`` under the work-directory lock; ``start``
+    and later are recomputed when ``start`` is given explicitly. Returns the names of the
+    stages that ran."""
     names = stage_range(start, stop)
-    for leftover in clean_temporaries(workdir):
-        console.info(f"removed a temporary file left by an interrupted run: {leftover.name}")
     ran = []
-    for name in names:
-        if run_stage(name, config, workdir, console, force=force or start is not None):
-            ran.append(name)
+    with WorkdirLock(workdir, console, command="dynconn run"):
+        _prepare(workdir, console)
+        verified = Verified()
+        for name in names:
+            if run_stage(name, config, workdir, console, force=force or start is not None,
+                         verified=verified):
+                ran.append(name)
     return ran
+
+
+def run_one(name: str, config: Config, workdir: Path, console: Console, *, force: bool = False) -> bool:
+    """One stage command (``dynconn affinity CONFIG``) under the work-directory lock."""
+    if name not in STAGES:
+        raise DynconnError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
+    with WorkdirLock(workdir, console, command=f"dynconn {name}"):
+        _prepare(workdir, console)
+        return run_stage(name, config, workdir, console, force=force)
+
+
+def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:
+    """``dynconn factorize --in AFFINITY.h5 --out FACTORS.h5`` with the same safeguards:
+    the output folder's lock, a verified input, memory and input checks."""
+    from .config import SCHEMA, _check_section
+
+    in_path, out_path = Path(in_path), Path(out_path)
+    params = _check_section("factorize", SCHEMA["factorize"], options, Path.cwd())
+    with WorkdirLock(out_path.parent.absolute(), console, command="dynconn factorize --out"):
+        for leftover in clean_temporaries(out_path.parent, only=out_path.name):
+            console.info(f"removed a temporary file left by an interrupted run: {leftover.name}")
+        need, remedy = resources.estimate("factorize", {"factorize": params},
+                                          {"affinity": dataset_shapes(in_path)})
+        resources.check_memory("factorize", need, remedy)
+        try:
+            guards.check_inputs("factorize", {"affinity": read_h5(in_path)}, params)  # verifies it too
+            factorize.factorize_file(in_path, out_path, options, console)
+        except MemoryError as exc:
+            raise ResourceError(f"factorize: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
+        except FloatingPointError as exc:
+            raise NumericalError(f"factorize: {exc}") from None

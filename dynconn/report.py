@@ -770,6 +770,16 @@ def _render_job(job, dpi: float, key: str) -> tuple[bytes, bytes]:
     return figures.render(fig, dpi, key)
 
 
+def _plain_signals() -> None:
+    """In a figure worker: default signal handling. Workers are forked from a process whose
+    SIGTERM handler raises (dynconn.interrupt); the pool ends its workers with SIGTERM, which
+    must end them quietly. Ctrl-C is the parent's to handle."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def render_figures(jobs: list, dpi: float, workers: int,
                    previous: dict[str, tuple[bytes, bytes]] | None = None) -> tuple[dict, int]:
     """Draw every figure (PNG and SVG), in ``workers`` processes when > 1 (fork, POSIX).
@@ -789,7 +799,7 @@ def render_figures(jobs: list, dpi: float, workers: int,
     if workers > 1 and len(todo) > 2 and hasattr(os, "fork"):
         import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
+        with mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_plain_signals) as pool:
             results = pool.starmap(_render_job, [(job, dpi, key) for job, key in todo], chunksize=1)
     else:
         results = [_render_job(job, dpi, key) for job, key in todo]

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+# Tests must see real bugs: internal errors re-raise instead of becoming one line (cli.py).
+os.environ.setdefault("DYNCONN_DEBUG", "1")
+
 from dynconn.cli import main
 from dynconn.simulate import write_dataset
 
