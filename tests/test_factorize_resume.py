@@ -16,17 +16,18 @@ from conftest import cli
 from dynconn.artifacts import read_h5
 from dynconn.pipeline import checkpoint_path
 
-# The standard preset's tensor is 1128 pairs x 120 bins x 4 animals; with tol 0 these settings
-# make factorize run a fixed number of iterations (a few seconds here), saving every 0.3 s.
+# The standard preset's tensor is 1128 pairs x 120 bins x 4 animals, ~1 ms per iteration on an idle
+# 2-core machine (several times more when it is busy). With tol 0 these settings make factorize run
+# a fixed number of iterations (1.5 s or more), saving every 0.1 s; the signal comes at the first save.
 SETTINGS = {
-    # rank sweep (4 ranks x 2 restarts x 60 iterations), then the chosen rank refined (150 iterations)
+    # rank sweep (4 ranks x 2 restarts x 150 iterations), then the chosen rank refined (400 iterations)
     "auto": ["factorize.rank=auto", "factorize.ranks=[2, 5]", "factorize.restarts=2",
-             "factorize.sweep_max_iter=60", "factorize.sweep_tol=0", "factorize.max_iter=150",
+             "factorize.sweep_max_iter=150", "factorize.sweep_tol=0", "factorize.max_iter=400",
              "factorize.tol=0"],
-    # a fixed rank: 3 restarts x 150 iterations
-    "fixed": ["factorize.rank=4", "factorize.restarts=3", "factorize.max_iter=150", "factorize.tol=0"],
+    # a fixed rank: 3 restarts x 500 iterations
+    "fixed": ["factorize.rank=4", "factorize.restarts=3", "factorize.max_iter=500", "factorize.tol=0"],
 }
-CHECKPOINT_SECONDS = "factorize.checkpoint_seconds=0.3"
+CHECKPOINT_SECONDS = "factorize.checkpoint_seconds=0.1"
 
 
 def sets(kind):
