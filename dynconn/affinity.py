@@ -43,7 +43,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from .config import Config
 from .console import Console, warn
@@ -68,6 +67,8 @@ def smoothed_derivative(traces: np.ndarray, sigma_frames: float) -> np.ndarray:
     x = np.asarray(traces, dtype=np.float64)
     if np.isnan(x).any():
         x = _hold_last(x)
+    from scipy.ndimage import gaussian_filter1d  # heavy: imported where used (fast start-up)
+
     return gaussian_filter1d(x, sigma=max(sigma_frames, 1e-3), axis=1, order=1, mode="nearest")
 
 

@@ -23,14 +23,16 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import igraph as ig
 import numpy as np
 
-from . import wsbm
 from .config import Config
 from .console import Console, warn
 from .errors import InputError
+
+if TYPE_CHECKING:  # igraph and the model are imported where used: fast start-up
+    import igraph as ig
 
 NAME = "communities"
 OUTPUT = "communities.h5"
@@ -54,6 +56,10 @@ def component_graph(w: np.ndarray, min_strength: float) -> tuple[ig.Graph, np.nd
     original indices of its vertices. A neuron is kept when its strength ``Σ_j w_ij`` is at
     least ``min_strength`` × the largest strength.
     """
+    import igraph as ig
+
+    from . import wsbm
+
     strength = w.sum(axis=1)
     top = strength.max() if strength.size else 0.0
     if not top > 0:
@@ -107,6 +113,8 @@ def partition_components(
     method, n_runs, resolution : passed to :func:`dynconn.wsbm.partition`
     level : nested level reported as ``membership`` (0 = finest; clipped to the coarsest)
     """
+    from . import wsbm
+
     n_comp = pair_factors.shape[1]
     results = []
     seeds = np.random.SeedSequence(random_state).generate_state(n_comp)
@@ -149,6 +157,10 @@ def read_graph(path: Path) -> tuple[ig.Graph, list[str], bool]:
     Returns the graph, its node labels (row indices as strings for a matrix, names for an
     edge list, in order of first appearance) and whether it came from a dense matrix.
     """
+    import igraph as ig
+
+    from . import wsbm
+
     if not path.exists():
         raise InputError(f"{path}: graph file not found")
     if path.suffix.lower() == ".npy":

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ntf
 from .artifacts import read_h5, write_h5
 from .config import SCHEMA, Config, _check_section
 from .console import Console
@@ -140,6 +139,7 @@ def _describe_resume(state: dict) -> str | None:
 
 def _fit_datasets(result) -> tuple[dict[str, np.ndarray], list[float]]:
     """``/fit/...`` datasets and the seconds per restart, from a RestartsResult or (cp, FitInfo)."""
+    from . import ntf  # the solver (tensorly, scipy) is imported where used: fast start-up
     if isinstance(result, ntf.RestartsResult):
         info = result.info
         out = {"losses": result.losses, "n_iter": result.n_iter, "converged": result.converged,
@@ -162,6 +162,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
     ``checkpoint``: the pipeline's :class:`dynconn.artifacts.Checkpoint` (or None): the solver's
     state is saved through it and an interrupted run resumes from it.
     """
+    from . import ntf  # the solver (tensorly, scipy) is imported where used: fast start-up
+
     X, mask = affinity["affinity"], affinity["mask"]
     _check_options(p, mask)
     layout = str(affinity.attrs.get("layout", "aligned"))

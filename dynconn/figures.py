@@ -17,10 +17,8 @@ Design rules, shared by every figure:
 
 from __future__ import annotations
 
-import hashlib
 import io
-import re
-from pathlib import Path
+import random
 
 import matplotlib
 
@@ -34,13 +32,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-_SOURCE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest().encode()
+from .palette import ABSENT, COMMUNITY_COLOURS, DIFFUSE  # noqa: E402
 
-# Okabe & Ito (2008) without black, most distinct first
-COMMUNITY_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]
-EXTRA_COHESIVE = "#5F5F5F"  # cohesive communities beyond the palette
-DIFFUSE = "#CFCFCF"  # diffuse communities and singletons
-ABSENT = "#FFFFFF"  # not in the component's graph
 LINE = "#0072B2"
 ACCENT = "#D55E00"
 MUTED = "#7F7F7F"
@@ -61,11 +54,6 @@ matplotlib.rcParams.update({
 
 
 # ----------------------------------------------------------------------------- helpers
-def palette_colour(rank: int) -> str:
-    """Colour of the ``rank``-th cohesive community (0 = most cohesive)."""
-    return COMMUNITY_COLOURS[rank] if rank < len(COMMUNITY_COLOURS) else EXTRA_COHESIVE
-
-
 class Canvas:
     """A figure whose axes are placed in inches from the top-left corner (fixed layout)."""
 
@@ -86,46 +74,6 @@ class Canvas:
         return self.fig.text(left / self.width, 1 - top / self.height, s, **kw)
 
 
-KEY_PATTERN = re.compile(rb"dynconn-figure[\x00 ]([0-9a-f]{64})")
-
-
-def figure_key(function: str, kwargs: dict, dpi: float) -> str:
-    """A fingerprint of everything a figure's pixels depend on: this module's code, the
-    matplotlib version, the figure function, its arguments and the resolution. Stored in
-    the PNG and SVG files, it lets the report reuse a figure whose inputs did not change."""
-    h = hashlib.sha256()
-    h.update(_SOURCE_DIGEST + matplotlib.__version__.encode() + function.encode() + repr(float(dpi)).encode())
-    _feed(h, kwargs)
-    return h.hexdigest()
-
-
-def _feed(h, value) -> None:
-    if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
-        if array.dtype == object:
-            _feed(h, array.tolist())
-            return
-        h.update(b"A" + array.dtype.str.encode() + repr(array.shape).encode())
-        h.update(array.data)
-    elif isinstance(value, dict):
-        h.update(b"D%d" % len(value))
-        for k in sorted(value, key=str):
-            _feed(h, str(k))
-            _feed(h, value[k])
-    elif isinstance(value, (list, tuple)):
-        h.update(b"L%d" % len(value))
-        for v in value:
-            _feed(h, v)
-    else:
-        h.update(b"S" + repr(value).encode() + b"\0")
-
-
-def stored_key(data: bytes) -> str | None:
-    """The figure key recorded in a PNG or SVG written by :func:`render` (None if absent)."""
-    m = KEY_PATTERN.search(data[:1 << 16]) or KEY_PATTERN.search(data)
-    return m.group(1).decode() if m else None
-
-
 def render(fig: Figure, dpi: float, key: str = "") -> tuple[bytes, bytes]:
     """``(png, svg)`` bytes of a figure (drawn once per format), ``key`` recorded in both."""
     png, svg = io.BytesIO(), io.BytesIO()
@@ -143,23 +91,6 @@ def shade_epochs(ax, epochs: list[dict], label: bool = True) -> None:
         if label:
             ax.text((e["start_s"] + e["stop_s"]) / 2, 1.01, e["label"], transform=ax.get_xaxis_transform(),
                     ha="center", va="bottom", fontsize=FONT - 1.5, color="#333333", clip_on=False)
-
-
-def downsample_columns(x: np.ndarray, max_columns: int) -> tuple[np.ndarray, int]:
-    """Average consecutive columns of (N, F) so that at most ``max_columns`` remain
-    (NaN-aware); returns the array and the factor."""
-    f = x.shape[1]
-    factor = max(1, int(np.ceil(f / max_columns)))
-    if factor == 1:
-        return x, 1
-    pad = (-f) % factor
-    if pad:
-        x = np.concatenate([x, np.full((x.shape[0], pad), np.nan, dtype=x.dtype)], axis=1)
-    blocks = x.reshape(x.shape[0], -1, factor)
-    counts = np.isfinite(blocks).sum(axis=2)
-    sums = np.nansum(blocks, axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), factor
 
 
 def label_rows(ax, positions, labels: list[str], fontsize: float, side: str = "left",
@@ -400,8 +331,8 @@ def component_figure(*, title: str, subtitle: str = "", tracks: list[dict], epoc
     [(name, (T', k))]}]`` (one track for the aligned layout, one per animal for the
     concatenated one). ``bars``: ``{"labels", "values", "ylabel"}``. ``matrix``: ``{"w" (n, n)
     ordered, "labels", "colours" (n hex), "named" (n bool), "groups": [(first, stop, text)]}``.
-    ``network``: ``{"xy" (n, 2), "edges" (E, 2), "weights" (E,), "colours", "sizes",
-    "labels", "named"}``.
+    ``network``: ``{"n" nodes, "edges" (E, 2), "weights" (E,), "colours", "sizes",
+    "labels", "named"}``; node positions come from :func:`network_layout`.
     """
     width = 10.0
     multi = len(tracks) > 1
@@ -512,8 +443,38 @@ def _draw_matrix(c: Canvas, ax, m: dict, cbar: tuple[float, float, float]) -> No
     cax.set_ylabel("pair loading", fontsize=FONT - 2.5)
 
 
+def network_layout(n: int, edges: np.ndarray, weights: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Deterministic force-directed positions (n, 2) (igraph Fruchterman–Reingold, weighted,
+    started from a fixed circle; nodes without edges on an outer ring)."""
+    import igraph as ig
+
+    if n == 0:
+        return np.zeros((0, 2))
+    angle = 2 * np.pi * np.arange(n) / max(n, 1)
+    start = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    if not len(edges):
+        return start
+    g = ig.Graph(n=n, edges=edges.tolist())
+    w = weights / weights.max()
+    # igraph's layout draws random numbers: a seeded generator makes it reproducible (and
+    # the figure reusable); igraph's default generator (the random module) is put back after
+    ig.set_random_number_generator(random.Random(seed))
+    try:
+        xy = np.asarray(g.layout_fruchterman_reingold(weights=w.tolist(), niter=400, seed=start.tolist()).coords)
+    finally:
+        ig.set_random_number_generator(random)
+    degree = np.bincount(edges.ravel(), minlength=n)
+    lonely = degree == 0
+    if lonely.any() and (~lonely).any():
+        centre = xy[~lonely].mean(axis=0)
+        radius = np.abs(xy[~lonely] - centre).max() * 1.25
+        a = 2 * np.pi * np.arange(lonely.sum()) / lonely.sum()
+        xy[lonely] = centre + radius * np.stack([np.cos(a), np.sin(a)], axis=1)
+    return xy
+
+
 def _draw_network(ax, net: dict) -> None:
-    xy = np.asarray(net["xy"], dtype=float)
+    xy = network_layout(net["n"], np.asarray(net["edges"]), np.asarray(net["weights"], dtype=float))
     ax.set_axis_off()
     if not len(xy):
         ax.text(0.5, 0.5, "no strong edges", transform=ax.transAxes, ha="center", color=MUTED)

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from . import readers
 from .artifacts import file_fingerprint
@@ -220,6 +219,8 @@ def smooth_traces(traces: np.ndarray, sigma_frames: float) -> np.ndarray:
     if sigma_frames <= 0:
         return x
     ok = np.isfinite(x)
+    from scipy.ndimage import gaussian_filter1d  # heavy: imported where used (fast start-up)
+
     num = gaussian_filter1d(np.where(ok, x, 0.0), sigma_frames, axis=1, mode="constant")
     den = gaussian_filter1d(ok.astype(np.float64), sigma_frames, axis=1, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):

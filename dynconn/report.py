@@ -24,7 +24,6 @@ import html
 import json
 import os
 import platform
-import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 
-from . import __version__, atlas, figures
+from . import __version__, atlas, palette
 from .artifacts import atomic_write_bytes
 from .communities import pair_matrix
 from .config import Config
@@ -189,10 +188,10 @@ def community_stats(w: np.ndarray, membership_row: np.ndarray, cohesion_threshol
     rank = 0
     for s in stats:
         if s["cohesive"]:
-            s["colour"] = figures.palette_colour(rank)
+            s["colour"] = palette.palette_colour(rank)
             rank += 1
         else:
-            s["colour"] = figures.DIFFUSE
+            s["colour"] = palette.DIFFUSE
     return stats
 
 
@@ -289,36 +288,6 @@ def backbone_edges(w: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return pairs[order], weights[order]
 
 
-def network_layout(n: int, edges: np.ndarray, weights: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Deterministic force-directed positions (n, 2) (igraph Fruchterman–Reingold, weighted,
-    started from a fixed circle; nodes without edges on an outer ring)."""
-    import igraph as ig
-
-    if n == 0:
-        return np.zeros((0, 2))
-    angle = 2 * np.pi * np.arange(n) / max(n, 1)
-    start = np.stack([np.cos(angle), np.sin(angle)], axis=1)
-    if not len(edges):
-        return start
-    g = ig.Graph(n=n, edges=edges.tolist())
-    w = weights / weights.max()
-    # igraph's layout draws random numbers: a seeded generator makes it reproducible (and
-    # the figure reusable); igraph's default generator (the random module) is put back after
-    ig.set_random_number_generator(random.Random(seed))
-    try:
-        xy = np.asarray(g.layout_fruchterman_reingold(weights=w.tolist(), niter=400, seed=start.tolist()).coords)
-    finally:
-        ig.set_random_number_generator(random)
-    degree = np.bincount(edges.ravel(), minlength=n)
-    lonely = degree == 0
-    if lonely.any() and (~lonely).any():
-        centre = xy[~lonely].mean(axis=0)
-        radius = np.abs(xy[~lonely] - centre).max() * 1.25
-        a = 2 * np.pi * np.arange(lonely.sum()) / lonely.sum()
-        xy[lonely] = centre + radius * np.stack([np.cos(a), np.sin(a)], axis=1)
-    return xy
-
-
 STRONG_EDGE = 2.0  # an edge is drawn when ≥ this × the mean pair loading of its component's graph
 
 
@@ -330,7 +299,7 @@ def network_drawing(sub: np.ndarray, named: np.ndarray, k: int) -> dict:
     *strong*: at least ``STRONG_EDGE`` × the mean pair loading of the graph. Nodes: the
     neurons with a strong edge plus every cohesive-community member; the rest (diffuse
     neurons with only weak edges) are counted in ``hidden``. Returns ``{"nodes" (indices
-    into sub), "edges" (E, 2) indices into ``nodes``, "weights" (E,), "xy", "hidden",
+    into sub), "edges" (E, 2) indices into ``nodes``, "weights" (E,), "hidden",
     "pairs" (E, 2) indices into sub}``."""
     n = sub.shape[0]
     edges, weights = backbone_edges(sub, k)
@@ -344,8 +313,7 @@ def network_drawing(sub: np.ndarray, named: np.ndarray, k: int) -> dict:
     index = np.full(n, -1)
     index[nodes] = np.arange(nodes.size)
     local = index[edges] if edges.size else np.zeros((0, 2), dtype=int)
-    return {"nodes": nodes, "edges": local, "weights": weights, "pairs": edges,
-            "xy": network_layout(nodes.size, local, weights), "hidden": int(n - nodes.size)}
+    return {"nodes": nodes, "edges": local, "weights": weights, "pairs": edges, "hidden": int(n - nodes.size)}
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -461,7 +429,7 @@ def neuron_view(summary: dict, stats: list[list[dict]], neurons: list[str], orde
         member_of.append(lookup)
     n, n_slots = len(order), len(slots)
     cells = np.full((n, n_slots), -1, dtype=np.int32)
-    colours = np.full((n, n_slots), figures.ABSENT, dtype=object)
+    colours = np.full((n, n_slots), palette.ABSENT, dtype=object)
     by_neuron: dict[str, list] = {}
     for row_pos, i in enumerate(order):
         for j, (k, r) in enumerate(slots):
@@ -640,7 +608,7 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
     max_cols = 900  # about the heatmap's width in pixels
     traces, durations = [], []
     for a in range(len(data.animals)):
-        tr, _ = figures.downsample_columns(data.traces[a][order][:, : int(data.n_frames[a])], max_cols)
+        tr, _ = palette.downsample_columns(data.traces[a][order][:, : int(data.n_frames[a])], max_cols)
         traces.append(tr)
         durations.append(_duration(data, a))
     finite = data.traces[np.isfinite(data.traces)]
@@ -709,7 +677,7 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
                       "matrix": {"w": sub, "labels": [data.neurons[i] for i in m_order],
                                  "colours": [colour_of[int(i)] for i in m_order], "named": named,
                                  "groups": groups},
-                      "network": {"xy": net["xy"], "edges": net["edges"], "weights": net["weights"],
+                      "network": {"n": int(nodes.size), "edges": net["edges"], "weights": net["weights"],
                                   "colours": [colour_of[int(m_order[i])] for i in nodes], "sizes": sizes[nodes],
                                   "labels": [data.neurons[m_order[i]] for i in nodes],
                                   "named": [named[i] for i in nodes], "hidden": net["hidden"]}},
@@ -765,6 +733,8 @@ def _atlas_row_text(entry: dict) -> str:
 
 
 def _render_job(job, dpi: float, key: str) -> tuple[bytes, bytes]:
+    from . import figures  # matplotlib is loaded only when a figure is drawn
+
     stem, func, kwargs, _ = job
     fig = getattr(figures, func)(**kwargs)
     return figures.render(fig, dpi, key)
@@ -785,19 +755,21 @@ def render_figures(jobs: list, dpi: float, workers: int,
     """Draw every figure (PNG and SVG), in ``workers`` processes when > 1 (fork, POSIX).
 
     A figure in ``previous`` (``{stem: (png, svg)}``, the files of the last report) whose
-    recorded key matches its inputs now (:func:`figures.figure_key`) is reused instead of
+    recorded key matches its inputs now (:func:`palette.figure_key`) is reused instead of
     drawn again. Returns ``({stem: (png, svg)}, number drawn)``."""
     previous = previous or {}
     out, todo = {}, []
     for job in jobs:
-        key = figures.figure_key(job[1], job[2], dpi)
+        key = palette.figure_key(job[1], job[2], dpi)
         old = previous.get(job[0])
-        if old and figures.stored_key(old[0]) == key and figures.stored_key(old[1]) == key:
+        if old and palette.stored_key(old[0]) == key and palette.stored_key(old[1]) == key:
             out[job[0]] = old
         else:
             todo.append((job, key))
     if workers > 1 and len(todo) > 2 and hasattr(os, "fork"):
         import multiprocessing as mp
+
+        from . import figures  # noqa: F401 -- loaded once here, inherited by the forked workers
 
         with mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_plain_signals) as pool:
             results = pool.starmap(_render_job, [(job, dpi, key) for job, key in todo], chunksize=1)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynconn import atlas, figures, report
+from dynconn import atlas, figures, palette, report
 from dynconn.artifacts import Artifact
 from dynconn.simulate import score_recovery
 
@@ -156,8 +156,8 @@ def test_community_stats_cohesion_and_colours():
     np.fill_diagonal(w, 0)
     stats = report.community_stats(w, np.array([1, 1, 1, 0, 0, -1]), 1.0)
     assert [s["id"] for s in stats] == [1, 0]
-    assert stats[0]["cohesive"] and stats[0]["cohesion"] > 2 and stats[0]["colour"] == figures.COMMUNITY_COLOURS[0]
-    assert not stats[1]["cohesive"] and stats[1]["cohesion"] < 1 and stats[1]["colour"] == figures.DIFFUSE
+    assert stats[0]["cohesive"] and stats[0]["cohesion"] > 2 and stats[0]["colour"] == palette.COMMUNITY_COLOURS[0]
+    assert not stats[1]["cohesive"] and stats[1]["cohesion"] < 1 and stats[1]["colour"] == palette.DIFFUSE
     assert report.matrix_groups(stats) == [(0, 3, ""), (3, 5, "diffuse (2)")]
 
 
@@ -172,8 +172,8 @@ def test_backbone_keeps_each_nodes_strongest_edges():
 
 def test_network_layout_is_reproducible():
     edges = np.array([[0, 1], [1, 2], [2, 0], [3, 4]])
-    a = report.network_layout(6, edges, np.array([1.0, 2, 3, 1]))
-    b = report.network_layout(6, edges, np.array([1.0, 2, 3, 1]))
+    a = figures.network_layout(6, edges, np.array([1.0, 2, 3, 1]))
+    b = figures.network_layout(6, edges, np.array([1.0, 2, 3, 1]))
     assert np.array_equal(a, b) and a.shape == (6, 2) and np.isfinite(a).all()
 
 
@@ -236,7 +236,7 @@ def test_figures_are_png_and_svg(aligned):
         png, svg = out["files"][f"figures/{stem}.png"], out["files"][f"figures/{stem}.svg"]
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert ET.fromstring(svg).tag.endswith("svg")
-        assert figures.stored_key(png) == figures.stored_key(svg) is not None
+        assert palette.stored_key(png) == palette.stored_key(svg) is not None
 
 
 def test_html_page(aligned):
