@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import ArtifactError, DynconnError  # noqa: F401  (ArtifactError re-exported)
+from .errors import ArtifactError  # noqa: F401  (re-exported: callers catch artifacts.ArtifactError)
 
 TMP_MARK = ".tmp-"
 STR_DTYPE = h5py.string_dtype("utf-8")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Callable
 
 from rich.console import Console as RichConsole
@@ -87,7 +88,7 @@ def warn(message: str) -> None:
     warnings.warn(message, DynconnWarning, stacklevel=2)
 
 
-def write_error_log(exc: BaseException, argv: list[str] | None = None) -> "Path | None":
+def write_error_log(exc: BaseException, argv: list[str] | None = None) -> Path | None:
     """Save an unexpected exception's traceback for a bug report; returns the file, or
     None when no log folder is writable. The folder is ``$DYNCONN_LOG_DIR``, else
     ``$XDG_CACHE_HOME/dynconn/logs`` (``~/.cache/dynconn/logs``), else the temp folder."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 # Tests must see real bugs: internal errors re-raise instead of becoming one line (cli.py).
@@ -44,6 +46,29 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         return {}
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def finished_dataset(tmp_path_factory, seed: int, *run_args) -> Path:
+    """A small simulated dataset with a finished ``dynconn run`` (``run_args`` e.g.
+    ``--until affinity``); returns its folder. For module-scoped fixtures."""
+    config = write_dataset(tmp_path_factory.mktemp("finished") / "data", "small", seed)
+    result = cli("run", config, "-q", *run_args)
+    assert result.exit_code == 0, result.output
+    return config.parent
+
+
+def copy_dataset(folder: Path, tmp_path: Path) -> Path:
+    """A fresh copy of a dataset folder (with its run) that a test may break."""
+    copy = tmp_path / "data"
+    shutil.copytree(folder, copy)
+    return copy
+
+
+def edit_config(folder: Path, change) -> None:
+    """Apply ``change(dict)`` to ``folder/config.yaml``."""
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    change(cfg)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
 @pytest.fixture(scope="session")

@@ -1,35 +1,20 @@
 """Bad inputs: exit 1, one clear line naming the file or key, no traceback, nothing lost."""
 
-import shutil
 
-import h5py
-import numpy as np
 import pytest
-import yaml
 
-from conftest import cli, cli_subprocess, snapshot
+from conftest import cli, cli_subprocess, copy_dataset, edit_config, finished_dataset, snapshot
 from dynconn.simulate import write_dataset
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A small dataset with a finished run, copied fresh for each test."""
-    config = write_dataset(tmp_path_factory.mktemp("base") / "data", "small", 2)
-    assert cli("run", config, "-q").exit_code == 0
-    return config.parent
+    return finished_dataset(tmp_path_factory, 2)
 
 
 @pytest.fixture
 def dataset(finished, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(finished, copy)
-    return copy
-
-
-def edit_config(folder, change):
-    cfg = yaml.safe_load((folder / "config.yaml").read_text())
-    change(cfg)
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return copy_dataset(finished, tmp_path)
 
 
 def rewrite_csv(path, change):
@@ -38,7 +23,6 @@ def rewrite_csv(path, change):
 
 
 def nan_column(lines):
-    header = lines[0].split(",")
     return [lines[0]] + [",".join(["nan"] + row.split(",")[1:]) for row in lines[1:]]
 
 

@@ -3,35 +3,22 @@ workdir exactly as it was (a finished run stays intact)."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
-import yaml
 
-from conftest import cli, snapshot
-from dynconn.simulate import write_dataset
+from conftest import cli, copy_dataset, edit_config, finished_dataset, snapshot
 from formats_util import reference_traces, write_mat5, write_nwb
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """The simulator's small dataset with a finished run up to the factors (fast)."""
-    config = write_dataset(tmp_path_factory.mktemp("base") / "data", "small", 4)
-    assert cli("run", config, "-q", "--until", "affinity").exit_code == 0
-    return config.parent
+    """The simulator's small dataset with a finished run up to the affinity (fast)."""
+    return finished_dataset(tmp_path_factory, 4, "--until", "affinity")
 
 
 @pytest.fixture
 def dataset(finished, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(finished, copy)
-    return copy
-
-
-def edit(folder, change):
-    cfg = yaml.safe_load((folder / "config.yaml").read_text())
-    change(cfg)
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return copy_dataset(finished, tmp_path)
 
 
 def truncate_hdf5(d):
@@ -42,17 +29,17 @@ def truncate_hdf5(d):
 
 def nwb_without_ophys(d):
     write_nwb(d / "worm1.nwb", reference_traces(), ["A", "B", "C", "D", "E", "F"], ophys=False)
-    edit(d, lambda c: c["data"]["animals"][0].update(path="worm1.nwb", name_column="neuron_name"))
+    edit_config(d, lambda c: c["data"]["animals"][0].update(path="worm1.nwb", name_column="neuron_name"))
 
 
 def mat_without_variable(d):
     write_mat5(d / "worm1.mat", reference_traces(), variable="traces")
     (d / "names.csv").write_text("".join(f"{i},N{i:03d}\n" for i in range(6)))
-    edit(d, lambda c: c["data"]["animals"][0].update(path="worm1.mat", variable="dff", neurons="names.csv"))
+    edit_config(d, lambda c: c["data"]["animals"][0].update(path="worm1.mat", variable="dff", neurons="names.csv"))
 
 
 def different_rates(d):
-    edit(d, lambda c: c["data"]["animals"][1].update(sampling_rate=2.0))
+    edit_config(d, lambda c: c["data"]["animals"][1].update(sampling_rate=2.0))
 
 
 def epoch_outside(d):
@@ -89,6 +76,6 @@ def test_different_rates_resampled_when_asked(dataset):
     lines = (dataset / "worm2.csv").read_text().splitlines()
     (dataset / "worm2.csv").write_text("\n".join(lines[:1] + lines[1::2]) + "\n")  # really 2 Hz now
     different_rates(dataset)
-    edit(dataset, lambda c: c["data"].update(resample=4.0))
+    edit_config(dataset, lambda c: c["data"].update(resample=4.0))
     result = cli("run", dataset / "config.yaml", "-q", "--until", "affinity")
     assert result.exit_code == 0, result.output

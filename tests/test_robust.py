@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import cli, snapshot
+from conftest import cli, copy_dataset, finished_dataset, snapshot
 from dynconn import affinity, artifacts, pipeline
 from dynconn.artifacts import read_h5
 from dynconn.lock import LOCK_NAME, WorkdirLock
@@ -26,16 +26,12 @@ H5 = ("ingest.h5", "affinity.h5", "factors.h5", "communities.h5")
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A small dataset with one finished run (copied fresh for each test)."""
-    config = write_dataset(tmp_path_factory.mktemp("robust") / "data", "small", 4)
-    assert cli("run", config, "-q").exit_code == 0
-    return config.parent
+    return finished_dataset(tmp_path_factory, 4)
 
 
 @pytest.fixture
 def data(finished, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(finished, copy)
-    return copy
+    return copy_dataset(finished, tmp_path)
 
 
 def fingerprints(workdir):
