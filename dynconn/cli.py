@@ -236,7 +236,8 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
 @click.argument("graph_path", metavar="GRAPH", type=click.Path(path_type=Path))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Membership CSV (node,community).")
-@click.option("--method", type=click.Choice(COMMUNITY_METHODS.choices), default=COMMUNITY_METHODS.default,
+@click.option("--method", type=click.Choice(COMMUNITY_METHODS.choices + tuple(dict(COMMUNITY_METHODS.aliases))),
+              default=COMMUNITY_METHODS.default,
               show_default=True, help="Same choices and default as `communities.method`.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--runs", "n_runs", type=click.IntRange(min=1), default=3, show_default=True,
@@ -255,14 +256,20 @@ def partition(graph_path, out_path, method, seed, n_runs, resolution, level):
     from .communities import DENSE_GRAPH_OPTIONS, read_graph
     from .wsbm import partition as partition_graph
 
+    method = dict(COMMUNITY_METHODS.aliases).get(method, method)
     graph, labels, dense = read_graph(graph_path)
     options = DENSE_GRAPH_OPTIONS.get(method, {}) if dense else {}
     result = partition_graph(graph, method=method, n_runs=n_runs, resolution=resolution,
-                             random_state=seed, level=level if method == "wsbm" else 0, **options)
-    rows = "".join(f"{labels[i]},{int(c)}\n" for i, c in enumerate(result.membership))
+                             random_state=seed, **options)
+    if level >= len(result.levels):
+        raise DynconnError(f"--level {level}: this partition has {len(result.levels)} level(s), "
+                           f"0 to {len(result.levels) - 1}")
+    membership = np.asarray(result.levels[level])
+    rows = "".join(f"{labels[i]},{int(c)}\n" for i, c in enumerate(membership))
     atomic_write_bytes(out_path, ("node,community\n" + rows).encode())
     stability = "" if np.isnan(result.stability) else f", stability {result.stability:.2f}"
-    click.echo(f"{result.n_communities} communities among {len(labels)} nodes{stability} → {out_path}")
+    n_communities = len(set(membership[membership >= 0].tolist()))
+    click.echo(f"{n_communities} communities among {len(labels)} nodes{stability} → {out_path}")
 
 
 @main.command()

@@ -52,6 +52,7 @@ class Key:
     low_open: bool = False
     high: float | None = None
     nullable: bool = False  # `null` allowed (means "not set / use the natural default")
+    aliases: tuple = ()  # (old name, its current name) pairs accepted for a choice
 
 
 # ----------------------------------------------------------------------------- schema
@@ -335,6 +336,8 @@ SCHEMA: dict[str, Any] = {
             "`wsbm` (weighted degree-corrected SBM, minimum description length; "
             "docs/communities.md), or `leiden-modularity`, `leiden-rb`, `leiden-cpm`.",
             choices=("wsbm", "leiden-modularity", "leiden-rb", "leiden-cpm"),
+            # DESIGN.md's example config says `method: leiden`: it means weighted modularity
+            aliases=(("leiden", "leiden-modularity"),),
         ),
         "n_runs": Key(
             "int", 3, "Runs per component (different seeds); the best is kept, their "
@@ -451,6 +454,7 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
             raise ConfigError(f"{path}: expected a list of names, got {_describe(value)}")
         return [v.strip() for v in value]
     if kind == "choice":
+        value = dict(key.aliases).get(value, value) if isinstance(value, str) else value
         if value not in key.choices:
             options = ", ".join(key.choices)
             raise ConfigError(f"{path}: expected one of {options}; got {_describe(value)}")

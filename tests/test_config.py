@@ -57,6 +57,12 @@ def test_set_overrides(tmp_path):
         load_dict(tmp_path, MINIMAL, ["factorize.rank"])
 
 
+def test_design_card_leiden_is_weighted_modularity(tmp_path):
+    cfg = load_dict(tmp_path, {**MINIMAL, "communities": {"method": "leiden"}})
+    assert cfg["communities"]["method"] == "leiden-modularity"
+    assert load_dict(tmp_path, MINIMAL)["communities"]["method"] == "wsbm"
+
+
 def test_invalid_yaml_names_the_line(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("data:\n  animals: [\n")
