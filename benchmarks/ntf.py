@@ -228,7 +228,7 @@ def main(argv=None):
           f"min {per_iter.min() * 1e3:.1f}), total {total:.1f} s incl. validation+init")
     print(f"ours     : rel. error after 50 = {e50:.8f}, after {args.iters} = {e_end:.8f}")
     print(f"ours     : {flops_iter / med / 1e9:.1f} GFLOP/s over the whole iteration, "
-          f"{flops_iter / gemm_s / 1e9:.1f} GFLOP/s in the two GEMMs "
+          f"{flops_iter / gemm_s / 1e9:.1f} GFLOP/s in the two products over X "
           f"({100 * flops_iter / gemm_s / 1e9 / rate:.0f} % of the sgemm rate)")
     phases = {k: round(v / info.n_iter * 1e3, 1) for k, v in info.phase_seconds.items() if k != "init"}
     print(f"ours     : ms/iter per phase {phases}")

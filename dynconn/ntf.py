@@ -31,10 +31,13 @@ on the time axis and A = 1): entry ``(p, t)`` is observed iff ``mask[p, time_gro
 
 No (P, T, A) weight tensor is ever built. Unobserved entries of X are ignored exactly: if any is
 non-zero (or NaN) the solver works on one copy with them zeroed; the pipeline stores zeros there,
-so no copy is made. Per iteration the tensor is read twice, by two GEMMs on the one C-ordered
-(P, T*A) view X2 of X: ``F_pairs = X2 @ KR(V, W)`` and ``Z = U' @ X2`` (computed as (X2' U)');
-the time and animal MTTKRPs are then cheap contractions of Z (R x T x A). The reconstruction error follows from those
-products and the Gram matrices without another pass over X.
+so no copy is made. Per iteration two products over the one C-ordered (P, T*A) view X2 of X:
+``F_pairs = X2 @ KR(V, W)`` and ``Z = U' @ X2`` with the updated U; the time and animal MTTKRPs
+are then cheap contractions of Z (R x T x A). The pairs mode is row-separable, so on numpy both
+products are done in one pass over X by blocks of :data:`PAIRS_BLOCK` pairs (each block's U rows
+are updated between its two products, while its rows of X are still in cache); on torch they
+are two GEMMs. The reconstruction error follows from those products and the Gram matrices
+without another pass over X.
 
 Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`factor_congruence`,
 :func:`relative_error`, :func:`restart_seed`, the result dataclasses :class:`FitInfo`,
@@ -43,6 +46,7 @@ Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
@@ -85,6 +89,14 @@ MIN_GAIN = 0.002
 _METHODS = ("hals", "tensorly-hals")
 _MISSING = ("exact", "em")
 _INITS = ("random", "nndsvd")
+
+#: Pairs (rows of X) per block of the fused pass over X on numpy (see :func:`_iteration`): each
+#: block's rows of X (PAIRS_BLOCK x T*A floats, 20 MB at the paper's size) are read once from
+#: memory for both products. Chosen by measurement (docs/factorization.md).
+PAIRS_BLOCK = 1024
+# numpy: both products over X in one pass by blocks (True), or two GEMMs over all of X (False,
+# what the torch backend does); the results agree to rounding. A switch for tests and measurements.
+_FUSED_PASS = True
 
 # Elements of X processed at once when scanning it (validation, norms, Grams for the init): bounds
 # the temporaries to a few MB whatever the tensor size.
@@ -262,6 +274,7 @@ class _NumpyOps:
 
     def __init__(self, dtype):
         self.dtype = np.dtype(dtype)
+        self.zero = np.zeros((), self.dtype)  # for clamp_min: a 0-d array is not converted per call
 
     def asarray(self, a, dtype=None):
         return np.ascontiguousarray(a, dtype=self.dtype if dtype is None else dtype)
@@ -288,6 +301,30 @@ class _NumpyOps:
         np.maximum(a, 0, out=a)
         return a
 
+    # The HALS inner loops call these with out= buffers (no temporaries), as the bare numpy
+    # functions: at 1024 columns a call costs ~1-2 us, so a wrapper's overhead would show.
+    vecmat = np.matmul  # (g, Y, out=): g @ Y for a vector g (R,) and Y (R, n)
+    sub = np.subtract  # (a, b, out=)
+    clamp_min = np.maximum  # (a, zero, out=): max(a, 0)
+
+    def copyto(self, dst, src):
+        np.copyto(dst, src)
+
+    rowdot = functools.partial(np.einsum, "sn,sn->n")  # (G, Y, out=): out[n] = sum_s G[s,n] Y[s,n]
+
+    def sumsq(self, a) -> float:
+        a = a.reshape(-1)
+        return float(np.dot(a, a))
+
+    def safe_inverse(self, den, out):
+        """``out = 1 / den`` where den > 0, 1 where den == 0 (den >= 0)."""
+        np.equal(den, 0, out=out)
+        np.add(out, den, out=out)
+        return np.divide(1.0, out, out=out)
+
+    def round_(self, a):
+        return np.rint(a, out=a)
+
     def scalar(self, a):
         return float(a)
 
@@ -306,6 +343,11 @@ class _TorchOps:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = str(torch.device(device))
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[np.dtype(dtype).name]
+        # the HALS inner loops' out= forms, as in _NumpyOps
+        self.vecmat = lambda g, Y, out: torch.mv(Y.T, g, out=out)  # g @ Y, out (n,)
+        self.sub = torch.sub
+        self.clamp_min = torch.clamp  # (a, 0, out=): max(a, 0)
+        self.zero = 0
 
     def asarray(self, a, dtype=None):
         t = self.torch
@@ -334,6 +376,21 @@ class _TorchOps:
 
     def clamp0_(self, a):
         return a.clamp_(min=0)
+
+    def copyto(self, dst, src):
+        dst.copy_(src)
+
+    def rowdot(self, G, Y, out):
+        return self.torch.sum(G * Y, 0, out=out)
+
+    def sumsq(self, a) -> float:
+        return float((a * a).sum().item())
+
+    def safe_inverse(self, den, out):
+        return self.torch.reciprocal(self.torch.where(den > 0, den, self.torch.ones_like(den)), out=out)
+
+    def round_(self, a):
+        return a.round_()
 
     def scalar(self, a):
         return float(a.item())
@@ -566,25 +623,48 @@ def _as_generator(random_state) -> np.random.Generator:
 # --------------------------------------------------------------------------------------------
 
 
-def _copy(ops, a):
-    return a.clone() if ops.name == "pytorch" else a.copy()
+class _Work:
+    """Scratch buffers of the HALS solvers for up to ``n`` columns, allocated once.
+
+    The pairs mode preallocates one per fit (:class:`_Problem`) and hands out views for each block
+    of rows, so the inner loops allocate nothing; the small modes make a throwaway one (tiny).
+    """
+
+    def __init__(self, ops, R: int, n: int):
+        self.vec = ops.empty((n,))  # one component's update
+        self.fs = ops.empty((R, n))  # F scaled by the inverse diagonal
+        self.inv = ops.empty((R, n))  # per-row inverse diagonals (_hals_rows)
+        self.before = ops.empty((R, n))  # the factor before a sweep (early stop)
+        self.fe = ops.empty((R, n))  # EM: the corrected MTTKRP
+
+    def cols(self, n: int) -> "_Work":
+        """Views of the first ``n`` columns."""
+        view = object.__new__(_Work)
+        view.vec = self.vec[:n]
+        for name in ("fs", "inv", "before", "fe"):
+            setattr(view, name, getattr(self, name)[:, :n])
+        return view
 
 
-def _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once):
+def _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once, work: _Work):
     """Run ``sweep_once()`` up to ``n_sweeps`` times; stop early once a sweep moves Y by less than
     ``stop_ratio`` times the first sweep's movement (Gillis & Glineur 2012). Returns sweeps done.
 
-    The movement is measured per sweep (one copy of Y, one difference), not per component.
+    The movement is measured per sweep (one copy of Y, one difference), not per component. Y is
+    one block of independent columns (the pairs mode solves its rows block by block, see
+    :func:`_iteration`): the criterion applies to the block.
     """
     first = None
+    before = work.before
     for sweep in range(n_sweeps):
         last = sweep == n_sweeps - 1
-        before = None if last else _copy(ops, Y)
+        if not last:
+            ops.copyto(before, Y)
         sweep_once()
         if last:
             break
-        before -= Y
-        moved = ops.scalar((before * before).sum())
+        ops.sub(before, Y, out=before)
+        moved = ops.sumsq(before)
         if first is None:
             first = moved
         elif moved <= stop_ratio * first:
@@ -592,41 +672,88 @@ def _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once):
     return n_sweeps
 
 
-def _hals_shared(ops, Y, F, G, diag, n_sweeps, stop_ratio):
+class _SharedGram:
+    """A Gram matrix ``G`` (R, R) shared by all columns, prepared for :func:`_hals_shared`:
+    ``scaled = G / diag(G)`` row-wise with a zero diagonal, on the backend; ``inv`` (R, 1) the
+    inverse diagonal on the backend; ``live`` the components with ``G[r, r] > 0``."""
+
+    def __init__(self, ops, G: np.ndarray):
+        diag = np.diag(G)
+        self.live = [r for r in range(G.shape[0]) if diag[r] > 0]
+        inv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
+        scaled = G * inv[:, None]
+        np.fill_diagonal(scaled, 0.0)
+        self.G = G
+        self.scaled = ops.asarray(scaled)
+        self.inv = ops.asarray(inv[:, None])
+
+
+def _hals_shared(ops, Y, F, gram, n_sweeps, stop_ratio, work: _Work | None = None):
     """HALS for ``min_{Y>=0} sum_j y_j' G y_j - 2 y_j' f_j`` over the columns j of Y (R, n).
 
-    ``F`` (R, n) holds the MTTKRP, ``G`` (R, R) the Gram shared by all columns, ``diag`` its
-    diagonal on the host (no device sync per component). Component r's exact update:
-    ``Y[r] <- max(0, Y[r] + (F[r] - G[r] @ Y) / G[r, r])``.
+    ``F`` (R, n) holds the MTTKRP (any strides; not modified), ``gram`` the Gram shared by all
+    columns (a host (R, R) array or a :class:`_SharedGram`). Component r's exact update
+    ``Y[r] <- max(0, Y[r] + (F[r] - G[r] @ Y) / G[r, r])`` is computed as
+    ``max(0, F[r] / G[r, r] - Gs[r] @ Y)`` with ``Gs = G / diag(G)`` and a zero diagonal:
+    three vector operations writing into preallocated buffers.
     """
+    if not isinstance(gram, _SharedGram):
+        gram = _SharedGram(ops, gram)
+    R, n = Y.shape
+    work = _Work(ops, R, n) if work is None else work
+    Fs = ops.mul(F, gram.inv, out=work.fs)
+    vec = work.vec
     # a component dead in the other modes (G[r, r] == 0) has nothing to solve
-    live = [(r, 1.0 / float(diag[r])) for r in range(Y.shape[0]) if diag[r] > 0]
+    rows = [(gram.scaled[r], Fs[r], Y[r]) for r in gram.live]
+    vecmat, sub, clamp_min, zero = ops.vecmat, ops.sub, ops.clamp_min, ops.zero
 
     def sweep_once():
-        for r, inv in live:
-            Y[r] = ops.clamp0_((F[r] - ops.matmul(G[r], Y)) * inv + Y[r])
+        for g, f, y in rows:
+            vecmat(g, Y, out=vec)
+            sub(f, vec, out=vec)
+            clamp_min(vec, zero, out=y)
 
-    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once)
+    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once, work)
 
 
-def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio):
+def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio, work: _Work | None = None, overwrite=False):
     """HALS where column j of Y has its own Gram ``Grows[:, :, j]`` (Grows: (R, R, n)).
 
     Exact block update for masked data: column j's subproblem only sees its observed entries.
+    As in :func:`_hals_shared`, each column's Gram is scaled by its inverse diagonal first
+    (in place when ``overwrite``, else on a copy). Where ``G_j[r, r] == 0`` (the component has
+    no observed support for this column) the numerator is 0 too and the entry keeps its
+    (irrelevant) value.
     """
-    R = Y.shape[0]
-    inverses = []
-    for r in range(R):
-        den = Grows[r, r]
-        # den == 0 only where the component has no observed support for this row; the numerator
-        # is 0 there too and the row keeps its (irrelevant) value.
-        inverses.append(1.0 / (den + (den <= 0)))
+    R, n = Y.shape
+    work = _Work(ops, R, n) if work is None else work
+    G2 = Grows.reshape(R * R, n)
+    if not overwrite:
+        G2 = _copy(ops, G2)
+    diag = G2[:: R + 1]  # (R, n) view of G_j[r, r]
+    inv = ops.safe_inverse(diag, out=work.inv)
+    Gs = ops.mul(G2.reshape(R, R, n), inv[:, None, :], out=G2.reshape(R, R, n))
+    # the diagonal is now 1 where G_j[r, r] > 0 (up to rounding) and 0 elsewhere: make it exactly
+    # 0 and -1, so that max(0, F[r]/G[r,r] - Gs[r] . Y) is the HALS update (and keeps Y[r] where
+    # G[r, r] == 0, since F[r] and the rest of G's row are 0 there)
+    ops.round_(diag)
+    diag -= 1
+    Fs = ops.mul(F, inv, out=work.fs)
+    vec = work.vec
+    rows = [(Gs[r], Fs[r], Y[r]) for r in range(R)]
+    rowdot, sub, clamp_min, zero = ops.rowdot, ops.sub, ops.clamp_min, ops.zero
 
     def sweep_once():
-        for r in range(R):
-            Y[r] = ops.clamp0_((F[r] - ops.einsum("sn,sn->n", Grows[r], Y)) * inverses[r] + Y[r])
+        for g, f, y in rows:
+            rowdot(g, Y, out=vec)
+            sub(f, vec, out=vec)
+            clamp_min(vec, zero, out=y)
 
-    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once)
+    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once, work)
+
+
+def _copy(ops, a):
+    return a.clone() if ops.name == "pytorch" else a.copy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,9 +768,15 @@ class _Problem:
     a torch device) in the working dtype; the small factors V (R x T), W (R x A), the Z contraction
     and all R x R matrices live on the host in float64. The small modes cost microseconds, so on a
     GPU this saves thousands of kernel launches per iteration and on the CPU it buys precision.
+
+    ``block`` is the number of pairs (rows of X) processed together in the pairs mode: on numpy
+    :data:`PAIRS_BLOCK` rows, with both products over X fused into one pass (``fused``); on torch
+    all P rows at once, with the two products as two big GEMMs. Every per-block buffer is sized
+    for ``block`` and allocated here, once.
     """
 
-    def __init__(self, ops, data: _Data, rank: int, gemm_pad: int):
+    def __init__(self, ops, data: _Data, rank: int, gemm_pad: int, block: int | None = None,
+                 fused: bool | None = None):
         self.ops = ops
         P, T, A = data.shape
         self.shape = (P, T, A)
@@ -657,25 +790,35 @@ class _Problem:
         if mask is not None:
             self.M = ops.asarray(mask.astype(np.float32))  # (P, A), or (P, G) with time groups
             self.Mt = ops.asarray(mask.T.astype(np.float32))  # (A, P) / (G, P)
+        if block is None:
+            block = PAIRS_BLOCK if self.on_host else P
+        self.block = B = max(1, min(int(block), P))
+        self.fused = self.on_host and (_FUSED_PASS if fused is None else bool(fused))
         # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
         # 16-column thin product faster than a 15-column one (measured, see docs).
         self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
         self.kr_host = np.zeros((Rp, T * A), dtype=data.dtype)
         self.kr_buf = self.kr_host if self.on_host else ops.zeros((Rp, T * A))
-        self.f_buf = ops.empty((P, Rp))
-        # Z = U' X2 as (X2' U)': OpenBLAS runs this orientation 10 % slower on an idle 2-core
-        # machine but up to 2x faster when other processes compete for the cores (measured).
-        self.z_transposed = _Z_TRANSPOSED and self.on_host
-        if self.z_transposed:
-            self.u_buf = ops.zeros((P, Rp))
-            self.z_buf = ops.empty((T * A, Rp))
+        self.f_buf = ops.empty((B if self.fused else P, Rp))  # X2 @ KR: one block's rows, or all
+        self.work = _Work(ops, R, B)  # the pairs-mode HALS scratch for one block
+        if self.fused:
+            # Z = U' X2 accumulated block by block: Z += U[rows]' X2[rows], with U[rows] copied
+            # into a zero-padded (block, Rp) buffer whose transpose is the GEMM's left operand.
+            self.u_buf = ops.zeros((B, Rp))
+            self.z_buf = ops.empty((Rp, T * A))
+            self.z_part = ops.empty((Rp, T * A))
         else:
             self.u_buf = ops.zeros((Rp, P))
             self.z_buf = ops.empty((Rp, T * A))
         if mask is not None:
-            self.grows_buf = ops.empty((R * R, P))
+            self.grows_buf = ops.empty((R * R, B))  # the per-row Grams of one block
             self.triu = np.triu_indices(R)
             self.uu_buf = ops.empty((len(self.triu[0]), P))
+
+    def blocks(self):
+        """``(start, stop)`` of each block of pairs, in order."""
+        P, B = self.shape[0], self.block
+        return [(s, min(P, s + B)) for s in range(0, P, B)]
 
     def upload(self, a: np.ndarray):
         """Host float64 -> backend working dtype."""
@@ -687,7 +830,6 @@ class _Problem:
 
 
 _HOST = _NumpyOps(np.float64)
-_Z_TRANSPOSED = True  # see _Problem: Z as (X2' U)' on numpy
 
 
 def _pairs_grams(prob: _Problem, Ut, need_utu=True):
@@ -779,60 +921,101 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
     Returns the relative error on observed entries after the update. With time groups (A = 1) the
     Grams of the masked updates go through the per-group Grams of V (see the module docstring);
     the MTTKRPs and the loss are the same.
+
+    The pairs mode is row-separable: given V and W, row p of U solves its own NNLS problem, with
+    its own MTTKRP row ``(X2 @ KR)[p]`` and its own Gram (shared, or per row with a mask). So U is
+    updated block by block of ``prob.block`` rows, each block's inner sweeps stopping on their
+    own (:func:`_sweeps`). With ``prob.fused`` (numpy) each block of X's rows is read from memory
+    once for both products: ``F_blk = X2[blk] @ KR``, update ``U[blk]``, then
+    ``Z += U[blk]' X2[blk]`` while ``X2[blk]`` is still in cache. Otherwise (torch) both products
+    are single GEMMs over all rows, the block being all P rows.
     """
     ops = prob.ops
     P, T, A = prob.shape
     R = prob.rank
     masked = prob.mask is not None
     groups = prob.groups
+    X2 = prob.X2
 
-    # ---- pairs mode: F = KR(V, W)' X2'  (one GEMM over X) ---------------------------------
     timer.start()
     np.multiply(Vt[:, :, None], Wt[:, None, :], out=prob.kr_host[:R].reshape(R, T, A), casting="same_kind")
     if not prob.on_host:
         prob.kr_buf.copy_(ops.torch.from_numpy(prob.kr_host))
     timer.stop("kr")
-    # X2 @ KR with X2 as the row-major operand: the faster orientation in OpenBLAS for a
-    # 16-column product (measured); the (P, Rp) result is transposed once (P*R floats).
-    ops.matmul(prob.X2, prob.kr_buf.T, out=prob.f_buf)
-    F = prob.f_buf[:, :R].T
-    F = np.ascontiguousarray(F) if prob.on_host else F.contiguous()
-    timer.stop("gemm_pairs")
     VtV = Vt @ Vt.T
     WtW = Wt @ Wt.T
     if masked:
-        # G_p[r, s] = VtV[r, s] * sum_a m[p, a] W[r, a] W[s, a], for every p in one GEMM; the
-        # VtV factor is folded into the small (R*R, A) operand so the (R*R, P) result is written once.
-        # Time groups: G_p[r, s] = w_r w_s sum_g m[p, g] (V_g'V_g)[r, s], the same GEMM over groups.
+        # G_p[r, s] = VtV[r, s] * sum_a m[p, a] W[r, a] W[s, a], for a block of rows p in one GEMM;
+        # the VtV factor is folded into the small (R*R, A) operand so the (R*R, rows) result is
+        # written once. Time groups: G_p[r, s] = w_r w_s sum_g m[p, g] (V_g'V_g)[r, s], the same
+        # GEMM over groups.
         if groups is None:
             WW = (Wt[:, None, :] * Wt[None, :, :] * VtV[:, :, None]).reshape(R * R, A)
         else:
             WW = (_group_grams(Vt, groups, prob.mask.shape[1]) * WtW[:, :, None]).reshape(R * R, -1)
-        Grows = ops.matmul(prob.upload(WW), prob.Mt, out=prob.grows_buf).reshape(R, R, P)
+        WW = prob.upload(WW)
+    shared = _SharedGram(ops, VtV * WtW) if (not masked or missing == "em") else None
+    if masked and missing == "em":
+        Gfull_dev = ops.asarray(shared.G)
+    timer.stop("grams")
+
+    def pairs_block(start, stop, F):
+        """Update U's rows start:stop (columns of Ut) from ``F`` (R, n), their MTTKRP rows."""
+        n = stop - start
+        Y = Ut[:, start:stop]
+        work = prob.work if n == prob.block else prob.work.cols(n)
+        if not masked:
+            _hals_shared(ops, Y, F, shared, sweeps[0], stop_ratio, work)
+            return
+        Grows = ops.matmul(WW, prob.Mt[:, start:stop], out=prob.grows_buf[:, :n])  # (R*R, n)
         timer.stop("grams")
         if missing == "exact":
-            _hals_rows(ops, Ut, F, Grows, sweeps[0], stop_ratio)
-        else:  # EM: impute unobserved entries with the current model, then a full-data update
-            Gfull = VtV * WtW
-            Gdev = prob.upload(Gfull)
-            F = F + ops.matmul(Gdev, Ut) - ops.einsum("rsp,sp->rp", Grows, Ut)
-            _hals_shared(ops, Ut, F, Gdev, np.diag(Gfull), sweeps[0], stop_ratio)
-    else:
-        G = VtV * WtW
-        timer.stop("grams")
-        _hals_shared(ops, Ut, F, prob.upload(G), np.diag(G), sweeps[0], stop_ratio)
-    timer.stop("hals_pairs")
+            _hals_rows(ops, Y, F, Grows.reshape(R, R, n), sweeps[0], stop_ratio, work, overwrite=True)
+            return
+        # EM: impute the unobserved entries with the current model, then a full-data update:
+        # f~_p = f_p + (G - G_p) u_p
+        Fe = ops.matmul(Gfull_dev, Y, out=work.fe)
+        Fe += F
+        for r in range(R):
+            ops.rowdot(Grows[r * R:(r + 1) * R], Y, out=work.vec)
+            Fe[r] -= work.vec
+        _hals_shared(ops, Y, Fe, shared, sweeps[0], stop_ratio, work)
 
-    # ---- time and animals modes: Z = U' X2 (second GEMM), then small contractions ----------
-    if prob.z_transposed:
-        prob.u_buf[:, :R] = Ut.T
-        ops.matmul(prob.X2.T, prob.u_buf, out=prob.z_buf)
-        Z = prob.download(prob.z_buf[:, :R].T).reshape(R, T, A)
-    else:
-        prob.u_buf[:R] = Ut
-        ops.matmul(prob.u_buf, prob.X2, out=prob.z_buf)
+    if prob.fused:
+        # ---- one pass over X: per block, F = X2[blk] @ KR, update U[blk], Z += U[blk]' X2[blk]
+        first = True
+        for start, stop in prob.blocks():
+            n = stop - start
+            rows = X2[start:stop]
+            f_blk = ops.matmul(rows, prob.kr_buf.T, out=prob.f_buf[:n])
+            timer.stop("gemm_pairs")
+            pairs_block(start, stop, f_blk[:, :R].T)
+            timer.stop("hals_pairs")
+            u_blk = prob.u_buf[:n]
+            u_blk[:, :R] = Ut[:, start:stop].T
+            # U[blk]' X2[blk] with U[blk]' the transpose of a row-major (n, Rp) buffer: the fastest
+            # orientation of this product per block (measured, see docs)
+            if first:
+                ops.matmul(u_blk.T, rows, out=prob.z_buf)
+                first = False
+            else:
+                ops.matmul(u_blk.T, rows, out=prob.z_part)
+                prob.z_buf += prob.z_part
+            timer.stop("gemm_z")
         Z = prob.download(prob.z_buf[:R]).reshape(R, T, A)
-    timer.stop("gemm_z")
+    else:
+        # ---- two GEMMs over X: F = X2 @ KR (X2 the row-major operand), then Z = U' X2 --------
+        ops.matmul(X2, prob.kr_buf.T, out=prob.f_buf)
+        timer.stop("gemm_pairs")
+        for start, stop in prob.blocks():
+            pairs_block(start, stop, prob.f_buf[start:stop, :R].T)
+        timer.stop("hals_pairs")
+        prob.u_buf[:R] = Ut
+        ops.matmul(prob.u_buf, X2, out=prob.z_buf)
+        Z = prob.download(prob.z_buf[:R]).reshape(R, T, A)
+        timer.stop("gemm_z")
+
+    # ---- time and animals modes: small contractions of Z --------------------------------------
     UtU, UMU = _pairs_grams(prob, Ut, need_utu=missing == "em")
     FV = np.einsum("rta,ra->rt", Z, Wt)
     if masked and groups is not None:
@@ -840,11 +1023,11 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         GVrows = (UMU * WtW[:, :, None])[:, :, groups]  # (R, R, T)
         timer.stop("grams")
         if missing == "exact":
-            _hals_rows(_HOST, Vt, FV, GVrows, sweeps[1], stop_ratio)
+            _hals_rows(_HOST, Vt, FV, GVrows, sweeps[1], stop_ratio, overwrite=True)
         else:
             Gfull = UtU * WtW
             FVe = FV + Gfull @ Vt - np.einsum("rst,st->rt", GVrows, Vt)
-            _hals_shared(_HOST, Vt, FVe, Gfull, np.diag(Gfull), sweeps[1], stop_ratio)
+            _hals_shared(_HOST, Vt, FVe, Gfull, sweeps[1], stop_ratio)
     else:
         if masked:
             GV = np.einsum("rsa,ra,sa->rs", UMU, Wt, Wt)  # exact: the mask does not depend on time
@@ -853,9 +1036,9 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         timer.stop("grams")
         if masked and missing == "em":
             Gfull = UtU * WtW
-            _hals_shared(_HOST, Vt, FV + (Gfull - GV) @ Vt, Gfull, np.diag(Gfull), sweeps[1], stop_ratio)
+            _hals_shared(_HOST, Vt, FV + (Gfull - GV) @ Vt, Gfull, sweeps[1], stop_ratio)
         else:
-            _hals_shared(_HOST, Vt, FV, GV, np.diag(GV), sweeps[1], stop_ratio)
+            _hals_shared(_HOST, Vt, FV, GV, sweeps[1], stop_ratio)
     VtV = Vt @ Vt.T
     FW = np.einsum("rta,rt->ra", Z, Vt)
     if masked:
@@ -868,10 +1051,10 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         else:
             Gfull = UtU * VtV
             FWe = FW + Gfull @ Wt - np.einsum("rsa,sa->ra", GW, Wt)
-            _hals_shared(_HOST, Wt, FWe, Gfull, np.diag(Gfull), sweeps[2], stop_ratio)
+            _hals_shared(_HOST, Wt, FWe, Gfull, sweeps[2], stop_ratio)
     else:
         GW = UtU * VtV
-        _hals_shared(_HOST, Wt, FW, GW, np.diag(GW), sweeps[2], stop_ratio)
+        _hals_shared(_HOST, Wt, FW, GW, sweeps[2], stop_ratio)
     timer.stop("hals_small")
 
     # ---- loss without another pass: ||MX||^2 - 2<MX, Xhat> + ||M Xhat||^2 --------------------
@@ -1127,7 +1310,9 @@ def ncp_hals(
     inner_sweeps : (int, int, int), optional
         Maximum HALS sweeps per mode and outer iteration (pairs, time, animals); default (5, 5, 5).
     inner_stop : float
-        A mode's inner sweeps stop once a sweep moves it less than this fraction of its first sweep.
+        A mode's inner sweeps stop once a sweep moves it less than this fraction of its first sweep
+        (squared norms). The pairs mode applies it to each block of rows on its own (numpy:
+        :data:`PAIRS_BLOCK` rows; torch: all rows); 0 = always ``inner_sweeps``.
     gemm_pad : int, optional
         Pad the GEMM operands' component axis to a multiple of this (default 8 on numpy, 1 on torch).
     scale_init : bool, optional

@@ -202,6 +202,23 @@ def test_resume_from_checkpoint_equals_uninterrupted_run():
     assert info.n_iter == 45
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_resume_is_bitwise_with_several_blocks_of_pairs(monkeypatch, masked):
+    # the fused pass over X by blocks of pairs (numpy), with a partial last block
+    monkeypatch.setattr(ntf, "PAIRS_BLOCK", 64)
+    X, mask, _ = planted(10)
+    assert X.shape[0] > 4 * 64 and X.shape[0] % 64
+    kw = dict(mask=mask if masked else None, random_state=7, max_iter=25, tol=0)
+    full, full_info = ntf.ncp_hals(X, 3, **kw)
+    states = []
+    again, again_info = ntf.ncp_hals(X, 3, checkpoint_every=10, on_checkpoint=states.append, **kw)
+    resumed, info = ntf.ncp_hals(X, 3, resume=states[0], **kw)
+    for a, b, c in zip(full.factors, again.factors, resumed.factors):
+        np.testing.assert_array_equal(a, b)  # deterministic
+        np.testing.assert_array_equal(a, c)  # resume: bitwise
+    np.testing.assert_array_equal(full_info.loss_history, info.loss_history)
+
+
 def test_resume_with_convergence_and_wrong_state_rejected():
     X, mask, _ = planted(11)
     kw = dict(mask=mask, random_state=1, max_iter=400, tol=1e-5)
@@ -385,7 +402,8 @@ def test_time_groups_recover_planted_factors_and_missing_pairs_are_not_zeros():
     assert ntf.factor_congruence(res.cp, truth_cp(truth))[0] >= 0.98
     assert res.info.loss < 1e-3
     # the loss history is the exact error on the observed entries, and it never increases
-    assert res.info.loss == pytest.approx(ntf.relative_error(X, res.cp, mask, groups), rel=1e-6, abs=1e-9)
+    # (to the loss formula's resolution near a perfect fit, ~1e-8 absolute: a difference of squares)
+    assert res.info.loss == pytest.approx(ntf.relative_error(X, res.cp, mask, groups), rel=1e-6, abs=1e-8)
     assert np.all(np.diff(res.info.loss_history) <= 1e-12)
     # treating the missing pairs as zeros (no mask) fits the observed entries far worse
     zeros = ntf.ncp_restarts(X, 3, n_restarts=3, random_state=0, dtype="float64", max_iter=500, tol=1e-9)
@@ -471,6 +489,38 @@ def test_time_groups_checkpoints_resume_and_pass_through_rank_selection():
         ntf.ncp_hals(X, 3, mask=other, time_groups=groups, resume=fit_state, max_iter=40)
     sel = ntf.select_rank(X, [1, 2, 3, 4, 5], mask=mask, time_groups=groups, n_restarts=3, random_state=0)
     assert sel.rank == 3
+
+
+@pytest.mark.parametrize("case", ["full", "exact", "em", "groups", "groups-em"])
+def test_pairs_mode_by_blocks_is_the_same_update(monkeypatch, case):
+    """The pairs mode is solved by blocks of rows (numpy: one fused pass over X by blocks).
+    The rows are independent subproblems, so this is the same HALS update: the fused pass equals
+    the two-GEMM computation with the same blocks, and with a fixed number of inner sweeps (no
+    per-block early stop) any block size gives the one-block result -- up to rounding."""
+    if case.startswith("groups"):
+        X, mask, groups, _ = planted_groups(25, noise=0.1)
+        kw = dict(mask=mask, time_groups=groups)
+    else:
+        X, mask, _ = planted(19)
+        kw = dict(mask=None if case == "full" else mask)
+    kw.update(random_state=2, max_iter=15, tol=0, dtype="float64",
+              missing="em" if case.endswith("em") else "exact")
+    assert X.shape[0] > 4 * 64 and X.shape[0] % 64  # several blocks, the last one partial
+
+    def fit(block, fused, **extra):
+        monkeypatch.setattr(ntf, "PAIRS_BLOCK", block)
+        monkeypatch.setattr(ntf, "_FUSED_PASS", fused)
+        return ntf.ncp_hals(X, 3, **kw, **extra)
+
+    fused, info_fused = fit(64, True)
+    gemms, info_gemms = fit(64, False)
+    # (the loss, a difference of squares, amplifies rounding differences ~1e3-fold)
+    np.testing.assert_allclose(info_fused.loss_history, info_gemms.loss_history, rtol=1e-9)
+    for a, b in zip(fused.factors, gemms.factors):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    _, info_one = fit(10**6, True, inner_stop=0.0)
+    _, info_many = fit(64, True, inner_stop=0.0)
+    np.testing.assert_allclose(info_one.loss_history, info_many.loss_history, rtol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -572,6 +622,25 @@ def test_pytorch_backend_matches_numpy():
     assert ib.backend == "pytorch"
     np.testing.assert_allclose(ia.loss_history, ib.loss_history, rtol=1e-6)
     assert ntf.factor_congruence(a, b)[0] > 0.9999
+
+
+@pytest.mark.parametrize("case", ["full", "exact", "em", "groups", "groups-em"])
+def test_pytorch_two_gemms_match_the_fused_numpy_pass(monkeypatch, case):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(ntf, "PAIRS_BLOCK", 64)  # numpy: several blocks; torch: one
+    if case.startswith("groups"):
+        X, mask, groups, _ = planted_groups(26, noise=0.1)
+        kw = dict(mask=mask, time_groups=groups)
+    else:
+        X, mask, _ = planted(27)
+        kw = dict(mask=None if case == "full" else mask)
+    kw.update(random_state=3, max_iter=20, tol=0, dtype="float64", inner_stop=0.0,
+              missing="em" if case.endswith("em") else "exact")
+    a, ia = ntf.ncp_hals(X, 3, **kw)
+    b, ib = ntf.ncp_hals(X, 3, backend="pytorch", **kw)
+    np.testing.assert_allclose(ia.loss_history, ib.loss_history, rtol=1e-9)
+    for fa, fb in zip(a.factors, b.factors):
+        np.testing.assert_allclose(fa, fb, rtol=1e-8, atol=1e-11)
 
 
 def test_pytorch_resume_equals_uninterrupted():
