@@ -30,6 +30,7 @@ import numpy as np
 from .config import Config
 from .console import Console, warn
 from .errors import InputError
+from .readers import read_text
 
 if TYPE_CHECKING:  # igraph and the model are imported where used: fast start-up
     import igraph as ig
@@ -181,10 +182,7 @@ def read_graph(path: Path) -> tuple[ig.Graph, list[str], bool]:
         w = np.array(w, dtype=np.float64)
         np.fill_diagonal(w, 0.0)
         return wsbm.graph_from_dense(w), [str(i) for i in range(w.shape[0])], True
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
+    text = read_text(path, "graph file")
     rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
     if not rows or [c.strip() for c in rows[0]] != ["source", "target", "weight"]:
         raise InputError(f"{path}: expected a CSV edge list with header source,target,weight")

@@ -88,14 +88,19 @@ def detect_format(path: Path, declared: str | None) -> str:
     return fmt
 
 
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file (a byte-order mark is dropped); one-line InputError naming ``what``."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read {what} ({exc})") from None
+
+
 def read_names_file(path: Path, n_columns: int | None = None) -> list[str | None]:
     """Read a names file ``index,name`` (0-based index; blank name = unidentified)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{path}: neurons file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read neurons file ({exc})") from None
+    text = read_text(path, "neurons file")
     rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
     if rows and rows[0] and not rows[0][0].strip().lstrip("-").isdigit():
         rows = rows[1:]  # header
@@ -128,12 +133,7 @@ def read_table(path: Path, delimiter: str = ",", what: str = "file") -> tuple[li
     Blank, ``nan``, ``NA`` and ``null`` cells are NaN; any other non-number is an error
     naming the line and the column.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
+    text = read_text(path, what)
     rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     rows = [r for r in rows if r and any(c.strip() for c in r)]
     if not rows:
@@ -512,12 +512,7 @@ def read_recording(
 
 def read_stimuli(path: Path) -> list[dict]:
     """Stimulus epochs from a CSV with header ``label,start_s,stop_s``."""
-    if not path.exists():
-        raise InputError(f"{path}: stimuli file not found")
-    try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
+    rows = list(csv.DictReader(io.StringIO(read_text(path, "stimuli file"))))
     epochs = []
     for lineno, row in enumerate(rows, start=2):
         try:
