@@ -35,9 +35,10 @@ so no copy is made. Per iteration two products over the one C-ordered (P, T*A) v
 ``F_pairs = X2 @ KR(V, W)`` and ``Z = U' @ X2`` with the updated U; the time and animal MTTKRPs
 are then cheap contractions of Z (R x T x A). The pairs mode is row-separable, so on numpy both
 products are done in one pass over X by blocks of :data:`PAIRS_BLOCK` pairs (each block's U rows
-are updated between its two products, while its rows of X are still in cache); on torch they
-are two GEMMs. The reconstruction error follows from those products and the Gram matrices
-without another pass over X.
+are updated between its two products, while its rows of X are still in cache), shared by as
+many threads as numpy's BLAS may use, each block's part of Z summed in block order (so the
+thread count does not change the result); on torch they are two GEMMs. The reconstruction error
+follows from those products and the Gram matrices without another pass over X.
 
 Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`factor_congruence`,
 :func:`relative_error`, :func:`restart_seed`, the result dataclasses :class:`FitInfo`,
@@ -46,10 +47,13 @@ Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import itertools
 import math
 import numbers
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -98,6 +102,14 @@ PAIRS_BLOCK = 1024
 # what the torch backend does); the results agree to rounding. A switch for tests and measurements.
 _FUSED_PASS = True
 
+# Rows of X per product in ``Z_blk = U[blk]' X2[blk]``: OpenBLAS packs the right operand of each
+# call, and 64 rows (1.3 MB at the paper's size) stay in cache while 1024 do not (measured,
+# docs/factorization.md).
+_Z_ROWS = 64
+# Threads sharing the fused pass (None: as many as numpy's BLAS may use, see _pass_threads). A
+# switch for tests and measurements; the result does not depend on it.
+_PASS_THREADS: int | None = None
+
 # Elements of X processed at once when scanning it (validation, norms, Grams for the init): bounds
 # the temporaries to a few MB whatever the tensor size.
 _SCAN_ELEMENTS = 1 << 20
@@ -110,6 +122,37 @@ def _scan_rows(X) -> int:
 # --------------------------------------------------------------------------------------------
 # Result types
 # --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's view of the BLAS libraries loaded in this process (made once: it scans them)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def _pass_threads() -> int:
+    """Threads for the fused pass over X: as many as numpy's BLAS is allowed to use.
+
+    That count already follows the user's limits (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``,
+    a batch scheduler's CPU set), so the pass uses the cores BLAS would have used, organised
+    differently: each thread takes whole blocks with a single-threaded BLAS (see :func:`_iteration`).
+    """
+    if _PASS_THREADS is not None:
+        return max(1, int(_PASS_THREADS))
+    counts = [lib.num_threads for lib in _blas_controller().lib_controllers]
+    return max(counts) if counts else 1
+
+
+@contextlib.contextmanager
+def _blas_single_threaded():
+    """Within the block, numpy's BLAS runs each call on the calling thread only (restored after)."""
+    if not _blas_controller().lib_controllers:
+        yield
+        return
+    with _blas_controller().limit(limits=1):
+        yield
 
 
 @dataclass
@@ -646,6 +689,21 @@ class _Work:
         return view
 
 
+class _BlockScratch:
+    """One thread's buffers for the pairs mode, for blocks of up to ``B`` rows: the block's MTTKRP
+    rows ``f`` (B, Rp), its HALS scratch ``work``, its U rows zero-padded to ``Rp`` columns ``u``
+    (B, Rp; the transpose is the left operand of ``U[rows]' X2[rows]``), one part ``z`` (Rp, TA)
+    of that product and, with a mask, its per-row Grams ``grows`` (R*R, B). ``Rp = 0``: only
+    ``work`` and ``grows`` (the two-GEMM path)."""
+
+    def __init__(self, ops, R: int, Rp: int, B: int, masked: bool, TA: int = 0):
+        self.work = _Work(ops, R, B)
+        self.f = ops.empty((B, Rp)) if Rp else None
+        self.u = ops.zeros((B, Rp)) if Rp else None
+        self.grows = ops.empty((R * R, B)) if masked else None
+        self.z = ops.empty((Rp, TA)) if Rp else None
+
+
 def _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once, work: _Work):
     """Run ``sweep_once()`` up to ``n_sweeps`` times; stop early once a sweep moves Y by less than
     ``stop_ratio`` times the first sweep's movement (Gillis & Glineur 2012). Returns sweeps done.
@@ -770,9 +828,10 @@ class _Problem:
     GPU this saves thousands of kernel launches per iteration and on the CPU it buys precision.
 
     ``block`` is the number of pairs (rows of X) processed together in the pairs mode: on numpy
-    :data:`PAIRS_BLOCK` rows, with both products over X fused into one pass (``fused``); on torch
-    all P rows at once, with the two products as two big GEMMs. Every per-block buffer is sized
-    for ``block`` and allocated here, once.
+    :data:`PAIRS_BLOCK` rows, with both products over X fused into one pass (``fused``) shared by
+    ``threads`` threads (:func:`_pass_threads`, at most one per block); on torch all P rows at once, with the two
+    products as two big GEMMs. Every per-block buffer is sized for ``block`` and allocated here,
+    once per thread.
     """
 
     def __init__(self, ops, data: _Data, rank: int, gemm_pad: int, block: int | None = None,
@@ -799,19 +858,19 @@ class _Problem:
         self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
         self.kr_host = np.zeros((Rp, T * A), dtype=data.dtype)
         self.kr_buf = self.kr_host if self.on_host else ops.zeros((Rp, T * A))
-        self.f_buf = ops.empty((B if self.fused else P, Rp))  # X2 @ KR: one block's rows, or all
-        self.work = _Work(ops, R, B)  # the pairs-mode HALS scratch for one block
+        self.z_buf = ops.empty((Rp, T * A))
         if self.fused:
-            # Z = U' X2 accumulated block by block: Z += U[rows]' X2[rows], with U[rows] copied
-            # into a zero-padded (block, Rp) buffer whose transpose is the GEMM's left operand.
-            self.u_buf = ops.zeros((B, Rp))
-            self.z_buf = ops.empty((Rp, T * A))
-            self.z_part = ops.empty((Rp, T * A))
+            # Z = U' X2 block by block: block i writes U[rows]' X2[rows] into z_parts[i], summed in
+            # block order afterwards, so Z does not depend on which thread did which block.
+            self.threads = min(_pass_threads(), len(self.blocks()))
+            self.z_parts = ops.empty((len(self.blocks()), Rp, T * A))
+            self.scratch = [_BlockScratch(ops, R, Rp, B, mask is not None, T * A) for _ in range(self.threads)]
         else:
+            self.threads = 1
+            self.f_buf = ops.empty((P, Rp))  # X2 @ KR, all rows
             self.u_buf = ops.zeros((Rp, P))
-            self.z_buf = ops.empty((Rp, T * A))
+            self.scratch = [_BlockScratch(ops, R, 0, B, mask is not None)]
         if mask is not None:
-            self.grows_buf = ops.empty((R * R, B))  # the per-row Grams of one block
             self.triu = np.triu_indices(R)
             self.uu_buf = ops.empty((len(self.triu[0]), P))
 
@@ -915,6 +974,62 @@ class _Timer:
             self._t = now
 
 
+def _shared_pass(n_blocks: int, n_threads: int, one_block, scratch: list, timer: _Timer) -> None:
+    """Run ``one_block(i, scratch[k], timer_k)`` for every block ``i`` on ``n_threads`` threads.
+
+    The calling thread is one of them; each thread takes the next block not yet taken, so a block
+    whose inner sweeps stop early frees its thread for another. With more than one thread the
+    caller runs this with a single-threaded BLAS (:func:`ncp_hals` does, for its whole loop): two
+    threads each running a whole block (both products and the block's HALS, which is Python and
+    holds one core) keep two cores busy where one thread with a two-threaded BLAS idles a core
+    during the HALS and synchronises both at every product (measured: docs/factorization.md). A helper thread's exception, or a stop signal in the calling
+    thread, stops the others after their current block and is raised here.
+    """
+    if n_threads <= 1:
+        for i in range(n_blocks):
+            one_block(i, scratch[0], timer)
+        return
+    next_block = itertools.count()  # next() on it is atomic under the GIL
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    timers = [_Timer(timer.ops, timer.enabled) for _ in range(n_threads)]
+
+    def take_blocks(k: int) -> None:
+        timers[k].start()
+        try:
+            while not stop.is_set():
+                i = next(next_block)
+                if i >= n_blocks:
+                    return
+                one_block(i, scratch[k], timers[k])
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            errors.append(exc)
+            stop.set()
+
+    helpers = [threading.Thread(target=take_blocks, args=(k,), name=f"dynconn-ntf-{k}", daemon=True)
+               for k in range(1, n_threads)]
+    for thread in helpers:
+        thread.start()
+    try:
+        timers[0].start()
+        while not stop.is_set():
+            i = next(next_block)
+            if i >= n_blocks:
+                break
+            one_block(i, scratch[0], timers[0])
+    finally:
+        stop.set()  # on an exception here, the helpers stop after their current block
+        for thread in helpers:
+            thread.join()
+    if errors:
+        raise errors[0]
+    # phase times are summed over the threads (thread-seconds); "pass" is the wall time
+    for t in timers:
+        for name, seconds in t.seconds.items():
+            timer.seconds[name] = timer.seconds.get(name, 0.0) + seconds
+    timer.stop("pass")
+
+
 def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, timer: _Timer) -> float:
     """One outer HALS iteration, in place on ``Ut (R,P)`` (backend) and ``Vt (R,T)``, ``Wt (R,A)`` (host).
 
@@ -959,15 +1074,15 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         Gfull_dev = ops.asarray(shared.G)
     timer.stop("grams")
 
-    def pairs_block(start, stop, F):
+    def pairs_block(start, stop, F, scratch: _BlockScratch, timer: _Timer):
         """Update U's rows start:stop (columns of Ut) from ``F`` (R, n), their MTTKRP rows."""
         n = stop - start
         Y = Ut[:, start:stop]
-        work = prob.work if n == prob.block else prob.work.cols(n)
+        work = scratch.work if n == prob.block else scratch.work.cols(n)
         if not masked:
             _hals_shared(ops, Y, F, shared, sweeps[0], stop_ratio, work)
             return
-        Grows = ops.matmul(WW, prob.Mt[:, start:stop], out=prob.grows_buf[:, :n])  # (R*R, n)
+        Grows = ops.matmul(WW, prob.Mt[:, start:stop], out=scratch.grows[:, :n])  # (R*R, n)
         timer.stop("grams")
         if missing == "exact":
             _hals_rows(ops, Y, F, Grows.reshape(R, R, n), sweeps[0], stop_ratio, work, overwrite=True)
@@ -982,33 +1097,40 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         _hals_shared(ops, Y, Fe, shared, sweeps[0], stop_ratio, work)
 
     if prob.fused:
-        # ---- one pass over X: per block, F = X2[blk] @ KR, update U[blk], Z += U[blk]' X2[blk]
-        first = True
-        for start, stop in prob.blocks():
+        # ---- one pass over X by blocks: F = X2[blk] @ KR, update U[blk], Z_blk = U[blk]' X2[blk]
+        def one_block(i, scratch: _BlockScratch, timer: _Timer):
+            start, stop = blocks[i]
             n = stop - start
             rows = X2[start:stop]
-            f_blk = ops.matmul(rows, prob.kr_buf.T, out=prob.f_buf[:n])
+            f_blk = ops.matmul(rows, prob.kr_buf.T, out=scratch.f[:n])
             timer.stop("gemm_pairs")
-            pairs_block(start, stop, f_blk[:, :R].T)
+            pairs_block(start, stop, f_blk[:, :R].T, scratch, timer)
             timer.stop("hals_pairs")
-            u_blk = prob.u_buf[:n]
+            u_blk = scratch.u[:n]
             u_blk[:, :R] = Ut[:, start:stop].T
             # U[blk]' X2[blk] with U[blk]' the transpose of a row-major (n, Rp) buffer: the fastest
             # orientation of this product per block (measured, see docs)
-            if first:
-                ops.matmul(u_blk.T, rows, out=prob.z_buf)
-                first = False
-            else:
-                ops.matmul(u_blk.T, rows, out=prob.z_part)
-                prob.z_buf += prob.z_part
+            z_blk = prob.z_parts[i]
+            sub = _Z_ROWS
+            ops.matmul(u_blk[:sub].T, rows[:sub], out=z_blk)
+            for s in range(sub, n, sub):
+                z_blk += ops.matmul(u_blk[s:s + sub].T, rows[s:s + sub], out=scratch.z)
             timer.stop("gemm_z")
-        Z = prob.download(prob.z_buf[:R]).reshape(R, T, A)
+
+        blocks = prob.blocks()
+        _shared_pass(len(blocks), prob.threads, one_block, prob.scratch, timer)
+        z = prob.z_buf
+        ops.copyto(z, prob.z_parts[0])
+        for i in range(1, len(blocks)):  # in block order: the same Z whatever the threads did
+            z += prob.z_parts[i]
+        timer.stop("sum_z")
+        Z = prob.download(z[:R]).reshape(R, T, A)
     else:
         # ---- two GEMMs over X: F = X2 @ KR (X2 the row-major operand), then Z = U' X2 --------
         ops.matmul(X2, prob.kr_buf.T, out=prob.f_buf)
         timer.stop("gemm_pairs")
         for start, stop in prob.blocks():
-            pairs_block(start, stop, prob.f_buf[start:stop, :R].T)
+            pairs_block(start, stop, prob.f_buf[start:stop, :R].T, prob.scratch[0], timer)
         timer.stop("hals_pairs")
         prob.u_buf[:R] = Ut
         ops.matmul(prob.u_buf, X2, out=prob.z_buf)
@@ -1405,22 +1527,26 @@ def ncp_hals(
     # A resumed fit that had already converged (or finished) does no further iteration.
     if len(history) >= 2 and tol > 0 and abs(history[-2] - history[-1]) < tol * history[-2]:
         converged = True
-    while not converged and iteration < max_iter:
-        loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
-        _balance_(prob, Ut, Vt, Wt)
-        iteration += 1
-        history.append(loss)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the fit diverged at iteration {iteration} (loss {loss})")
-        if on_iteration is not None:
-            on_iteration(iteration, loss)
-        if len(history) >= 2 and abs(history[-2] - history[-1]) < tol * history[-2]:
-            converged = True
-            break
-        if on_checkpoint is not None and iteration < max_iter and _due(checkpoint_every, checkpoint_due, iteration):
-            on_checkpoint(_fit_state(prob, Ut, Vt, Wt, iteration, history,
-                                     seconds_before + time.perf_counter() - t_start,
-                                     init_name, "hals", missing, dt))
+    # With threads sharing the pass, BLAS stays single-threaded for the whole loop, not only the
+    # pass: a multi-threaded call in between (e.g. the masked Grams) wakes OpenBLAS's own workers,
+    # which then spin on the cores the pass needs (measured, docs/factorization.md).
+    with _blas_single_threaded() if prob.threads > 1 else contextlib.nullcontext():
+        while not converged and iteration < max_iter:
+            loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
+            _balance_(prob, Ut, Vt, Wt)
+            iteration += 1
+            history.append(loss)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the fit diverged at iteration {iteration} (loss {loss})")
+            if on_iteration is not None:
+                on_iteration(iteration, loss)
+            if len(history) >= 2 and abs(history[-2] - history[-1]) < tol * history[-2]:
+                converged = True
+                break
+            if on_checkpoint is not None and iteration < max_iter and _due(checkpoint_every, checkpoint_due, iteration):
+                on_checkpoint(_fit_state(prob, Ut, Vt, Wt, iteration, history,
+                                         seconds_before + time.perf_counter() - t_start,
+                                         init_name, "hals", missing, dt))
 
     final = [ops.to_numpy(Ut).T.astype(np.float64), Vt.T, Wt.T]
     cp = _normalise_sort(final, dt)

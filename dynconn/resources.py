@@ -205,7 +205,9 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
         rank = int(rank)
         factors = (pairs + n_bins + n_animals) * rank * F64 * 4
         grams = pairs * rank * rank * F32 * 2 + rank * n_bins * n_animals * F64 * 2
-        need = loaded + _nbytes((pairs, n_bins, n_animals), F32) + factors + grams
+        # the pass over X keeps each block's part of U' X (one per 1024 pairs = ntf.PAIRS_BLOCK)
+        z_parts = (pairs // 1024 + 1) * (rank + 8) * n_bins * n_animals * F32
+        need = loaded + _nbytes((pairs, n_bins, n_animals), F32) + factors + grams + z_parts
         return need, ("lower factorize.rank / factorize.ranks, or " + remedy_tensor)
     if stage in ("communities", "report"):
         neurons = upstream_shapes.get("affinity", {}).get("neurons")

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import threading
+
 import numpy as np
 import pytest
 from tensorly.cp_tensor import CPTensor
@@ -491,20 +493,27 @@ def test_time_groups_checkpoints_resume_and_pass_through_rank_selection():
     assert sel.rank == 3
 
 
-@pytest.mark.parametrize("case", ["full", "exact", "em", "groups", "groups-em"])
-def test_pairs_mode_by_blocks_is_the_same_update(monkeypatch, case):
-    """The pairs mode is solved by blocks of rows (numpy: one fused pass over X by blocks).
-    The rows are independent subproblems, so this is the same HALS update: the fused pass equals
-    the two-GEMM computation with the same blocks, and with a fixed number of inner sweeps (no
-    per-block early stop) any block size gives the one-block result -- up to rounding."""
+def block_case(case):
+    """X and the solver's keywords for a test case of the pairs mode by blocks: "full" (no mask),
+    "exact" / "em" (20 % of neurons missing), "groups" / "groups-em" (two time groups)."""
     if case.startswith("groups"):
         X, mask, groups, _ = planted_groups(25, noise=0.1)
         kw = dict(mask=mask, time_groups=groups)
     else:
         X, mask, _ = planted(19)
         kw = dict(mask=None if case == "full" else mask)
-    kw.update(random_state=2, max_iter=15, tol=0, dtype="float64",
-              missing="em" if case.endswith("em") else "exact")
+    kw["missing"] = "em" if case.endswith("em") else "exact"
+    return X, kw
+
+
+@pytest.mark.parametrize("case", ["full", "exact", "em", "groups", "groups-em"])
+def test_pairs_mode_by_blocks_is_the_same_update(monkeypatch, case):
+    """The pairs mode is solved by blocks of rows (numpy: one fused pass over X by blocks).
+    The rows are independent subproblems, so this is the same HALS update: the fused pass equals
+    the two-GEMM computation with the same blocks, and with a fixed number of inner sweeps (no
+    per-block early stop) any block size gives the one-block result -- up to rounding."""
+    X, kw = block_case(case)
+    kw.update(random_state=2, max_iter=15, tol=0, dtype="float64")
     assert X.shape[0] > 4 * 64 and X.shape[0] % 64  # several blocks, the last one partial
 
     def fit(block, fused, **extra):
@@ -521,6 +530,47 @@ def test_pairs_mode_by_blocks_is_the_same_update(monkeypatch, case):
     _, info_one = fit(10**6, True, inner_stop=0.0)
     _, info_many = fit(64, True, inner_stop=0.0)
     np.testing.assert_allclose(info_one.loss_history, info_many.loss_history, rtol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["full", "exact", "em", "groups"])
+def test_fused_pass_threads_give_the_same_result(monkeypatch, case):
+    """Threads share the fused pass block by block and each block's part of Z is summed in block
+    order, so 1, 2 or 3 threads give bit-identical factors and losses (float32, inner early stop
+    on: every block's own stopping decision is the same whoever runs it)."""
+    X, kw = block_case(case)
+    kw.update(random_state=4, max_iter=12, tol=0)
+    monkeypatch.setattr(ntf, "PAIRS_BLOCK", 32)
+    runs = {}
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(ntf, "_PASS_THREADS", threads)
+        runs[threads] = ntf.ncp_hals(X, 3, **kw)
+    for threads in (2, 3):
+        cp, info = runs[threads]
+        np.testing.assert_array_equal(info.loss_history, runs[1][1].loss_history)
+        for a, b in zip(cp.factors, runs[1][0].factors):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fused_pass_error_in_a_helper_thread_reaches_the_caller(monkeypatch):
+    """An exception in a helper thread of the fused pass is raised in the caller, after every
+    thread has stopped (no thread left running on the factors)."""
+    X, mask, _ = planted(19)
+    monkeypatch.setattr(ntf, "PAIRS_BLOCK", 32)
+    monkeypatch.setattr(ntf, "_PASS_THREADS", 2)
+    real = ntf._hals_shared
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        if threading.current_thread() is not threading.main_thread():
+            raise FloatingPointError("boom in a helper")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ntf, "_hals_shared", failing)
+    with pytest.raises(FloatingPointError, match="boom in a helper"):
+        ntf.ncp_hals(X, 3, random_state=0, max_iter=3)
+    assert any(name.startswith("dynconn-ntf-") for name in calls)
+    assert not [t for t in threading.enumerate() if t.name.startswith("dynconn-ntf-")]
 
 
 @pytest.mark.parametrize(
