@@ -109,7 +109,6 @@ def trial(config: Path, workdir: Path, sig: int, delay: float, fresh: bool, refe
     if not finished_first:
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=600)
-    finished_first = finished_first or proc.returncode == 0  # exited between poll and signal
     record = {
         "signal": signal.Signals(sig).name, "delay_s": round(delay, 2), "fresh": fresh,
         "finished_before_kill": finished_first, "exit": proc.returncode, "stage": stage_reached(err),
@@ -125,6 +124,9 @@ def trial(config: Path, workdir: Path, sig: int, delay: float, fresh: bool, refe
         if proc.returncode == 143:
             if not last.startswith("interrupted by SIGTERM"):
                 problems.append(f"SIGTERM message: {last!r}")
+        elif proc.returncode == 0:
+            # the run was still going when the signal was sent (poll above): a stop was lost
+            problems.append("SIGTERM ignored: the run went on and exited 0")
         elif proc.returncode != -signal.SIGTERM:
             problems.append(f"SIGTERM exit status {proc.returncode}")
         if "Traceback" in err:

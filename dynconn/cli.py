@@ -58,7 +58,7 @@ def user_errors(func):
         import warnings
 
         from .console import DynconnWarning
-        from .interrupt import signals_handled
+        from .interrupt import check, signals_handled
 
         try:
             with signals_handled(), warnings.catch_warnings():
@@ -68,7 +68,9 @@ def user_errors(func):
                     # what a user must know is a DynconnWarning, shown by the Console
                     warnings.simplefilter("ignore")
                     warnings.simplefilter("default", DynconnWarning)
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+                check()  # a stop whose exception other code swallowed: not a success
+                return result
         except DynconnError as exc:
             _fail(f"error: {exc}")
         except KeyboardInterrupt as exc:

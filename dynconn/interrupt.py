@@ -14,6 +14,11 @@ A stage that can save partial work has two ways to do it:
   stage calls :func:`check` at safe points (e.g. after each solver iteration), where it
   saves its state and :func:`check` raises. A second signal while a stop is pending raises
   at once (a user pressing Ctrl-C twice is not kept waiting).
+
+Outside :func:`deferred` the stop is raised at once *and* remembered until raised by
+:func:`check`, which the pipeline calls between stages and the CLI before it reports success:
+a stop whose exception some library code swallowed (seen once in 120 SIGTERMs at random
+moments of a run) still ends the run there.
   :meth:`dynconn.artifacts.Checkpoint.offer` does the save-then-check in one call.
 
 SIGKILL cannot be caught: it leaves at most a ``*.tmp-<pid>`` file and a lock file, which
@@ -44,7 +49,11 @@ def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
     if _state.deferring and _state.pending is None:
         _state.pending = signum  # a safe point will raise it
         return
-    _state.pending = None
+    # Raised now, and remembered: the handler runs wherever the main thread happens to be, and
+    # code there may swallow the exception (a bare ``except:`` around a library's optional
+    # import, a finalizer). The next check() -- the pipeline calls it between stages, the CLI
+    # before reporting success -- then raises the stop again instead of losing it.
+    _state.pending = signum
     raise Interrupted(signum)
 
 
@@ -73,7 +82,8 @@ def stop_requested() -> bool:
 
 
 def check() -> None:
-    """Raise the pending stop (if any). Call at safe points inside :func:`deferred`."""
+    """Raise the pending stop (if any). Call at safe points: inside :func:`deferred`, and
+    between units of work (a stop raised earlier but swallowed by other code is raised again)."""
     if _state.pending is not None:
         signum, _state.pending = _state.pending, None
         raise Interrupted(signum)

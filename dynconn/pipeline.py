@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from . import __version__, affinity, communities, factorize, guards, ingest, report, resources
+from . import __version__, affinity, communities, factorize, guards, ingest, interrupt, report, resources
 from .artifacts import (
     ArtifactError,
     Checkpoint,
@@ -324,6 +324,7 @@ def run_pipeline(
         _prepare(workdir, console)
         verified = Verified()
         for name in names:
+            interrupt.check()  # a stop whose exception was swallowed during the last stage
             if run_stage(name, config, workdir, console, force=force or start is not None,
                          verified=verified):
                 ran.append(name)

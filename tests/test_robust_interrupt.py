@@ -68,6 +68,36 @@ def test_stop_signal_during_a_stage_exits_cleanly(tmp_path, sig, status, name):
     assert "ingest: up to date" in result.stderr and "affinity: up to date" in result.stderr
 
 
+def test_a_stop_swallowed_by_library_code_still_ends_the_run(tmp_path, monkeypatch):
+    """The handler runs wherever the main thread is; code there may swallow the exception (a
+    bare ``except:`` around a library's optional import). The stop is remembered: the run ends
+    before the next stage, with the usual message and status, and nothing after it is written."""
+    config = write_dataset(tmp_path / "d", "small", 6)
+    workdir = config.parent / "run"
+    real_run = pipeline.STAGES["affinity"].run
+
+    def swallowing_run(*args, **kwargs):
+        try:  # what a careless library does
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except:  # noqa: E722
+            pass
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.STAGES["affinity"], "run", swallowing_run)
+    result = cli("run", config)
+    assert result.exit_code == 143, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "interrupted by SIGTERM; finished artifacts are kept; rerun the same command to continue")
+    # affinity finished (its result is valid), factorize never started
+    assert sorted(p.name for p in workdir.iterdir()) == ["affinity.h5", "ingest.h5"]
+    assert "→ factorize" not in result.stderr
+    # the same in a single-stage command: not reported as a success
+    monkeypatch.setattr(pipeline.STAGES["affinity"], "run", swallowing_run)
+    result = cli("affinity", config, "--force")
+    assert result.exit_code == 143, result.stderr
+
+
 def test_signal_handlers_are_restored():
     before = signal.getsignal(signal.SIGTERM)
     with interrupt.signals_handled():
