@@ -982,8 +982,13 @@ def _shared_pass(n_blocks: int, n_threads: int, one_block, scratch: list, timer:
     caller runs this with a single-threaded BLAS (:func:`ncp_hals` does, for its whole loop): two
     threads each running a whole block (both products and the block's HALS, which is Python and
     holds one core) keep two cores busy where one thread with a two-threaded BLAS idles a core
-    during the HALS and synchronises both at every product (measured: docs/factorization.md). A helper thread's exception, or a stop signal in the calling
-    thread, stops the others after their current block and is raised here.
+    during the HALS and synchronises both at every product (measured: docs/factorization.md).
+
+    The helper threads start once the calling thread's first block has done its first product
+    (``one_block``'s fourth argument is called then), so the threads run out of phase: one
+    thread's HALS, which holds the GIL, meets another's product, which releases it, instead of
+    the other HALS. A helper thread's exception, or a stop signal in the calling thread, stops the
+    others after their current block and is raised here.
     """
     if n_threads <= 1:
         for i in range(n_blocks):
@@ -993,6 +998,7 @@ def _shared_pass(n_blocks: int, n_threads: int, one_block, scratch: list, timer:
     stop = threading.Event()
     errors: list[BaseException] = []
     timers = [_Timer(timer.ops, timer.enabled) for _ in range(n_threads)]
+    helpers: list[threading.Thread] = []
 
     def take_blocks(k: int) -> None:
         timers[k].start()
@@ -1006,17 +1012,21 @@ def _shared_pass(n_blocks: int, n_threads: int, one_block, scratch: list, timer:
             errors.append(exc)
             stop.set()
 
-    helpers = [threading.Thread(target=take_blocks, args=(k,), name=f"dynconn-ntf-{k}", daemon=True)
-               for k in range(1, n_threads)]
-    for thread in helpers:
-        thread.start()
+    def start_helpers() -> None:
+        for k in range(1, n_threads):
+            thread = threading.Thread(target=take_blocks, args=(k,), name=f"dynconn-ntf-{k}", daemon=True)
+            thread.start()
+            helpers.append(thread)
+
     try:
         timers[0].start()
+        then = start_helpers
         while not stop.is_set():
             i = next(next_block)
             if i >= n_blocks:
                 break
-            one_block(i, scratch[0], timers[0])
+            one_block(i, scratch[0], timers[0], then)
+            then = None
     finally:
         stop.set()  # on an exception here, the helpers stop after their current block
         for thread in helpers:
@@ -1098,11 +1108,13 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
 
     if prob.fused:
         # ---- one pass over X by blocks: F = X2[blk] @ KR, update U[blk], Z_blk = U[blk]' X2[blk]
-        def one_block(i, scratch: _BlockScratch, timer: _Timer):
+        def one_block(i, scratch: _BlockScratch, timer: _Timer, after_first_product=None):
             start, stop = blocks[i]
             n = stop - start
             rows = X2[start:stop]
             f_blk = ops.matmul(rows, prob.kr_buf.T, out=scratch.f[:n])
+            if after_first_product is not None:
+                after_first_product()
             timer.stop("gemm_pairs")
             pairs_block(start, stop, f_blk[:, :R].T, scratch, timer)
             timer.stop("hals_pairs")
