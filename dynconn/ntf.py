@@ -730,6 +730,22 @@ def _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once, work: _Work):
     return n_sweeps
 
 
+def _component_sweeps(ops, Y, rows, dot, n_sweeps, stop_ratio, work: _Work):
+    """HALS sweeps over the components: for each ``(g, f, y)`` of ``rows`` (y a row of Y),
+    ``y <- max(0, f - dot(g, Y))`` -- three calls writing into preallocated buffers. ``dot`` is
+    ``ops.vecmat`` (one Gram row shared by all columns) or ``ops.rowdot`` (a row per column).
+    Early stop as in :func:`_sweeps`; returns the sweeps done."""
+    vec, sub, clamp_min, zero = work.vec, ops.sub, ops.clamp_min, ops.zero
+
+    def sweep_once():
+        for g, f, y in rows:
+            dot(g, Y, out=vec)
+            sub(f, vec, out=vec)
+            clamp_min(vec, zero, out=y)
+
+    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once, work)
+
+
 class _SharedGram:
     """A Gram matrix ``G`` (R, R) shared by all columns, prepared for :func:`_hals_shared`:
     ``scaled = G / diag(G)`` row-wise with a zero diagonal, on the backend; ``inv`` (R, 1) the
@@ -760,18 +776,9 @@ def _hals_shared(ops, Y, F, gram, n_sweeps, stop_ratio, work: _Work | None = Non
     R, n = Y.shape
     work = _Work(ops, R, n) if work is None else work
     Fs = ops.mul(F, gram.inv, out=work.fs)
-    vec = work.vec
     # a component dead in the other modes (G[r, r] == 0) has nothing to solve
     rows = [(gram.scaled[r], Fs[r], Y[r]) for r in gram.live]
-    vecmat, sub, clamp_min, zero = ops.vecmat, ops.sub, ops.clamp_min, ops.zero
-
-    def sweep_once():
-        for g, f, y in rows:
-            vecmat(g, Y, out=vec)
-            sub(f, vec, out=vec)
-            clamp_min(vec, zero, out=y)
-
-    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once, work)
+    return _component_sweeps(ops, Y, rows, ops.vecmat, n_sweeps, stop_ratio, work)
 
 
 def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio, work: _Work | None = None, overwrite=False):
@@ -797,17 +804,8 @@ def _hals_rows(ops, Y, F, Grows, n_sweeps, stop_ratio, work: _Work | None = None
     ops.round_(diag)
     diag -= 1
     Fs = ops.mul(F, inv, out=work.fs)
-    vec = work.vec
     rows = [(Gs[r], Fs[r], Y[r]) for r in range(R)]
-    rowdot, sub, clamp_min, zero = ops.rowdot, ops.sub, ops.clamp_min, ops.zero
-
-    def sweep_once():
-        for g, f, y in rows:
-            rowdot(g, Y, out=vec)
-            sub(f, vec, out=vec)
-            clamp_min(vec, zero, out=y)
-
-    return _sweeps(ops, Y, n_sweeps, stop_ratio, sweep_once, work)
+    return _component_sweeps(ops, Y, rows, ops.rowdot, n_sweeps, stop_ratio, work)
 
 
 def _copy(ops, a):

@@ -241,6 +241,21 @@ class _Interrupt(Exception):
     pass
 
 
+def saved_until_interrupted(fit, die_when):
+    """Run ``fit(on_checkpoint=...)``, interrupted at the first saved state for which
+    ``die_when(state)`` holds (as a kill right after a checkpoint); returns every saved state."""
+    states = []
+
+    def save_then_die(state):
+        states.append(state)
+        if die_when(state):
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        fit(on_checkpoint=save_then_die)
+    return states
+
+
 def test_restarts_keep_best_reproduce_and_resume():
     X, mask, _ = planted(12)
     kw = dict(mask=mask, n_restarts=4, random_state=123, max_iter=40, tol=0)
@@ -255,15 +270,8 @@ def test_restarts_keep_best_reproduce_and_resume():
     np.testing.assert_array_equal(cp2.factors[0], res.fits[2].factors[0])
 
     # interrupt during restart 2 (after its first checkpoint), then resume from the last state
-    states = []
-
-    def save_then_die(state):
-        states.append(state)
-        if state["restart"] == 2 and "current" in state:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        ntf.ncp_restarts(X, 3, checkpoint_every=15, on_checkpoint=save_then_die, **kw)
+    states = saved_until_interrupted(lambda **cb: ntf.ncp_restarts(X, 3, checkpoint_every=15, **cb, **kw),
+                                     lambda state: state["restart"] == 2 and "current" in state)
     last = states[-1]
     assert last["format"] == "dynconn.ntf.restarts/1" and last["current"]["iteration"] == 15
     assert last["init"] == "random,random"
@@ -305,15 +313,9 @@ def test_select_rank_resumes():
     X, mask, _ = planted(14)
     kw = dict(mask=mask, n_restarts=2, random_state=3, max_iter=30)
     full = ntf.select_rank(X, [1, 2, 3], **kw)
-    states = []
-
-    def save_then_die(state):
-        states.append(state)
-        if state["rank_index"] == 1 and "current" in state and state["current"]["restart"] == 1:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        ntf.select_rank(X, [1, 2, 3], checkpoint_every=10, on_checkpoint=save_then_die, **kw)
+    states = saved_until_interrupted(
+        lambda **cb: ntf.select_rank(X, [1, 2, 3], checkpoint_every=10, **cb, **kw),
+        lambda state: state["rank_index"] == 1 and "current" in state and state["current"]["restart"] == 1)
     resumed = ntf.select_rank(X, [1, 2, 3], resume=states[-1], **kw)
     np.testing.assert_array_equal(resumed.errors, full.errors)
     assert resumed.rank == full.rank
@@ -470,15 +472,8 @@ def test_time_groups_checkpoints_resume_and_pass_through_rank_selection():
     X, mask, groups, _ = planted_groups(24, noise=0.02)
     kw = dict(mask=mask, time_groups=groups, n_restarts=2, random_state=5, max_iter=40, tol=0)
     full = ntf.ncp_restarts(X, 3, **kw)
-    states = []
-
-    def save_then_die(state):
-        states.append(state)
-        if state["restart"] == 1 and "current" in state:
-            raise _Interrupt
-
-    with pytest.raises(_Interrupt):
-        ntf.ncp_restarts(X, 3, checkpoint_every=10, on_checkpoint=save_then_die, **kw)
+    states = saved_until_interrupted(lambda **cb: ntf.ncp_restarts(X, 3, checkpoint_every=10, **cb, **kw),
+                                     lambda state: state["restart"] == 1 and "current" in state)
     resumed = ntf.ncp_restarts(X, 3, resume=states[-1], **kw)
     np.testing.assert_array_equal(resumed.losses, full.losses)
     for a, b in zip(resumed.cp.factors, full.cp.factors):
