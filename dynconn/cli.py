@@ -229,7 +229,8 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
         raise click.UsageError("give CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
     from .pipeline import run_one
 
-    overrides = list(overrides) + [f"factorize.{k}={v}" for k, v in options.items()]
+    # typed values (click parsed them), not text re-read as YAML: `--tol 1e-6` stays 1e-06
+    overrides = list(overrides) + [(f"factorize.{k}", v) for k, v in options.items()]
     config = load_config(config_path, overrides)
     run_one("factorize", config, config.workdir(workdir), console, force=force)
 

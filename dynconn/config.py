@@ -22,13 +22,13 @@ Paths are relative to the config file's folder. Unknown keys are errors.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import validation
 from .errors import ConfigError
 
 REQUIRED = object()  # marker: the key has no default and must be given
@@ -395,35 +395,13 @@ SCHEMA: dict[str, Any] = {
 
 # ----------------------------------------------------------------------------- validation
 def _describe(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if value is None:
-        return "null"
-    return repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return validation.describe(value)
 
 
 def _check_number(path: str, key: Key, value: Any, integer: bool) -> Any:
-    what = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{path}: expected {what}, got {_describe(value)}")
-    if integer and isinstance(value, float):
-        if not value.is_integer():
-            raise ConfigError(f"{path}: expected {what}, got {value!r}")
-        value = int(value)
-    if not integer:
-        try:
-            value = float(value)
-        except OverflowError:  # an integer beyond the float range
-            raise ConfigError(f"{path}: expected a finite number, got an integer of about "
-                              f"{int(value.bit_length() * 0.30103)} digits") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
-    if key.low is not None and (value < key.low or (key.low_open and value == key.low)):
-        op = ">" if key.low_open else "≥"
-        raise ConfigError(f"{path}: expected a value {op} {key.low:g}, got {value!r}")
-    if key.high is not None and value > key.high:
-        raise ConfigError(f"{path}: expected a value ≤ {key.high:g}, got {value!r}")
-    return value
+    """A number key's value, by the shared validator (:mod:`dynconn.validation`)."""
+    return validation.check_number(path, value, low=key.low, low_open=key.low_open, high=key.high,
+                                   integer=integer, error=ConfigError)
 
 
 def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
@@ -438,9 +416,7 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
     if kind == "float":
         return _check_number(path, key, value, integer=False)
     if kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {_describe(value)}")
-        return value
+        return validation.check_bool(path, value, error=ConfigError)
     if kind == "str":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{path}: expected a non-empty string, got {_describe(value)}")
@@ -454,11 +430,7 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
             raise ConfigError(f"{path}: expected a list of names, got {_describe(value)}")
         return [v.strip() for v in value]
     if kind == "choice":
-        value = dict(key.aliases).get(value, value) if isinstance(value, str) else value
-        if value not in key.choices:
-            options = ", ".join(key.choices)
-            raise ConfigError(f"{path}: expected one of {options}; got {_describe(value)}")
-        return value
+        return validation.check_choice(path, value, key.choices, aliases=key.aliases, error=ConfigError)
     if kind == "path":
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{path}: expected a file path, got {_describe(value)}")
@@ -581,25 +553,42 @@ class Config:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"factorize.rank=12"`` -> (["factorize", "rank"], 12). The value is read as YAML."""
+    """``"factorize.rank=12"`` -> (["factorize", "rank"], 12). The value is read as YAML, with
+    ``1e-6``, ``1E-6`` and ``.5`` read as numbers (:func:`dynconn.validation.yaml_load`)."""
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. factorize.rank=12")
     key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".")]
-    if not all(parts):
-        raise ConfigError(f"--set {text}: malformed key path {key!r}")
+    parts = _key_path(key, f"--set {text}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = validation.yaml_load(raw) if raw.strip() else None
     except (yaml.YAMLError, ValueError, RecursionError):
         value = raw
     return parts, value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``--set`` overrides to the raw (unvalidated) mapping; validation follows."""
+def _key_path(key: str, where: str) -> list[str]:
+    parts = [p for p in str(key).strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"{where}: malformed key path {key!r}")
+    return parts
+
+
+def apply_overrides(raw: dict, overrides=()) -> dict:
+    """Apply overrides to the raw (unvalidated) mapping; validation follows.
+
+    ``overrides``: ``--set`` texts ``"KEY=VALUE"`` (the value read as YAML), or a mapping of
+    dotted keys to values, used as they are (``{"factorize.tol": 1e-6}``: what the CLI's typed
+    options and :func:`dynconn.run` pass; nothing is turned back into text), or a list mixing
+    both (a ``(key, value)`` pair for a typed value).
+    """
     raw = copy.deepcopy(raw)
-    for text in overrides:
-        parts, value = parse_override(text)
+    items = overrides.items() if isinstance(overrides, dict) else overrides
+    for item in items:
+        if isinstance(item, str):
+            parts, value = parse_override(item)
+        else:
+            key, value = item
+            parts = _key_path(key, f"--set {key}")
         node = raw
         schema: Any = SCHEMA
         for i, part in enumerate(parts[:-1]):
@@ -609,6 +598,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             schema = schema[part]
             if node.get(part) is None:
                 node[part] = {}
+            elif not isinstance(node[part], dict):
+                raise ConfigError(f"{where}: expected a mapping of keys, got {_describe(node[part])}")
             node = node[part]
         if not isinstance(schema, dict) or parts[-1] not in schema:
             raise ConfigError(f"--set {'.'.join(parts)}: unknown config key")
@@ -627,8 +618,11 @@ def validate(raw: Any, base: Path, source: Path | None = None) -> Config:
     return Config(values=values, base=base, source=source)
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, override and validate a YAML config file. Raises ConfigError with one line."""
+def load(path: str | Path, overrides=None) -> Config:
+    """Read, override and validate a YAML config file. Raises ConfigError with one line.
+
+    ``overrides``: as :func:`apply_overrides` takes them. Numbers such as ``1e-6`` are read as
+    numbers (:func:`dynconn.validation.yaml_load`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -641,7 +635,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = validation.yaml_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
