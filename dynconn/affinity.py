@@ -40,6 +40,7 @@ Behaviour covariates (when ingest has them) are averaged into the same bins:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,139 @@ def observed_pairs(present: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return present[pairs[:, 0]] & present[pairs[:, 1]]
 
 
+@dataclass
+class AffinityTensor:
+    """The affinity tensor of several animals and how to read it (the content of
+    ``affinity.h5`` without the covariates).
+
+    Attributes
+    ----------
+    affinity : float32 ndarray (P, T, A), or (P, T_total, 1) when concatenated
+        Affinity of every pair in every time bin and animal; 0 where unobserved.
+    mask : bool ndarray (P, A)
+        True where both neurons of pair p were recorded in animal a.
+    pairs : int32 ndarray (P, 2)
+        Neuron indices ``i < j`` of each pair (:func:`pair_index` order over ``neurons``).
+    neurons, animals : list of str
+    time : float64 ndarray (T,) or (T_total,)
+        Bin centres, s (each animal's own clock when concatenated).
+    time_animal : int32 ndarray (T_total,) or None
+        Concatenated layout: the animal (index into ``animals``) of each bin; None when aligned.
+    layout : "aligned" | "concatenated"
+    frames_per_bin : int
+    """
+
+    affinity: np.ndarray
+    mask: np.ndarray
+    pairs: np.ndarray
+    neurons: list
+    animals: list
+    time: np.ndarray
+    time_animal: np.ndarray | None
+    layout: str
+    frames_per_bin: int
+
+    @property
+    def time_groups(self) -> np.ndarray | None:
+        """What the factorization takes as ``time_groups`` (= ``time_animal``)."""
+        return self.time_animal
+
+
+def check_binning(n_frames, rate: float, f_max: int, layout: str, animals, bin_seconds: float,
+                  smooth_seconds: float) -> tuple[int, np.ndarray]:
+    """Frames per bin and complete bins of each animal, or InvalidArgument naming
+    ``bin_seconds`` / ``smooth_seconds`` when the recordings are too short for them."""
+    from .validation import InvalidArgument
+
+    n_frames = np.asarray(n_frames)
+    fpb = max(1, int(round(bin_seconds * rate)))
+    bins = n_frames // fpb  # complete bins of each animal
+    if layout == "aligned" and bins.min() < 2:
+        raise InvalidArgument(
+            f"bin_seconds: {bin_seconds:g} s leaves {int(bins.min())} bin(s) in a "
+            f"{f_max / rate:g} s recording; choose a shorter bin"
+        )
+    if layout == "concatenated" and (bins.min() < 1 or bins.sum() < 2):
+        short = int(np.argmin(bins))
+        raise InvalidArgument(
+            f"bin_seconds: {bin_seconds:g} s is longer than animal "
+            f"{animals[short]!r}'s recording ({n_frames[short] / rate:g} s); choose a shorter bin"
+        )
+    if smooth_seconds > f_max / rate:
+        raise InvalidArgument(
+            f"smooth_seconds: {smooth_seconds:g} s is longer than the recording "
+            f"({f_max / rate:g} s); use a value well below it (default 0.5)"
+        )
+    return fpb, bins
+
+
+def stack_affinity(
+    traces: np.ndarray,
+    present: np.ndarray,
+    *,
+    sampling_rate: float,
+    neurons,
+    animals,
+    n_frames=None,
+    layout: str = "aligned",
+    method: str = "differential",
+    bin_seconds: float = 5.0,
+    smooth_seconds: float = 0.5,
+    noise_threshold: float = 1.0,
+    window_seconds: float = 30.0,
+    start_s: float = 0.0,
+    advance=None,
+) -> AffinityTensor:
+    """Affinities of every animal of stacked traces, in the given layout (pure).
+
+    ``traces`` float (A, N, F) on one name axis (NaN where absent or past an animal's last
+    frame), ``present`` bool (N, A), ``n_frames`` (A,) frames of each animal (default: all F),
+    at ``sampling_rate`` Hz with frame 0 at ``start_s`` s. Serves the ``affinity`` stage and
+    :func:`dynconn.affinity_tensor`. A bin too long for the recordings raises
+    :class:`~dynconn.validation.InvalidArgument` naming ``bin_seconds`` or ``smooth_seconds``.
+    """
+
+    traces = np.asarray(traces)
+    n_animals, n_neurons, f_max = traces.shape
+    rate = float(sampling_rate)
+    n_frames = np.full(n_animals, f_max) if n_frames is None else np.asarray(n_frames)
+    animals = [str(a) for a in animals]
+    pairs = pair_index(n_neurons)
+    mask = observed_pairs(np.asarray(present, dtype=bool), pairs)
+    fpb, bins = check_binning(n_frames, rate, f_max, layout, animals, bin_seconds, smooth_seconds)
+    concatenated = layout == "concatenated"
+    # column offset of each animal's bins in the tensor's time axis, and the tensor's last axis
+    starts = np.concatenate(([0], np.cumsum(bins)[:-1])) if concatenated else np.zeros(n_animals, int)
+    n_time = int(bins.sum()) if concatenated else int(bins[0])
+    affinity = np.zeros((pairs.shape[0], n_time, 1 if concatenated else n_animals), dtype=np.float32)
+    for a in range(n_animals):
+        rows = np.flatnonzero(present[:, a])
+        local = np.searchsorted(rows, pairs[mask[:, a]])  # pair indices within the animal
+        values = compute_affinity(
+            traces[a, rows, : n_frames[a]],
+            sampling_rate=rate,
+            method=method,
+            bin_seconds=bin_seconds,
+            smooth_seconds=smooth_seconds,
+            noise_threshold=noise_threshold,
+            window_seconds=window_seconds,
+            pairs=local.astype(np.int32),
+            advance=advance,
+        )
+        if concatenated:
+            affinity[mask[:, a], starts[a] : starts[a] + bins[a], 0] = values
+        else:
+            affinity[mask[:, a], :, a] = values
+    if concatenated:
+        time = np.concatenate([start_s + bin_centres(int(n), rate, bin_seconds) for n in n_frames])
+        time_animal = np.repeat(np.arange(n_animals, dtype=np.int32), bins)
+    else:
+        time = start_s + bin_centres(int(n_frames[0]), rate, bin_seconds)
+        time_animal = None
+    return AffinityTensor(affinity, mask, pairs, [str(n) for n in neurons], animals, time, time_animal,
+                          layout, fpb)
+
+
 # ----------------------------------------------------------------------------- stage
 def params(config: Config) -> dict:
     return dict(config["affinity"])
@@ -245,6 +379,7 @@ def params(config: Config) -> dict:
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
     """Affinities of every animal, in the ingest artifact's layout; ``affinity.h5``'s content."""
     from .errors import ConfigError
+    from .validation import InvalidArgument
 
     ing = upstream["ingest"]
     traces, present = ing["traces"], ing["present"]
@@ -254,68 +389,34 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
     p = config["affinity"]
     n_animals, n_neurons, f_max = traces.shape
     n_frames = np.asarray(ing["n_frames"]) if "n_frames" in ing else np.full(n_animals, f_max)
-    pairs = pair_index(n_neurons)
-    mask = observed_pairs(present, pairs)
-    fpb = max(1, int(round(p["bin_seconds"] * rate)))
-    bins = n_frames // fpb  # complete bins of each animal
-    animals = [str(a) for a in ing["animals"]]
-    if layout == "aligned" and bins.min() < 2:
-        raise ConfigError(
-            f"affinity.bin_seconds: {p['bin_seconds']:g} s leaves {int(bins.min())} bin(s) in a "
-            f"{f_max / rate:g} s recording; choose a shorter bin"
-        )
-    if layout == "concatenated" and (bins.min() < 1 or bins.sum() < 2):
-        short = int(np.argmin(bins))
-        raise ConfigError(
-            f"affinity.bin_seconds: {p['bin_seconds']:g} s is longer than animal "
-            f"{animals[short]!r}'s recording ({n_frames[short] / rate:g} s); choose a shorter bin"
-        )
-    if p["smooth_seconds"] > f_max / rate:
-        raise ConfigError(
-            f"affinity.smooth_seconds: {p['smooth_seconds']:g} s is longer than the recording "
-            f"({f_max / rate:g} s); use a value well below it (default 0.5)"
-        )
     concatenated = layout == "concatenated"
-    # column offset of each animal's bins in the tensor's time axis, and the tensor's last axis
-    starts = np.concatenate(([0], np.cumsum(bins)[:-1])) if concatenated else np.zeros(n_animals, int)
-    n_time = int(bins.sum()) if concatenated else int(bins[0])
-    affinity = np.zeros((pairs.shape[0], n_time, 1 if concatenated else n_animals), dtype=np.float32)
-    with console.progress("affinity (bins × animals)", int(bins.sum()) if concatenated
-                          else n_time * n_animals) as advance:
-        for a in range(n_animals):
-            rows = np.flatnonzero(present[:, a])
-            local = np.searchsorted(rows, pairs[mask[:, a]])  # pair indices within the animal
-            values = compute_affinity(
-                traces[a, rows, : n_frames[a]],
-                sampling_rate=rate,
-                method=p["method"],
-                bin_seconds=p["bin_seconds"],
-                smooth_seconds=p["smooth_seconds"],
-                noise_threshold=p["noise_threshold"],
-                window_seconds=p["window_seconds"],
-                pairs=local.astype(np.int32),
-                advance=advance,
-            )
-            if concatenated:
-                affinity[mask[:, a], starts[a] : starts[a] + bins[a], 0] = values
-            else:
-                affinity[mask[:, a], :, a] = values
+    try:
+        fpb, bins = check_binning(n_frames, rate, f_max, layout, [str(a) for a in ing["animals"]],
+                                  p["bin_seconds"], p["smooth_seconds"])
+        with console.progress("affinity (bins × animals)", int(bins.sum()) if concatenated
+                              else int(bins.min()) * n_animals) as advance:
+            tensor = stack_affinity(
+                traces, present, sampling_rate=rate, neurons=ing["neurons"], animals=ing["animals"],
+                n_frames=n_frames, layout=layout, method=p["method"], bin_seconds=p["bin_seconds"],
+                smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
+                window_seconds=p["window_seconds"], start_s=t0, advance=advance)
+    except InvalidArgument as exc:  # the same check, named by its config key
+        raise ConfigError(f"affinity.{exc}") from None
+    mask = tensor.mask
     # non-finite values are reported by the pipeline with the animal and neurons (dynconn.guards)
     unobserved = ~mask.any(axis=1)
     if unobserved.any():
         warn(f"{int(unobserved.sum())} pairs are never recorded together in any animal")
     datasets = {
-        "affinity": affinity,
-        "pairs": pairs,
+        "affinity": tensor.affinity,
+        "pairs": tensor.pairs,
         "mask": mask,
         "neurons": ing["neurons"],
         "animals": ing["animals"],
+        "time": tensor.time,
     }
     if concatenated:
-        datasets["time"] = np.concatenate([t0 + bin_centres(int(n), rate, p["bin_seconds"]) for n in n_frames])
-        datasets["time_animal"] = np.repeat(np.arange(n_animals, dtype=np.int32), bins)
-    else:
-        datasets["time"] = t0 + bin_centres(int(n_frames[0]), rate, p["bin_seconds"])
+        datasets["time_animal"] = tensor.time_animal
     if "covariates/values" in ing:
         cov = ing["covariates/values"]  # (A, C, F)
         if concatenated:
