@@ -398,50 +398,52 @@ def _describe(value: Any) -> str:
     return validation.describe(value)
 
 
-def _check_number(path: str, key: Key, value: Any, integer: bool) -> Any:
+def _check_number(path: str, key: Key, value: Any, integer: bool, error=ConfigError) -> Any:
     """A number key's value, by the shared validator (:mod:`dynconn.validation`)."""
     return validation.check_number(path, value, low=key.low, low_open=key.low_open, high=key.high,
-                                   integer=integer, error=ConfigError)
+                                   integer=integer, error=error)
 
 
-def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
-    """Validate one value against its Key; returns the normalised value."""
+def _check_value(path: str, key: Key, value: Any, base: Path | None, error=ConfigError) -> Any:
+    """Validate one value against its Key; returns the normalised value. ``error``: the
+    exception raised (:class:`ConfigError` for the config; the library's keyword arguments
+    are checked against the same keys with :class:`~dynconn.validation.InvalidArgument`)."""
     if value is None:
         if key.nullable:
             return None
-        raise ConfigError(f"{path}: a value is required")
+        raise error(f"{path}: a value is required")
     kind = key.kind
     if kind == "int":
-        return _check_number(path, key, value, integer=True)
+        return _check_number(path, key, value, integer=True, error=error)
     if kind == "float":
-        return _check_number(path, key, value, integer=False)
+        return _check_number(path, key, value, integer=False, error=error)
     if kind == "bool":
-        return validation.check_bool(path, value, error=ConfigError)
+        return validation.check_bool(path, value, error=error)
     if kind == "str":
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{path}: expected a non-empty string, got {_describe(value)}")
+            raise error(f"{path}: expected a non-empty string, got {_describe(value)}")
         if "\x00" in value:
-            raise ConfigError(f"{path}: a NUL character is not allowed here")
+            raise error(f"{path}: a NUL character is not allowed here")
         return value
     if kind == "str_list":
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-            raise ConfigError(f"{path}: expected a list of names, got {_describe(value)}")
+            raise error(f"{path}: expected a list of names, got {_describe(value)}")
         return [v.strip() for v in value]
     if kind == "choice":
-        return validation.check_choice(path, value, key.choices, aliases=key.aliases, error=ConfigError)
+        return validation.check_choice(path, value, key.choices, aliases=key.aliases, error=error)
     if kind == "path":
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{path}: expected a file path, got {_describe(value)}")
+            raise error(f"{path}: expected a file path, got {_describe(value)}")
         if "\x00" in value:
-            raise ConfigError(f"{path}: a file path cannot contain a NUL character")
+            raise error(f"{path}: a file path cannot contain a NUL character")
         return str(value)
     if kind == "rank":
         if value == "auto":
             return value
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f'{path}: expected an integer ≥ 1 or "auto", got {_describe(value)}')
+            raise error(f'{path}: expected an integer ≥ 1 or "auto", got {_describe(value)}')
         return value
     if kind == "int_range":
         if (
@@ -450,7 +452,7 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
             or not 1 <= value[0] <= value[1]
         ):
-            raise ConfigError(
+            raise error(
                 f"{path}: expected [smallest, largest] with 1 ≤ smallest ≤ largest, "
                 f"got {_describe(value) if not isinstance(value, list) else value}"
             )
@@ -649,6 +651,13 @@ def load(path: str | Path, overrides=None) -> Config:
         raise ConfigError(f"{path}: expected a YAML mapping of sections, got {_describe(raw)}")
     raw = apply_overrides(raw or {}, overrides or [])
     return validate(raw, base=path.resolve().parent, source=path.resolve())
+
+
+def check_argument(section: str, key: str, value: Any, name: str | None = None) -> Any:
+    """A keyword argument of the library checked against config key ``section.key`` (same
+    kind, limits and sentence), named ``name`` (default ``key``); raises
+    :class:`~dynconn.validation.InvalidArgument`. None is accepted where the key is nullable."""
+    return _check_value(name or key, SCHEMA[section][key], value, None, error=validation.InvalidArgument)
 
 
 def iter_keys(schema: dict = SCHEMA, prefix: str = ""):

@@ -62,6 +62,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from tensorly.cp_tensor import CPTensor
 
+from .validation import check_int, check_number
+
 __all__ = [
     "FitInfo",
     "RestartsResult",
@@ -462,11 +464,7 @@ def _make_ops(backend: str, dtype, device=None):
 
 
 def _check_rank(rank) -> int:
-    if isinstance(rank, (bool, np.bool_)) or not isinstance(rank, numbers.Integral):
-        raise ValueError(f"rank must be a positive integer, got {rank!r}")
-    if rank < 1:
-        raise ValueError(f"rank must be a positive integer, got {rank}")
-    return int(rank)
+    return check_int("rank", rank, low=1)
 
 
 def _check_dtype(dtype) -> np.dtype:
@@ -1471,14 +1469,10 @@ def ncp_hals(
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if missing not in _MISSING:
         raise ValueError(f"missing must be one of {_MISSING}, got {missing!r}")
-    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    if not (isinstance(tol, numbers.Real) and tol >= 0):
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    if checkpoint_every is not None and (
-        not isinstance(checkpoint_every, numbers.Integral) or checkpoint_every < 1
-    ):
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    max_iter = check_int("max_iter", max_iter, low=0)
+    tol = check_number("tol", tol, low=0)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
     if checkpoint_due is not None and not callable(checkpoint_due):
         raise ValueError(f"checkpoint_due must be callable, got {checkpoint_due!r}")
     sweeps = tuple(_default_sweeps(backend) if inner_sweeps is None else inner_sweeps)
@@ -1486,8 +1480,8 @@ def ncp_hals(
         raise ValueError(f"inner_sweeps must be three positive integers, got {inner_sweeps!r}")
     if not (isinstance(inner_stop, numbers.Real) and 0 <= inner_stop < 1):
         raise ValueError(f"inner_stop must be a number in [0, 1), got {inner_stop!r}")
-    if gemm_pad is not None and (not isinstance(gemm_pad, numbers.Integral) or gemm_pad < 1):
-        raise ValueError(f"gemm_pad must be a positive integer, got {gemm_pad!r}")
+    if gemm_pad is not None:
+        gemm_pad = check_int("gemm_pad", gemm_pad, low=1)
 
     data = _as_data(X, mask, dt, time_groups)
     X, mask_arr, norm_sq = data.X, data.mask, data.norm_sq
@@ -1803,8 +1797,7 @@ def ncp_restarts(
     Similarity: :func:`factor_congruence` of each restart with the best.
     """
     rank = _check_rank(rank)
-    if isinstance(n_restarts, (bool, np.bool_)) or not isinstance(n_restarts, numbers.Integral) or n_restarts < 1:
-        raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
+    n_restarts = check_int("n_restarts", n_restarts, low=1)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
     data = _as_data(X, mask, dtype, time_groups)  # validate (and upload) X once for all restarts
 
@@ -1956,8 +1949,7 @@ def select_rank(
     if not ranks_list:
         raise ValueError("ranks must not be empty")
     ranks_arr = np.unique(ranks_list)
-    if isinstance(n_restarts, (bool, np.bool_)) or not isinstance(n_restarts, numbers.Integral) or n_restarts < 1:
-        raise ValueError(f"n_restarts must be a positive integer, got {n_restarts!r}")
+    n_restarts = check_int("n_restarts", n_restarts, low=1)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
     data = _as_data(X, mask, dtype, time_groups)  # validate (and upload) X once for the whole sweep
     n, k = len(ranks_arr), int(n_restarts)

@@ -46,6 +46,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 from scipy.special import gammaln, spence
 
+from . import validation
 from .clustering_metrics import adjusted_rand_index
 
 # =============================================================================================
@@ -815,19 +816,11 @@ def _simple_edges(graph: igraph.Graph, weights):
 
 
 def _check_int(name, v, lo=1):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo} (got {v!r})")
-    return int(v)
+    return validation.check_int(name, v, low=lo)
 
 
 def _check_pos(name, v):
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number (got {v!r})") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive number (got {v!r})")
-    return v
+    return validation.check_number(name, v, low=0, low_open=True)
 
 
 def _relabel_by_size(b: np.ndarray) -> np.ndarray:
@@ -1205,8 +1198,7 @@ def partition(graph: igraph.Graph, *, weights="weight", method: str = "wsbm", ra
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     n_runs = _check_int("n_runs", n_runs)
-    if random_state is not None and not isinstance(random_state, (int, np.integer)):
-        raise ValueError(f"random_state must be an integer or None (got {random_state!r})")
+    random_state = validation.check_seed("random_state", random_state)
     if method == "wsbm":
         if weight_model not in WEIGHT_MODELS + ("auto",):
             raise ValueError(f"unknown weight_model {weight_model!r}; choose one of "

@@ -593,10 +593,10 @@ def test_time_groups_bad_inputs(X, kw, message):
     "X, rank, kw, message",
     [
         (np.ones((4, 5)), 2, {}, "3-way"),
-        (np.ones((4, 5, 3)), 0, {}, "positive integer"),
-        (np.ones((4, 5, 3)), -1, {}, "positive integer"),
-        (np.ones((4, 5, 3)), 1.5, {}, "positive integer"),
-        (np.ones((4, 5, 3)), True, {}, "positive integer"),
+        (np.ones((4, 5, 3)), 0, {}, "rank: expected"),
+        (np.ones((4, 5, 3)), -1, {}, "rank: expected"),
+        (np.ones((4, 5, 3)), 1.5, {}, "rank: expected"),
+        (np.ones((4, 5, 3)), True, {}, "rank: expected"),
         (-np.ones((4, 5, 3)), 2, {}, "non-negative"),
         (np.full((4, 5, 3), np.nan), 2, {}, "NaN"),
         (np.zeros((4, 5, 3)), 2, {}, "zero"),
@@ -634,7 +634,7 @@ def test_bad_restart_and_rank_arguments():
         ntf.ncp_restarts(X, 1, n_restarts=0)
     with pytest.raises(ValueError, match="empty"):
         ntf.select_rank(X, [])
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="rank: expected a value ≥ 1, got 0"):
         ntf.select_rank(X, [1, 0])
     with pytest.raises(ValueError, match="rule"):
         ntf.select_rank(X, [1], rule="aic")
