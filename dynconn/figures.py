@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import io
 import random
+import sys
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "matplotlib.pyplot" not in sys.modules:  # in a notebook, keep its backend (figures still render)
+    matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402

@@ -1187,13 +1187,11 @@ def params(config: Config) -> dict:
     return dict(config["report"])
 
 
-def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", workers: int = 1,
-          previous: dict | None = None) -> dict:
-    """Every output of the report stage, from the run's data: ``{"files": {path: bytes},
-    "summary": dict, "timings": {step: seconds}}``. ``previous``: figures of the last
-    report, reused where their inputs did not change (:func:`render_figures`)."""
-    timings = {}
-    t0 = time.perf_counter()
+def analyse(data: RunData, p: dict) -> dict:
+    """What the report computes before drawing (pure): ``matrices`` (R neuron × neuron pair
+    loadings), community ``stats`` per component, the ``summary`` (summary.json's content
+    without provenance), the neuron ``order`` and ``view``, and the figure ``jobs``
+    (:func:`figure_jobs`). Serves :func:`build` and :class:`dynconn.Run`'s figures."""
     n = len(data.neurons)
     matrices = [pair_matrix(data.f_pairs[:, r], data.pairs, n) for r in range(data.rank)]
     stats = [community_stats(matrices[r], data.membership[r], p["cohesion_threshold"]) for r in range(data.rank)]
@@ -1203,11 +1201,24 @@ def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", wor
     view = neuron_view(summary, stats, data.neurons, order)
     summary["neuron_view"] = view["by_neuron"]
     summary["neuron_order"] = view["neurons"]
+    jobs = figure_jobs(data, summary, stats, matrices, order, view, p, home_groups(order, home, stats))
+    return {"matrices": matrices, "stats": stats, "summary": summary, "order": order, "home": home,
+            "view": view, "jobs": jobs}
+
+
+def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", workers: int = 1,
+          previous: dict | None = None) -> dict:
+    """Every output of the report stage, from the run's data: ``{"files": {path: bytes},
+    "summary": dict, "timings": {step: seconds}}``. ``previous``: figures of the last
+    report, reused where their inputs did not change (:func:`render_figures`)."""
+    timings = {}
+    t0 = time.perf_counter()
+    an = analyse(data, p)
+    matrices, stats, summary, view, jobs = an["matrices"], an["stats"], an["summary"], an["view"], an["jobs"]
     files = export_tables(membership=data.membership, neurons=data.neurons, time_s=data.time_s,
                           factors_time=data.f_time, animals=data.animals, factors_animal=data.f_animal,
                           time_animal=data.time_animal,
                           covariates=(data.covariate_names, data.covariates) if data.covariates is not None else None)
-    jobs = figure_jobs(data, summary, stats, matrices, order, view, p, home_groups(order, home, stats))
     for r in range(data.rank):
         m_order, _ = matrix_order(stats[r])
         cohesive = {int(i) for st in stats[r] if st["cohesive"] for i in st["members"]}

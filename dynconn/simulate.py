@@ -173,6 +173,7 @@ def truth_record(preset: Preset, names: list[str]) -> dict:
 
 def write_dataset(outdir: Path, preset_name: str = "standard", random_state: int = 0) -> Path:
     """Simulate and write a ready-to-run dataset; returns the path of its config.yaml."""
+    outdir = Path(outdir)
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]()
