@@ -275,6 +275,17 @@ class AffinityTensor:
         """What the factorization takes as ``time_groups`` (= ``time_animal``)."""
         return self.time_animal
 
+    def pair_matrix(self, pair_values) -> np.ndarray:
+        """Per-pair values (P,) — e.g. a component's pair loadings — as a symmetric
+        (N, N) matrix over ``neurons`` with zero diagonal (a weighted graph)."""
+        from .communities import pair_matrix
+
+        values = np.asarray(pair_values, dtype=np.float64)
+        if values.shape != (self.pairs.shape[0],):
+            raise ValueError(f"pair_values: expected {self.pairs.shape[0]} values (one per pair), "
+                             f"got shape {values.shape}")
+        return pair_matrix(values, self.pairs, len(self.neurons))
+
 
 def check_binning(n_frames, rate: float, f_max: int, layout: str, animals, bin_seconds: float,
                   smooth_seconds: float) -> tuple[int, np.ndarray]:

@@ -528,7 +528,7 @@ def _config_of(config, overrides):
 
 
 def run(config, *, workdir=None, overrides: Mapping[str, Any] | None = None, force: bool = False,
-        start: str | None = None, stop: str | None = None, quiet: bool = True) -> Run:
+        start: str | None = None, stop: str | None = None, quiet: bool = True) -> Run | None:
     """Run the pipeline (``dynconn run``) and return the finished run.
 
     Parameters
@@ -550,10 +550,10 @@ def run(config, *, workdir=None, overrides: Mapping[str, Any] | None = None, for
 
     Returns
     -------
-    Run
-        :func:`load_run` of the work directory. Stages already up to date are skipped, as by
-        the command. Errors raise :class:`dynconn.errors.DynconnError` (one line naming the
-        key or file).
+    Run or None
+        :func:`load_run` of the work directory; None when ``stop`` ends the run before the
+        report. Stages already up to date are skipped, as by the command. Errors raise
+        :class:`dynconn.errors.DynconnError` (one line naming the key or file).
 
     Examples
     --------
@@ -573,7 +573,7 @@ def run(config, *, workdir=None, overrides: Mapping[str, Any] | None = None, for
     console = Console(quiet)
     wd = cfg.workdir(workdir)
     run_pipeline(cfg, wd, console, force=force, start=start, stop=stop)
-    return load_run(wd)
+    return load_run(wd) if stop in (None, "report") else None
 
 
 def load_run(workdir) -> Run:
