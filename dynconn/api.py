@@ -660,7 +660,8 @@ class Run:
         if not summary_path.is_file():
             raise ArtifactError(f"{summary_path}: not found; is {self.workdir} a finished run? "
                                 "(run `dynconn run CONFIG` or dynconn.run(config) first)")
-        self._artifacts = {name: read_h5(self.workdir / f"{name}.h5")
+        # the affinity tensor itself (the largest array of a run) is not needed here
+        self._artifacts = {name: read_h5(self.workdir / f"{name}.h5", skip=("affinity",) if name == "affinity" else ())
                            for name in ("affinity", "factors", "communities")}
         aff, fac, com = (self._artifacts[k] for k in ("affinity", "factors", "communities"))
         self.summary = json.loads(summary_path.read_text(encoding="utf-8"))

@@ -351,8 +351,11 @@ def _check_names(path: Path, expected: dict, present: list[str]) -> None:
         raise ArtifactError(f"{path}: unexpected dataset /{extra[0]} (modified after it was written); recompute it")
 
 
-def read_h5(path: Path, *, verify: bool = True) -> Artifact:
+def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = ()) -> Artifact:
     """Read a whole artifact; with ``verify`` every dataset's checksum is checked.
+
+    ``skip``: datasets left unread (e.g. the affinity tensor, when only its names and times
+    are needed); the others are read and verified as usual.
 
     Raises ArtifactError (one line naming the file) when it is missing, not HDF5,
     truncated, or a checksum does not match.
@@ -365,13 +368,16 @@ def read_h5(path: Path, *, verify: bool = True) -> Artifact:
         with h5py.File(path, "r") as f:
             attrs = _attrs_of(f)
             for name in _dataset_names(f):
-                data[name] = _read_dataset(f[name])
+                if name not in skip:
+                    data[name] = _read_dataset(f[name])
     except _H5_ERRORS as exc:
         raise ArtifactError(f"{path}: unreadable or truncated HDF5 file ({_short(exc)}); recompute it") from None
     if verify:
         expected = _recorded_checksums(path, attrs)
-        _check_names(path, expected, list(data))
+        _check_names(path, {k: v for k, v in expected.items() if k not in skip}, list(data))
         for name, digest in expected.items():
+            if name in skip:
+                continue
             if checksum(data[name]) != digest:
                 raise ArtifactError(f"{path}: dataset /{name} fails its checksum (corrupted); recompute it")
         _check_fingerprint(path, attrs, expected)
