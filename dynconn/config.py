@@ -442,9 +442,10 @@ def _check_value(path: str, key: Key, value: Any, base: Path | None, error=Confi
     if kind == "rank":
         if value == "auto":
             return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise error(f'{path}: expected an integer ≥ 1 or "auto", got {_describe(value)}')
-        return value
+        try:  # a whole number written as a float (1e1) is an integer here too
+            return validation.check_int(path, value, low=1, error=error)
+        except error:
+            raise error(f'{path}: expected an integer ≥ 1 or "auto", got {_describe(value)}') from None
     if kind == "int_range":
         if (
             not isinstance(value, (list, tuple))

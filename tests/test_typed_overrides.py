@@ -98,3 +98,9 @@ def test_cli_tol_option_and_set_reach_the_stage(small_dataset):
     result = cli("factorize", small_dataset, "-q")
     assert result.exit_code == 0, result.output
     assert json.loads(read_attrs(workdir / "factors.h5")["params"])["tol"] == 1e-6
+
+
+def test_rank_written_as_a_float(tmp_path):
+    assert load_text(tmp_path, "factorize: {rank: 1e1}\n")["factorize"]["rank"] == 10
+    with pytest.raises(ConfigError, match=r'factorize\.rank: expected an integer ≥ 1 or "auto", got 2.5'):
+        load_text(tmp_path, "", ["factorize.rank=2.5"])
