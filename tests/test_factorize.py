@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn import config, factorize, ntf
-from dynconn.artifacts import read_h5
+from dynconn import config
+from dynconn.methods import ntf
+from dynconn.stages import factorize
+from dynconn.io.artifacts import read_h5
 from dynconn.console import Console
 from dynconn.simulate import score_recovery
 
@@ -88,7 +90,7 @@ def test_pytorch_backend_without_pytorch_is_one_line(small_dataset):
 def test_numpy_backend_stage_never_imports_torch():
     code = (
         "import sys, numpy as np\n"
-        "from dynconn import factorize, config\n"
+        "from dynconn import config; from dynconn.stages import factorize\n"
         "from dynconn.console import Console\n"
         "class A(dict):\n"
         "    attrs = {}\n"

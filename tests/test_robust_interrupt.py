@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn import factorize, interrupt, ntf, pipeline
-from dynconn.artifacts import Checkpoint, read_h5
+from dynconn.methods import ntf
+from dynconn.runner import interrupt, pipeline
+from dynconn.stages import factorize
+from dynconn.io.artifacts import Checkpoint, read_h5
 from dynconn.errors import Interrupted
-from dynconn.lock import LOCK_NAME
+from dynconn.runner.lock import LOCK_NAME
 from dynconn.simulate import write_dataset
 
 # makes the small preset's factorize stage last a few seconds

@@ -6,9 +6,9 @@ upstream) -> (datasets, attrs)``; ``ingest`` also ``inputs(config, workdir)`` (f
 of the data files it reads) and ``input_files(config)``. The report stage writes files
 instead of HDF5 and provides ``write(...)``; its ``run`` returns ``{"files": {relative
 path: bytes}, ...}``. A stage that saves partial work declares ``CHECKPOINTS = True`` and
-receives a :class:`~dynconn.artifacts.Checkpoint` as the ``checkpoint`` keyword.
+receives a :class:`~dynconn.io.artifacts.Checkpoint` as the ``checkpoint`` keyword.
 
-Every command that writes into a work directory holds its lock (:mod:`dynconn.lock`)
+Every command that writes into a work directory holds its lock (:mod:`dynconn.runner.lock`)
 for its whole duration; under the lock, temporary files left by killed runs are removed.
 
 A stage is *up to date* when its artifact exists, records the same dynconn version, the
@@ -18,9 +18,9 @@ such a stage and says so; an artifact that fails verification is reported and re
 Each artifact is verified at most once per command (inputs read later reuse the result
 while the file is unchanged).
 
-Before a stage runs, its memory need is estimated (:mod:`dynconn.resources`) and the
+Before a stage runs, its memory need is estimated (:mod:`dynconn.runner.resources`) and the
 stage is refused when it cannot fit; before an artifact is written, its size is checked
-against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.guards`).
+against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.runner.guards`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from . import __version__, affinity, communities, factorize, guards, ingest, interrupt, report, resources
-from .artifacts import (
+from .. import __version__
+from . import guards, interrupt, resources
+from ..stages import affinity, communities, factorize, ingest, report
+from ..io.artifacts import (
     ArtifactError,
     Checkpoint,
     clean_temporaries,
@@ -42,9 +44,9 @@ from .artifacts import (
     verify_h5,
     write_h5,
 )
-from .config import Config
-from .console import Console
-from .errors import DynconnError, InputError, Interrupted, NumericalError, ResourceError
+from ..config import Config
+from ..console import Console
+from ..errors import DynconnError, InputError, Interrupted, NumericalError, ResourceError
 from .lock import WorkdirLock
 
 STAGES: dict[str, ModuleType] = {
@@ -343,7 +345,7 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
 def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:
     """``dynconn factorize --in AFFINITY.h5 --out FACTORS.h5`` with the same safeguards:
     the output folder's lock, a verified input, memory and input checks."""
-    from .config import SCHEMA, _check_section
+    from ..config import SCHEMA, _check_section
 
     in_path, out_path = Path(in_path), Path(out_path)
     params = _check_section("factorize", SCHEMA["factorize"], options, Path.cwd())

@@ -1,0 +1,1 @@
+"""Machinery that runs the stages: pipeline, work-directory lock, interrupts, resources, guards."""

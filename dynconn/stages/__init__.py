@@ -1,0 +1,1 @@
+"""One module per pipeline stage: reads its inputs, calls the methods, returns its artifact."""
