@@ -18,10 +18,9 @@ from . import __version__
 from .config import SCHEMA
 from .console import Console
 from .errors import DynconnError
+from .stages import ORDER
 
 COMMUNITY_METHODS = SCHEMA["communities"]["method"]
-
-STAGE_NAMES = ["ingest", "affinity", "factorize", "communities", "report"]
 
 
 def _interrupted_message(exc: KeyboardInterrupt) -> tuple[str, int]:
@@ -150,8 +149,8 @@ def main():
 @main.command()
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
 @common_options
-@click.option("--from", "start", type=click.Choice(STAGE_NAMES), help="Recompute from this stage on.")
-@click.option("--until", "stop", type=click.Choice(STAGE_NAMES), help="Stop after this stage.")
+@click.option("--from", "start", type=click.Choice(ORDER), help="Recompute from this stage on.")
+@click.option("--until", "stop", type=click.Choice(ORDER), help="Stop after this stage.")
 @user_errors
 def run(config_path, workdir, force, overrides, quiet, start, stop):
     """Run the whole pipeline (or --from/--until a part of it)."""

@@ -1,1 +1,2 @@
-"""Machinery that runs the stages: pipeline, work-directory lock, interrupts, resources, guards."""
+"""Machinery that runs the stages: the Stage protocol, pipeline, work-directory lock, interrupts,
+resources, guards."""

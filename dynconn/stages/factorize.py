@@ -38,8 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.artifacts import read_h5, write_h5
-from ..config import SCHEMA, Config, _check_section
+from ..config import SCHEMA, Config
 from ..console import Console
 from ..errors import ConfigError
 
@@ -232,12 +231,3 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
 def run(config: Config, workdir: Path, console: Console, upstream: dict, checkpoint=None) -> tuple[dict, dict]:
     return compute(upstream["affinity"], config["factorize"], console, checkpoint)
 
-
-def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:
-    """``dynconn factorize --in AFFINITY.h5 --out FACTORS.h5``: the stage without a config."""
-    p = _check_section("factorize", SCHEMA["factorize"], options, Path.cwd())
-    affinity = read_h5(in_path)
-    with console.capture_warnings() as seen:
-        datasets, attrs = compute(affinity, p, console)
-    write_h5(out_path, datasets, stage=NAME, params=params({"factorize": p}), inputs={"affinity": affinity.fingerprint},
-             attrs={**attrs, "warnings": seen})

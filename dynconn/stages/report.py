@@ -46,7 +46,7 @@ NAME = "report"
 OUTPUT = "report.html"
 UPSTREAM = ("ingest", "affinity", "factorize", "communities")
 SUMMARY = Path("exports") / "summary.json"
-STAGE_NAMES = ("ingest", "affinity", "factorize", "communities")
+STAGE_NAMES = UPSTREAM  # the stages the page describes: every stage before this one
 # files this stage owns in figures/ and exports/ (stale ones are removed on rewrite)
 OWNED = re.compile(r"^(figures/.+\.(png|svg)|exports/component_\d+\.graphml|exports/covariates_time\.csv)$")
 
