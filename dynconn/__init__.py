@@ -6,7 +6,7 @@ tutorial in docs/api.md):
 - :func:`differential_affinity` — one recording's traces (neurons, frames) → the affinity of
   every pair per time bin (pairs, bins) and the pair index;
 - :func:`affinity_tensor` — several animals' traces with neuron names → the masked
-  pairs × time × animals tensor (:class:`~dynconn.affinity.AffinityTensor`);
+  pairs × time × animals tensor (:class:`~dynconn.stages.affinity.AffinityTensor`);
 - :class:`NonNegativeCP` — non-negative CP decomposition (scikit-learn style ``fit``);
   :func:`select_rank` — the number of components from a rank sweep;
 - :func:`partition` — communities of a weighted graph (weighted SBM or Leiden).

@@ -1,9 +1,9 @@
 """The Python API: the method's steps on arrays, and whole runs, for notebooks and scripts.
 
 Every function here is a thin layer over the code the pipeline runs (the same functions, the
-same defaults): :mod:`dynconn.affinity` for the affinities, :mod:`dynconn.ntf` for the
-factorization, :mod:`dynconn.wsbm` for the communities, :mod:`dynconn.pipeline` and
-:mod:`dynconn.report` for runs. Keyword arguments are checked against the config keys they
+same defaults): :mod:`dynconn.stages.affinity` for the affinities, :mod:`dynconn.methods.ntf` for the
+factorization, :mod:`dynconn.methods.wsbm` for the communities, :mod:`dynconn.runner.pipeline` and
+:mod:`dynconn.stages.report` for runs. Keyword arguments are checked against the config keys they
 correspond to (:func:`dynconn.config.check_argument`): the same limits, and the same
 sentence, as in a config file. A bad argument raises
 :class:`~dynconn.validation.InvalidArgument` (a ``ValueError``) naming it.
@@ -109,7 +109,7 @@ def differential_affinity(traces, sampling_rate: float, *,
     >>> bool(A[0].mean() > 5 * A[1:].mean(axis=1).max())   # pair (0, 1) changes together
     True
     """
-    from .affinity import check_binning, compute_affinity, pair_index
+    from .stages.affinity import check_binning, compute_affinity, pair_index
 
     x = _as_traces("traces", traces)
     rate = _required_number("data", "sampling_rate", sampling_rate, "sampling_rate")
@@ -159,7 +159,7 @@ def affinity_tensor(animals: Mapping[str, Any], sampling_rate: float, *,
 
     Animals are aligned on neuron names (the sorted union of every animal's names); a pair
     is observed in an animal when both its neurons were recorded there. This is the
-    ``affinity`` stage's own assembly (:func:`dynconn.affinity.stack_affinity`), without files.
+    ``affinity`` stage's own assembly (:func:`dynconn.stages.affinity.stack_affinity`), without files.
 
     Parameters
     ----------
@@ -202,8 +202,8 @@ def affinity_tensor(animals: Mapping[str, Any], sampling_rate: float, *,
     >>> tensor.time.tolist()   # bin centres, s
     [4.875, 14.875, 24.875, 34.875, 44.875]
     """
-    from .affinity import stack_affinity
-    from .ingest import align_animals
+    from .stages.affinity import stack_affinity
+    from .stages.ingest import align_animals
 
     if not isinstance(animals, Mapping) or not animals:
         raise InvalidArgument("animals: expected a non-empty mapping of animal name to traces")
@@ -248,7 +248,7 @@ class NonNegativeCP:
     non-negative, fitted by masked HALS on the observed entries only (docs/factorization.md);
     ``n_restarts`` fits from independent random starts, the lowest loss kept. The same solver,
     seeds and defaults as the ``factorize`` stage with a fixed rank
-    (:func:`dynconn.ntf.ncp_restarts`): with the same arguments, the same factors.
+    (:func:`dynconn.methods.ntf.ncp_restarts`): with the same arguments, the same factors.
 
     Parameters
     ----------
@@ -281,7 +281,7 @@ class NonNegativeCP:
         Iterations of the kept fit.
     loss_ : float
         Its final relative error.
-    result_ : dynconn.ntf.RestartsResult
+    result_ : dynconn.methods.ntf.RestartsResult
         Every restart's diagnostics (losses, similarity to the best, ...).
 
     Examples
@@ -359,7 +359,7 @@ class NonNegativeCP:
             Concatenated layout (X of shape (P, T, 1)): the animal of each bin; entry (p, t)
             counts iff ``mask[p, time_groups[t]]``.
         """
-        from . import ntf
+        from .methods import ntf
 
         p = self._checked()
         X, mask, time_groups = _tensor_parts(X, mask, time_groups)
@@ -394,7 +394,7 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     agree (mean congruence with the best ≥ ``similarity_threshold``) and that, like every
     smaller rank of the sweep, gains ≥ ``min_gain`` of the observed sum of squares per added
     component (the "stable-elbow" rule, docs/factorization.md). The same function as the
-    stage (:func:`dynconn.ntf.select_rank`) with the stage's defaults.
+    stage (:func:`dynconn.methods.ntf.select_rank`) with the stage's defaults.
 
     Parameters
     ----------
@@ -413,7 +413,7 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
 
     Returns
     -------
-    dynconn.ntf.RankSelection
+    dynconn.methods.ntf.RankSelection
         ``rank`` (the choice), ``ranks``, ``errors`` (n, n_restarts), ``explained``, ``gain``,
         ``mean_similarity``, ``eligible``, ``best_fits`` (one CPTensor per rank) and more.
 
@@ -427,7 +427,7 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     >>> int(sel.rank), sel.ranks.tolist()
     (2, [1, 2, 3])
     """
-    from . import ntf
+    from .methods import ntf
 
     X, mask, time_groups = _tensor_parts(X, mask, time_groups)
     from .validation import check_seed
@@ -473,7 +473,7 @@ def partition(W, *, method: str = _default("communities", "method"),
 
     Returns
     -------
-    dynconn.wsbm.PartitionResult
+    dynconn.methods.wsbm.PartitionResult
         ``membership`` int (n,) communities 0..K−1 by decreasing size, −1 for a node without
         edges; ``levels`` list of nested memberships, finest first; ``n_communities``,
         ``score``, ``stability``.
@@ -491,8 +491,8 @@ def partition(W, *, method: str = _default("communities", "method"),
     >>> len(result.levels) >= 1
     True
     """
-    from . import wsbm
-    from .communities import DENSE_GRAPH_OPTIONS
+    from .methods import wsbm
+    from .stages.communities import DENSE_GRAPH_OPTIONS
     from .validation import check_seed
 
     method = check_argument("communities", "method", method)
@@ -567,7 +567,7 @@ def run(config, *, workdir=None, overrides: Mapping[str, Any] | None = None, for
     (3, ['worm1', 'worm2', 'worm3'])
     """
     from .console import Console
-    from .pipeline import run_pipeline
+    from .runner.pipeline import run_pipeline
 
     cfg = _config_of(config, overrides)
     console = Console(quiet)
@@ -652,7 +652,7 @@ class Run:
     def __init__(self, workdir):
         from tensorly.cp_tensor import CPTensor
 
-        from .artifacts import read_h5
+        from .io.artifacts import read_h5
         from .errors import ArtifactError
 
         self.workdir = Path(workdir).expanduser().absolute()
@@ -694,7 +694,7 @@ class Run:
     def pair_matrix(self, r: int) -> np.ndarray:
         """Component ``r``'s pair loadings as a symmetric (N, N) matrix (zero diagonal), rows and
         columns in ``neurons`` order: the weighted graph its communities partition."""
-        from .communities import pair_matrix
+        from .stages.communities import pair_matrix
         from .validation import check_int
 
         r = check_int("r", r, low=0, high=self.rank - 1)
@@ -703,8 +703,8 @@ class Run:
     # -- figures: the report's own figure functions on the report's own inputs
     def _jobs(self) -> dict:
         if self._analysis is None:
-            from . import report
-            from .artifacts import read_h5
+            from .stages import report
+            from .io.artifacts import read_h5
 
             ing = read_h5(self.workdir / "ingest.h5")
             data = report.gather(ing, *(self._artifacts[k] for k in ("affinity", "factors", "communities")))
@@ -719,7 +719,7 @@ class Run:
 
     def figure(self, name: str):
         """The report's figure ``name`` (a stem of :attr:`figure_names`) as a matplotlib Figure."""
-        from . import figures
+        from .report import figures
 
         jobs = self._jobs()
         if name not in jobs:

@@ -19,8 +19,9 @@ import yaml
 import dynconn
 from conftest import ROOT, cli
 from dynconn import api, config
-from dynconn.artifacts import read_attrs, read_h5
+from dynconn.io.artifacts import read_attrs, read_h5
 from dynconn.errors import ArtifactError, ConfigError
+from dynconn.methods.wsbm import graph_from_dense
 from dynconn.simulate import write_dataset
 from dynconn.validation import InvalidArgument
 
@@ -196,7 +197,7 @@ def test_run_from_a_dict_with_typed_overrides(small_run, tmp_path, monkeypatch):
 def test_differential_affinity_is_the_stage_formula():
     """The API's result is compute_affinity's with method differential, and pairs in
     pair_index order; a pair that changes together scores above unrelated pairs."""
-    from dynconn.affinity import compute_affinity, pair_index
+    from dynconn.stages.affinity import compute_affinity, pair_index
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(4, 240)).cumsum(axis=1)
@@ -239,7 +240,7 @@ def test_partition_is_the_cli(tmp_path):
     part = dynconn.partition(w, random_state=7)
     assert part.membership.tolist() == from_cli
     assert len(set(from_cli)) == 3 and part.levels[0].tolist() == from_cli
-    graph = __import__("dynconn.wsbm", fromlist=["graph_from_dense"]).graph_from_dense(w)
+    graph = graph_from_dense(w)
     leiden = dynconn.partition(graph, method="leiden", random_state=0)  # the config's alias works too
     assert leiden.method == "leiden-modularity" and len(set(leiden.membership.tolist())) == 3
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import cli, edit_config
 from dynconn import config
-from dynconn.artifacts import read_attrs
+from dynconn.io.artifacts import read_attrs
 from dynconn.errors import ConfigError
 from dynconn.validation import yaml_load
 

@@ -62,7 +62,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from tensorly.cp_tensor import CPTensor
 
-from .validation import check_int, check_number
+from ..validation import check_int, check_number
 
 __all__ = [
     "FitInfo",
@@ -1721,7 +1721,7 @@ def loss_resolution(loss, dtype="float32"):
 
     Examples
     --------
-    >>> from dynconn.ntf import loss_resolution
+    >>> from dynconn.methods.ntf import loss_resolution
     >>> float(loss_resolution(0.01, "float32")) < 1e-4 < float(loss_resolution(1e-5, "float32"))
     True
     """

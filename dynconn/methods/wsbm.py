@@ -46,7 +46,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 from scipy.special import gammaln, spence
 
-from . import validation
+from .. import validation
 from .clustering_metrics import adjusted_rand_index
 
 # =============================================================================================

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
-from .console import Console, warn
+from ..config import Config
+from ..console import Console, warn
 
 NAME = "affinity"
 OUTPUT = "affinity.h5"
@@ -291,7 +291,7 @@ def check_binning(n_frames, rate: float, f_max: int, layout: str, animals, bin_s
                   smooth_seconds: float) -> tuple[int, np.ndarray]:
     """Frames per bin and complete bins of each animal, or InvalidArgument naming
     ``bin_seconds`` / ``smooth_seconds`` when the recordings are too short for them."""
-    from .validation import InvalidArgument
+    from ..validation import InvalidArgument
 
     n_frames = np.asarray(n_frames)
     fpb = max(1, int(round(bin_seconds * rate)))
@@ -389,8 +389,8 @@ def params(config: Config) -> dict:
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
     """Affinities of every animal, in the ingest artifact's layout; ``affinity.h5``'s content."""
-    from .errors import ConfigError
-    from .validation import InvalidArgument
+    from ..errors import ConfigError
+    from ..validation import InvalidArgument
 
     ing = upstream["ingest"]
     traces, present = ing["traces"], ing["present"]
@@ -414,7 +414,7 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
     except InvalidArgument as exc:  # the same check, named by its config key
         raise ConfigError(f"affinity.{exc}") from None
     mask = tensor.mask
-    # non-finite values are reported by the pipeline with the animal and neurons (dynconn.guards)
+    # non-finite values are reported by the pipeline with the animal and neurons (dynconn.runner.guards)
     unobserved = ~mask.any(axis=1)
     if unobserved.any():
         warn(f"{int(unobserved.sum())} pairs are never recorded together in any animal")
