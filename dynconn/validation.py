@@ -72,7 +72,7 @@ def check_number(name: str, value: Any, *, low: float | None = None, low_open: b
     >>> check_number("tol", -1, low=0)
     Traceback (most recent call last):
     ...
-    dynconn.validation.InvalidArgument: tol: expected a value ≥ 0, got -1
+    dynconn.validation.InvalidArgument: tol: expected a value ≥ 0, got -1.0
     """
     what = "an integer" if integer else "a number"
     if _is_bool(value) or not isinstance(value, numbers.Real):

@@ -104,3 +104,12 @@ def test_rank_written_as_a_float(tmp_path):
     assert load_text(tmp_path, "factorize: {rank: 1e1}\n")["factorize"]["rank"] == 10
     with pytest.raises(ConfigError, match=r'factorize\.rank: expected an integer ≥ 1 or "auto", got 2.5'):
         load_text(tmp_path, "", ["factorize.rank=2.5"])
+
+
+def test_validation_examples_run():
+    import doctest
+
+    from dynconn import validation
+
+    result = doctest.testmod(validation, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 6 and result.failed == 0
