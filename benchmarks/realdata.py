@@ -12,7 +12,10 @@ frame-weighted mean of the per-animal correlations), positive correlations as ed
 Leiden modularity (``dynconn.wsbm.partition(method="leiden-modularity")``, best of 10 seeds).
 
 Metrics, for both (dynconn: pooled over its components, each component's communities being
-one partition of the neurons in its graph; unassigned neurons, −1, take no part):
+one partition of the neurons in its graph; unassigned neurons, −1, take no part), and for
+dynconn's partitions seen on the static baseline's neurons only (column "dynconn, shared
+neurons": is a difference the method's or the neuron set's?); then dynconn's components one
+by one:
 
 (a) **homologs**: of the left/right pairs (AVAL/AVAR …) both assigned in a partition, the
     fraction in the same community; chance = its mean when each partition's labels are
@@ -20,7 +23,8 @@ one partition of the neurons in its graph; unassigned neurons, −1, take no par
 (b) **reversal module**: the community that holds most of AVA, AVE, AIB, RIM (L and R; for
     dynconn the best over components): how many of those present it holds, its size, and how
     many of the forward neurons AVB, RIB it also holds (should be 0).
-(c) **synapses**: ratio of anatomical contacts per neuron pair within vs between communities
+(c) **synapses**: the fraction of neuron pairs with at least one anatomical contact within
+    communities over that fraction between them
     (White 1986; Witvliet 2021 adult datasets 7 + 8; chemical + gap junctions, and each kind
     alone), with a permutation p-value (``dynconn.reference.within_between``).
 (d) **signal propagation**: the same for the causal links of the Neural Signal Propagation
@@ -151,7 +155,8 @@ def reversal_module(labels: np.ndarray, names: list[str]) -> dict:
                                      forward_present=[], forward_inside=[], community_size=0)
 
 
-def evaluate(labels: np.ndarray, names: list[str], references: list, n_perm: int, seed: int) -> dict:
+def evaluate(labels: np.ndarray, names: list[str], references: list, n_perm: int, seed: int,
+             per_component: bool = True) -> dict:
     labels = np.atleast_2d(labels)
     out = {"partitions": int(labels.shape[0]),
            "neurons_assigned": int((labels >= 0).any(axis=0).sum()),
@@ -166,10 +171,10 @@ def evaluate(labels: np.ndarray, names: list[str], references: list, n_perm: int
         out[graph.name] = ref.within_between(labels, (weight > 0).astype(float), tested,
                                              n_permutations=n_perm, seed=seed).as_dict()
         out[graph.name]["description"] = graph.description
-    if labels.shape[0] > 1:  # each component alone: which one carries the result
+    if per_component and labels.shape[0] > 1:  # each component alone: which one carries the result
         out["per_component"] = []
         for r, row in enumerate(labels):
-            one = {"component": r, "homologs": ref.within_between(
+            one = {"component": r, "neurons_assigned": int((row >= 0).sum()), "homologs": ref.within_between(
                 row, ref.homolog_pairs(names), n_permutations=n_perm, seed=seed).as_dict()}
             for graph in references:
                 if graph.name in ("white1986:all", ref.SIGNAL_PROPAGATION):
@@ -183,7 +188,7 @@ def evaluate(labels: np.ndarray, names: list[str], references: list, n_perm: int
 def component_table(results: dict) -> str:
     """dynconn's components one by one (homolog fraction vs chance, White 1986 and signal
     propagation ratios)."""
-    lines = ["| component | communities | homologs (chance) | White 1986 chem+gap | signal propagation |",
+    lines = ["| component | neurons × communities | homologs (chance) | White 1986 chem+gap | signal propagation |",
              "|---|---|---|---|---|"]
     d = results["dynconn"]
     for one, k in zip(d.get("per_component", []), d["communities"]):
@@ -191,7 +196,7 @@ def component_table(results: dict) -> str:
         cells = [f"{_f(h['fraction'])} ({_f(h['chance_fraction'])})"]
         for key in ("white1986:all", ref.SIGNAL_PROPAGATION):
             cells.append(f"{_f(one[key]['ratio'])}× (p {_p(one[key]['p_value'])})" if key in one else "—")
-        lines.append(f"| {one['component']} | {k} | " + " | ".join(cells) + " |")
+        lines.append(f"| {one['component']} | {one['neurons_assigned']} × {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -206,40 +211,44 @@ def _p(x):
     return "—" if x is None else (f"{x:.4f}" if x >= 1e-3 else f"{x:.1e}")
 
 
+METHODS = (("dynconn", "dynconn"), ("dynconn_shared", "dynconn, shared neurons"), ("static", "static"))
+
+
 def table(results: dict, references: list) -> str:
-    d, s = results["dynconn"], results["static"]
-    rows = [("neurons in the partitions", str(d["neurons_assigned"]), str(s["neurons_assigned"])),
-            ("partitions (components) × communities",
-             f"{d['partitions']} × {'/'.join(map(str, d['communities']))}",
-             f"1 × {s['communities'][0]}")]
-    for name, key in (("homologs together", "fraction"), ("  chance (permuted labels)", "chance_fraction")):
-        rows.append((name, _f(d["homologs"][key]), _f(s["homologs"][key])))
-    margin = [None if m["homologs"]["fraction"] is None else
-              m["homologs"]["fraction"] - m["homologs"]["chance_fraction"] for m in (d, s)]
-    rows.append(("  margin over chance", _f(margin[0], "{:+.2f}"), _f(margin[1], "{:+.2f}")))
-    rows.append(("  homolog pairs counted (over partitions)",
-                 str(int(d["homologs"]["within_weight"] + d["homologs"]["between_weight"])),
-                 str(int(s["homologs"]["within_weight"] + s["homologs"]["between_weight"]))))
-    rows.append(("  p (permutation)", _p(d["homologs"]["p_value"]), _p(s["homologs"]["p_value"])))
+    """One row per metric, one column per method (:data:`METHODS`)."""
+    ms = [results[key] for key, _ in METHODS]
+
+    def row(name, cell):
+        return (name, *[cell(m) for m in ms])
+
+    def margin(m):
+        h = m["homologs"]
+        return None if h["fraction"] is None else h["fraction"] - h["chance_fraction"]
 
     def rev(m):
         r = m["reversal"]
         return f"{len(r['reversal_together'])}/{len(r['reversal_present'])} (size {r['community_size']})"
 
-    def fwd(m):
-        r = m["reversal"]
-        return f"{len(r['forward_inside'])}/{len(r['forward_present'])} inside"
-
-    rows.append(("reversal AVA/AVE/AIB/RIM in one community", rev(d), rev(s)))
-    rows.append(("  AVB/RIB in that community (want 0)", fwd(d), fwd(s)))
+    rows = [row("neurons in the partitions", lambda m: str(m["neurons_assigned"])),
+            row("partitions (components) × communities",
+                lambda m: f"{m['partitions']} × {'/'.join(map(str, m['communities']))}"),
+            row("homologs together", lambda m: _f(m["homologs"]["fraction"])),
+            row("  chance (permuted labels)", lambda m: _f(m["homologs"]["chance_fraction"])),
+            row("  margin over chance", lambda m: _f(margin(m), "{:+.2f}")),
+            row("  homolog pairs counted (over partitions)",
+                lambda m: str(int(m["homologs"]["within_weight"] + m["homologs"]["between_weight"]))),
+            row("  p (permutation)", lambda m: _p(m["homologs"]["p_value"])),
+            row("reversal AVA/AVE/AIB/RIM in one community", rev),
+            row("  AVB/RIB in that community (want 0)",
+                lambda m: f"{len(m['reversal']['forward_inside'])}/{len(m['reversal']['forward_present'])} inside")]
     for graph in references:
-        a, b = d[graph.name], s[graph.name]
-        rows.append((f"{graph.short}: within/between", _f(a["ratio"]) + "×", _f(b["ratio"]) + "×"))
-        rows.append(("  p (permutation)", _p(a["p_value"]), _p(b["p_value"])))
-    w = [max(len(r[i]) for r in rows + [("metric", "dynconn", "static")]) for i in range(3)]
-    lines = [f"| {'metric':<{w[0]}} | {'dynconn':<{w[1]}} | {'static':<{w[2]}} |",
-             f"|{'-' * (w[0] + 2)}|{'-' * (w[1] + 2)}|{'-' * (w[2] + 2)}|"]
-    lines += [f"| {a:<{w[0]}} | {b:<{w[1]}} | {c:<{w[2]}} |" for a, b, c in rows]
+        rows.append(row(f"{graph.short}: within/between", lambda m: _f(m[graph.name]["ratio"]) + "×"))
+        rows.append(row("  p (permutation)", lambda m: _p(m[graph.name]["p_value"])))
+    header = ("metric", *[label for _, label in METHODS])
+    w = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    lines = ["| " + " | ".join(f"{c:<{w[i]}}" for i, c in enumerate(header)) + " |",
+             "|" + "|".join("-" * (x + 2) for x in w) + "|"]
+    lines += ["| " + " | ".join(f"{c:<{w[i]}}" for i, c in enumerate(r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -294,6 +303,10 @@ def main(argv=None) -> int:
             "neurons": len(names), "shared_neurons": int(shared.sum()),
             "dynconn_seconds": round(seconds, 1), "permutations": args.permutations,
             "dynconn": evaluate(membership, names, references, args.permutations, args.seed),
+            # the same partitions seen only on the neurons every animal recorded (the static
+            # baseline's neurons): is a difference the method's, or the neuron set's?
+            "dynconn_shared": evaluate(np.where(shared, membership, -1), names, references,
+                                       args.permutations, args.seed, per_component=False),
             "static": evaluate(static, names, references, args.permutations, args.seed),
         }
         results["metrics_seconds"] = round(time.perf_counter() - t0, 1)
