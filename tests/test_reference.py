@@ -212,3 +212,40 @@ def test_wormneuroatlas_signal_propagation():
     assert set(spa.edges) <= spa.tested and 500 < len(spa.edges) < len(spa.tested)
     fewer = ref.reference_graph("randi2023", q_max=0.01)
     assert set(fewer.edges) < set(spa.edges)
+
+
+# --- the real-data benchmark's own helpers ---------------------------------------------------
+def _realdata():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "realdata.py"
+    spec = importlib.util.spec_from_file_location("realdata", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pooled_correlation_is_the_frame_weighted_mean_of_per_animal_correlations():
+    realdata = _realdata()
+    rng = np.random.default_rng(0)
+    traces = np.full((2, 6, 40), np.nan)
+    traces[0] = rng.normal(size=(6, 40))
+    traces[1, :, :25] = rng.normal(size=(6, 25)) * 3 + 1   # scale and offset must not matter
+    traces[1, 5] = np.nan                                   # neuron 5 missing in animal 2
+    shared = np.array([True] * 5 + [False])
+    corr = realdata.pooled_correlation(traces, np.array([40, 25]), shared)
+    expected = (40 * np.corrcoef(traces[0, :5]) + 25 * np.corrcoef(traces[1, :5, :25])) / 65
+    np.fill_diagonal(expected, 0)
+    assert np.abs(corr - expected).max() < 1e-12  # float64 sums of ≤ 65 products: ~1e-16
+
+
+def test_reversal_module_picks_the_community_with_most_reversal_neurons():
+    realdata = _realdata()
+    names = ["AVAL", "AVAR", "AIBL", "RIMR", "AVBL", "RIBL", "OLLL"]
+    rows = np.array([[0, 0, 1, 1, 0, 1, 1],      # reversal neurons split 2/2
+                     [0, 0, 0, 1, 1, 1, -1]])    # 3 together (AVAL, AVAR, AIBL), AVB/RIB apart
+    r = realdata.reversal_module(rows, names)
+    assert r["component"] == 1 and r["reversal_together"] == ["AVAL", "AVAR", "AIBL"]
+    assert r["forward_inside"] == [] and r["community_size"] == 3
+    assert r["reversal_present"] == ["AVAL", "AVAR", "AIBL", "RIMR"]
