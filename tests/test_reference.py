@@ -45,7 +45,8 @@ def test_enrichment_by_hand():
     # within: 2 communities × 3 pairs = 6 pairs, 3 edges; between: 9 pairs, 1 edge
     assert (r.within_pairs, r.between_pairs) == (6, 9)
     assert (r.within_weight, r.between_weight) == (3.0, 1.0)
-    assert r.ratio == pytest.approx((3 / 6) / (1 / 9), rel=1e-12)  # 4.5; float round-off only
+    # the sums are of 0/1 weights, exact in float64 on any BLAS; only the divisions round
+    assert r.ratio == pytest.approx((3 / 6) / (1 / 9), rel=1e-12)  # 4.5
     assert r.fraction == pytest.approx(0.75, rel=1e-12)
 
 
@@ -55,7 +56,7 @@ def test_enrichment_pools_partitions_and_skips_unassigned():
     # row 2 on nodes 0-3: within pairs (0,1),(2,3) both edges; between 4 pairs, edge (0,2)
     assert (r.within_pairs, r.between_pairs) == (6 + 2, 9 + 4)
     assert (r.within_weight, r.between_weight) == (3.0 + 2.0, 1.0 + 1.0)
-    assert r.ratio == pytest.approx((5 / 8) / (2 / 13), rel=1e-12)
+    assert r.ratio == pytest.approx((5 / 8) / (2 / 13), rel=1e-12)  # exact sums, rounded divisions
 
 
 def test_untested_pairs_count_neither_way():
@@ -78,9 +79,10 @@ def test_permutation_p_value_and_chance_match_exhaustive_enumeration():
         fractions.append(e.fraction)
     exact_p = np.mean(np.asarray(ratios) >= observed - 1e-12)
     # a pair is within with probability 6/15 under random labels of sizes 3, 3
-    assert np.mean(fractions) == pytest.approx(6 / 15, rel=1e-12)
+    assert np.mean(fractions) == pytest.approx(6 / 15, rel=1e-12)  # mean of 720 exact quarters
     r = ref.within_between(LABELS, w, n_permutations=4000, seed=1)
-    # Monte Carlo: p̂ has sd sqrt(p(1-p)/4000) ≈ 0.006 at p ≈ 0.2; 5 sd
+    # Monte Carlo: p̂ has sd sqrt(p(1-p)/4000) ≈ 0.006 at p ≈ 0.2; 5 sd, plus 1e-3 for the
+    # "+1" in (1 + k) / (1 + n) that the exact proportion does not have (≤ 1/4001)
     assert r.p_value == pytest.approx(exact_p, abs=5 * math.sqrt(exact_p * (1 - exact_p) / 4000) + 1e-3)
     # mean within fraction over 4000 draws: per-draw sd ≤ 0.5, so the mean's sd ≤ 0.008; 5 sd
     assert r.chance_fraction == pytest.approx(0.4, abs=0.04)
