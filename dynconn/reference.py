@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -205,8 +205,7 @@ def reference_graph(name: str, kind: str = "all", q_max: float = 0.05) -> Refere
     short = {"all": "chem+gap", "chemical": "chemical", "electrical": "gap"}
     graph = connectome_graph(rows, f"{name}:{kind}", f"{description}, {label[kind]}",
                              SYNAPSE_KINDS[kind])
-    return ReferenceGraph(graph.name, graph.description, graph.edges, graph.nodes,
-                          label=f"synapses {name} ({short[kind]})")
+    return replace(graph, label=f"synapses {name} ({short[kind]})")
 
 
 def read_edge_list(path: str | Path, worm_names: bool = False) -> ReferenceGraph:
