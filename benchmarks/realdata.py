@@ -26,7 +26,7 @@ by one:
 (c) **synapses**: the fraction of neuron pairs with at least one anatomical contact within
     communities over that fraction between them
     (White 1986; Witvliet 2021 adult datasets 7 + 8; chemical + gap junctions, and each kind
-    alone), with a permutation p-value (``dynconn.reference.within_between``).
+    alone), with a permutation p-value (``dynconn.methods.reference.within_between``).
 (d) **signal propagation**: the same for the causal links of the Neural Signal Propagation
     Atlas (Randi et al. 2023, q < 0.05, either direction), counting only pairs the atlas
     measured.
@@ -57,9 +57,11 @@ sys.path.insert(0, str(ROOT))
 
 import igraph  # noqa: E402
 
-from dynconn import reference as ref  # noqa: E402
-from dynconn.artifacts import read_h5  # noqa: E402
-from dynconn.wsbm import partition  # noqa: E402
+from dynconn.io import references as refio  # noqa: E402
+from dynconn.io.artifacts import read_h5  # noqa: E402
+from dynconn.methods import reference as ref  # noqa: E402
+from dynconn.methods.wsbm import partition  # noqa: E402
+from dynconn.stages.ingest import bilateral_map  # noqa: E402
 
 REVERSAL = ("AVAL", "AVAR", "AVEL", "AVER", "AIBL", "AIBR", "RIML", "RIMR")
 FORWARD = ("AVBL", "AVBR", "RIBL", "RIBR")
@@ -161,7 +163,8 @@ def evaluate(labels: np.ndarray, names: list[str], references: list, n_perm: int
     out = {"partitions": int(labels.shape[0]),
            "neurons_assigned": int((labels >= 0).any(axis=0).sum()),
            "communities": [int(len(set(row[row >= 0].tolist()))) for row in labels]}
-    out["homologs"] = ref.within_between(labels, ref.homolog_pairs(names), n_permutations=n_perm,
+    homologs = ref.homolog_pairs(names, bilateral_map(names))
+    out["homologs"] = ref.within_between(labels, homologs, n_permutations=n_perm,
                                          seed=seed).as_dict()
     out["reversal"] = reversal_module(labels, names)
     for graph in references:
@@ -175,7 +178,7 @@ def evaluate(labels: np.ndarray, names: list[str], references: list, n_perm: int
         out["per_component"] = []
         for r, row in enumerate(labels):
             one = {"component": r, "neurons_assigned": int((row >= 0).sum()), "homologs": ref.within_between(
-                row, ref.homolog_pairs(names), n_permutations=n_perm, seed=seed).as_dict()}
+                row, homologs, n_permutations=n_perm, seed=seed).as_dict()}
             for graph in references:
                 if graph.name in ("white1986:all", ref.SIGNAL_PROPAGATION):
                     weight, tested = ref.reference_matrices(graph, names)
@@ -271,12 +274,12 @@ def main(argv=None) -> int:
     if not args.config.is_file():
         sys.exit(f"{args.config}: no such config file")
     references = []
-    if ref.worm_references_available():
-        references = [ref.reference_graph(n, kind) for n in CONNECTOMES
+    if refio.worm_references_available():
+        references = [refio.reference_graph(n, kind) for n in CONNECTOMES
                       for kind in ("all", "chemical", "electrical")]
-        references.append(ref.reference_graph(ref.SIGNAL_PROPAGATION))
+        references.append(refio.reference_graph(ref.SIGNAL_PROPAGATION))
     else:
-        print(f"note: reference connectomes left out: {ref.EXTRA_HINT}")
+        print(f"note: reference connectomes left out: {refio.EXTRA_HINT}")
 
     with tempfile.TemporaryDirectory(prefix="dynconn-realdata-") as tmp:
         workdir = args.keep.resolve() if args.keep else Path(tmp) / "run"

@@ -1,4 +1,5 @@
-"""Reference graphs and the within/between enrichment test (dynconn.reference).
+"""Reference graphs and the within/between enrichment test: dynconn.methods.reference (pure)
+and dynconn.io.references (the files).
 
 The core tests need no optional package; the last ones read the wormneuroatlas data files
 and are skipped when the extra ``dynconn[worm]`` is not installed."""
@@ -11,8 +12,10 @@ import math
 import numpy as np
 import pytest
 
-from dynconn import reference as ref
 from dynconn.errors import DynconnError, InputError
+from dynconn.io import references as refio
+from dynconn.methods import reference as ref
+from dynconn.stages.ingest import bilateral_map
 
 
 def _matrix(n, edges, w=1.0):
@@ -115,7 +118,7 @@ def test_within_between_rejects_bad_input():
 
 def test_homolog_pairs_follow_the_bilateral_rule():
     names = ["AVAL", "AVAR", "AVL", "RIML", "SMDDL", "SMDDR", "RMED", "RMEV"]
-    h = ref.homolog_pairs(names)
+    h = ref.homolog_pairs(names, bilateral_map(names))
     pairs = {(names[i], names[j]) for i, j in zip(*np.nonzero(np.triu(h)))}
     assert pairs == {("AVAL", "AVAR"), ("SMDDL", "SMDDR")}  # AVL, RIML (no RIMR), RMED/RMEV: none
 
@@ -147,15 +150,15 @@ def test_signal_propagation_links_and_tested_pairs():
 def test_csv_edge_list(tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("source,target,weight\n a , b ,1.5\nB,A,0.5\nb,c,0\nc,c,3\n\nd,a,2\n")
-    g = ref.read_edge_list(path)
+    g = refio.read_edge_list(path)
     assert g.edges == {("A", "B"): 2.0, ("A", "D"): 2.0}  # duplicates sum; 0 and self-loops dropped
     assert g.nodes == {"A", "B", "C", "D"} and not g.worm_names
     weight, tested = ref.reference_matrices(g, ["a", "B", "c", "e"])
     assert weight[0, 1] == 2.0 and tested[1, 2] and not tested[0, 3]
     # zero padding is kept for other species' names unless asked for
     (tmp_path / "pad.csv").write_text("source,target,weight\nROI01,ROI1,1\n")
-    assert ref.read_edge_list(tmp_path / "pad.csv").edges == {("ROI01", "ROI1"): 1.0}
-    assert ref.read_edge_list(tmp_path / "pad.csv", worm_names=True).edges == {}
+    assert refio.read_edge_list(tmp_path / "pad.csv").edges == {("ROI01", "ROI1"): 1.0}
+    assert refio.read_edge_list(tmp_path / "pad.csv", worm_names=True).edges == {}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -169,50 +172,50 @@ def test_csv_edge_list_errors_name_the_file(tmp_path, text, message):
     path = tmp_path / "edges.csv"
     path.write_text(text)
     with pytest.raises(InputError, match=message) as exc:
-        ref.read_edge_list(path)
+        refio.read_edge_list(path)
     assert str(path) in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_worm_references_off_without_the_extra(monkeypatch):
-    monkeypatch.setattr(ref, "worm_data_folder", lambda: None)
-    assert not ref.worm_references_available()
+    monkeypatch.setattr(refio, "worm_data_folder", lambda: None)
+    assert not refio.worm_references_available()
     with pytest.raises(DynconnError, match=r"dynconn\[worm\]"):
-        ref.reference_graph("white1986")
+        refio.reference_graph("white1986")
 
 
 def test_unknown_reference_and_kind():
     with pytest.raises(DynconnError, match="unknown reference graph 'white1968'"):
-        ref.reference_graph("white1968")
-    if ref.worm_references_available():
+        refio.reference_graph("white1968")
+    if refio.worm_references_available():
         with pytest.raises(DynconnError, match="unknown synapse kind"):
-            ref.reference_graph("white1986", kind="gap")
+            refio.reference_graph("white1986", kind="gap")
 
 
 # --- with the optional extra -------------------------------------------------------------------
 # Found by its spec, not imported: importing wormneuroatlas takes ~10 s (pandas, WormBase) and
-# dynconn.reference reads only its data files.
-needs_worm = pytest.mark.skipif(not ref.worm_references_available(),
+# dynconn.io.references reads only its data files.
+needs_worm = pytest.mark.skipif(not refio.worm_references_available(),
                                 reason="optional extra dynconn[worm] (wormneuroatlas) not installed")
 
 
 @needs_worm
 def test_wormneuroatlas_connectomes():
-    white = ref.reference_graph("white1986")
+    white = refio.reference_graph("white1986")
     # White 1986: AVAL→AVAR 2 and AVAR→AVAL 1 chemical synapses, 5 gap junctions; AVEL→AVAL 12
     assert white.edges[("AVAL", "AVAR")] == 8.0 and white.edges[("AVAL", "AVEL")] == 12.0
-    assert ref.reference_graph("white1986", "electrical").edges[("AVAL", "AVAR")] == 5.0
-    assert ref.reference_graph("white1986", "chemical").edges[("AVAL", "AVAR")] == 3.0
-    witvliet = ref.reference_graph("witvliet2020")
-    assert len(witvliet.edges) > len(ref.reference_graph("witvliet2020_8").edges)  # 7 ∪ 8
+    assert refio.reference_graph("white1986", "electrical").edges[("AVAL", "AVAR")] == 5.0
+    assert refio.reference_graph("white1986", "chemical").edges[("AVAL", "AVAR")] == 3.0
+    witvliet = refio.reference_graph("witvliet2020")
+    assert len(witvliet.edges) > len(refio.reference_graph("witvliet2020_8").edges)  # 7 ∪ 8
     assert {"AWCL", "AWCR", "VB2"} <= white.nodes
 
 
 @needs_worm
 def test_wormneuroatlas_signal_propagation():
-    spa = ref.reference_graph("randi2023")
+    spa = refio.reference_graph("randi2023")
     assert "AWCL" in spa.nodes and "AWCR" in spa.nodes      # AWCOF/AWCON matched to sides
     assert set(spa.edges) <= spa.tested and 500 < len(spa.edges) < len(spa.tested)
-    fewer = ref.reference_graph("randi2023", q_max=0.01)
+    fewer = refio.reference_graph("randi2023", q_max=0.01)
     assert set(fewer.edges) < set(spa.edges)
 
 

@@ -1,19 +1,18 @@
-"""Reference graphs to judge communities against, and a permutation test of enrichment.
+"""Reference graphs and the test of whether their links fall within communities.
 
-A community of functionally coupled neurons is more credible when known links fall inside it
-more often than between communities. This module gives
+A community of functionally coupled neurons is more credible when known links (anatomical
+synapses, causal links, left/right homologs) fall inside it more often than between
+communities. Pure: names, arrays and records in, arrays and records out; the files are read by
+:mod:`dynconn.io.references`.
 
-* reference graphs by name (:func:`reference_graph`): the anatomical connectome of
-  *C. elegans* — White et al. 1986 (``white1986``) and Witvliet et al. 2021 (``witvliet2020``,
-  the two adult datasets 7 and 8 together; ``witvliet2020_7``/``_8`` alone), chemical synapses,
-  gap junctions or both — and the causal links of the Neural Signal Propagation Atlas (Randi et
-  al., Nature 2023; ``randi2023``: pairs with q < 0.05 in wild type, either direction). They are
-  read from the data files shipped by the ``wormneuroatlas`` package, the optional extra
-  ``pip install dynconn[worm]``; without it :func:`worm_references_available` is False and
-  asking for one raises a one-line :class:`~dynconn.errors.DynconnError` naming the extra;
-* a user's own edge list (:func:`read_edge_list`, CSV ``source,target,weight``; any species);
-* :func:`within_between`: how much reference weight lies within vs between communities, with
-  a permutation p-value (labels shuffled, community sizes kept).
+* :class:`ReferenceGraph`: an undirected graph on named nodes, with the pairs it tested;
+  built from directed contacts (:func:`connectome_graph`) or a q-value matrix
+  (:func:`signal_propagation_graph`);
+* :func:`reference_matrices`: its weights and tested pairs on a run's neurons, names matched
+  by :func:`canonical_name`;
+* :func:`within_between`: reference weight within vs between communities (pooled over the
+  components' partitions), with a permutation p-value (labels shuffled, sizes kept);
+* :func:`homolog_pairs`: the left/right homolog graph, for the same test.
 
 Name matching (:func:`canonical_name`), applied to both sides for the worm references:
 whitespace removed and upper case; zero-padded cell numbers dropped (``VB02`` → ``VB2``,
@@ -22,37 +21,16 @@ whitespace removed and upper case; zero-padded cell numbers dropped (``VB02`` �
 connectomes by side; ``wormneuroatlas`` maps them so, and we follow it — the ON side is chosen
 at random in each animal, so this pairing is a convention, not an identity). A user's CSV is
 matched on whitespace and case only (other species' names need not follow these rules).
-
-Pure functions: names and arrays in, arrays and small records out; only the loaders read files.
 """
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import re
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DynconnError, InputError
-
-EXTRA_HINT = "install the optional extra: pip install 'dynconn[worm]' (the wormneuroatlas package)"
-
-# name -> (description, files in wormneuroatlas/data); the connectome files are tab-separated
-# ``pre post type synapses`` (type chemical | electrical), one row per directed contact.
-_CONNECTOMES = {
-    "white1986": ("White et al. 1986, whole animal", ("aconnectome_white_1986_whole.csv",)),
-    "witvliet2020": ("Witvliet et al. 2021, adult datasets 7 and 8",
-                     ("aconnectome_witvliet_2020_7.csv", "aconnectome_witvliet_2020_8.csv")),
-    "witvliet2020_7": ("Witvliet et al. 2021, adult dataset 7", ("aconnectome_witvliet_2020_7.csv",)),
-    "witvliet2020_8": ("Witvliet et al. 2021, adult dataset 8", ("aconnectome_witvliet_2020_8.csv",)),
-}
-SYNAPSE_KINDS = {"all": ("chemical", "electrical"), "chemical": ("chemical",),
-                 "electrical": ("electrical",)}
 SIGNAL_PROPAGATION = "randi2023"
-REFERENCES = tuple(_CONNECTOMES) + (SIGNAL_PROPAGATION,)
 
 
 @dataclass(frozen=True)
@@ -80,10 +58,10 @@ class ReferenceGraph:
         return self.label or self.name
 
     def match(self, name: str) -> str:
-        return canonical_name(name) if self.worm_names else _plain_name(name)
+        return canonical_name(name) if self.worm_names else plain_name(name)
 
 
-def _plain_name(name: str) -> str:
+def plain_name(name: str) -> str:
     return re.sub(r"\s+", "", str(name)).upper()
 
 
@@ -94,42 +72,15 @@ _AWC = {"AWCON": "AWCR", "AWCOFF": "AWCL", "AWCOF": "AWCL"}  # AWCOF: the atlas'
 def canonical_name(name: str) -> str:
     """One spelling per *C. elegans* neuron: ``" vb02 "`` → ``VB2``, ``AWCON`` → ``AWCR``
     (module docstring for the rules and why)."""
-    n = _plain_name(name)
+    n = plain_name(name)
     n = _AWC.get(n, n)
     m = _PADDED.match(n)
     return m.group(1) + m.group(2) if m else n
 
 
-def _pair(a: str, b: str) -> tuple[str, str]:
+def pair_key(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
-
-# ----------------------------------------------------------------------------------------------
-# Loaders
-# ----------------------------------------------------------------------------------------------
-def worm_data_folder() -> Path | None:
-    """The data folder of the installed ``wormneuroatlas`` package, found without importing it
-    (its import pulls pandas and tries WormBase); None when it is not installed."""
-    spec = importlib.util.find_spec("wormneuroatlas")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return folder if folder.is_dir() else None
-
-
-def worm_references_available() -> bool:
-    return worm_data_folder() is not None
-
-
-def _worm_file(filename: str) -> Path:
-    folder = worm_data_folder()
-    if folder is None:
-        raise DynconnError(f"the C. elegans reference graphs are not installed: {EXTRA_HINT}")
-    path = folder / filename
-    if not path.is_file():
-        raise DynconnError(f"{path}: missing from the installed wormneuroatlas; reinstall it "
-                           "(pip install --force-reinstall 'dynconn[worm]')")
-    return path
 
 
 def connectome_graph(rows, name: str, description: str, kinds=("chemical", "electrical"),
@@ -143,23 +94,9 @@ def connectome_graph(rows, name: str, description: str, kinds=("chemical", "elec
         a, b = canonical_name(pre), canonical_name(post)
         seen.update((a, b))
         if kind in kinds and count > 0 and a != b:
-            key = _pair(a, b)
+            key = pair_key(a, b)
             edges[key] = edges.get(key, 0.0) + float(count)
     return ReferenceGraph(name, description, edges, frozenset(seen if nodes is None else nodes))
-
-
-def _read_connectome_rows(path: Path):
-    rows = []
-    with path.open() as f:
-        reader = csv.reader(f, delimiter="\t")
-        header = next(reader)
-        if header[:4] != ["pre", "post", "type", "synapses"]:
-            raise InputError(f"{path}: expected the header pre, post, type, synapses; "
-                             "reinstall wormneuroatlas")
-        for r in reader:
-            if len(r) >= 4:
-                rows.append((r[0], r[1], r[2], float(r[3])))
-    return rows
 
 
 def signal_propagation_graph(q: np.ndarray, ids, q_max: float = 0.05) -> ReferenceGraph:
@@ -174,75 +111,13 @@ def signal_propagation_graph(q: np.ndarray, ids, q_max: float = 0.05) -> Referen
     ii, jj = np.nonzero(measured | measured.T)
     for i, j in zip(ii.tolist(), jj.tolist()):
         if i < j and names[i] != names[j]:
-            key = _pair(names[i], names[j])
+            key = pair_key(names[i], names[j])
             tested.add(key)
             if linked[i, j] or linked[j, i]:
                 edges[key] = 1.0
     return ReferenceGraph(SIGNAL_PROPAGATION, f"Randi et al. 2023 signal propagation, q < {q_max:g}",
                           edges, frozenset(names), frozenset(tested),
                           label=f"signal propagation (Randi 2023, q<{q_max:g})")
-
-
-def reference_graph(name: str, kind: str = "all", q_max: float = 0.05) -> ReferenceGraph:
-    """A *C. elegans* reference graph by name (:data:`REFERENCES`). ``kind`` (connectomes):
-    ``all``, ``chemical`` or ``electrical`` (gap junctions). ``q_max``: the signal propagation
-    atlas's significance threshold."""
-    if name == SIGNAL_PROPAGATION:
-        import h5py
-
-        with h5py.File(_worm_file("funatlas.h5"), "r") as f:
-            ids = [n.decode() for n in f["neuron_ids"][:]]
-            q = f["wt/q"][:]
-        return signal_propagation_graph(q, ids, q_max)
-    if name not in _CONNECTOMES:
-        raise DynconnError(f"unknown reference graph {name!r}; choose one of {', '.join(REFERENCES)} "
-                           "or give a CSV edge list")
-    if kind not in SYNAPSE_KINDS:
-        raise DynconnError(f"unknown synapse kind {kind!r}; choose one of {', '.join(SYNAPSE_KINDS)}")
-    description, files = _CONNECTOMES[name]
-    rows = [r for fn in files for r in _read_connectome_rows(_worm_file(fn))]
-    label = {"all": "chemical + gap junctions", "chemical": "chemical", "electrical": "gap junctions"}
-    short = {"all": "chem+gap", "chemical": "chemical", "electrical": "gap"}
-    graph = connectome_graph(rows, f"{name}:{kind}", f"{description}, {label[kind]}",
-                             SYNAPSE_KINDS[kind])
-    return replace(graph, label=f"synapses {name} ({short[kind]})")
-
-
-def read_edge_list(path: str | Path, worm_names: bool = False) -> ReferenceGraph:
-    """A user's reference graph: CSV with header ``source,target,weight``, one undirected edge
-    per row (a pair given twice sums; weight ≤ 0 is no edge; self-loops ignored). Names match
-    on whitespace and case, or with :func:`canonical_name` when ``worm_names``."""
-    path = Path(path)
-    norm = canonical_name if worm_names else _plain_name
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the edge list ({exc.__class__.__name__}); give a "
-                         "UTF-8 CSV with header source,target,weight") from None
-    reader = csv.reader(text.splitlines())
-    header = [h.strip().lower() for h in next(reader, [])]
-    if header != ["source", "target", "weight"]:
-        raise InputError(f"{path}: the header must be source,target,weight (got "
-                         f"{','.join(header) or 'an empty file'})")
-    edges, nodes = {}, set()
-    for line, row in enumerate(reader, start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 3 or not row[0].strip() or not row[1].strip():
-            raise InputError(f"{path}, line {line}: expected source,target,weight, got {','.join(row)!r}")
-        try:
-            w = float(row[2])
-        except ValueError:
-            raise InputError(f"{path}, line {line}: weight {row[2].strip()!r} is not a number") from None
-        if not np.isfinite(w):
-            raise InputError(f"{path}, line {line}: weight {row[2].strip()!r} is not finite")
-        a, b = norm(row[0]), norm(row[1])
-        nodes.update((a, b))
-        if w > 0 and a != b:
-            key = _pair(a, b)
-            edges[key] = edges.get(key, 0.0) + w
-    return ReferenceGraph(path.stem, f"edge list {path.name}", edges, frozenset(nodes),
-                          worm_names=worm_names)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,7 +136,7 @@ def reference_matrices(ref: ReferenceGraph, names) -> tuple[np.ndarray, np.ndarr
         for j in range(i + 1, n):
             if not tested[i, j]:
                 continue
-            key = _pair(keys[i], keys[j])
+            key = pair_key(keys[i], keys[j])
             if ref.tested is not None and key not in ref.tested:
                 tested[i, j] = tested[j, i] = False
                 continue
@@ -380,16 +255,16 @@ def within_between(labels, weight, tested=None, n_permutations: int = 1000,
                          float(finite.mean()) if len(finite) else float("nan"), p_value, n_permutations)
 
 
-def homolog_pairs(names) -> np.ndarray:
-    """(N, N) 0/1 matrix of left/right homologs among ``names`` (AVAL–AVAR; the rule of
-    :func:`dynconn.ingest.bilateral_map`: a name ending in L or R whose partner also occurs)."""
-    from .ingest import bilateral_map
-
+def homolog_pairs(names, mapping: dict[str, str]) -> np.ndarray:
+    """(N, N) 0/1 matrix of left/right homologs among ``names``, from ``mapping`` = ``{name:
+    class}`` as :func:`dynconn.stages.ingest.bilateral_map` gives it (AVAL, AVAR → AVA): the
+    names ending in L and R that map to the same class are a pair."""
     names = list(names)
     index = {n: i for i, n in enumerate(names)}
     out = np.zeros((len(names), len(names)))
-    for n, stem in bilateral_map(names).items():
-        if n.endswith("L"):
-            i, j = index[n], index[stem + "R"]
+    for n, stem in mapping.items():
+        partner = stem + "R"
+        if n.endswith("L") and n in index and partner in index and mapping.get(partner) == stem:
+            i, j = index[n], index[partner]
             out[i, j] = out[j, i] = 1.0
     return out
