@@ -214,6 +214,23 @@ def _check_memory(name: str, config: Config, workdir: Path) -> str:
     return remedy
 
 
+# ----------------------------------------------------------------------------- up-front checks
+def preflight(config: Config, names: list[str]) -> None:
+    """Everything about the stages ``names`` that can be checked from the config (and the
+    small stimuli file) is checked here, before the first stage runs and before the work
+    directory is touched: a mistake costs no computation and changes no artifact."""
+    if "factorize" in names:
+        factorize.check_backend(config["factorize"])
+    if "ingest" in names or "affinity" in names:
+        for rate, key in ingest.configured_rates(config):
+            affinity.check_frames_per_bin(config["affinity"]["bin_seconds"], rate, key)
+    stimuli = config["data"]["stimuli"]
+    if "ingest" in names and isinstance(stimuli, str):
+        from .readers import read_stimuli
+
+        read_stimuli(config.resolve(stimuli))  # format, ranges, overlaps
+
+
 # ----------------------------------------------------------------------------- stages
 def _judge(name: str, expected: dict, workdir: Path, console: Console, verified: Verified) -> bool:
     """True when the stage's output is up to date and verifies; warns about damaged outputs."""
@@ -254,6 +271,11 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
             ckpt.clear()
     if not force and _judge(name, expected, workdir, console, verified):
         console.info(f"[green]✓[/green] {name}: up to date ({output})")
+        if ckpt is not None and ckpt.path.exists():
+            # partial work of a run that was stopped after an earlier one had finished
+            # (e.g. `--from factorize`, interrupted): the artifact it would have made is here
+            ckpt.clear()
+            console.info(f"  removed {ckpt.path}: partial work of an interrupted run, no longer needed")
         return False
     remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
@@ -319,6 +341,7 @@ def run_pipeline(
     and later are recomputed when ``start`` is given explicitly. Returns the names of the
     stages that ran."""
     names = stage_range(start, stop)
+    preflight(config, names)
     ran = []
     with WorkdirLock(workdir, console, command="dynconn run"):
         _prepare(workdir, console)
@@ -335,6 +358,7 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
     """One stage command (``dynconn affinity CONFIG``) under the work-directory lock."""
     if name not in STAGES:
         raise DynconnError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
+    preflight(config, [name])
     with WorkdirLock(workdir, console, command=f"dynconn {name}"):
         _prepare(workdir, console)
         return run_stage(name, config, workdir, console, force=force)

@@ -80,7 +80,8 @@ def test_lock_held_by_another_process(data):
         holder.wait()
     result = cli("run", data / "config.yaml")  # the killed holder left a stale lock file
     assert result.exit_code == 0, result.output
-    assert "took over a stale lock" in result.stderr and f"pid {holder.pid}" in result.stderr
+    assert f"took over the lock of pid {holder.pid} on {socket.gethostname()}" in result.stderr
+    assert "which is no longer running" in result.stderr and "pid reused" not in result.stderr
     assert not (workdir / LOCK_NAME).exists()
 
 
@@ -91,8 +92,8 @@ def test_stale_lock_is_taken_over_with_a_warning(data):
         {"pid": pid, "host": socket.gethostname(), "started": "2024-01-01T00:00:00", "command": "dynconn run"}))
     result = cli("run", data / "config.yaml")
     assert result.exit_code == 0, result.output
-    assert f"took over a stale lock on {workdir} left by pid {pid}" in result.stderr
-    assert "no longer running" in result.stderr
+    assert (f"{workdir}: took over the lock of pid {pid} on {socket.gethostname()}, started "
+            "2024-01-01T00:00:00 (dynconn run), which is no longer running") in " ".join(result.stderr.split())
     assert not (workdir / LOCK_NAME).exists()
 
 
