@@ -304,9 +304,10 @@ def test_real_full_disk_and_read_only_workdir_on_a_tiny_tmpfs(data):
 
 # ----------------------------------------------------------------------------- memory
 def test_oversized_request_is_refused_with_the_option_that_reduces_it(data, monkeypatch):
-    monkeypatch.setenv("DYNCONN_MAX_MEMORY", "3M")
+    # (estimates on this dataset: 1.6 MiB at the default 5 s bins, 2.8 MiB at 0.75 s = 3 frames a bin)
+    monkeypatch.setenv("DYNCONN_MAX_MEMORY", "2M")
     assert cli("affinity", data / "config.yaml", "--force", "-q").exit_code == 0  # the default fits
-    result = cli("affinity", data / "config.yaml", "--set", "affinity.bin_seconds=0.25")
+    result = cli("affinity", data / "config.yaml", "--set", "affinity.bin_seconds=0.75")
     assert result.exit_code == 1
     line = last_line(result)
     assert line.startswith("error: affinity: needs about") and "DYNCONN_MAX_MEMORY" in line, line
