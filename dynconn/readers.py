@@ -224,22 +224,31 @@ def read_array(path: Path, fmt: str, dataset: str | None, time_axis: int) -> np.
     if fmt == "npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+        except Exception as exc:  # ValueError, OSError, EOFError... on a damaged or foreign file
+            raise InputError(f"{path}: not a readable .npy array ({_one_line(exc)})") from None
+        if isinstance(array, np.lib.npyio.NpzFile):
+            array.close()
+            raise InputError(f"{path}: is an .npz archive, not an .npy array; set `format: npz`")
         return _oriented(path, array, time_axis, "the array")
     if fmt == "npz":
         try:
-            with np.load(path, allow_pickle=False) as z:
-                keys = list(z.keys())
-                if dataset is None:
-                    if len(keys) != 1:
-                        raise InputError(f"{path}: holds arrays {keys}; name one with `dataset:`")
-                    dataset = keys[0]
-                if dataset not in keys:
-                    raise InputError(f"{path}: no array {dataset!r} (it has {keys})")
+            z = np.load(path, allow_pickle=False)
+        except Exception as exc:  # BadZipFile, ValueError, EOFError... on a damaged or foreign file
+            raise InputError(f"{path}: not a readable .npz archive ({_one_line(exc)})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise InputError(f"{path}: is an .npy array, not an .npz archive; set `format: npy`")
+        with z:
+            keys = list(z.keys())
+            if dataset is None:
+                if len(keys) != 1:
+                    raise InputError(f"{path}: holds arrays {keys}; name one with `dataset:`")
+                dataset = keys[0]
+            if dataset not in keys:
+                raise InputError(f"{path}: no array {dataset!r} (it has {keys})")
+            try:
                 array = z[dataset]
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable .npz archive ({exc})") from None
+            except Exception as exc:  # a truncated member: BadZipFile, zlib.error, EOFError...
+                raise InputError(f"{path}: array {dataset!r} is not readable ({_one_line(exc)})") from None
         return _oriented(path, array, time_axis, f"array {dataset!r}")
     if fmt == "hdf5":
         if not dataset:
