@@ -52,6 +52,9 @@ STAGES: dict[str, ModuleType] = {
 }
 ORDER = list(STAGES)
 CHECKPOINT_DIR = "checkpoints"
+#: Largest stimuli file read before the first stage (a real one is a few hundred bytes; a
+#: larger one is left to ingest, whose memory estimate covers its inputs).
+STIMULI_READ_AHEAD = 1 << 20
 
 
 def stage_range(start: str | None, stop: str | None) -> list[str]:
@@ -225,10 +228,13 @@ def preflight(config: Config, names: list[str]) -> None:
         for rate, key in ingest.configured_rates(config):
             affinity.check_frames_per_bin(config["affinity"]["bin_seconds"], rate, key)
     stimuli = config["data"]["stimuli"]
-    if "ingest" in names and isinstance(stimuli, str):
-        from .readers import read_stimuli
+    if "ingest" in names:
+        _check_input_files(config)  # (a FIFO given as the stimuli file would block the read)
+        path = config.resolve(stimuli) if isinstance(stimuli, str) else None
+        if path is not None and path.is_file() and path.stat().st_size <= STIMULI_READ_AHEAD:
+            from .readers import read_stimuli
 
-        read_stimuli(config.resolve(stimuli))  # format, ranges, overlaps
+            read_stimuli(path)  # header, numbers, overlaps (a larger file: read by ingest)
 
 
 # ----------------------------------------------------------------------------- stages

@@ -496,6 +496,23 @@ DECLARED = ["csv", "tsv", "npy", "npz", "hdf5", "mat", "nwb", "suite2p"]
 FOUR = ["AVAL", "AVAR", "RIML", "RIMR"]
 
 
+_written: dict[str, tuple[Path, dict]] = {}
+
+
+def copy_of_format(root: Path, fmt: str, folder: Path) -> tuple[Path, dict]:
+    """The second animal's traces in format ``fmt`` (written once, by its own library),
+    copied into ``folder`` with its names file; returns the copy and the config keys."""
+    if fmt not in _written:
+        source = root / f"format-{fmt}"
+        source.mkdir()
+        path, entry, _ = write_format(source, fmt, tiny_traces(2), FOUR)
+        _written[fmt] = (path, entry)
+    path, entry = _written[fmt]
+    for item in path.parent.iterdir():
+        (shutil.copytree if item.is_dir() else shutil.copyfile)(item, folder / item.name)
+    return folder / path.name, dict(entry)
+
+
 def refused_cleanly(result, workdir: Path, *fragments: str) -> str:
     """Exit 1 (checked by :func:`invoke`) and the work directory never made; the error line."""
     line = result.stderr.strip().splitlines()[-1]
@@ -517,7 +534,7 @@ def test_truncated_or_mislabelled_files_of_every_format(root, fmt, damage, part)
     config = copy.deepcopy(BASE_CONFIG)
     config["data"]["stimuli"] = None
     folder = fresh_dataset(root, config)
-    path, entry, _ = write_format(folder, fmt, tiny_traces(2), FOUR)
+    path, entry = copy_of_format(root, fmt, folder)
     kind, how = damage
     if kind == "truncate":  # (suite2p: one of its files)
         target = sorted(path.iterdir())[part % 4] if path.is_dir() else path
