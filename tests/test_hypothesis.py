@@ -3,8 +3,8 @@
 Every case runs the real CLI in-process (click's CliRunner, ``catch_exceptions=False``,
 ``DYNCONN_DEBUG=1`` from conftest): an unexpected exception fails the test with its
 traceback, and :func:`invoke` checks the exit status, the one-line message and the time
-(a watchdog fails a case that hangs). About 1,000 cases, under a minute. Set
-``DYNCONN_FUZZ_SCALE=10`` for a longer exploration.
+(a watchdog fails a case that hangs). 1,180 cases (the sum of the ``fuzz(n)`` counts), about a
+minute of CPU time. Set ``DYNCONN_FUZZ_SCALE=10`` for a longer exploration.
 """
 
 from __future__ import annotations
@@ -523,7 +523,7 @@ def refused_cleanly(result, workdir: Path, *fragments: str) -> str:
     return line
 
 
-@fuzz(110)
+@fuzz(90)
 @given(fmt=st.sampled_from(FORMATS),
        damage=st.one_of(st.tuples(st.just("intact"), st.none()),
                         st.tuples(st.just("truncate"), st.floats(0, 1, exclude_max=True)),
@@ -546,7 +546,7 @@ def test_truncated_or_mislabelled_files_of_every_format(root, fmt, damage, part)
         entry["format"] = how
     config["data"]["animals"][1] = {"name": "w2", "path": path.name, **entry}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    result = invoke("run", folder / "config.yaml", "-q", "--until", "affinity")
+    result = invoke("run", folder / "config.yaml", "-q", "--until", "ingest")  # (it reads the files)
     if kind == "intact":
         assert result.exit_code == 0, result.output
     elif result.exit_code == 1:
@@ -562,7 +562,7 @@ def issue14_inputs(draw):
     return kind, draw(st.integers(0, 2**31 - 1))
 
 
-@fuzz(90)
+@fuzz(70)
 @given(issue14_inputs())
 def test_the_inputs_of_issue_14(root, case):
     kind, seed = case
