@@ -46,7 +46,9 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..console import Console, warn
+from ..console import Console, plural, warn
+from ..errors import ConfigError
+from ..validation import InvalidArgument
 
 NAME = "affinity"
 OUTPUT = "affinity.h5"
@@ -238,6 +240,44 @@ def observed_pairs(present: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return present[pairs[:, 0]] & present[pairs[:, 1]]
 
 
+# ----------------------------------------------------------------------------- checks
+#: Fewest frames a time bin may hold: the bin's affinity is a mean over its frames, and the
+#: derivative behind it needs neighbouring frames; with 1-2 frames per bin a bin is one noisy
+#: sample (at 1 frame the soft threshold zeroes nearly everything).
+MIN_FRAMES_PER_BIN = 3
+
+
+def frames_per_bin(bin_seconds: float, rate: float) -> int:
+    """Frames in one time bin of ``bin_seconds`` at ``rate`` Hz (at least 1)."""
+    return max(1, int(round(bin_seconds * rate)))
+
+
+def check_frames_per_bin(bin_seconds: float, rate: float, rate_key: str) -> None:
+    """ConfigError naming affinity.bin_seconds and ``rate_key`` (where the rate comes from)
+    when a bin holds fewer than :data:`MIN_FRAMES_PER_BIN` frames."""
+    fpb = frames_per_bin(bin_seconds, rate)
+    if fpb < MIN_FRAMES_PER_BIN:
+        frames = "frame" if fpb == 1 else "frames"
+        raise ConfigError(
+            f"affinity.bin_seconds: a {bin_seconds:g} s bin holds {fpb} {frames} at {rate:g} Hz "
+            f"({rate_key}); a bin needs at least {MIN_FRAMES_PER_BIN} frames: set "
+            f"affinity.bin_seconds to {MIN_FRAMES_PER_BIN / rate:.3g} s or more (or check {rate_key})"
+        )
+
+
+def check_bins(p: dict, rate: float, n_frames, layout: str, animals: list[str],
+               rate_key: str = "the sampling rate") -> None:
+    """The ``affinity`` section ``p`` must give usable bins for recordings of ``n_frames``
+    (per animal) at ``rate`` Hz: ConfigError naming the key otherwise. Called by ingest too,
+    so that a config whose affinity cannot run is refused before anything is written."""
+    check_frames_per_bin(p["bin_seconds"], rate, rate_key)
+    try:
+        check_binning(n_frames, rate, int(np.asarray(n_frames).max()), layout, animals, p["bin_seconds"],
+                      p["smooth_seconds"])
+    except InvalidArgument as exc:  # the same check as the library's, named by its config key
+        raise ConfigError(f"affinity.{exc}") from None
+
+
 @dataclass
 class AffinityTensor:
     """The affinity tensor of several animals and how to read it (the content of
@@ -291,15 +331,17 @@ def check_binning(n_frames, rate: float, f_max: int, layout: str, animals, bin_s
                   smooth_seconds: float) -> tuple[int, np.ndarray]:
     """Frames per bin and complete bins of each animal, or InvalidArgument naming
     ``bin_seconds`` / ``smooth_seconds`` when the recordings are too short for them."""
-    from ..validation import InvalidArgument
-
     n_frames = np.asarray(n_frames)
-    fpb = max(1, int(round(bin_seconds * rate)))
+    fpb = frames_per_bin(bin_seconds, rate)
+    if fpb < MIN_FRAMES_PER_BIN:
+        raise InvalidArgument(f"bin_seconds: a {bin_seconds:g} s bin holds {fpb} frame(s) at {rate:g} Hz; a bin "
+                              f"needs at least {MIN_FRAMES_PER_BIN} frames: use {MIN_FRAMES_PER_BIN / rate:.3g} s "
+                              "or more")
     bins = n_frames // fpb  # complete bins of each animal
     if layout == "aligned" and bins.min() < 2:
         raise InvalidArgument(
             f"bin_seconds: {bin_seconds:g} s leaves {int(bins.min())} bin(s) in a "
-            f"{f_max / rate:g} s recording; choose a shorter bin"
+            f"{int(n_frames.min()) / rate:g} s recording; choose a shorter bin"
         )
     if layout == "concatenated" and (bins.min() < 1 or bins.sum() < 2):
         short = int(np.argmin(bins))
@@ -389,9 +431,6 @@ def params(config: Config) -> dict:
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
     """Affinities of every animal, in the ingest artifact's layout; ``affinity.h5``'s content."""
-    from ..errors import ConfigError
-    from ..validation import InvalidArgument
-
     ing = upstream["ingest"]
     traces, present = ing["traces"], ing["present"]
     rate = float(ing.attrs["sampling_rate"])
@@ -400,24 +439,26 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
     p = config["affinity"]
     n_animals, n_neurons, f_max = traces.shape
     n_frames = np.asarray(ing["n_frames"]) if "n_frames" in ing else np.full(n_animals, f_max)
+    animals = [str(a) for a in ing["animals"]]
+    from .ingest import rate_key  # (ingest imports this module)
+
+    check_bins(p, rate, n_frames, layout, animals, rate_key(config))
+    fpb = frames_per_bin(p["bin_seconds"], rate)
+    bins = n_frames // fpb  # complete bins of each animal
     concatenated = layout == "concatenated"
-    try:
-        fpb, bins = check_binning(n_frames, rate, f_max, layout, [str(a) for a in ing["animals"]],
-                                  p["bin_seconds"], p["smooth_seconds"])
-        with console.progress("affinity (bins × animals)", int(bins.sum()) if concatenated
-                              else int(bins.min()) * n_animals) as advance:
-            tensor = stack_affinity(
-                traces, present, sampling_rate=rate, neurons=ing["neurons"], animals=ing["animals"],
-                n_frames=n_frames, layout=layout, method=p["method"], bin_seconds=p["bin_seconds"],
-                smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
-                window_seconds=p["window_seconds"], start_s=t0, advance=advance)
-    except InvalidArgument as exc:  # the same check, named by its config key
-        raise ConfigError(f"affinity.{exc}") from None
+    with console.progress("affinity (bins × animals)", int(bins.sum()) if concatenated
+                          else int(bins.min()) * n_animals) as advance:
+        tensor = stack_affinity(
+            traces, present, sampling_rate=rate, neurons=ing["neurons"], animals=animals,
+            n_frames=n_frames, layout=layout, method=p["method"], bin_seconds=p["bin_seconds"],
+            smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
+            window_seconds=p["window_seconds"], start_s=t0, advance=advance)
     mask = tensor.mask
     # non-finite values are reported by the pipeline with the animal and neurons (dynconn.runner.guards)
     unobserved = ~mask.any(axis=1)
     if unobserved.any():
-        warn(f"{int(unobserved.sum())} pairs are never recorded together in any animal")
+        count = int(unobserved.sum())
+        warn(f"{plural(count, 'pair')} {'is' if count == 1 else 'are'} never recorded together in any animal")
     datasets = {
         "affinity": tensor.affinity,
         "pairs": tensor.pairs,
