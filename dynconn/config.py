@@ -44,7 +44,7 @@ MAX_FITS = 10_000  # restarts, Leiden runs
 class Key:
     """One config key: what it holds, its default and what it means (for docs and errors)."""
 
-    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | animals | stimuli
+    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | size | animals | stimuli
     default: Any = REQUIRED
     doc: str = ""
     choices: tuple = ()
@@ -390,6 +390,15 @@ SCHEMA: dict[str, Any] = {
             low=0,
         ),
     },
+    "compute": {
+        "cache_size": Key(
+            "size",
+            10 << 30,
+            "Bound of the work directory's result cache (earlier results, restored instead of "
+            "recomputed): a size (`10GB`, `512MiB`) or bytes; least recently kept results go "
+            "first; 0 = keep none.",
+        ),
+    },
 }
 
 
@@ -483,6 +492,12 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
                 f"got {_describe(value) if not isinstance(value, list) else value}"
             )
         return [int(value[0]), int(value[1])]
+    if kind == "size":
+        from .resources import parse_bytes
+
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{path}: expected a size like 10GB or 512MiB (or bytes), got {_describe(value)}")
+        return parse_bytes(value, what=path, allow_zero=True)
     if kind == "animals":
         return _check_animals(path, value, base)
     if kind == "stimuli":

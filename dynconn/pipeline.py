@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from . import __version__, affinity, communities, factorize, guards, ingest, interrupt, report, resources
+from . import __version__, affinity, cache, communities, factorize, guards, ingest, interrupt, report, resources
 from .artifacts import (
     ArtifactError,
     Checkpoint,
@@ -255,6 +255,16 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     if not force and _judge(name, expected, workdir, console, verified):
         console.info(f"[green]✓[/green] {name}: up to date ({output})")
         return False
+    key = cache.provenance_key(expected)
+    cache_size = config["compute"]["cache_size"]
+    if not force and cache.restore(module, workdir, expected, recorded_provenance(name, workdir), console.warn,
+                                   keep_current=cache_size > 0):
+        verified.add(output)
+        if ckpt is not None:
+            ckpt.clear()
+        console.info(f"[green]✓[/green] {name}: restored from cache ({output})")
+        _bound_cache(workdir, cache_size, console)
+        return False
     remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
     started = time.perf_counter()
@@ -277,6 +287,8 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     except FloatingPointError as exc:
         raise NumericalError(f"{name}: {exc}; check the input traces for extreme values") from None
     seconds = time.perf_counter() - started
+    if cache_size > 0:
+        cache.keep(module, workdir, recorded_provenance(name, workdir), key)
     if hasattr(module, "write"):
         files = result.get("files", {}) if isinstance(result, dict) else {}
         digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
@@ -297,8 +309,18 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     verified.add(output)
     if ckpt is not None:
         ckpt.clear()
+    cache.discard(module, workdir, key)  # (after --force) superseded by this fresh result
     console.info(f"[green]✓[/green] {name}: wrote {output} ({seconds:.1f} s)")
+    _bound_cache(workdir, cache_size, console)
     return True
+
+
+def _bound_cache(workdir: Path, limit: int, console: Console) -> None:
+    removed, _ = cache.collect(workdir, limit)
+    if removed:
+        freed = resources.format_bytes(sum(e.size for e in removed))
+        console.info(f"cache: removed {len(removed)} earlier result(s) ({freed}) to stay within "
+                     f"compute.cache_size ({resources.format_bytes(limit)})")
 
 
 def _prepare(workdir: Path, console: Console) -> None:
@@ -338,6 +360,15 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
     with WorkdirLock(workdir, console, command=f"dynconn {name}"):
         _prepare(workdir, console)
         return run_stage(name, config, workdir, console, force=force)
+
+
+def collect_cache(workdir: Path, limit: int, console: Console) -> tuple[list, list]:
+    """``dynconn gc``: under the work-directory lock, remove temporaries left by killed
+    runs and the least recently kept cache entries until the cache holds at most ``limit``
+    bytes. Returns (removed, remaining) entries."""
+    with WorkdirLock(workdir, console, command="dynconn gc"):
+        _prepare(workdir, console)
+        return cache.collect(workdir, limit)
 
 
 def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:

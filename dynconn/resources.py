@@ -46,17 +46,18 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PB"  # pragma: no cover
 
 
-def parse_bytes(text: str) -> int:
-    """``"8G"`` → 8 GiB; ``"500M"``, ``"1024"`` (bytes) likewise."""
+def parse_bytes(text, what: str = "DYNCONN_MAX_MEMORY", allow_zero: bool = False) -> int:
+    """``"8G"`` → 8 GiB; ``"500M"``, ``"512MiB"``, ``"2GB"``, ``1024`` (bytes) likewise.
+    ``what`` names the setting in the error (ConfigError)."""
     s = str(text).strip().upper().removesuffix("IB").removesuffix("B")
     unit = s[-1:] if s[-1:] in _UNITS else ""
     number = s[: len(s) - len(unit)].strip()
     try:
         value = float(number)
     except ValueError:
-        raise ConfigError(f"DYNCONN_MAX_MEMORY: expected a size like 8G or 500M, got {text!r}") from None
-    if not value > 0:
-        raise ConfigError(f"DYNCONN_MAX_MEMORY: expected a positive size, got {text!r}")
+        raise ConfigError(f"{what}: expected a size like 8GB or 500MiB (or bytes), got {text!r}") from None
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        raise ConfigError(f"{what}: expected a {'non-negative' if allow_zero else 'positive'} size, got {text!r}")
     return int(value * _UNITS[unit])
 
 
