@@ -27,10 +27,14 @@ restored
     removed with a warning and the stage recomputes. A restored entry leaves the cache, so
     once a stage has finished the live outputs share no file with the cache.
 evicted
-    After a stage kept something, the least recently kept entries are removed until the
-    cache fits ``compute.cache_size`` (``dynconn gc`` does the same on demand). An entry's
-    age is its inode change time, which the link or rename that kept it sets; entries are
-    never used while cached, so this is least-recently-used order.
+    At the end of every command that runs stages, the least recently kept entries are
+    removed until the cache fits ``compute.cache_size`` (``dynconn gc`` does the same on
+    demand). Not after each stage: a run switching back must not evict the entries its
+    later stages are about to restore, so during a run the cache may exceed the bound by
+    what that run replaced. An entry's
+    modification time is set when it is kept (copies that preserve times, ``cp -a`` or
+    ``rsync -a``, keep the order); entries are never used while cached, so oldest-kept
+    first is least-recently-used order.
 
 Entries are assembled under a temporary name (``*.tmp-<pid>``) and renamed into place, so
 an interrupted run leaves no half entry; the next command holding the work-directory lock
@@ -82,7 +86,7 @@ class Entry:
     key: str
     path: Path
     size: int  # bytes of its files
-    stored: float  # when it was kept (inode change time, s since the epoch)
+    stored: float  # when it was kept (its mtime, s since the epoch)
 
 
 def _size(path: Path) -> int:
@@ -104,7 +108,7 @@ def entries(workdir: Path) -> list[Entry]:
             if TMP_MARK in p.name:
                 continue
             try:
-                found.append(Entry(folder.name, p.name.removesuffix(".h5"), p, _size(p), p.lstat().st_ctime))
+                found.append(Entry(folder.name, p.name.removesuffix(".h5"), p, _size(p), p.lstat().st_mtime))
             except OSError:  # vanished meanwhile
                 continue
     return sorted(found, key=lambda e: (e.stored, e.stage, e.key))
@@ -174,6 +178,7 @@ def keep(module: ModuleType, workdir: Path, current: dict | None, new_key: str) 
                     os.replace(tmp, target)
                 finally:
                     tmp.unlink(missing_ok=True)
+            os.utime(target)  # kept now: its age for eviction
             _fsync_dir(target.parent)
     except OSError as exc:
         raise ArtifactError(
@@ -181,7 +186,7 @@ def keep(module: ModuleType, workdir: Path, current: dict | None, new_key: str) 
             f"({exc.strerror or exc}); free some space, or set compute.cache_size: 0 to replace "
             "it without keeping it"
         ) from None
-    return Entry(module.NAME, key, target, _size(target), target.lstat().st_ctime)
+    return Entry(module.NAME, key, target, _size(target), target.lstat().st_mtime)
 
 
 def _keep_files(module: ModuleType, workdir: Path, current: dict, key: str, target: Path) -> bool:
@@ -326,4 +331,9 @@ def collect(workdir: Path, limit: int) -> tuple[list[Entry], list[Entry]]:
         _remove(entry.path)
         total -= entry.size
         removed.append(entry)
+    root = Path(workdir) / CACHE_DIR
+    if root.is_dir():
+        for folder in root.iterdir():
+            if folder.is_dir() and not folder.is_symlink():
+                _remove_empty_folders(folder)  # left by entries deleted by hand, too
     return removed, remaining

@@ -263,7 +263,6 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
         if ckpt is not None:
             ckpt.clear()
         console.info(f"[green]✓[/green] {name}: restored from cache ({output})")
-        _bound_cache(workdir, cache_size, console)
         return False
     remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
@@ -311,11 +310,12 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
         ckpt.clear()
     cache.discard(module, workdir, key)  # (after --force) superseded by this fresh result
     console.info(f"[green]✓[/green] {name}: wrote {output} ({seconds:.1f} s)")
-    _bound_cache(workdir, cache_size, console)
     return True
 
 
 def _bound_cache(workdir: Path, limit: int, console: Console) -> None:
+    """At the end of a command (not after each stage: a run switching back to earlier
+    results must not evict the ones its later stages are about to restore)."""
     removed, _ = cache.collect(workdir, limit)
     if removed:
         freed = resources.format_bytes(sum(e.size for e in removed))
@@ -350,6 +350,7 @@ def run_pipeline(
             if run_stage(name, config, workdir, console, force=force or start is not None,
                          verified=verified):
                 ran.append(name)
+        _bound_cache(workdir, config["compute"]["cache_size"], console)
     return ran
 
 
@@ -359,7 +360,9 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
         raise DynconnError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
     with WorkdirLock(workdir, console, command=f"dynconn {name}"):
         _prepare(workdir, console)
-        return run_stage(name, config, workdir, console, force=force)
+        ran = run_stage(name, config, workdir, console, force=force)
+        _bound_cache(workdir, config["compute"]["cache_size"], console)
+        return ran
 
 
 def collect_cache(workdir: Path, limit: int, console: Console) -> tuple[list, list]:
