@@ -70,10 +70,15 @@ def switched(tmp_path_factory):
     assert not (workdir / cache.CACHE_DIR).exists()  # nothing replaced yet: no cache
     result = cli("run", config, "--set", "affinity.bin_seconds=10")
     assert result.exit_code == 0, result.output
+    # (this was test_pipeline's "changing bin_seconds reruns downstream only")
+    assert "ingest: up to date" in result.stderr
     for stage in STAGES[1:]:
         assert f"→ {stage}" in result.stderr  # really recomputed at the new value
     second = outputs(workdir)
-    assert second["report.html"] != first["report.html"]
+    assert second["ingest.h5"] == first["ingest.h5"]
+    for name in ("affinity.h5", "factors.h5", "communities.h5", "report.html", "exports/summary.json"):
+        assert second[name] != first[name], name
+    assert json.loads(read_attrs(workdir / "affinity.h5")["params"])["bin_seconds"] == 10.0
     return config.parent, first, second
 
 
@@ -112,21 +117,43 @@ def test_a_damaged_cache_entry_is_recomputed_never_used(switched, tmp_path):
     entry = cache.entry_path(workdir, _module("affinity"), cached(workdir)["affinity"])
     with h5py.File(entry, "r+") as f:  # one value changed, checksums left as they were
         f["affinity"][0, 0, 0] += 1.0
-    report_entry = cache.entry_path(workdir, _module("report"), cached(workdir)["report"])
-    (report_entry / cache.FILES / "exports" / "communities.csv").write_text("component,neuron,community\n")
     result = cli("run", data / "config.yaml")
     assert result.exit_code == 0, result.output
-    assert "fails its checksum" in result.stderr and "→ affinity" in result.stderr
-    assert "exports/communities.csv: does not match its recorded checksum" in result.stderr
-    assert "→ report" in result.stderr
+    assert f"{entry}: dataset /affinity fails its checksum (corrupted); removed this cached affinity " \
+           "result and recomputing it" in result.stderr
+    assert "→ affinity" in result.stderr and not entry.exists()
     # affinity is deterministic: recomputed, it has the fingerprint the cached factors were
-    # made from, so those are still restored
-    assert "factorize: restored from cache" in result.stderr
-    assert "communities: restored from cache" in result.stderr
-    now = outputs(workdir)
-    assert now["exports/communities.csv"] == first["exports/communities.csv"]
-    assert now["exports/factors_time.csv"] == first["exports/factors_time.csv"]
+    # made from, so those (and the report) are still restored
+    for stage in ("factorize", "communities", "report"):
+        assert f"{stage}: restored from cache" in result.stderr
     assert read_attrs(workdir / "affinity.h5")["fingerprint"] == _fingerprint(first["affinity.h5"], tmp_path)
+    skip = (*NOT_INGEST, "affinity.h5")  # recomputed: same datasets, a new creation time
+    assert outputs(workdir, skip) == {k: v for k, v in first.items() if k not in skip}
+
+
+def test_a_damaged_report_entry_is_refused(switched, tmp_path):
+    data = settled_copy(switched[0], tmp_path)
+    workdir = data / "run"
+    module = _module("report")
+    entry = cache.entry_path(workdir, module, cached(workdir)["report"])
+    provenance = json.loads((entry / cache.MANIFEST).read_text())["provenance"]
+    before = outputs(workdir)
+    target = entry / cache.FILES / "exports" / "communities.csv"
+    target.write_bytes(target.read_bytes()[:-2])  # truncated
+    warnings = []
+    assert not cache.restore(module, workdir, provenance, module.recorded_provenance(workdir), warnings.append)
+    assert warnings == [f"{target}: does not match its recorded checksum (modified or damaged); "
+                        "removed this cached report result and recomputing it"]
+    assert not entry.exists() and outputs(workdir) == before
+    # an entry under the name of another computation (renamed by hand) is refused too
+    factorize = _module("factorize")
+    other = {**_recorded(workdir / "factors.h5"), "params": {"rank": 99}}
+    renamed = cache.entry_path(workdir, factorize, cache.provenance_key(other))
+    cache.entry_path(workdir, factorize, cached(workdir)["factorize"]).rename(renamed)
+    assert not cache.restore(factorize, workdir, other, None, warnings.append)
+    assert warnings[-1] == (f"{renamed}: not the result of the computation its name says; removed this "
+                            "cached factorize result and recomputing it")
+    assert not renamed.exists()
 
 
 def test_force_recomputes_and_replaces_the_cached_entry(switched, tmp_path):
