@@ -190,15 +190,19 @@ def keep(module: ModuleType, workdir: Path, current: dict | None, new_key: str) 
 
 
 def _keep_files(module: ModuleType, workdir: Path, current: dict, key: str, target: Path) -> bool:
-    """A file stage's outputs as one entry: ``files/`` plus a manifest with the digests
-    they were recorded with (so later changes to them are detected). False when the
-    output is incomplete (nothing kept: it could never be restored)."""
+    """A file stage's outputs as one entry: ``files/`` plus a manifest with their digests.
+    False when the output is incomplete or does not match its recorded digests (a restore
+    killed half-way leaves such a mix): nothing is kept, an existing entry stays as it was.
+    The files are few and small, so checking them here is cheap."""
     recorded = dict(current.get("files") or {})
     summary = str(Path(module.SUMMARY))
     paths = [*recorded, summary]
-    if not all((workdir / rel).is_file() for rel in paths):
+    try:
+        if any(_sha256_file(workdir / rel) != digest for rel, digest in recorded.items()):
+            return False
+        recorded[summary] = _sha256_file(workdir / summary)  # records the others; not itself
+    except OSError:
         return False
-    recorded[summary] = _sha256_file(workdir / summary)  # records the others; not itself
     tmp = tmp_path(target)
     try:
         for rel in paths:

@@ -258,6 +258,22 @@ def test_an_interrupted_keep_leaves_no_half_entry(switched, tmp_path, monkeypatc
     assert outputs(workdir) == before
 
 
+def test_a_report_that_does_not_match_its_digests_is_not_kept(switched, tmp_path):
+    """A restore killed half-way leaves a mix of two reports under the live names: such a
+    mix is never kept (and never overwrites a good entry)."""
+    data = settled_copy(switched[0], tmp_path)
+    workdir = data / "run"
+    module = _module("report")
+    current = module.recorded_provenance(workdir)
+    before = {e.key: e.size for e in cache.entries(workdir)}
+    (workdir / "exports" / "communities.csv").write_text("component,neuron,community\n")
+    assert cache.keep(module, workdir, current, "another key") is None
+    assert {e.key: e.size for e in cache.entries(workdir)} == before
+    (workdir / "exports" / "communities.csv").unlink()  # incomplete: not kept either
+    assert cache.keep(module, workdir, current, "another key") is None
+    assert {e.key: e.size for e in cache.entries(workdir)} == before
+
+
 def test_temporaries_left_in_the_cache_are_removed_under_the_lock(switched, tmp_path):
     data = settled_copy(switched[0], tmp_path)
     left = data / "run" / cache.CACHE_DIR / "report" / f"{'0' * 64}{cache.TMP_MARK}{_dead_pid()}"
