@@ -18,6 +18,12 @@ such a stage and says so; an artifact that fails verification is reported and re
 Each artifact is verified at most once per command (inputs read later reuse the result
 while the file is unchanged).
 
+A stage that is not up to date but whose computation (same provenance) is in the work
+directory's result cache is restored from there instead of recomputed (not with
+``force``); an output replaced by another computation's is kept there first
+(:mod:`dynconn.cache`). The cache is bounded to ``compute.cache_size`` at the end of each
+command.
+
 Before a stage runs, its memory need is estimated (:mod:`dynconn.resources`) and the
 stage is refused when it cannot fit; before an artifact is written, its size is checked
 against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.guards`).
