@@ -144,12 +144,32 @@ def _link(src: Path, dst: Path, fallback: str) -> str:
         if exc.errno not in _NO_LINKS:
             raise
     if fallback == "move":
-        os.replace(src, dst)
+        _move(src, dst)
     else:
         shutil.copyfile(src, dst)
         with open(dst, "rb+") as fh:
             os.fsync(fh.fileno())
     return fallback
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; across file systems (``cache/`` a link to another disk),
+    copy to a temporary name beside ``dst``, rename that, then remove ``src``."""
+    try:
+        os.replace(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = tmp_path(dst)
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    Path(src).unlink()
 
 
 # ----------------------------------------------------------------------------- keep
@@ -285,7 +305,7 @@ def restore(module: ModuleType, workdir: Path, expected: dict, current: dict | N
         if _file_stage(module):
             _install_files(module, workdir, path)
         else:
-            os.replace(path, workdir / module.OUTPUT)
+            _move(path, workdir / module.OUTPUT)
             _fsync_dir(workdir)
         _remove(path)
     return True

@@ -188,6 +188,33 @@ def test_without_hard_links_results_are_moved_or_copied(switched, tmp_path, monk
     assert outputs(data / "run", NOT_INGEST) == outputs_but_ingest(second)
 
 
+def test_a_cache_on_another_file_system_is_copied_to_and_from(switched, tmp_path, monkeypatch):
+    """``cache/`` may be a symlink to another disk: links and renames across it fail with
+    EXDEV (simulated here), so entries are copied in and out."""
+    folder, first, second = switched
+    data = settled_copy(folder, tmp_path)
+    real_replace = os.replace
+
+    def crosses(*paths) -> bool:
+        return len({cache.CACHE_DIR in Path(p).parts for p in paths}) == 2
+
+    def link(src, dst, *args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def replace(src, dst, *args, **kwargs):
+        if crosses(src, dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(os, "replace", replace)
+    result = cli("run", data / "config.yaml")
+    assert result.exit_code == 0 and "→" not in result.stderr, result.output
+    assert outputs(data / "run", NOT_INGEST) == outputs_but_ingest(first)
+    assert sorted(cached(data / "run")) == sorted(STAGES[1:])
+    assert not any(cache.TMP_MARK in p.name for p in (data / "run").rglob("*"))
+
+
 def test_cache_size_bounds_the_cache_least_recently_kept_first(switched, tmp_path):
     data = settled_copy(switched[0], tmp_path)
     workdir = data / "run"
