@@ -403,6 +403,25 @@ SCHEMA: dict[str, Any] = {
 
 
 # ----------------------------------------------------------------------------- validation
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text, what: str, allow_zero: bool = False) -> int:
+    """A size in bytes: ``"8G"`` → 8 GiB; ``"500M"``, ``"512MiB"``, ``"2GB"``, ``1024``
+    likewise (powers of 1024). ConfigError naming ``what`` (a key, option or variable)."""
+    s = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = s[-1:] if s[-1:] in _SIZE_UNITS else ""
+    number = s[: len(s) - len(unit)].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(f"{what}: expected a size like 8GB or 500MiB (or bytes), got {text!r}") from None
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        raise ConfigError(f"{what}: expected a {'non-negative' if allow_zero else 'positive'} size, got {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
@@ -493,11 +512,9 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
             )
         return [int(value[0]), int(value[1])]
     if kind == "size":
-        from .resources import parse_bytes
-
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{path}: expected a size like 10GB or 512MiB (or bytes), got {_describe(value)}")
-        return parse_bytes(value, what=path, allow_zero=True)
+        return parse_size(value, path, allow_zero=True)
     if kind == "animals":
         return _check_animals(path, value, base)
     if kind == "stimuli":

@@ -13,8 +13,8 @@ import h5py
 import pytest
 
 from conftest import cli, copy_dataset
-from dynconn import cache
-from dynconn.artifacts import read_attrs
+from dynconn.io.artifacts import read_attrs
+from dynconn.runner import cache
 from dynconn.simulate import write_dataset
 
 STAGES = ("ingest", "affinity", "factorize", "communities", "report")
@@ -330,9 +330,9 @@ def test_cache_size_in_the_config(small_dataset):
 
 # ----------------------------------------------------------------------------- helpers
 def _module(name):
-    from dynconn.pipeline import STAGES as MODULES
+    from dynconn.runner.stage import STAGES as RUNNER_STAGES
 
-    return MODULES[name]
+    return RUNNER_STAGES[name]
 
 
 def _recorded(path: Path) -> dict:

@@ -51,11 +51,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Callable
 
+from ..io.artifacts import TMP_MARK, ArtifactError, _fsync_dir, tmp_path, verify_h5
 from . import interrupt
-from .artifacts import TMP_MARK, ArtifactError, _fsync_dir, tmp_path, verify_h5
+from .stage import Stage
 
 CACHE_DIR = "cache"
 MANIFEST = "manifest.json"
@@ -71,13 +71,9 @@ def provenance_key(provenance: dict) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
 
 
-def _file_stage(module: ModuleType) -> bool:
-    return hasattr(module, "write")
-
-
-def entry_path(workdir: Path, module: ModuleType, key: str) -> Path:
-    folder = Path(workdir) / CACHE_DIR / module.NAME
-    return folder / key if _file_stage(module) else folder / f"{key}.h5"
+def entry_path(workdir: Path, stage: Stage, key: str) -> Path:
+    folder = Path(workdir) / CACHE_DIR / stage.name
+    return folder / key if stage.writes_files else folder / f"{key}.h5"
 
 
 @dataclass
@@ -173,7 +169,7 @@ def _move(src: Path, dst: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- keep
-def keep(module: ModuleType, workdir: Path, current: dict | None, new_key: str) -> Entry | None:
+def keep(stage: Stage, workdir: Path, current: dict | None, new_key: str) -> Entry | None:
     """Keep the stage's current output (``current``: its recorded provenance, None when
     absent) in the cache, unless it is the computation ``new_key`` itself. Returns the entry.
 
@@ -184,17 +180,17 @@ def keep(module: ModuleType, workdir: Path, current: dict | None, new_key: str) 
     if key == new_key:
         return None
     workdir = Path(workdir)
-    target = entry_path(workdir, module, key)
+    target = entry_path(workdir, stage, key)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with interrupt.deferred():  # a stop waits for these few renames
-            if _file_stage(module):
-                if not _keep_files(module, workdir, current, key, target):
+            if stage.writes_files:
+                if not _keep_files(stage, workdir, current, key, target):
                     return None
             else:
                 tmp = tmp_path(target)
                 try:
-                    _link(workdir / module.OUTPUT, tmp, "move")
+                    _link(workdir / stage.output, tmp, "move")
                     os.replace(tmp, target)
                 finally:
                     tmp.unlink(missing_ok=True)
@@ -202,20 +198,20 @@ def keep(module: ModuleType, workdir: Path, current: dict | None, new_key: str) 
             _fsync_dir(target.parent)
     except OSError as exc:
         raise ArtifactError(
-            f"{target}: cannot keep the previous {module.NAME} result in the cache "
+            f"{target}: cannot keep the previous {stage.name} result in the cache "
             f"({exc.strerror or exc}); free some space, or set compute.cache_size: 0 to replace "
             "it without keeping it"
         ) from None
-    return Entry(module.NAME, key, target, _size(target), target.lstat().st_mtime)
+    return Entry(stage.name, key, target, _size(target), target.lstat().st_mtime)
 
 
-def _keep_files(module: ModuleType, workdir: Path, current: dict, key: str, target: Path) -> bool:
+def _keep_files(stage: Stage, workdir: Path, current: dict, key: str, target: Path) -> bool:
     """A file stage's outputs as one entry: ``files/`` plus a manifest with their digests.
     False when the output is incomplete or does not match its recorded digests (a restore
     killed half-way leaves such a mix): nothing is kept, an existing entry stays as it was.
     The files are few and small, so checking them here is cheap."""
     recorded = dict(current.get("files") or {})
-    summary = str(Path(module.SUMMARY))
+    summary = stage.provenance_file
     paths = [*recorded, summary]
     try:
         if any(_sha256_file(workdir / rel) != digest for rel, digest in recorded.items()):
@@ -229,7 +225,7 @@ def _keep_files(module: ModuleType, workdir: Path, current: dict, key: str, targ
             dst = tmp / FILES / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             _link(workdir / rel, dst, "copy")
-        manifest = {"stage": module.NAME, "key": key,
+        manifest = {"stage": stage.name, "key": key,
                     "provenance": {k: current.get(k) for k in PROVENANCE_KEYS}, "files": recorded}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if target.exists():
@@ -250,10 +246,10 @@ def _sha256_file(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- restore
-def _problem(module: ModuleType, path: Path, expected: dict) -> str | None:
+def _problem(stage: Stage, path: Path, expected: dict) -> str | None:
     """None when the entry verifies and holds the computation ``expected``; else why not."""
     want = {k: expected.get(k) for k in PROVENANCE_KEYS}
-    if not _file_stage(module):
+    if not stage.writes_files:
         try:
             attrs = verify_h5(path)
             got = {"dynconn_version": attrs.get("dynconn_version"),
@@ -270,7 +266,7 @@ def _problem(module: ModuleType, path: Path, expected: dict) -> str | None:
         provenance = manifest["provenance"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"{path / MANIFEST}: missing or unreadable"
-    if provenance != want or not isinstance(files, dict) or str(Path(module.SUMMARY)) not in files:
+    if provenance != want or not isinstance(files, dict) or stage.provenance_file not in files:
         return f"{path / MANIFEST}: not the result of the computation its name says"
     for rel, digest in files.items():
         p = path / FILES / rel
@@ -284,38 +280,38 @@ def _problem(module: ModuleType, path: Path, expected: dict) -> str | None:
     return None
 
 
-def restore(module: ModuleType, workdir: Path, expected: dict, current: dict | None,
+def restore(stage: Stage, workdir: Path, expected: dict, current: dict | None,
             warn: Callable[[str], None], *, keep_current: bool = True) -> bool:
     """Put the cached output of the computation ``expected`` under the stage's real names,
     keeping the ``current`` output first (when ``keep_current``). False when the cache has
     no such entry, or only a damaged one (removed, with a warning): recompute then."""
     workdir = Path(workdir)
     key = provenance_key(expected)
-    path = entry_path(workdir, module, key)
+    path = entry_path(workdir, stage, key)
     if not path.exists():
         return False
-    problem = _problem(module, path, expected)
+    problem = _problem(stage, path, expected)
     if problem is not None:
-        warn(f"{problem}; removed this cached {module.NAME} result and recomputing it")
+        warn(f"{problem}; removed this cached {stage.name} result and recomputing it")
         _remove(path)
         return False
     if keep_current:
-        keep(module, workdir, current, key)
+        keep(stage, workdir, current, key)
     with interrupt.deferred():  # a stop waits until the output is whole
-        if _file_stage(module):
-            _install_files(module, workdir, path)
+        if stage.writes_files:
+            _install_files(stage, workdir, path)
         else:
-            _move(path, workdir / module.OUTPUT)
+            _move(path, workdir / stage.output)
             _fsync_dir(workdir)
         _remove(path)
     return True
 
 
-def _install_files(module: ModuleType, workdir: Path, entry: Path) -> None:
+def _install_files(stage: Stage, workdir: Path, entry: Path) -> None:
     """Each file linked (or copied) to a temporary name and renamed into place; the
     provenance file last, so the output is up to date only once every file is there."""
     files = json.loads((entry / MANIFEST).read_text())["files"]
-    summary = str(Path(module.SUMMARY))
+    summary = stage.provenance_file
 
     def put(rel: str) -> None:
         dst = workdir / rel
@@ -330,15 +326,15 @@ def _install_files(module: ModuleType, workdir: Path, entry: Path) -> None:
     for rel in files:
         if rel != summary:
             put(rel)
-    module.remove_stale(workdir, set(files))  # figures the current report has and this one not
+    stage.remove_stale(workdir, set(files))  # figures the current report has and this one not
     put(summary)
     for folder in {(workdir / rel).parent for rel in files}:
         _fsync_dir(folder)
 
 
-def discard(module: ModuleType, workdir: Path, key: str) -> None:
+def discard(stage: Stage, workdir: Path, key: str) -> None:
     """Remove the entry of ``key`` (a fresh result of the same computation supersedes it)."""
-    path = entry_path(workdir, module, key)
+    path = entry_path(workdir, stage, key)
     if path.exists():
         _remove(path)
 
