@@ -33,7 +33,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ResourceError
+from ..errors import ConfigError, ResourceError  # noqa: F401  (parse_bytes raises ConfigError)
 
 
 
