@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,15 @@ ANIMAL_SCHEMA: dict[str, Key] = {
         None,
         "Names file `index,name` (0-based column index; blank name = unidentified). "
         "Required for .npy/.npz/.h5/.mat; overrides names a file carries.",
+        nullable=True,
+    ),
+    "header": Key(
+        "bool",
+        None,
+        "csv/tsv: whether the first row holds the neuron names. null = yes, and a first row "
+        "of numbers only is refused (it looks like data: a file without a header); `false`: "
+        "every row is a frame and `neurons:` gives the names; `true`: the first row is the "
+        "names even when they are numbers (ROI ids).",
         nullable=True,
     ),
     "drop_unlabeled": Key(
@@ -584,7 +594,31 @@ def _check_stimuli(path: str, value: Any) -> Any:
         if stop <= start:
             raise ConfigError(f"{where}: stop_s ({stop:g}) must be after start_s ({start:g})")
         epochs.append({"label": str(item["label"]), "start_s": start, "stop_s": stop})
+    overlap = first_overlap(epochs)
+    if overlap is not None:
+        i, j = overlap
+        raise ConfigError(f"{path}: {overlap_text(epochs, i, j)}")
     return epochs
+
+
+def first_overlap(epochs: list[dict]) -> tuple[int, int] | None:
+    """Indices (in the given order) of the first two epochs that share some time, else None.
+    Epochs that only touch (one stops where the next starts) do not overlap."""
+    order = sorted(range(len(epochs)), key=lambda k: (epochs[k]["start_s"], epochs[k]["stop_s"]))
+    for a, b in zip(order, order[1:]):
+        if epochs[b]["start_s"] < epochs[a]["stop_s"]:
+            return min(a, b), max(a, b)
+    # sorted by start, any overlap shows between neighbours: if a and c overlap with b
+    # between them, b starts inside a as well
+    return None
+
+
+def overlap_text(epochs: list[dict], i: int, j: int) -> str:
+    """The one-line complaint about overlapping epochs i and j (with the fix)."""
+    a, b = epochs[i], epochs[j]
+    return (f"epochs {a['label']!r} ({a['start_s']:g}–{a['stop_s']:g} s) and {b['label']!r} "
+            f"({b['start_s']:g}–{b['stop_s']:g} s) overlap; each moment belongs to at most one "
+            "epoch of the atlas: make them disjoint (give the shared stretch its own label)")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -603,13 +637,14 @@ class Config:
     def resolve(self, relative: str | Path) -> Path:
         """A path from the config, made absolute against the config file's folder."""
         p = Path(relative).expanduser()
-        return p if p.is_absolute() else (self.base / p)
+        # normalised (`configs/../runs` -> `runs`) for the messages; symlinks are kept
+        return Path(os.path.normpath(p if p.is_absolute() else (self.base / p)))
 
     def workdir(self, override: str | Path | None = None) -> Path:
         if override is not None:
-            return Path(override).expanduser().absolute()
+            return Path(os.path.normpath(Path(override).expanduser().absolute()))
         stem = self.source.stem if self.source else "config"
-        return self.resolve(self.values["workdir"].replace("{config}", stem)).absolute()
+        return Path(os.path.normpath(self.resolve(self.values["workdir"].replace("{config}", stem)).absolute()))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -51,6 +51,9 @@ from .stage import STAGES, Stage
 
 ORDER = list(STAGES)
 CHECKPOINT_DIR = "checkpoints"
+#: Largest stimuli file read before the first stage (a real one is a few hundred bytes; a
+#: larger one is left to ingest, whose memory estimate covers its inputs).
+STIMULI_READ_AHEAD = 1 << 20
 
 
 def stage_range(start: str | None, stop: str | None) -> list[str]:
@@ -212,6 +215,28 @@ def _check_memory(name: str, config: Config, workdir: Path) -> str:
     return remedy
 
 
+# ----------------------------------------------------------------------------- up-front checks
+def preflight(config: Config, names: list[str]) -> None:
+    """Everything about the stages ``names`` that can be checked from the config (and the
+    small stimuli file) is checked here, before the first stage runs and before the work
+    directory is touched: a mistake costs no computation and changes no artifact."""
+    from ..stages import affinity, factorize, ingest  # (already imported by STAGES)
+
+    if "factorize" in names:
+        factorize.check_backend(config["factorize"])
+    if "ingest" in names or "affinity" in names:
+        for rate, key in ingest.configured_rates(config):
+            affinity.check_frames_per_bin(config["affinity"]["bin_seconds"], rate, key)
+    stimuli = config["data"]["stimuli"]
+    if "ingest" in names:
+        _check_input_files(STAGES["ingest"], config)  # (a FIFO given as the stimuli file would block the read)
+        path = config.resolve(stimuli) if isinstance(stimuli, str) else None
+        if path is not None and path.is_file() and path.stat().st_size <= STIMULI_READ_AHEAD:
+            from ..io.readers import read_stimuli
+
+            read_stimuli(path)  # header, numbers, overlaps (a larger file: read by ingest)
+
+
 # ----------------------------------------------------------------------------- stages
 def _judge(name: str, expected: dict, workdir: Path, console: Console, verified: Verified) -> bool:
     """True when the stage's output is up to date and verifies; warns about damaged outputs."""
@@ -252,6 +277,11 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
             ckpt.clear()
     if not force and _judge(name, expected, workdir, console, verified):
         console.info(f"[green]✓[/green] {name}: up to date ({output})")
+        if ckpt is not None and ckpt.path.exists():
+            # partial work of a run that was stopped after an earlier one had finished
+            # (e.g. `--from factorize`, interrupted): the artifact it would have made is here
+            ckpt.clear()
+            console.info(f"  removed {ckpt.path}: partial work of an interrupted run, no longer needed")
         return False
     key = cache.provenance_key(expected)
     cache_size = config["compute"]["cache_size"]
@@ -338,6 +368,7 @@ def run_pipeline(
     and later are recomputed when ``start`` is given explicitly. Returns the names of the
     stages that ran."""
     names = stage_range(start, stop)
+    preflight(config, names)
     ran = []
     with WorkdirLock(workdir, console, command="dynconn run"):
         _prepare(workdir, console)
@@ -355,6 +386,7 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
     """One stage command (``dynconn affinity CONFIG``) under the work-directory lock."""
     if name not in STAGES:
         raise DynconnError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
+    preflight(config, [name])
     with WorkdirLock(workdir, console, command=f"dynconn {name}"):
         _prepare(workdir, console)
         ran = run_stage(name, config, workdir, console, force=force)
