@@ -45,7 +45,7 @@ MAX_FITS = 10_000  # restarts, Leiden runs
 class Key:
     """One config key: what it holds, its default and what it means (for docs and errors)."""
 
-    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | animals | stimuli
+    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | size | animals | stimuli
     default: Any = REQUIRED
     doc: str = ""
     choices: tuple = ()
@@ -400,10 +400,38 @@ SCHEMA: dict[str, Any] = {
             low=0,
         ),
     },
+    "compute": {
+        "cache_size": Key(
+            "size",
+            10 << 30,
+            "Bound of the work directory's result cache (earlier results, restored instead of "
+            "recomputed): a size (`10GB`, `512MiB`) or bytes; least recently kept results go "
+            "first; 0 = keep none.",
+        ),
+    },
 }
 
 
 # ----------------------------------------------------------------------------- validation
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text, what: str, allow_zero: bool = False) -> int:
+    """A size in bytes: ``"8G"`` → 8 GiB; ``"500M"``, ``"512MiB"``, ``"2GB"``, ``1024``
+    likewise (powers of 1024). ConfigError naming ``what`` (a key, option or variable)."""
+    s = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = s[-1:] if s[-1:] in _SIZE_UNITS else ""
+    number = s[: len(s) - len(unit)].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(f"{what}: expected a size like 8GB or 500MiB (or bytes), got {text!r}") from None
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        raise ConfigError(f"{what}: expected a {'non-negative' if allow_zero else 'positive'} size, got {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
+
 def _describe(value: Any) -> str:
     return validation.describe(value)
 
@@ -468,6 +496,10 @@ def _check_value(path: str, key: Key, value: Any, base: Path | None, error=Confi
                 f"got {_describe(value) if not isinstance(value, list) else value}"
             )
         return [int(value[0]), int(value[1])]
+    if kind == "size":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{path}: expected a size like 10GB or 512MiB (or bytes), got {_describe(value)}")
+        return parse_size(value, path, allow_zero=True)
     if kind == "animals":
         return _check_animals(path, value, base)
     if kind == "stimuli":
