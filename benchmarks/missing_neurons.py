@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from methods_data import structureless  # noqa: E402  (the tests' hand-made recordings)
 
-from dynconn import communities  # noqa: E402
-from dynconn.artifacts import read_h5  # noqa: E402
+from dynconn.stages import communities  # noqa: E402
+from dynconn.io.artifacts import read_h5  # noqa: E402
 
 EVIDENCE = ("none", "evidence", "sqrt", "shrink")
 CONTRASTS = (0.0, 2.0)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn.artifacts import read_h5
-from dynconn.evidence import component_energy_by_animal, pair_evidence, weigh_by_evidence
+from dynconn.io.artifacts import read_h5
+from dynconn.methods.evidence import component_energy_by_animal, pair_evidence, weigh_by_evidence
 from methods_data import structureless
 
 

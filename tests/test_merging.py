@@ -3,8 +3,8 @@
 import numpy as np
 
 from conftest import cli
-from dynconn.artifacts import read_h5
-from dynconn.merging import merge_duplicates
+from dynconn.io.artifacts import read_h5
+from dynconn.methods.merging import merge_duplicates
 from methods_data import jittered_motif
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn.artifacts import read_h5
-from dynconn.communities import background_contrast, keep_contrasting
+from dynconn.io.artifacts import read_h5
+from dynconn.stages.communities import background_contrast, keep_contrasting
 from methods_data import jittered_motif, two_motifs
 
 

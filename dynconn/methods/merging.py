@@ -114,6 +114,8 @@ def merge_duplicates(
     merged_from = np.empty(n_comp, dtype=np.int32)
     for new, old in enumerate(order):
         merged_from[groups[old]] = new
-    stack = lambda cols: np.stack([cols[k] for k in order], axis=1)  # noqa: E731
-    return MergedCP(np.asarray(out_w)[order], stack(out_u), stack(out_v), stack(out_a), merged_from,
+    def in_order(columns: list) -> np.ndarray:
+        return np.stack([columns[k] for k in order], axis=1)
+
+    return MergedCP(np.asarray(out_w)[order], in_order(out_u), in_order(out_v), in_order(out_a), merged_from,
                     [groups[k] for k in order])
