@@ -32,7 +32,7 @@ def test_weighing_rules():
     np.testing.assert_allclose(weigh_by_evidence(u, e, "evidence"), [[0.2], [0.1]], atol=1e-12)
     np.testing.assert_allclose(weigh_by_evidence(u, e, "sqrt"), [[0.2], [0.2]], atol=1e-12)
     np.testing.assert_allclose(weigh_by_evidence(u, e, "shrink"), [[0.2], [0.1 + 0.75 * 0.3]], atol=1e-12)
-    assert weigh_by_evidence(u, e, "none") is not None and np.array_equal(weigh_by_evidence(u, e, "none"), u)
+    assert np.array_equal(weigh_by_evidence(u, e, "none"), u)
     with pytest.raises(ValueError):
         weigh_by_evidence(u, e, "bogus")
 

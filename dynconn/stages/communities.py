@@ -2,19 +2,26 @@
 
 Each CP component r has a pair factor (P,) — one weight per neuron pair. Rearranged as a
 symmetric N × N matrix it is a weighted graph of which neurons interact in that component.
+Edge weights are the pair loadings weighed by their evidence (``communities.evidence``,
+:mod:`dynconn.methods.evidence`): a pair recorded only where the component is weak is fitted
+from little data, so neurons missing in some animal would otherwise form communities.
 Neurons whose strength (weighted degree) is below ``min_strength`` × the strongest
 neuron's are left out of that component's graph (membership −1): they take no part in it.
 The rest are partitioned into communities by :func:`dynconn.methods.wsbm.partition` (default: the
 weighted degree-corrected SBM of minimum description length; Leiden variants selectable).
 
+After partitioning, communities (and members) no denser inside than toward the rest of the
+graph are background and left unassigned (−1; ``communities.min_contrast``,
+:func:`keep_contrasting`).
+
 Pure core: :func:`pair_matrix`, :func:`component_graph`, :func:`partition_components`.
 Reading a graph file for ``dynconn partition``: :func:`read_graph`.
 
-Artifact ``communities.h5``: ``/membership`` int32 (R, N), −1 where a neuron is not in that
-component's graph; ``/levels`` int32 (R, L, N) nested levels, finest first (``/membership``
+Artifact ``communities.h5``: ``/membership`` int32 (R, N), −1 where a neuron is in none of that
+component's communities; ``/levels`` int32 (R, L, N) nested levels, finest first (``/membership``
 is level ``communities.level``); ``/score`` (R) the partition's description length (wsbm,
 nats) or quality (Leiden); ``/stability`` (R) mean ARI between the runs; ``/modularity`` (R)
-weighted modularity of the reported partition; ``/n_communities`` (R); ``/neurons`` (N).
+weighted modularity of the reported communities over their neurons; ``/n_communities`` (R); ``/neurons`` (N).
 """
 
 from __future__ import annotations
