@@ -334,6 +334,15 @@ SCHEMA: dict[str, Any] = {
             "float", 0.002, "`auto`: a rank is worth its components when each added component explains "
             "at least this fraction of the observed sum of squares.", low=0,
         ),
+        "merge_similarity": Key(
+            "float", 0.9, "Components whose pair patterns have at least this cosine similarity and whose "
+            "animals are complementary are one motif and reported merged (docs/method.md); above 1 "
+            "disables merging.", low=0,
+        ),
+        "merge_max_overlap": Key(
+            "float", 0.5, "Animals are complementary when the cosine of two components' per-animal "
+            "energy profiles is at most this.", low=0, high=1,
+        ),
         "checkpoint_seconds": Key(
             "float", 30.0, "Seconds between checkpoints of a running factorization (an interrupted "
             "run resumes from the last one). Does not change the result.", low=0, high=MAX_SECONDS,
@@ -367,6 +376,18 @@ SCHEMA: dict[str, Any] = {
             "neuron's are left out of that component's graph.",
             low=0,
             high=1,
+        ),
+        "evidence": Key(
+            "choice", "shrink", "Edge weight of a pair in a component: `shrink` (its loading pulled toward "
+            "the component's mean by the share of the component's energy where the pair was not recorded; "
+            "docs/communities.md), `evidence` (× the share where it was), `sqrt` (× its square root), or "
+            "`none` (the raw loading).",
+            choices=("shrink", "evidence", "sqrt", "none"),
+        ),
+        "min_contrast": Key(
+            "float", 2.0, "A community, and each of its members, stays only when its mean weight inside "
+            "is more than this multiple of its mean weight to the other neurons; the rest are "
+            "unassigned (0 keeps the partition as it came).", low=0,
         ),
     },
     "report": {

@@ -2,19 +2,26 @@
 
 Each CP component r has a pair factor (P,) — one weight per neuron pair. Rearranged as a
 symmetric N × N matrix it is a weighted graph of which neurons interact in that component.
+Edge weights are the pair loadings weighed by their evidence (``communities.evidence``,
+:mod:`dynconn.methods.evidence`): a pair recorded only where the component is weak is fitted
+from little data, so neurons missing in some animal would otherwise form communities.
 Neurons whose strength (weighted degree) is below ``min_strength`` × the strongest
 neuron's are left out of that component's graph (membership −1): they take no part in it.
 The rest are partitioned into communities by :func:`dynconn.methods.wsbm.partition` (default: the
 weighted degree-corrected SBM of minimum description length; Leiden variants selectable).
 
+After partitioning, communities (and members) no denser inside than toward the rest of the
+graph are background and left unassigned (−1; ``communities.min_contrast``,
+:func:`keep_contrasting`).
+
 Pure core: :func:`pair_matrix`, :func:`component_graph`, :func:`partition_components`.
 Reading a graph file for ``dynconn partition``: :func:`read_graph`.
 
-Artifact ``communities.h5``: ``/membership`` int32 (R, N), −1 where a neuron is not in that
-component's graph; ``/levels`` int32 (R, L, N) nested levels, finest first (``/membership``
+Artifact ``communities.h5``: ``/membership`` int32 (R, N), −1 where a neuron is in none of that
+component's communities; ``/levels`` int32 (R, L, N) nested levels, finest first (``/membership``
 is level ``communities.level``); ``/score`` (R) the partition's description length (wsbm,
 nats) or quality (Leiden); ``/stability`` (R) mean ARI between the runs; ``/modularity`` (R)
-weighted modularity of the reported partition; ``/n_communities`` (R); ``/neurons`` (N).
+weighted modularity of the reported communities over their neurons; ``/n_communities`` (R); ``/neurons`` (N).
 """
 
 from __future__ import annotations
@@ -91,6 +98,59 @@ class ComponentPartitions:
     params: dict
 
 
+def background_contrast(w: np.ndarray, members: np.ndarray, node: int | None = None) -> float:
+    """Mean weight inside ``members`` over the mean weight from them to every other neuron.
+
+    With ``node``: that neuron's mean weight to the other members over its mean weight to the
+    neurons outside. ``inf`` when there is nothing outside (or it weighs nothing), ``nan`` when
+    there is nothing inside. The block-model comparison behind unassigned neurons: a block
+    whose within-block mean weight is no higher than its weight to the rest of the graph is
+    background, not a community.
+    """
+    n = w.shape[0]
+    inside = np.zeros(n, dtype=bool)
+    inside[members] = True
+    if node is None:
+        if members.size < 2:
+            return float("nan")
+        block = w[np.ix_(members, members)]
+        within = (block.sum() - np.trace(block)) / (members.size * (members.size - 1))
+        outside = w[np.ix_(members, np.flatnonzero(~inside))]
+    else:
+        others = members[members != node]
+        if others.size == 0:
+            return float("nan")
+        within = w[node, others].mean()
+        outside = w[node, np.flatnonzero(~inside)]
+    background = outside.mean() if outside.size else 0.0
+    if not background > 0:
+        return float("inf") if within > 0 else float("nan")
+    return float(within / background)
+
+
+def keep_contrasting(w: np.ndarray, labels: np.ndarray, min_contrast: float) -> np.ndarray:
+    """``labels`` (N,) with background left unassigned (−1).
+
+    A community stays when it has ≥ 2 members and :func:`background_contrast` > ``min_contrast``;
+    then each of its members stays when its own contrast (mean weight to the other members over
+    mean weight to the neurons outside) is > ``min_contrast``; a community left with < 2 members
+    is dissolved. Singletons are not communities. ``min_contrast`` 0 keeps every community of
+    ≥ 2 (the partition as it came).
+    """
+    out = np.array(labels, dtype=np.int32, copy=True)
+    for c in np.unique(out[out >= 0]):
+        members = np.flatnonzero(out == c)
+        if members.size < 2 or not background_contrast(w, members) > min_contrast:
+            out[members] = -1
+            continue
+        if min_contrast > 0:
+            weak = [i for i in members if not background_contrast(w, members, node=i) > min_contrast]
+            out[weak] = -1
+            if members.size - len(weak) < 2:
+                out[members] = -1
+    return out
+
+
 def partition_components(
     pair_factors: np.ndarray,
     pairs: np.ndarray,
@@ -98,6 +158,7 @@ def partition_components(
     *,
     method: str = "wsbm",
     min_strength: float = 0.05,
+    min_contrast: float = 0.0,
     n_runs: int = 3,
     resolution: float = 1.0,
     level: int = 0,
@@ -108,16 +169,20 @@ def partition_components(
 
     Parameters
     ----------
-    pair_factors : (P, R) non-negative pair loadings
+    pair_factors : (P, R) non-negative edge weights (the pair loadings, weighed by their
+        evidence: :func:`dynconn.methods.evidence.weigh_by_evidence`)
     pairs : (P, 2) neuron indices of each pair
     n_neurons : N
     method, n_runs, resolution : passed to :func:`dynconn.methods.wsbm.partition`
+    min_contrast : communities (and members) no denser than the background are left
+        unassigned, :func:`keep_contrasting` (0: keep the partition as it came)
     level : nested level reported as ``membership`` (0 = finest; clipped to the coarsest)
     """
     from ..methods import wsbm
 
     n_comp = pair_factors.shape[1]
     results = []
+    graphs_w = []
     seeds = np.random.SeedSequence(random_state).generate_state(n_comp)
     for r in range(n_comp):
         w = pair_matrix(pair_factors[:, r], pairs, n_neurons)
@@ -129,6 +194,7 @@ def partition_components(
             result = wsbm.partition(graph, method=method, n_runs=n_runs, resolution=resolution,
                                     random_state=int(seeds[r] & 0x7FFFFFFF), **DENSE_GRAPH_OPTIONS.get(method, {}))
         results.append((kept, graph, result))
+        graphs_w.append(w)
         if advance is not None:
             advance()
     depth = max([len(res.levels) for _, _, res in results if res is not None] + [1])
@@ -142,13 +208,20 @@ def partition_components(
             levels[r, k, kept] = res.levels[min(k, len(res.levels) - 1)]
         score[r], stability[r] = res.score, res.stability
     membership = levels[:, min(level, depth - 1), :].copy()
+    if min_contrast > 0:
+        for r in range(n_comp):
+            membership[r] = keep_contrasting(graphs_w[r], membership[r], min_contrast)
     for r, (kept, graph, res) in enumerate(results):
         labels = membership[r][kept] if res is not None else np.zeros(0, dtype=np.int32)
         n_communities[r] = len(np.unique(labels[labels >= 0]))
-        if res is not None and graph.ecount() and (labels >= 0).all():
-            modularity[r] = graph.modularity(labels.tolist(), weights="weight")
-    params = {"method": method, "min_strength": min_strength, "n_runs": n_runs,
-              "resolution": resolution, "level": level, "random_state": random_state}
+        assigned = np.flatnonzero(labels >= 0)
+        if res is not None and assigned.size:
+            # modularity of the reported communities, over the neurons they hold
+            sub = graph.induced_subgraph(assigned.tolist())
+            if sub.ecount():
+                modularity[r] = sub.modularity(labels[assigned].tolist(), weights="weight")
+    params = {"method": method, "min_strength": min_strength, "min_contrast": min_contrast,
+              "n_runs": n_runs, "resolution": resolution, "level": level, "random_state": random_state}
     return ComponentPartitions(membership, levels, score, stability, modularity, n_communities, params)
 
 
@@ -214,17 +287,32 @@ def params(config: Config) -> dict:
     return dict(config["communities"])
 
 
+def edge_weights(aff, fac, how: str) -> np.ndarray:
+    """(P, R) edge weights of every component: its pair loadings weighed by their evidence
+    (:mod:`dynconn.methods.evidence`) under the artifacts' layout."""
+    from ..methods.evidence import pair_evidence, weigh_by_evidence
+
+    pair_factors = np.asarray(fac["factors/pairs"], dtype=np.float64)
+    if how == "none":
+        return pair_factors
+    layout = str(aff.attrs.get("layout", "aligned"))
+    groups = np.asarray(aff["time_animal"], dtype=np.int64) if layout == "concatenated" else None
+    evidence = pair_evidence(aff["mask"], fac["factors/time"], fac["factors/animals"], groups)
+    return weigh_by_evidence(pair_factors, evidence, how)
+
+
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
     aff, fac = upstream["affinity"], upstream["factorize"]
     p = config["communities"]
-    pair_factors = fac["factors/pairs"]
-    with console.progress("communities (components)", pair_factors.shape[1]) as advance:
+    weights = edge_weights(aff, fac, p["evidence"])
+    with console.progress("communities (components)", weights.shape[1]) as advance:
         parts = partition_components(
-            pair_factors,
+            weights,
             aff["pairs"],
             len(aff["neurons"]),
             method=p["method"],
             min_strength=p["min_strength"],
+            min_contrast=p["min_contrast"],
             n_runs=p["n_runs"],
             resolution=p["resolution"],
             level=p["level"],

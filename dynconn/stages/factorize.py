@@ -25,6 +25,14 @@ one animal is ignored in that animal's bins only. ``/factors/animals`` is then (
 trivial third mode); each component's activity per animal is its temporal loading over
 that animal's bins. Root attribute ``layout``.
 
+Duplicates (docs/method.md, "Timing that differs between animals"): components with
+near-identical pair patterns carried by complementary animals are one motif whose timing differs
+between animals; :func:`dynconn.methods.merging.merge_duplicates` merges them. ``/factors/*`` and
+``/weights`` are the *reported* components (merged, sorted by weight) that every later stage
+reads; ``/merged_from`` (R_fit,) gives the reported component of each fitted one, attribute
+``merged_components`` the groups merged; the fitted CP model itself is kept under
+``/fit/raw/{weights,pairs,time,animals}``.
+
 Checkpoints: the stage saves the solver's state through the pipeline's checkpoint hook
 (``<workdir>/checkpoints/factorize.h5``) every ``checkpoint_seconds`` and when a stop signal
 arrives; the next run resumes from it and reaches the same factors, bit for bit.
@@ -41,6 +49,7 @@ import numpy as np
 from ..config import SCHEMA, Config
 from ..console import Console
 from ..errors import ConfigError
+from ..methods.merging import merge_duplicates
 
 NAME = "factorize"
 OUTPUT = "factors.h5"
@@ -229,12 +238,26 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
             cp = result.cp
             attrs["final_fit"] = f"best of {p['restarts']} restarts"
     weights, (f_pairs, f_time, f_animals) = cp
+    merged = merge_duplicates(weights, f_pairs, f_time, f_animals, time_groups=groups,
+                              n_animals=mask.shape[1], similarity=p["merge_similarity"],
+                              max_animal_overlap=p["merge_max_overlap"])
     datasets.update({
-        "weights": np.asarray(weights, dtype=np.float64),
-        "factors/pairs": np.asarray(f_pairs, dtype=np.float32),
-        "factors/time": np.asarray(f_time, dtype=np.float64),
-        "factors/animals": np.asarray(f_animals, dtype=np.float64),
+        "weights": merged.weights,
+        "factors/pairs": np.asarray(merged.pairs, dtype=np.float32),
+        "factors/time": merged.time,
+        "factors/animals": merged.animals,
+        "merged_from": merged.merged_from,
+        # the fitted CP model itself, before duplicates were merged (its error is /fit/losses)
+        "fit/raw/weights": np.asarray(weights, dtype=np.float64),
+        "fit/raw/pairs": np.asarray(f_pairs, dtype=np.float32),
+        "fit/raw/time": np.asarray(f_time, dtype=np.float64),
+        "fit/raw/animals": np.asarray(f_animals, dtype=np.float64),
     })
+    merges = [g for g in merged.groups if len(g) > 1]
+    attrs["merged_components"] = [[int(r) for r in g] for g in merges]
+    if merges:
+        console.info("  merged " + "; ".join("fitted components " + "+".join(map(str, g)) for g in merges)
+                     + " (one motif, complementary animals)")
     fit, seconds = _fit_datasets(result)
     if final_loss is not None:
         fit["fit/losses"] = np.asarray([final_loss])  # the kept fit's error; the history is the refinement's

@@ -1,0 +1,121 @@
+"""One motif, one component: merge CP components that are the same motif in different animals.
+
+A CP component has one temporal loading shared by the animals that carry it. When a motif's
+timing differs between animals (onset jitter of a few seconds, per-animal latency), one rank-one
+term cannot follow every animal, and the fit spends several components on the same pair pattern,
+each carried by the animals whose timing it follows: one motif becomes per-animal components with
+identical communities. Such components are recognised after the fit by two facts together:
+
+- their **pair patterns are near-identical** (cosine of the unit pair factors ≥ ``similarity``);
+- their **animals are complementary** (cosine of their per-animal energy profiles ≤
+  ``max_animal_overlap``): each animal carries one of them, not both. Two components with the
+  same pairs in the *same* animals are different temporal events of a motif the model was free to
+  fit as one; they are left apart (the report's duplicate flag is for them).
+
+A merged group G becomes one reported component whose pair factor is the weight-averaged pair
+factor (``Σ_{r∈G} w_r U_r``, unit norm), and whose temporal × animal pattern is the best
+rank-one fit of the group's combined slab ``M = Σ_{r∈G} w_r V_r W_rᵀ`` (T × A; its leading
+singular pair, non-negative for a non-negative M). In the concatenated layout the animal mode is
+trivial and ``M`` is a single column, so the combined temporal loading is exact: each animal's
+stretch of time keeps its own component's loading. Shift-CP (a per-animal time shift per
+component) was the alternative; docs/method.md gives the measurement behind this choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .evidence import component_energy_by_animal
+
+
+@dataclass
+class MergedCP:
+    """The reported components: ``weights`` (R'), ``pairs`` (P, R'), ``time`` (T, R'),
+    ``animals`` (A, R'), sorted by weight; ``merged_from`` (R,) the reported component of
+    each fitted component; ``groups`` the fitted components of each reported one."""
+
+    weights: np.ndarray
+    pairs: np.ndarray
+    time: np.ndarray
+    animals: np.ndarray
+    merged_from: np.ndarray
+    groups: list[list[int]]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x)
+    return x / norm if norm > 0 else x
+
+
+def _profile(weights, time_f, animal_f, time_groups, n_animals, members) -> np.ndarray:
+    """Unit per-animal energy profile (A,) of the combined slab of ``members``."""
+    if time_groups is None:
+        slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in members)
+        energy = (slab ** 2).sum(axis=0)
+    else:
+        v = sum(weights[r] * time_f[:, r] for r in members)
+        energy = component_energy_by_animal(v[:, None], None, time_groups, n_animals)[:, 0]
+    return _unit(np.sqrt(energy))
+
+
+def merge_duplicates(
+    weights: np.ndarray, pair_f: np.ndarray, time_f: np.ndarray, animal_f: np.ndarray, *,
+    time_groups: np.ndarray | None = None, n_animals: int | None = None,
+    similarity: float = 0.9, max_animal_overlap: float = 0.5,
+) -> MergedCP:
+    """Merge components with near-identical pair patterns carried by complementary animals.
+
+    ``weights`` (R), ``pair_f`` (P, R), ``time_f`` (T, R), ``animal_f`` (A, R) (unit-norm
+    columns, as the solver returns them); ``time_groups`` the animal of each bin in the
+    concatenated layout (``n_animals`` animals), else None. ``similarity`` > 1 disables merging.
+    Greedy: the most similar pair of groups first, while the groups' combined animal profiles
+    stay complementary.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    pair_f, time_f = np.asarray(pair_f, dtype=np.float64), np.asarray(time_f, dtype=np.float64)
+    animal_f = np.asarray(animal_f, dtype=np.float64)
+    n_comp = weights.size
+    n_animals = int(n_animals if n_animals is not None else animal_f.shape[0])
+    groups: list[list[int]] = [[r] for r in range(n_comp)]
+    units = np.stack([_unit(pair_f[:, r]) for r in range(n_comp)], axis=1) if n_comp else pair_f
+    while len(groups) > 1:
+        best = None
+        pattern = [_unit(units[:, g] @ weights[g]) for g in groups]
+        profile = [_profile(weights, time_f, animal_f, time_groups, n_animals, g) for g in groups]
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                cos = float(pattern[i] @ pattern[j])
+                if cos >= similarity and float(profile[i] @ profile[j]) <= max_animal_overlap \
+                        and (best is None or cos > best[0]):
+                    best = (cos, i, j)
+        if best is None:
+            break
+        _, i, j = best
+        groups[i] = sorted(groups[i] + groups[j])
+        del groups[j]
+
+    out_w, out_u, out_v, out_a = [], [], [], []
+    for g in groups:
+        if len(g) == 1:
+            r = g[0]
+            out_w.append(weights[r]); out_u.append(pair_f[:, r]); out_v.append(time_f[:, r])
+            out_a.append(animal_f[:, r])
+            continue
+        u = _unit(pair_f[:, g] @ weights[g])
+        slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in g)
+        left, sv, right = np.linalg.svd(slab, full_matrices=False)
+        # the leading singular vectors of a non-negative matrix are one-signed (Perron-Frobenius);
+        # abs() fixes the arbitrary sign and round-off at zero entries
+        out_w.append(float(sv[0])); out_u.append(u); out_v.append(np.abs(left[:, 0]))
+        out_a.append(np.abs(right[0]))
+    order = np.argsort(-np.asarray(out_w), kind="stable")
+    merged_from = np.empty(n_comp, dtype=np.int32)
+    for new, old in enumerate(order):
+        merged_from[groups[old]] = new
+    def in_order(columns: list) -> np.ndarray:
+        return np.stack([columns[k] for k in order], axis=1)
+
+    return MergedCP(np.asarray(out_w)[order], in_order(out_u), in_order(out_v), in_order(out_a), merged_from,
+                    [groups[k] for k in order])

@@ -1,0 +1,79 @@
+"""Communities that hold the motif and little else (issue 11 part 4)."""
+
+import numpy as np
+import pytest
+
+from conftest import cli
+from dynconn.io.artifacts import read_h5
+from dynconn.stages.communities import background_contrast, keep_contrasting
+from methods_data import jittered_motif, two_motifs
+
+
+def block_graph():
+    # neurons 0-2 a block (pair weight 1.0), 3-5 background (0.1 everywhere else)
+    w = np.full((6, 6), 0.1)
+    w[:3, :3] = 1.0
+    np.fill_diagonal(w, 0.0)
+    return w
+
+
+def test_contrast_is_within_over_background():
+    w = block_graph()
+    # 1.0 inside / 0.1 outside; a mean of equal doubles is off by a few ulp at most: rel 1e-12
+    assert background_contrast(w, np.array([0, 1, 2])) == pytest.approx(10.0, rel=1e-12)
+    assert background_contrast(w, np.array([3, 4, 5])) == pytest.approx(1.0, rel=1e-12)
+    assert background_contrast(w, np.array([0, 1, 2]), node=0) == pytest.approx(10.0, rel=1e-12)
+    assert np.isnan(background_contrast(w, np.array([4])))
+    assert background_contrast(w, np.arange(6)) == np.inf  # nothing outside to compare with
+
+
+def test_background_block_and_stray_member_are_unassigned():
+    w = block_graph()
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    assert keep_contrasting(w, labels, 2.0).tolist() == [0, 0, 0, -1, -1, -1]
+    stray = np.array([0, 0, 0, 0, 1, 1])  # neuron 3 (background) put in the block
+    assert keep_contrasting(w, stray, 2.0).tolist() == [0, 0, 0, -1, -1, -1]
+    assert keep_contrasting(w, labels, 0.0).tolist() == labels.tolist()  # 0: as partitioned
+
+
+def assigned_in(workdir, component: int) -> set:
+    row = np.asarray(read_h5(workdir / "communities.h5")["membership"])[component]
+    return set(np.flatnonzero(row >= 0).tolist())
+
+
+def test_motif_plus_background_precision(tmp_path):
+    """An 8-neuron motif among 16 unrelated noise neurons: the motif's component assigns the
+    motif and little else (precision >= 0.85); without the contrast test, everything."""
+    config = jittered_motif(tmp_path / "data", [0.0, 0.0, 0.0],
+                            config={"affinity": {"bin_seconds": 2.0}, "factorize": {"rank": 2, "restarts": 2}})
+    assert cli("run", config, "-q", "--until", "communities").exit_code == 0
+    workdir = config.parent / "run"
+    motif = set(range(8))
+    assigned = assigned_in(workdir, 0)
+    precision = len(assigned & motif) / len(assigned)
+    recall = len(assigned & motif) / len(motif)
+    assert precision >= 0.85 and recall >= 0.85, (sorted(assigned))
+    assert cli("run", config, "-q", "--until", "communities", "--set", "communities.min_contrast=0").exit_code == 0
+    assert len(assigned_in(workdir, 0) & motif) / len(assigned_in(workdir, 0)) < 0.85
+
+
+def test_shared_neurons_belong_to_both_motifs(tmp_path):
+    first, second = set(range(0, 8)), set(range(5, 13))
+    config = two_motifs(tmp_path / "data", config={"affinity": {"bin_seconds": 2.0},
+                                                    "factorize": {"rank": 2, "restarts": 2}})
+    assert cli("run", config, "-q", "--until", "communities").exit_code == 0
+    membership = np.asarray(read_h5(config.parent / "run" / "communities.h5")["membership"])
+    found = []
+    for group in (first, second):
+        best = 0.0
+        for r, row in enumerate(membership):
+            for c in np.unique(row[row >= 0]):
+                members = set(np.flatnonzero(row == c).tolist())
+                j = len(members & group) / len(members | group)
+                if j > best:
+                    best, where = j, (r, members)
+        found.append(where)
+        assert best >= 0.85, (group, where)
+    (r1, c1), (r2, c2) = found
+    assert r1 != r2  # each motif in its own component
+    assert {5, 6, 7} <= c1 and {5, 6, 7} <= c2  # the shared neurons in both
