@@ -317,8 +317,9 @@ SCHEMA: dict[str, Any] = {
                               high=10**7),
         "sweep_tol": Key("float", 1e-4, "`auto`: relative loss change that ends a fit of the rank sweep.", low=0),
         "similarity_threshold": Key(
-            "float", 0.85, "`auto`: a rank is stable when its restarts' mean similarity to the best "
-            "restart is at least this.", low=0, high=1,
+            "float", 0.85, "`auto`: a rank is stable when the other restarts that reach its best error "
+            "(within 0.1 %) have a mean similarity to the best restart of at least this; a best fit no "
+            "other restart reaches is not stable.", low=0, high=1,
         ),
         "min_gain": Key(
             "float", 0.002, "`auto`: a rank is worth its components when each added component explains "

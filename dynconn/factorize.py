@@ -40,7 +40,7 @@ import numpy as np
 
 from .artifacts import read_h5, write_h5
 from .config import SCHEMA, Config, _check_section
-from .console import Console
+from .console import Console, warn
 from .errors import ConfigError
 
 NAME = "factorize"
@@ -156,6 +156,19 @@ def _fit_datasets(result) -> tuple[dict[str, np.ndarray], list[float]]:
     return {f"fit/{k}": np.asarray(v) for k, v in out.items()}, seconds
 
 
+def _warn_at_edge(rank: int, lo: int, hi: int) -> None:
+    """A rank chosen at an end of the sweep may be the sweep's limit, not the data's."""
+    if lo == hi:
+        return
+    if rank == hi:
+        warn(f"factorize: rank {rank} is the largest of factorize.ranks [{lo}, {hi}]: the data may hold "
+             f"more components; widen the sweep (--set 'factorize.ranks=[{lo}, {2 * hi}]')")
+    elif rank == lo and lo > 1:
+        warn(f"factorize: rank {rank} is the smallest of factorize.ranks [{lo}, {hi}]: no larger rank "
+             f"passed the rule, and smaller ones were not tried; see the report's rank selection figure "
+             f"(docs/factorization.md) or set factorize.rank")
+
+
 def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple[dict, dict]:
     """Factorize an affinity artifact's tensor with parameters ``p`` (the config section).
 
@@ -197,6 +210,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
             attrs["rank_rule"] = selection.rule
             attrs["rank_rule_params"] = selection.rule_params
             console.info(f"  rank {rank} chosen ({selection.rule})")
+            _warn_at_edge(rank, lo, hi)
             # refine the chosen rank's best sweep fit to the full tolerance
             best = selection.best_fits[int(np.flatnonzero(selection.ranks == rank)[0])]
             with console.progress(f"refining rank {rank}", p["max_iter"]) as advance:
