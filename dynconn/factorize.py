@@ -193,6 +193,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
     datasets: dict[str, np.ndarray] = {}
     attrs: dict = {"layout": layout}
     rank = p["rank"]
+    final_loss = None  # set when the kept fit is not the solver's last iterate
     with saver.stops_deferred() if saver is not None else contextlib.nullcontext():
         if rank == "auto":
             lo, hi = p["ranks"]
@@ -212,7 +213,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
             console.info(f"  rank {rank} chosen ({selection.rule})")
             _warn_at_edge(rank, lo, hi)
             # refine the chosen rank's best sweep fit to the full tolerance
-            best = selection.best_fits[int(np.flatnonzero(selection.ranks == rank)[0])]
+            chosen = int(np.flatnonzero(selection.ranks == rank)[0])
+            best, start_error = selection.best_fits[chosen], float(selection.best_error[chosen])
             with console.progress(f"refining rank {rank}", p["max_iter"]) as advance:
                 result = ntf.ncp_hals(
                     X, rank, init=best, max_iter=p["max_iter"], tol=p["tol"], resume=state.get("final"),
@@ -220,6 +222,13 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
                     **(saver.hooks("final") if saver else {}))
             cp = result[0]
             attrs["final_fit"] = "refined from the rank sweep's best fit"
+            if not result[1].loss <= start_error:
+                # Refining never ends above its start: an exact HALS step cannot raise the error, so
+                # a refined loss above the sweep's is the loss formula's rounding near convergence
+                # (ntf.loss_resolution) -- keep the sweep's fit, whose error is the lower estimate.
+                cp = best
+                final_loss = start_error
+                attrs["final_fit"] = "the rank sweep's best fit (refining it did not lower the error)"
         else:
             with console.progress(f"factorizing, rank {rank}", p["restarts"] * p["max_iter"]) as advance:
                 result = ntf.ncp_restarts(
@@ -237,6 +246,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
         "factors/animals": np.asarray(f_animals, dtype=np.float64),
     })
     fit, seconds = _fit_datasets(result)
+    if final_loss is not None:
+        fit["fit/losses"] = np.asarray([final_loss])  # the kept fit's error; the history is the refinement's
     datasets.update(fit)
     attrs["fit_seconds"] = seconds
     attrs["rank"] = rank

@@ -72,6 +72,7 @@ __all__ = [
     "factor_congruence",
     "relative_error",
     "restart_seed",
+    "loss_resolution",
     "MODE_NAMES",
 ]
 
@@ -1414,8 +1415,10 @@ def ncp_hals(
         Maximum outer iterations (counting iterations done before a ``resume``).
     tol : float
         Stop when ``|e[k-1] - e[k]| / e[k-1] < tol`` (e = relative error on observed entries).
-        The error is computed from float32 products, reliable to ~1e-5 relative; a tighter
-        tol in float32 in practice runs to ``max_iter`` (use dtype="float64" for tighter tols).
+        The error is computed from working-precision products, so it is known only to
+        :func:`loss_resolution` (float32: ~1e-6 absolute at e = 0.5, ~5e-5 at e = 0.01); a tol
+        below ``loss_resolution(e) / e`` in practice runs to ``max_iter`` (use dtype="float64"
+        for tighter tols).
     random_state : None | int | SeedSequence | numpy Generator
         Seeds the random init (and the randomized SVD of "nndsvd").
     backend : "numpy" | "pytorch"
@@ -1697,6 +1700,46 @@ def relative_error(X, cp, mask=None, time_groups=None) -> float:
         num += float(np.vdot(resid, resid))
         den += float(np.vdot(block, block))
     return math.sqrt(num / den)
+
+
+#: Rounding of the loss formula's squared error, in units of the working dtype's epsilon times
+#: ``||M*X||^2``: ``||MX||^2 - 2<MX, Xhat> + ||M Xhat||^2`` is a difference of three terms each
+#: ~``||MX||^2``, each rounded once or twice (the inner product comes from the working-precision
+#: MTTKRP Z). 8 bounds what was measured: float32 losses near convergence wander by 1-2 eps
+#: (e = 0.0102: +-5e-6 over 300 iterations, tests/test_factorize.py), float64 by ~1 eps.
+LOSS_ROUNDING = 8.0
+
+
+def loss_resolution(loss, dtype="float32"):
+    """How far a relative error reported by :func:`ncp_hals` can be off by rounding alone.
+
+    The solver computes ``e = ||M*(X - Xhat)|| / ||M*X||`` without another pass over X, from
+    ``e^2 = 1 - 2<MX, Xhat>/||MX||^2 + ||M Xhat||^2/||MX||^2``: the three terms cancel to ``e^2``,
+    so an absolute rounding ``d = LOSS_ROUNDING * eps(dtype)`` on ``e^2`` becomes ``d / (2 e)`` on
+    ``e`` (at most ``sqrt(d)``, when ``e`` itself is below the rounding). Two losses closer than
+    this cannot be ordered, and a ``tol`` below ``resolution / e`` is never met.
+
+    Parameters
+    ----------
+    loss : float or array
+        Relative error(s) as reported (``FitInfo.loss_history``).
+    dtype : "float32" | "float64"
+        The fit's working precision.
+
+    Returns
+    -------
+    float or ndarray, like ``loss``: the absolute resolution of each value.
+
+    Examples
+    --------
+    >>> from dynconn.ntf import loss_resolution
+    >>> float(loss_resolution(0.01, "float32")) < 1e-4 < float(loss_resolution(1e-5, "float32"))
+    True
+    """
+    d = LOSS_ROUNDING * float(np.finfo(_check_dtype(dtype)).eps)
+    e = np.asarray(loss, dtype=np.float64)
+    out = np.minimum(d / (2.0 * np.maximum(e, np.finfo(np.float64).tiny)), math.sqrt(d))
+    return float(out) if out.ndim == 0 else out
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,13 +35,15 @@ def test_binned_gram_by_hand():
     neg = np.array([[0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 4.0, 0.0]])
     out = binned_gram(pos, neg, 2, pair_index(2))
     # bin 0: (1*3 + 2*1)/2 = 2.5 ; bin 1: (0*0 + 0*5 + 2*4 + 0*0)/2 = 4
-    np.testing.assert_allclose(out, [[2.5, 4.0]])
+    np.testing.assert_allclose(out, [[2.5, 4.0]])  # small integers: exact in float32
 
 
 def test_trace_with_itself_is_mean_absolute_change():
     x = spiky_trace()
     s = differential_signal(x[None], 0.5 * RATE, 1.0)[0]
     expected = np.abs(s)[: 40 * 20].reshape(40, 20).mean(axis=1)
+    # float32 affinities, means of 20 products: ~sqrt(20) x 6e-8 relative, 1e-5 leaves a factor 40;
+    # atol for bins near 0, where 1e-6 is below any event (> 1 here)
     np.testing.assert_allclose(affinity_of(x, x), expected, rtol=1e-5, atol=1e-6)
     assert affinity_of(x, x).max() > 1.0  # events are well above the noise
 
@@ -60,6 +62,7 @@ def test_trace_with_constant_is_zero():
 @pytest.mark.parametrize("method", ["differential", "mtd"])
 def test_scaled_and_offset_copy_equals_itself(method):
     x = spiky_trace(1)
+    # normalisation removes scale and offset in float64; the float32 result then rounds at 6e-8
     np.testing.assert_allclose(affinity_of(x, 7.5 * x + 120.0, method=method),
                                affinity_of(x, x, method=method), rtol=1e-5, atol=1e-6)
 
@@ -72,6 +75,9 @@ def test_raw_dff_and_zscore_inputs_agree():
     a = compute_affinity(np.stack([raw, 2 * raw + 3]), sampling_rate=RATE)
     for other in (dff, z):
         b = compute_affinity(np.stack([other, 2 * other + 3]), sampling_rate=RATE)
+        # raw ~500 vs dF/F ~1: the raw trace's rounding (float64, ~1e-13 of 500) is not the limit;
+        # the float32 affinity of a rate of change is: a difference of neighbours amplifies the
+        # 6e-8 rounding by |x| / |dx| ~ 1e2, so ~1e-5; 1e-4 leaves a factor 10
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -82,6 +88,8 @@ def test_matches_elementwise_definition():
     out = compute_affinity(traces, sampling_rate=RATE)
     for p, (i, j) in enumerate(pair_index(5)):
         inst = np.sqrt(np.maximum(s[i] * s[j], 0))
+        # the elementwise float64 definition vs the float32 binned Gram: float32 rounding (6e-8)
+        # of sums of 20 terms; atol for near-zero bins
         np.testing.assert_allclose(out[p], inst[:800].reshape(40, 20).mean(1), rtol=1e-5, atol=1e-6)
     z = mtd_signal(traces, 0.5 * RATE)
     out = compute_affinity(traces, sampling_rate=RATE, method="mtd")
@@ -104,17 +112,18 @@ def test_non_negative_and_symmetric():
     rev = compute_affinity(traces[::-1], sampling_rate=RATE)
     assert (out >= 0).all()
     # pair (0,1) in the reversed order is pair (2,3)
-    np.testing.assert_allclose(out[0], rev[5], rtol=1e-6)
+    np.testing.assert_allclose(out[0], rev[5], rtol=1e-6)  # the same float32 products, other order: ulps
 
 
 def test_window_correlation_itself_and_negation():
     x = spiky_trace(6)
+    # a correlation of 1 computed in float32 windows of 20 frames: 1 - ~1e-6
     np.testing.assert_allclose(affinity_of(x, 2 * x + 1, method="window-corr"), 1.0, atol=1e-5)
     assert np.all(affinity_of(x, -x, method="window-corr") == 0)
 
 
 def test_bin_centres_and_mask():
-    np.testing.assert_allclose(bin_centres(45, 4.0, 5.0), [2.375, 7.375])
+    np.testing.assert_allclose(bin_centres(45, 4.0, 5.0), [2.375, 7.375])  # exact binary fractions
     present = np.array([[True, True], [True, False], [True, True]])
     np.testing.assert_array_equal(observed_pairs(present, pair_index(3)),
                                   [[True, False], [True, True], [True, False]])

@@ -56,9 +56,10 @@ def test_rank_sweep_runs_at_the_sweep_settings_and_the_chosen_rank_is_refined():
     assert attrs["rank_rule_params"]["max_iter"] == 200 and attrs["rank_rule_params"]["tol"] == 1e-4
     assert datasets["rank_selection/n_iter"].max() <= 200
     assert "rank_selection/seconds" not in datasets and len(attrs["rank_selection_seconds"]) == 5
-    # the refined fit continues the sweep's best fit of rank 3: at least as good, to the full tol
+    # the refined fit continues the sweep's best fit of rank 3: never worse, which the stage
+    # guarantees (it keeps the sweep's fit if refining ends above it by the loss's rounding)
     sweep_best = datasets["rank_selection/best_error"][2]
-    assert datasets["fit/losses"][0] <= sweep_best + 1e-9
+    assert datasets["fit/losses"][0] <= sweep_best
     assert datasets["fit/loss_history"].size == datasets["fit/n_iter"][0]
     assert datasets["factors/pairs"].shape == (X.shape[0], 3)
     # the rule's thresholds come from the config

@@ -33,7 +33,10 @@ def test_linear_detrend_removes_the_slope_and_keeps_the_level():
     x[[5, 90]] = np.nan
     out = detrend_traces(x[None], "linear", window=100, percentile=10)[0]
     ok = np.isfinite(out)
+    # not rounding: the planted trend is 0.05 per frame; what is left is the sine's own fitted
+    # slope over a finite window (~1e-4), 50x below the trend
     assert abs(np.polyfit(t[ok], out[ok], 1)[0]) < 1e-3
+    # the mean is restored in float64 on values ~10: sums of 200 terms round to ~1e-14 relative
     assert np.nanmean(out) == pytest.approx(np.nanmean(x), rel=1e-9)
 
 
@@ -78,6 +81,8 @@ def test_upsampling_hits_the_original_frames_exactly():
     x = np.random.default_rng(2).normal(size=(3, 50))
     out = to_grid(x, 2.0, 4.0, grid_length(50, 2.0, 4.0))
     assert out.shape == (3, 99)
+    # float32 output of a float64 interpolation: 6e-8 at the original frames; the midpoints are
+    # computed from float32-rounded neighbours, relative to their (possibly small) mean: 1e-5
     np.testing.assert_allclose(out[:, ::2], x, rtol=1e-6)
     np.testing.assert_allclose(out[:, 1::2], (x[:, :-1] + x[:, 1:]) / 2, rtol=1e-5)
 
@@ -104,7 +109,7 @@ def test_offsets_align_a_protocol_through_the_stage(tmp_path):
     assert result.exit_code == 0, result.output
     a, b = art["traces"][0], art["traces"][1]
     assert np.isnan(a[:, :12]).all()
-    np.testing.assert_allclose(a[:, 12:], b[:, 12:], rtol=1e-6)  # the same protocol time lines up
+    np.testing.assert_allclose(a[:, 12:], b[:, 12:], rtol=1e-6)  # the same protocol time lines up (float32: 6e-8)
 
 
 def test_window_and_resample_through_the_stage(tmp_path):
@@ -119,7 +124,9 @@ def test_window_and_resample_through_the_stage(tmp_path):
     assert art["traces"].shape == (2, 2, 200) and art["time"][0] == 10.0
     assert art["n_frames"].tolist() == [200, 200] and art.attrs["sampling_rate"] == 4.0
     assert art["rates"].tolist() == [4.0, 2.0]
-    np.testing.assert_allclose(art["traces"][1], art["traces"][0], atol=0.2)  # 2 Hz copy upsampled
+    # not rounding: a 2 Hz copy upsampled to 4 Hz misses the dropped frames' detail, up to ~0.1
+    # of this trace's unit amplitude between samples
+    np.testing.assert_allclose(art["traces"][1], art["traces"][0], atol=0.2)
 
 
 # ----------------------------------------------------------------------------- names
@@ -170,7 +177,7 @@ def test_merge_bilateral_through_the_stage(tmp_path):
     neurons = list(art["neurons"])
     assert neurons == ["AVA", "AVL", "RIM"]  # AVL has no partner; RIML/RIMR meet across animals
     assert art["present"].tolist() == [[True, True], [False, True], [True, True]]
-    np.testing.assert_allclose(art["traces"][0, 0], (x[:, 0] + x[:, 1]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(art["traces"][0, 0], (x[:, 0] + x[:, 1]) / 2, rtol=1e-6)  # float32 traces: 6e-8
 
 
 # ----------------------------------------------------------------------------- covariates
@@ -194,10 +201,12 @@ def test_covariates_interpolated_binned_and_missing_as_nan(tmp_path):
     values = ing["covariates/values"]  # (A, C, F)
     assert values.shape == (2, 2, 200) and values.dtype == np.float64
     frames = np.arange(199) / 4.0
-    np.testing.assert_allclose(values[0, 0, :199], 2 * frames, rtol=1e-6)  # interpolated onto the frames
+    # interpolated onto the frames; the covariate's times are written with 6 digits in its CSV
+    np.testing.assert_allclose(values[0, 0, :199], 2 * frames, rtol=1e-6)
     assert np.isnan(values[1, 1]).all()
     aff = read_h5(tmp_path / "run" / "affinity.h5")
     binned = aff["covariates/values"]  # (C, T, A)
     assert binned.shape == (2, 10, 2)
+    # float64 bin means of integers: default rtol 1e-7 is far above their ~1e-16 rounding
     np.testing.assert_allclose(binned[0, :, 1], [-np.arange(20 * b, 20 * b + 20).mean() for b in range(10)])
     assert binned[1, :4, 0].max() == 0 and binned[1, 5:, 0].min() == 1  # bin 4 holds the 0→1 ramp

@@ -55,9 +55,13 @@ def test_rank_one_tensor_is_recovered_exactly():
     u, v, w = rng.random(20) + 0.1, rng.random(7) + 0.1, rng.random(4) + 0.1
     X = np.einsum("p,t,a->pta", u, v, w)
     cp, info = ntf.ncp_hals(X, 1, dtype="float64", random_state=0, max_iter=50, tol=0)
-    # the per-iteration loss is a difference of squared norms: its floor is sqrt(machine eps)
-    assert info.loss < 1e-6
+    # the per-iteration loss is a difference of squared norms: its floor is sqrt(8 eps) ~ 4e-8
+    # (ntf.loss_resolution), so a perfect fit reports < 1e-6; the direct float64 residual of a
+    # rank-1 fit of 560 entries is ~eps-level, 1e-10 leaves a factor 1e5 for the sums' rounding
+    assert info.loss <= 2 * ntf.loss_resolution(0.0, "float64") < 1e-6
     assert ntf.relative_error(X, cp) < 1e-10
+    # factors of an exact fit: a relative error e on the model allows ~e on each unit column; at
+    # e < 1e-10 a 1e-8 tolerance is 100x above what the fit leaves
     for got, want in zip(cp.factors, (u, v, w)):
         np.testing.assert_allclose(got[:, 0], want / np.linalg.norm(want), rtol=1e-8)
     np.testing.assert_allclose(cp.weights[0], np.linalg.norm(u) * np.linalg.norm(v) * np.linalg.norm(w), rtol=1e-8)
@@ -68,9 +72,13 @@ def test_loss_history_is_the_exact_masked_error_and_never_increases():
     cp, info = ntf.ncp_hals(X, 3, mask=mask, dtype="float64", random_state=1, max_iter=40, tol=0)
     # The per-iteration loss comes from Gram matrices and the MTTKRPs, never from a pass over the
     # residual: it must still equal the directly computed error on observed entries.
+    # float64, e ~ 0.02 here: the formula resolves e to ~2e-14 (ntf.loss_resolution); rtol 1e-9
+    # is 1e3 above it and far below any real difference between the two computations
     np.testing.assert_allclose(info.loss, ntf.relative_error(X, cp, mask), rtol=1e-9)
-    # HALS is block coordinate descent with exact block updates: the loss cannot increase.
-    assert np.all(np.diff(info.loss_history) <= 1e-12)
+    # HALS is block coordinate descent with exact block updates: the loss cannot increase (to the
+    # formula's rounding, which differs between BLAS kernels)
+    h = info.loss_history
+    assert np.all(np.diff(h) <= ntf.loss_resolution(h[1:], "float64"))
     assert info.n_iter == 40 and len(info.loss_history) == 40 and not info.converged
 
 
@@ -121,6 +129,9 @@ def test_em_imputation_reaches_the_same_fit():
     exact, _ = ntf.ncp_hals(X, 3, mask=mask, random_state=2, max_iter=300, tol=1e-7)
     em, _ = ntf.ncp_hals(X, 3, mask=mask, random_state=2, max_iter=300, tol=1e-7, missing="em")
     assert ntf.factor_congruence(exact, em)[0] > 0.99
+    # not rounding: EM converges more slowly, so after 300 iterations its error is up to ~1 %
+    # above the exact updates' (docs/factorization.md); 2 % separates "the same optimum" from a
+    # different one (another local minimum differs by >= 5 % on this problem)
     np.testing.assert_allclose(ntf.relative_error(X, exact, mask), ntf.relative_error(X, em, mask), rtol=2e-2)
 
 
@@ -135,6 +146,7 @@ def test_components_sorted_by_weight_with_unit_columns():
     assert np.all(np.diff(cp.weights) <= 0)
     for f in cp.factors:
         assert f.dtype == np.float32
+        # float32 columns of <= 276 entries: their norm rounds to ~sqrt(276) * 6e-8 ~ 1e-6
         np.testing.assert_allclose(np.linalg.norm(f, axis=0), 1, rtol=1e-5)
         assert f.min() >= 0
     # weights carry the scale: the model rebuilt from (weights, factors) fits the data
@@ -166,7 +178,9 @@ def test_same_iterates_as_tensorly_hals_from_the_same_init():
     ours, info = ntf.ncp_hals(X, 3, init=init, max_iter=30, tol=0)
     ref, ref_info = ntf.ncp_hals(X, 3, init=init, max_iter=30, tol=0, method="tensorly-hals")
     assert ref_info.method == "tensorly-hals" and len(ref_info.loss_history) == 30
-    # Same algorithm (HALS, 5 inner sweeps per mode, same update order): same error, up to float32.
+    # Same algorithm (HALS, 5 inner sweeps per mode, same update order): same error, up to float32
+    # (30 iterations of float32 products, each rounding ~1e-7 relative, amplified by the
+    # iteration's conditioning: measured <= 2e-6 apart on Haswell, SkylakeX and Sandybridge kernels)
     np.testing.assert_allclose(ntf.relative_error(X, ours), ntf.relative_error(X, ref), rtol=1e-4)
     assert ntf.factor_congruence(ours, ref)[0] > 0.999
 
@@ -177,9 +191,9 @@ def test_factor_congruence_matches_tensorly():
     b = [f[:, [2, 0, 3, 1]] + 0.1 * rng.random(f.shape) for f in a]
     score, per_component, perm = ntf.factor_congruence((None, a), (None, b))
     ref_score, ref_perm = congruence_coefficient(a, b)
-    np.testing.assert_allclose(score, ref_score)
+    np.testing.assert_allclose(score, ref_score)  # float64 means of 4 cosines: default rtol 1e-7
     np.testing.assert_array_equal(perm, [1, 3, 0, 2])
-    assert ntf.factor_congruence((None, a), (None, a))[0] == pytest.approx(1.0)
+    assert ntf.factor_congruence((None, a), (None, a))[0] == pytest.approx(1.0)  # float64 cosines: 1 to 1e-15
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,6 +276,7 @@ def test_restarts_keep_best_reproduce_and_resume():
     res = ntf.ncp_restarts(X, 3, **kw)
     assert res.best_index == int(np.argmin(res.losses))
     assert res.info.loss == res.losses.min()
+    # a congruence is a product of three float64 cosines, each <= 1 up to ~1e-15 rounding
     assert res.similarity[res.best_index] == 1.0 and np.all(res.similarity <= 1 + 1e-12)
     assert res.losses.shape == (4,) and res.weights.shape == (4, 3)
     # restart k is reproducible on its own from its derived seed
@@ -289,7 +304,7 @@ def test_restarts_keep_best_reproduce_and_resume():
     np.testing.assert_array_equal(resumed.losses, res.losses)
     for a, b in zip(resumed.cp.factors, res.cp.factors):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(resumed.similarity, res.similarity)
+    np.testing.assert_allclose(resumed.similarity, res.similarity)  # same factors bitwise: float64 rtol 1e-7
 
 
 # ------------------------------------------------------------------------------------------------
@@ -302,7 +317,9 @@ def test_select_rank_picks_planted_rank():
     sel = ntf.select_rank(X, [1, 2, 3, 4, 5, 6], mask=mask, n_restarts=3, random_state=0)
     assert sel.rank == 4
     assert sel.errors.shape == (6, 3) and sel.similarity.shape == (6, 3)
-    assert np.all(np.diff(sel.best_error) <= 1e-3)  # more components never fit much worse
+    # more components never fit much worse: not rounding but the sweep's loose stop (tol 1e-4 on
+    # the relative change, 200 iterations) leaves each fit up to ~1e-3 short of its optimum
+    assert np.all(np.diff(sel.best_error) <= 1e-3)
     arrays = sel.as_arrays()
     assert set(arrays) >= {"ranks", "errors", "similarity", "mean_similarity", "gain", "rank"}
     assert all(isinstance(v, np.ndarray) for v in arrays.values())
@@ -405,10 +422,13 @@ def test_time_groups_recover_planted_factors_and_missing_pairs_are_not_zeros():
                            dtype="float64", max_iter=500, tol=1e-9)
     assert ntf.factor_congruence(res.cp, truth_cp(truth))[0] >= 0.98
     assert res.info.loss < 1e-3
-    # the loss history is the exact error on the observed entries, and it never increases
-    # (to the loss formula's resolution near a perfect fit, ~1e-8 absolute: a difference of squares)
-    assert res.info.loss == pytest.approx(ntf.relative_error(X, res.cp, mask, groups), rel=1e-6, abs=1e-8)
-    assert np.all(np.diff(res.info.loss_history) <= 1e-12)
+    # the loss history is the exact error on the observed entries, and it never increases -- both
+    # to the loss formula's resolution: near this perfect fit (e ~ 1e-7) a difference of float64
+    # squares resolves e to ~7e-9 (ntf.loss_resolution; an AVX-512 BLAS was seen to rise by 1e-9)
+    h = res.info.loss_history
+    assert res.info.loss == pytest.approx(ntf.relative_error(X, res.cp, mask, groups), rel=1e-6,
+                                          abs=ntf.loss_resolution(res.info.loss, "float64"))
+    assert np.all(np.diff(h) <= ntf.loss_resolution(h[1:], "float64"))
     # treating the missing pairs as zeros (no mask) fits the observed entries far worse
     zeros = ntf.ncp_restarts(X, 3, n_restarts=3, random_state=0, dtype="float64", max_iter=500, tol=1e-9)
     assert ntf.relative_error(X, zeros.cp, mask, groups) > 10 * res.info.loss
@@ -423,7 +443,9 @@ def test_time_groups_fit_is_a_stationary_point_of_the_dense_weighted_problem():
     grads, factors = _dense_weighted_gradients(X, cp, weight)
     scale = np.linalg.norm(weight * X) ** 2
     for g, f in zip(grads, factors):
-        # KKT of min over f >= 0: gradient zero where f > 0, non-negative where f == 0
+        # KKT of min over f >= 0: gradient zero where f > 0, non-negative where f == 0. Not rounding
+        # but optimisation: after 3000 iterations to tol 1e-13 the gradient is ~1e-8 of its scale
+        # ||WX||^2/||f||; 1e-6 is the stationarity the test asks for, 1e-9 * max the "zero" cut
         assert np.abs(g[f > 1e-9 * f.max()]).max() < 1e-6 * scale / np.linalg.norm(f)
         assert g[f == 0].min(initial=0) > -1e-6 * scale / np.linalg.norm(f)
 
@@ -436,6 +458,9 @@ def test_time_groups_equal_the_ungrouped_computation_where_they_coincide():
     Xs = X * same[:, groups][:, :, None]
     a, ia = ntf.ncp_hals(Xs, 3, mask=same, time_groups=groups, **kw)
     b, ib = ntf.ncp_hals(Xs, 3, mask=mask[:, :1], **kw)
+    # float64, 30 iterations of the same update by two paths (per-group Grams vs one shared Gram):
+    # unit columns differ by rounding, ~30 iterations x 1e-15; 1e-12 leaves a factor 30. The
+    # losses, a difference of squares, amplify it by ~1/e^2 (e ~ 0.1 here): ~1e-11 relative, 1e-8
     for fa, fb in zip(a.factors, b.factors):
         np.testing.assert_allclose(fa, fb, rtol=0, atol=1e-12)
     np.testing.assert_allclose(ia.loss_history, ib.loss_history, rtol=1e-8)
@@ -450,6 +475,7 @@ def test_time_groups_equal_the_ungrouped_computation_where_they_coincide():
     cp, _ = ntf.ncp_hals(X, 3, mask=mask, time_groups=groups, **kw)
     weights, (U, V, W) = cp
     dense = np.linalg.norm(weight * (X - np.einsum("pr,tr,ar->pta", U * weights, V, W))) / np.linalg.norm(weight * X)
+    # both float64 direct residual sums over ~6e4 entries, in different orders: ~1e-14 apart
     assert ntf.relative_error(X, cp, mask, groups) == pytest.approx(dense, rel=1e-12)
 
 
@@ -465,6 +491,7 @@ def test_time_groups_unobserved_values_ignored_and_em_reaches_the_same_fit():
     np.testing.assert_array_equal(ie.loss_history, ia.loss_history)
     em, _ = ntf.ncp_hals(junk, 3, missing="em", **kw)
     assert ntf.factor_congruence(exact, em)[0] > 0.99
+    # EM's slower convergence, not rounding (as in test_em_imputation_reaches_the_same_fit)
     np.testing.assert_allclose(ntf.relative_error(X, em, mask, groups), ie.loss, rtol=2e-2)
 
 
@@ -518,7 +545,8 @@ def test_pairs_mode_by_blocks_is_the_same_update(monkeypatch, case):
 
     fused, info_fused = fit(64, True)
     gemms, info_gemms = fit(64, False)
-    # (the loss, a difference of squares, amplifies rounding differences ~1e3-fold)
+    # float64, 15 iterations; the two paths sum the same products in other orders (~1e-15 each).
+    # The loss, a difference of squares, amplifies rounding ~1/e^2 ~ 1e3-fold: ~1e-12, so 1e-9
     np.testing.assert_allclose(info_fused.loss_history, info_gemms.loss_history, rtol=1e-9)
     for a, b in zip(fused.factors, gemms.factors):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
@@ -665,6 +693,8 @@ def test_pytorch_backend_matches_numpy():
     b, ib = ntf.ncp_hals(X, 3, mask=mask, random_state=0, max_iter=30, tol=0, dtype="float64",
                          backend="pytorch")
     assert ib.backend == "pytorch"
+    # float64 in both, but torch's own BLAS and two GEMMs instead of the fused pass: rounding
+    # ~1e-15 per product, amplified ~1/e^2 by the loss formula and over 30 iterations: 1e-6
     np.testing.assert_allclose(ia.loss_history, ib.loss_history, rtol=1e-6)
     assert ntf.factor_congruence(a, b)[0] > 0.9999
 
@@ -683,6 +713,7 @@ def test_pytorch_two_gemms_match_the_fused_numpy_pass(monkeypatch, case):
               missing="em" if case.endswith("em") else "exact")
     a, ia = ntf.ncp_hals(X, 3, **kw)
     b, ib = ntf.ncp_hals(X, 3, backend="pytorch", **kw)
+    # float64, no early stop, 20 iterations: as test_pairs_mode_by_blocks_is_the_same_update
     np.testing.assert_allclose(ia.loss_history, ib.loss_history, rtol=1e-9)
     for fa, fb in zip(a.factors, b.factors):
         np.testing.assert_allclose(fa, fb, rtol=1e-8, atol=1e-11)
@@ -696,6 +727,8 @@ def test_pytorch_resume_equals_uninterrupted():
     states = []
     ntf.ncp_hals(X, 3, checkpoint_every=8, on_checkpoint=states.append, **kw)
     resumed, info = ntf.ncp_hals(X, 3, resume=states[0], **kw)
+    # float32 on torch, whose CPU/CUDA reductions are not bitwise reproducible run to run: a few
+    # float32 ulps (6e-8) per iteration over 16 iterations
     for a, b in zip(full.factors, resumed.factors):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 

@@ -25,6 +25,7 @@ def ingest(folder, animal: dict, **sections) -> tuple[list[str], np.ndarray, flo
 
 
 def same_traces(neurons, traces, names, reference, rtol=1e-6):
+    # ingest stores float32 traces: 6e-8 relative; files already in float32 (suite2p) add their own
     order = [neurons.index(n) for n in names]
     np.testing.assert_allclose(traces[:, order], reference, rtol=rtol)
 
@@ -54,7 +55,7 @@ def test_nwb_series_picks_dff_among_several(tmp_path, x):
 def test_nwb_timestamps_and_unnamed_rois(tmp_path, x):
     write_nwb(tmp_path / "w1.nwb", x, NAMES, rate=None, timestamps=True)
     neurons, traces, rate = ingest(tmp_path, {"path": "w1.nwb"})
-    assert rate == pytest.approx(4.0)
+    assert rate == pytest.approx(4.0)  # a rate from frame times: their float64 mean spacing
     assert neurons == sorted(f"w1#{k}" for k in range(len(NAMES)))  # ROI ids, unidentified
     same_traces(neurons, traces, [f"w1#{k}" for k in range(len(NAMES))], x)
     with pytest.raises(InputError, match="no column 'label' \\(columns: .*neuron_name"):
@@ -91,10 +92,10 @@ def test_suite2p_folder_neuropil_cells_and_rate(tmp_path, x):
     neurons, traces, rate = ingest(tmp_path, {"path": "suite2p/plane0", "neurons": "rois.csv",
                                               "drop_unlabeled": True})
     assert rate == 2.5  # from ops.npy
-    same_traces(neurons, traces, NAMES, x, rtol=1e-5)  # float32 files
+    same_traces(neurons, traces, NAMES, x, rtol=1e-5)  # float32 files, F - 0.7 Fneu: cancellation ~1e2 x 6e-8
     # another coefficient gives other traces; without names, cells keep their ROI numbers
     rec = readers.read_recording(folder, neuropil_coefficient=0.0)
-    assert not np.allclose(rec.traces, x, rtol=1e-3)
+    assert not np.allclose(rec.traces, x, rtol=1e-3)  # other traces differ by the neuropil term, ~0.7
     assert rec.index.tolist() == cell_rois and rec.n_columns == len(cell_rois) + 2
 
 
