@@ -18,6 +18,7 @@ def test_agreement_counts_only_the_restarts_that_reach_the_best():
                        [0.3, 0.3, 0.3001]])   # both reach it
     similarity = np.array([[1.0, 0.9, 0.2], [1.0, 0.99, 0.99], [0.8, 1.0, 0.6]])
     agreement = ntf._agreement(errors, similarity, np.array([0, 0, 1]), tie=0.001)
+    # means of two given floats: exact to rounding (pytest.approx's 1e-6 relative is far above it)
     assert agreement[0] == pytest.approx(0.9)  # the far restart (0.2) does not count
     assert np.isnan(agreement[1])
     assert agreement[2] == pytest.approx(0.7)  # mean of 0.8 and 0.6, the best itself left out

@@ -125,7 +125,8 @@ def test_score_run_by_hand():
     ])
     s = score_run(truth, time_s, factors_time, membership, neurons)
     assert [d["component"] for d in s["details"]] == [0, 1]
-    assert s["recovery"] == pytest.approx((3 / 4 + 2 / 3) / 2)  # exact fractions
+    # exact fractions of small counts: equal to rounding (approx's 1e-6 relative is far above it)
+    assert s["recovery"] == pytest.approx((3 / 4 + 2 / 3) / 2)
     assert s["precision"] == pytest.approx((1 + 2 / 3) / 2)
     assert s["recall"] == pytest.approx((3 / 4 + 1) / 2)
     assert s["false_communities"] == 1  # {J,K,L}; {D} is too small, {E,F,G} is mostly b
@@ -139,7 +140,8 @@ def test_pipeline_recovers_the_tiny_presets_motifs(tiny, tmp_path):
     truth = json.loads((tiny / "truth.json").read_text())
     aff, fac, com = (read_h5(tmp_path / "run" / f) for f in ("affinity.h5", "factors.h5", "communities.h5"))
     s = score_run(truth, aff["time"], fac["factors/time"], com["membership"], list(aff["neurons"]))
-    # measured 1.00 on seeds 0-4 (docs/benchmarks.md, recovery); one neuron lost from a motif
-    # of 6 costs 0.08 of the mean, so 0.85 allows two such losses
+    # measured 1.00 at rank 4 on this seed (seeds 0-4: 1.00 0.86 1.00 0.64 0.44, docs/benchmarks.md:
+    # the method does not yet meet issue 11 on every seed). One neuron lost from a motif (of 7 or
+    # 6) costs 0.07-0.08 of the mean: 0.85 allows one such loss, or one stranger in each community
     assert s["recovery"] >= 0.85, s["details"]
     assert abs(s["rank"] - s["planted_rank"]) <= 1
