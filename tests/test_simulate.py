@@ -145,3 +145,14 @@ def test_pipeline_recovers_the_tiny_presets_motifs(tiny, tmp_path):
     # 6) costs 0.07-0.08 of the mean: 0.85 allows one such loss, or one stranger in each community
     assert s["recovery"] >= 0.85, s["details"]
     assert abs(s["rank"] - s["planted_rank"]) <= 1
+
+
+def test_simulate_command(tmp_path):
+    result = cli("simulate", tmp_path / "d", "--preset", "tiny", "--seed", "2")
+    assert result.exit_code == 0, result.output
+    truth = json.loads((tmp_path / "d" / "truth.json").read_text())
+    assert (truth["preset"], truth["seed"], truth["generator"]) == ("tiny", 2, "realistic")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        "config.yaml", "stimuli.csv", "truth.json", "worm1.csv", "worm2.csv", "worm3.csv"]
+    bad = cli("simulate", tmp_path / "e", "--preset", "medium")
+    assert bad.exit_code == 2 and "medium" in bad.output and not (tmp_path / "e").exists()
