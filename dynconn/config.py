@@ -317,9 +317,14 @@ SCHEMA: dict[str, Any] = {
                               high=10**7),
         "sweep_tol": Key("float", 1e-4, "`auto`: relative loss change that ends a fit of the rank sweep.", low=0),
         "similarity_threshold": Key(
-            "float", 0.85, "`auto`: a rank is stable when the other restarts that reach its best error "
-            "(within 0.1 %) have a mean similarity to the best restart of at least this; a best fit no "
-            "other restart reaches is not stable.", low=0, high=1,
+            "float", 0.85, "`auto`: a rank is stable when its restarts' mean similarity to the best "
+            "restart is at least this (`reached-elbow`: the restarts that reach its best fit).", low=0, high=1,
+        ),
+        "rank_rule": Key(
+            "choice", "stable-elbow", "`auto`: the rank rule. `stable-elbow`: the largest stable rank "
+            "before the gain elbow. `reached-elbow`: stability judged by the restarts that reach the best "
+            "fit, the sweep ends at the first ambiguous rank (docs/factorization.md).",
+            choices=("stable-elbow", "reached-elbow"),
         ),
         "min_gain": Key(
             "float", 0.002, "`auto`: a rank is worth its components when each added component explains "

@@ -200,7 +200,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
             ranks = list(range(lo, hi + 1))
             with console.progress(f"rank selection ({lo}–{hi})", len(ranks)) as advance:
                 selection = ntf.select_rank(
-                    X, ranks, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"],
+                    X, ranks, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"], rule=p["rank_rule"],
                     similarity_threshold=p["similarity_threshold"], min_gain=p["min_gain"],
                     max_iter=p["sweep_max_iter"], tol=p["sweep_tol"], resume=state.get("sweep"),
                     on_rank=lambda *a: advance(), **solver, **(saver.hooks("sweep") if saver else {}))

@@ -1913,7 +1913,7 @@ def ncp_restarts(
 # Rank selection
 # --------------------------------------------------------------------------------------------
 
-_RULES = ("stable-elbow", "min-error")
+_RULES = ("stable-elbow", "reached-elbow", "min-error")
 
 
 def _agreement(errors, similarity, best_index, tie) -> np.ndarray:
@@ -1931,7 +1931,7 @@ def _agreement(errors, similarity, best_index, tie) -> np.ndarray:
     return out
 
 
-def _choose_rank(ranks, best_error, agreement, rule, similarity_threshold, min_gain):
+def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity_threshold, min_gain):
     """Apply the rank rule; returns (chosen rank, eligible mask, gain per component)."""
     ranks = np.asarray(ranks)
     explained = 1.0 - np.asarray(best_error) ** 2
@@ -1941,7 +1941,27 @@ def _choose_rank(ranks, best_error, agreement, rule, similarity_threshold, min_g
     if rule == "min-error":
         eligible = np.ones(len(ranks), dtype=bool)
         return int(ranks[int(np.argmin(best_error))]), eligible, gain
-    # stable-elbow. A rank is *confirmed* when the other restarts that reach its best fit agree
+    if rule == "stable-elbow":
+        # the largest rank that is (a) stable across restarts and (b) still worth its components,
+        # and such that every smaller rank of the sweep was worth its components too (the error
+        # curve's elbow: beyond it components only fit noise).
+        stable = np.asarray(mean_similarity) >= similarity_threshold
+        worth = gain >= min_gain
+        eligible = stable & worth
+        # Stop at the first rank whose components are no longer worth it: ranks beyond an elbow
+        # that happen to gain again are noise fits.
+        cutoff = len(ranks)
+        for i in range(len(ranks)):
+            if not worth[i]:
+                cutoff = i
+                break
+        candidates = np.flatnonzero(eligible[:cutoff])
+        if len(candidates):
+            return int(ranks[candidates[-1]]), eligible, gain
+        # Nothing passes: the most stable of the ranks before the elbow (or the smallest).
+        pool = np.arange(max(cutoff, 1))
+        return int(ranks[pool[np.argmax(np.asarray(mean_similarity)[pool])]]), eligible, gain
+    # reached-elbow. A rank is *confirmed* when the other restarts that reach its best fit agree
     # with it, *ambiguous* when restarts reach the same error with different factors (the fit
     # splits noise or is not unique), and unconfirmed when no other restart reaches the best (a
     # local-minimum problem of the restarts, not of the rank: skipped). The elbow: the first
@@ -1996,16 +2016,25 @@ def select_rank(
     ``gain[i] = (explained[i] - explained[i-1]) / (ranks[i] - ranks[i-1])`` (variance explained per
     added component), pick the largest rank such that
 
-    * it is confirmed: the other restarts that reach its best fit (explain within ``min_gain / 2``
-      of it) agree with it, mean similarity >= ``similarity_threshold`` (0.85);
-    * no rank up to it is ambiguous (restarts reach the best error with a mean similarity below the
-      threshold: noise fits or a non-unique factorization), and
+    * its restarts agree: mean similarity to the best >= ``similarity_threshold`` (0.85), and
     * it and every smaller rank of the sweep gained >= ``min_gain`` (0.002, i.e. 0.2 % of the observed
       sum of squares per added component).
 
+    If no rank passes, the most stable rank before the elbow is chosen.
+
+    Rule ``"reached-elbow"`` (issue 11; ``agreement`` is computed for every rule): the restarts
+    that *reach* a rank's best fit are those explaining within ``min_gain / 2`` of it; pick the
+    largest rank such that
+
+    * it is confirmed: those restarts agree with the best, mean similarity >= ``similarity_threshold``;
+    * no rank from the first confirmed one up to it is ambiguous (restarts reach the best error
+      with a mean similarity below the threshold: noise fits or a non-unique factorization), and
+    * it and every smaller rank gained >= ``min_gain``.
+
     A rank whose best fit no other restart reaches is skipped. If no rank passes, the largest rank
-    before the first ambiguous or unworthy one is chosen. Rule ``"min-error"`` picks
-    the lowest error (for comparison; it always favours the largest rank).
+    before the first ambiguous or unworthy one is chosen.
+
+    Rule ``"min-error"`` picks the lowest error (for comparison; it always favours the largest rank).
 
     Affordability: the sweep runs each fit with ``max_iter`` (200) and a loose ``tol`` (1e-4),
     enough to rank the errors and compare restarts; refine the chosen rank's ``best_fits`` entry
@@ -2104,7 +2133,7 @@ def select_rank(
         mean_similarity = np.ones(n)
     # reaching the best = explaining within half the smallest worthwhile component of it
     agreement = _agreement(errors, sim, arrays["best_index"], min_gain / 2)
-    chosen, eligible, gain = _choose_rank(ranks_arr, best_error, agreement, rule,
+    chosen, eligible, gain = _choose_rank(ranks_arr, best_error, mean_similarity, agreement, rule,
                                           similarity_threshold, min_gain)
     return RankSelection(
         rank=chosen,

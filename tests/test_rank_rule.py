@@ -27,15 +27,15 @@ def test_agreement_counts_only_the_restarts_that_reach_the_best():
 
 
 def choose(agreement, gain=None):
-    """The stable-elbow rule on ranks 2, 3, ... with errors giving ``gain`` (default 0.05 each)."""
+    """The reached-elbow rule on ranks 2, 3, ... with errors giving ``gain`` (default 0.05 each)."""
     n = len(agreement)
     gain = np.full(n, 0.05) if gain is None else np.asarray(gain, float)
     explained = np.empty(n)
     explained[0] = 2 * gain[0]  # the first rank's gain is its explained fraction / its rank (2)
     explained[1:] = explained[0] + np.cumsum(gain[1:])
     best_error = np.sqrt(1 - explained)
-    rank, eligible, g = ntf._choose_rank(np.arange(2, 2 + n), best_error, np.asarray(agreement, float),
-                                         "stable-elbow", 0.85, 0.002)
+    rank, eligible, g = ntf._choose_rank(np.arange(2, 2 + n), best_error, None, np.asarray(agreement, float),
+                                         "reached-elbow", 0.85, 0.002)
     np.testing.assert_allclose(g, gain, atol=1e-12)  # the gain the test meant (float rounding only)
     return rank, eligible
 
