@@ -34,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dynconn import communities, config as config_mod
-from dynconn.artifacts import read_h5
+from dynconn import config as config_mod
+from dynconn.io.artifacts import read_h5
+from dynconn.stages import communities
 from dynconn.console import Console
-from dynconn.pipeline import run_pipeline
+from dynconn.runner.pipeline import run_pipeline
 from dynconn.simulate import score_run, write_dataset
 
 METHODS = ("dynconn", "window-corr + NTF", "static Pearson + Leiden")

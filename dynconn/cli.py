@@ -19,10 +19,9 @@ from .config import SCHEMA
 from .console import Console
 from .errors import DynconnError
 from .simulate import PRESETS
+from .stages import ORDER
 
 COMMUNITY_METHODS = SCHEMA["communities"]["method"]
-
-STAGE_NAMES = ["ingest", "affinity", "factorize", "communities", "report"]
 
 
 def _interrupted_message(exc: KeyboardInterrupt) -> tuple[str, int]:
@@ -59,13 +58,13 @@ def user_errors(func):
         import warnings
 
         from .console import DynconnWarning
-        from .interrupt import check, signals_handled
+        from .runner.interrupt import check, signals_handled
 
         try:
             with signals_handled(), warnings.catch_warnings():
                 if os.environ.get("DYNCONN_DEBUG", "").strip() in ("", "0"):
                     # library warnings (numpy overflow, matplotlib limits...) are noise for a
-                    # user: results are checked for NaN/Inf and named (dynconn.guards), and
+                    # user: results are checked for NaN/Inf and named (dynconn.runner.guards), and
                     # what a user must know is a DynconnWarning, shown by the Console
                     warnings.simplefilter("ignore")
                     warnings.simplefilter("default", DynconnWarning)
@@ -151,12 +150,12 @@ def main():
 @main.command()
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
 @common_options
-@click.option("--from", "start", type=click.Choice(STAGE_NAMES), help="Recompute from this stage on.")
-@click.option("--until", "stop", type=click.Choice(STAGE_NAMES), help="Stop after this stage.")
+@click.option("--from", "start", type=click.Choice(ORDER), help="Recompute from this stage on.")
+@click.option("--until", "stop", type=click.Choice(ORDER), help="Stop after this stage.")
 @user_errors
 def run(config_path, workdir, force, overrides, quiet, start, stop):
     """Run the whole pipeline (or --from/--until a part of it)."""
-    from .pipeline import run_pipeline
+    from .runner.pipeline import run_pipeline
 
     config = load_config(config_path, overrides)
     console = Console(quiet)
@@ -172,7 +171,7 @@ def _stage_command(name: str, doc: str):
     @common_options
     @user_errors
     def command(config_path, workdir, force, overrides, quiet):
-        from .pipeline import run_one
+        from .runner.pipeline import run_one
 
         config = load_config(config_path, overrides)
         run_one(name, config, config.workdir(workdir), Console(quiet), force=force)
@@ -221,14 +220,14 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
     if in_path is not None:
         if config_path is not None or out_path is None:
             raise click.UsageError("use either CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
-        from .pipeline import factorize_file
+        from .runner.pipeline import factorize_file
 
         factorize_file(in_path, out_path, options, console)
         click.echo(f"factors: {out_path}")
         return
     if config_path is None:
         raise click.UsageError("give CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
-    from .pipeline import run_one
+    from .runner.pipeline import run_one
 
     overrides = list(overrides) + [f"factorize.{k}={v}" for k, v in options.items()]
     config = load_config(config_path, overrides)
@@ -255,9 +254,9 @@ def partition(graph_path, out_path, method, seed, n_runs, resolution, level):
 
     Nodes without any edge get community -1.
     """
-    from .artifacts import atomic_write_bytes
-    from .communities import DENSE_GRAPH_OPTIONS, read_graph
-    from .wsbm import partition as partition_graph
+    from .io.artifacts import atomic_write_bytes
+    from .stages.communities import DENSE_GRAPH_OPTIONS, read_graph
+    from .methods.wsbm import partition as partition_graph
 
     method = dict(COMMUNITY_METHODS.aliases).get(method, method)
     graph, labels, dense = read_graph(graph_path)
@@ -276,6 +275,49 @@ def partition(graph_path, out_path, method, seed, n_runs, resolution, level):
 
 
 @main.command()
+@click.argument("config_path", metavar="[CONFIG.yaml]", required=False, type=click.Path(path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Work directory (default: the config's `workdir`).")
+@click.option("--all", "clear_all", is_flag=True, help="Remove every cached result.")
+@click.option("--keep", "keep_size", metavar="SIZE",
+              help="Keep at most this much (e.g. 2GB, 500MiB); default: compute.cache_size.")
+@user_errors
+def gc(config_path, workdir, clear_all, keep_size):
+    """Clear the work directory's cache of earlier results, least recently kept first.
+
+    \b
+    dynconn gc CONFIG.yaml               down to the config's compute.cache_size
+    dynconn gc --workdir DIR --all       everything
+    dynconn gc --workdir DIR --keep 2GB  down to 2 GB
+    """
+    from .runner.cache import CACHE_DIR
+    from .runner.pipeline import collect_cache
+    from .runner.resources import format_bytes, parse_bytes
+
+    if config_path is None and workdir is None:
+        raise click.UsageError("give CONFIG.yaml or --workdir DIR")
+    if clear_all and keep_size is not None:
+        raise click.UsageError("use either --all or --keep SIZE")
+    config = load_config(config_path, []) if config_path is not None else None
+    wd = config.workdir(workdir) if config is not None else workdir.expanduser().absolute()
+    if clear_all:
+        limit = 0
+    elif keep_size is not None:
+        limit = parse_bytes(keep_size, what="--keep", allow_zero=True)
+    else:
+        limit = config["compute"]["cache_size"] if config is not None else SCHEMA["compute"]["cache_size"].default
+    if not wd.is_dir():
+        raise DynconnError(f"{wd}: no such work directory; give the --workdir of a run")
+    removed, remaining = collect_cache(wd, limit, Console())
+    for entry in removed:
+        click.echo(f"removed {entry.stage} {entry.key[:12]} ({format_bytes(entry.size)})")
+    kept = sum(e.size for e in remaining)
+    click.echo(f"freed {format_bytes(sum(e.size for e in removed))} ({len(removed)} result(s)) in "
+               f"{wd / CACHE_DIR}; {format_bytes(kept)} kept ({len(remaining)} result(s), "
+               f"limit {format_bytes(limit)})")
+
+
+@main.command()
 @click.argument("artifact", metavar="ARTIFACT.h5", type=click.Path(path_type=Path))
 @user_errors
 def inspect(artifact):
@@ -283,7 +325,7 @@ def inspect(artifact):
 
     Exit status 0 when every dataset matches its recorded checksum, 1 when not.
     """
-    from .artifacts import inspect as inspect_artifact
+    from .io.artifacts import inspect as inspect_artifact
 
     result = inspect_artifact(artifact)
     click.echo("\n".join(one_line(line) for line in result.lines))

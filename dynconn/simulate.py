@@ -489,7 +489,7 @@ def _csv_bytes(header: list[str], values: np.ndarray) -> bytes:
 
 def _write_realistic(outdir: Path, preset: RealisticPreset, random_state: int) -> tuple[list[dict], dict]:
     """Every animal as a lab's CSV would be: header = the neurons it recorded, in its own order."""
-    from .artifacts import atomic_write_bytes
+    from .io.artifacts import atomic_write_bytes
 
     sim = simulate_realistic(preset, random_state)
     order_rng = np.random.default_rng([random_state, 0x5EED])  # column orders: not the traces' stream
@@ -505,7 +505,7 @@ def _write_realistic(outdir: Path, preset: RealisticPreset, random_state: int) -
 def _write_basic(outdir: Path, preset: Preset, random_state: int) -> tuple[list[dict], dict]:
     import h5py
 
-    from .artifacts import atomic_write_bytes
+    from .io.artifacts import atomic_write_bytes
 
     sim = simulate_dataset(preset, random_state)
     names = sim["names"]
@@ -538,7 +538,7 @@ def write_dataset(outdir: Path, preset_name: str = "standard", random_state: int
     """Simulate and write a ready-to-run dataset; returns the path of its config.yaml."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
-    from .artifacts import atomic_write_bytes
+    from .io.artifacts import atomic_write_bytes
 
     preset = PRESETS[preset_name]()
     outdir.mkdir(parents=True, exist_ok=True)

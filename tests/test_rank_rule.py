@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dynconn import ntf
+from dynconn.methods import ntf
 from dynconn.console import DynconnWarning
-from dynconn.factorize import _warn_at_edge
+from dynconn.stages.factorize import _warn_at_edge
 
 
 def test_agreement_counts_only_the_restarts_that_reach_the_best():

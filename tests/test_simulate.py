@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn.artifacts import read_h5
+from dynconn.io.artifacts import read_h5
 from dynconn.simulate import PRESETS, score_run, simulate_realistic, write_dataset
 
 

@@ -1,14 +1,9 @@
 """Chaining the stages: locks, up-to-date checks, provenance, integrity, atomic artifacts.
 
-A stage module provides ``NAME``, ``OUTPUT``, ``UPSTREAM`` (names of the stages whose
-artifacts it reads), ``params(config) -> dict`` and ``run(config, workdir, console,
-upstream) -> (datasets, attrs)``; ``ingest`` also ``inputs(config, workdir)`` (fingerprints
-of the data files it reads) and ``input_files(config)``. The report stage writes files
-instead of HDF5 and provides ``write(...)``; its ``run`` returns ``{"files": {relative
-path: bytes}, ...}``. A stage that saves partial work declares ``CHECKPOINTS = True`` and
-receives a :class:`~dynconn.artifacts.Checkpoint` as the ``checkpoint`` keyword.
+Every stage is seen through its :class:`~dynconn.runner.stage.Stage` (the protocol and the
+list of stages are in :mod:`dynconn.runner.stage`).
 
-Every command that writes into a work directory holds its lock (:mod:`dynconn.lock`)
+Every command that writes into a work directory holds its lock (:mod:`dynconn.runner.lock`)
 for its whole duration; under the lock, temporary files left by killed runs are removed.
 
 A stage is *up to date* when its artifact exists, records the same dynconn version, the
@@ -18,9 +13,15 @@ such a stage and says so; an artifact that fails verification is reported and re
 Each artifact is verified at most once per command (inputs read later reuse the result
 while the file is unchanged).
 
-Before a stage runs, its memory need is estimated (:mod:`dynconn.resources`) and the
+A stage that is not up to date but whose computation (same provenance) is in the work
+directory's result cache is restored from there instead of recomputed (not with
+``force``); an output replaced by another computation's is kept there first
+(:mod:`dynconn.runner.cache`). The cache is bounded to ``compute.cache_size`` at the end of
+each command.
+
+Before a stage runs, its memory need is estimated (:mod:`dynconn.runner.resources`) and the
 stage is refused when it cannot fit; before an artifact is written, its size is checked
-against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.guards`).
+against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.runner.guards`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from types import ModuleType
 
-from . import __version__, affinity, communities, factorize, guards, ingest, interrupt, report, resources
-from .artifacts import (
+from .. import __version__
+from . import cache, interrupt, resources
+from ..io.artifacts import (
     ArtifactError,
     Checkpoint,
     clean_temporaries,
@@ -42,16 +43,17 @@ from .artifacts import (
     verify_h5,
     write_h5,
 )
-from .config import Config
-from .console import Console
-from .errors import DynconnError, InputError, Interrupted, NumericalError, ResourceError
+from ..config import Config
+from ..console import Console
+from ..errors import DynconnError, InputError, Interrupted, NumericalError, ResourceError
 from .lock import WorkdirLock
+from .stage import STAGES, Stage
 
-STAGES: dict[str, ModuleType] = {
-    m.NAME: m for m in (ingest, affinity, factorize, communities, report)
-}
 ORDER = list(STAGES)
 CHECKPOINT_DIR = "checkpoints"
+#: Largest stimuli file read before the first stage (a real one is a few hundred bytes; a
+#: larger one is left to ingest, whose memory estimate covers its inputs).
+STIMULI_READ_AHEAD = 1 << 20
 
 
 def stage_range(start: str | None, stop: str | None) -> list[str]:
@@ -106,11 +108,11 @@ def _sha256_file(path: Path) -> str:
 
 def verify_output(name: str, workdir: Path, verified: Verified | None = None) -> str | None:
     """None when stage ``name``'s output verifies, else a one-line description of the problem."""
-    module = STAGES[name]
-    output = workdir / module.OUTPUT
+    stage = STAGES[name]
+    output = workdir / stage.output
     if verified is not None and output in verified:
         return None
-    if hasattr(module, "write"):  # file-writing stage: checksums recorded in its provenance
+    if stage.writes_files:  # checksums recorded in its provenance
         rec = recorded_provenance(name, workdir) or {}
         for rel, digest in (rec.get("files") or {}).items():
             path = workdir / rel
@@ -132,7 +134,7 @@ def verify_output(name: str, workdir: Path, verified: Verified | None = None) ->
 
 def read_upstream(up: str, workdir: Path, verified: Verified | None = None):
     """Read an upstream artifact, verified (once per command)."""
-    path = workdir / STAGES[up].OUTPUT
+    path = workdir / STAGES[up].output
     check = verified is None or path not in verified
     try:
         art = read_h5(path, verify=check)
@@ -146,10 +148,10 @@ def read_upstream(up: str, workdir: Path, verified: Verified | None = None):
 # ----------------------------------------------------------------------------- provenance
 def recorded_provenance(name: str, workdir: Path) -> dict | None:
     """What the stage's existing output records about how it was made (None if absent)."""
-    module = STAGES[name]
-    if hasattr(module, "recorded_provenance"):
-        return module.recorded_provenance(workdir)
-    attrs = read_attrs(workdir / module.OUTPUT)
+    stage = STAGES[name]
+    if stage.writes_files:
+        return stage.recorded_provenance(workdir)
+    attrs = read_attrs(workdir / stage.output)
     if attrs is None or "fingerprint" not in attrs:
         return None
     try:
@@ -166,10 +168,10 @@ def recorded_provenance(name: str, workdir: Path) -> dict | None:
 def upstream_fingerprints(name: str, workdir: Path) -> dict[str, str]:
     """Fingerprints of the artifacts a stage reads; error if one is missing."""
     out = {}
-    for up in STAGES[name].UPSTREAM:
+    for up in STAGES[name].inputs:
         rec = recorded_provenance(up, workdir)
         if rec is None:
-            path = workdir / STAGES[up].OUTPUT
+            path = workdir / STAGES[up].output
             raise DynconnError(
                 f"{path}: missing or unreadable; run `dynconn {up}` (or `dynconn run`) first"
             )
@@ -178,10 +180,10 @@ def upstream_fingerprints(name: str, workdir: Path) -> dict[str, str]:
 
 
 def expected_provenance(name: str, config: Config, workdir: Path) -> dict:
-    module = STAGES[name]
-    inputs = module.inputs(config, workdir) if hasattr(module, "inputs") else {}
+    stage = STAGES[name]
+    inputs = stage.input_fingerprints(config, workdir)
     inputs.update(upstream_fingerprints(name, workdir))
-    return {"dynconn_version": __version__, "params": _jsonable(module.params(config)), "inputs": inputs}
+    return {"dynconn_version": __version__, "params": _jsonable(stage.params(config)), "inputs": inputs}
 
 
 def _jsonable(value):
@@ -195,9 +197,9 @@ def is_up_to_date(name: str, expected: dict, workdir: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- resources
-def _check_input_files(config: Config) -> None:
+def _check_input_files(stage: Stage, config: Config) -> None:
     """Data inputs must be regular files (a FIFO or a device would hang the fingerprint)."""
-    for path in ingest.input_files(config):
+    for path in stage.input_files(config):
         if path.exists() and not (path.is_file() or path.is_dir()):
             raise InputError(f"{path}: not a regular file (a device, pipe or socket); give a data file")
 
@@ -205,23 +207,44 @@ def _check_input_files(config: Config) -> None:
 def _check_memory(name: str, config: Config, workdir: Path) -> str:
     """Refuse a stage whose estimated memory need exceeds what is available; returns the
     remedy text (for a MemoryError that happens anyway)."""
-    module = STAGES[name]
-    shapes = {up: dataset_shapes(workdir / STAGES[up].OUTPUT) for up in module.UPSTREAM
-              if not hasattr(STAGES[up], "write")}
-    files = ingest.input_files(config) if name == "ingest" else None
-    need, remedy = resources.estimate(name, config, shapes, files)
+    stage = STAGES[name]
+    shapes = {up: dataset_shapes(workdir / STAGES[up].output) for up in stage.inputs
+              if not STAGES[up].writes_files}
+    need, remedy = stage.estimate_memory(config, shapes)
     resources.check_memory(name, need, remedy)
     return remedy
+
+
+# ----------------------------------------------------------------------------- up-front checks
+def preflight(config: Config, names: list[str]) -> None:
+    """Everything about the stages ``names`` that can be checked from the config (and the
+    small stimuli file) is checked here, before the first stage runs and before the work
+    directory is touched: a mistake costs no computation and changes no artifact."""
+    from ..stages import affinity, factorize, ingest  # (already imported by STAGES)
+
+    if "factorize" in names:
+        factorize.check_backend(config["factorize"])
+    if "ingest" in names or "affinity" in names:
+        for rate, key in ingest.configured_rates(config):
+            affinity.check_frames_per_bin(config["affinity"]["bin_seconds"], rate, key)
+    stimuli = config["data"]["stimuli"]
+    if "ingest" in names:
+        _check_input_files(STAGES["ingest"], config)  # (a FIFO given as the stimuli file would block the read)
+        path = config.resolve(stimuli) if isinstance(stimuli, str) else None
+        if path is not None and path.is_file() and path.stat().st_size <= STIMULI_READ_AHEAD:
+            from ..io.readers import read_stimuli
+
+            read_stimuli(path)  # header, numbers, overlaps (a larger file: read by ingest)
 
 
 # ----------------------------------------------------------------------------- stages
 def _judge(name: str, expected: dict, workdir: Path, console: Console, verified: Verified) -> bool:
     """True when the stage's output is up to date and verifies; warns about damaged outputs."""
-    module = STAGES[name]
-    output = workdir / module.OUTPUT
+    stage = STAGES[name]
+    output = workdir / stage.output
     rec = recorded_provenance(name, workdir)
     if rec is None:
-        if output.exists() and not hasattr(module, "write"):
+        if output.exists() and not stage.writes_files:
             console.warn(f"{output}: unreadable or truncated; recomputing it")
         return False
     if not all(rec.get(k) == v for k, v in expected.items()):
@@ -239,34 +262,47 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
 
     The caller holds the work-directory lock (:func:`run_pipeline`, :func:`run_one`).
     """
-    module = STAGES[name]
+    stage = STAGES[name]
     verified = verified if verified is not None else Verified()
     workdir = Path(workdir)
-    if name == "ingest":
-        _check_input_files(config)
+    if stage.reads_data_files:
+        _check_input_files(stage, config)
         _check_memory(name, config, workdir)  # before hashing inputs that may be huge
     expected = expected_provenance(name, config, workdir)
-    output = workdir / module.OUTPUT
+    output = workdir / stage.output
     ckpt = None
-    if getattr(module, "CHECKPOINTS", False):
+    if stage.checkpoints:
         ckpt = Checkpoint(checkpoint_path(workdir, name), expected, warn=console.warn)
         if force:
             ckpt.clear()
     if not force and _judge(name, expected, workdir, console, verified):
         console.info(f"[green]✓[/green] {name}: up to date ({output})")
+        if ckpt is not None and ckpt.path.exists():
+            # partial work of a run that was stopped after an earlier one had finished
+            # (e.g. `--from factorize`, interrupted): the artifact it would have made is here
+            ckpt.clear()
+            console.info(f"  removed {ckpt.path}: partial work of an interrupted run, no longer needed")
+        return False
+    key = cache.provenance_key(expected)
+    cache_size = config["compute"]["cache_size"]
+    if not force and cache.restore(stage, workdir, expected, recorded_provenance(name, workdir), console.warn,
+                                   keep_current=cache_size > 0):
+        verified.add(output)
+        if ckpt is not None:
+            ckpt.clear()
+        console.info(f"[green]✓[/green] {name}: restored from cache ({output})")
         return False
     remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
     started = time.perf_counter()
     try:
-        upstream = {up: read_upstream(up, workdir, verified) for up in module.UPSTREAM}
+        upstream = {up: read_upstream(up, workdir, verified) for up in stage.inputs}
         with console.capture_warnings() as warnings_seen:
-            guards.check_inputs(name, upstream, expected["params"])
+            stage.check_inputs(upstream, expected["params"])
             kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
-            result = module.run(config, workdir, console, upstream, **kwargs)
-            if not hasattr(module, "write"):
-                guards.check_output(name, result[0], upstream)
-                guards.degenerate_warnings(name, result[0])
+            result = stage.run(config, workdir, console, upstream, **kwargs)
+            if not stage.writes_files:
+                stage.check_output(result[0], upstream)
     except Interrupted as exc:
         exc.stage = name
         if ckpt is not None and ckpt.path.exists():
@@ -277,11 +313,13 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     except FloatingPointError as exc:
         raise NumericalError(f"{name}: {exc}; check the input traces for extreme values") from None
     seconds = time.perf_counter() - started
-    if hasattr(module, "write"):
+    if cache_size > 0:
+        cache.keep(stage, workdir, recorded_provenance(name, workdir), key)
+    if stage.writes_files:
         files = result.get("files", {}) if isinstance(result, dict) else {}
         digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
         resources.check_disk(workdir, sum(len(d) for d in files.values()), f"the {name} files")
-        module.write(workdir, result, provenance={**expected, "files": digests}, seconds=seconds,
+        stage.write(workdir, result, provenance={**expected, "files": digests}, seconds=seconds,
                      warnings=warnings_seen)
     else:
         datasets, attrs = result
@@ -297,8 +335,19 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     verified.add(output)
     if ckpt is not None:
         ckpt.clear()
+    cache.discard(stage, workdir, key)  # (after --force) superseded by this fresh result
     console.info(f"[green]✓[/green] {name}: wrote {output} ({seconds:.1f} s)")
     return True
+
+
+def _bound_cache(workdir: Path, limit: int, console: Console) -> None:
+    """At the end of a command (not after each stage: a run switching back to earlier
+    results must not evict the ones its later stages are about to restore)."""
+    removed, _ = cache.collect(workdir, limit)
+    if removed:
+        freed = resources.format_bytes(sum(e.size for e in removed))
+        console.info(f"cache: removed {len(removed)} earlier result(s) ({freed}) to stay within "
+                     f"compute.cache_size ({resources.format_bytes(limit)})")
 
 
 def _prepare(workdir: Path, console: Console) -> None:
@@ -319,6 +368,7 @@ def run_pipeline(
     and later are recomputed when ``start`` is given explicitly. Returns the names of the
     stages that ran."""
     names = stage_range(start, stop)
+    preflight(config, names)
     ran = []
     with WorkdirLock(workdir, console, command="dynconn run"):
         _prepare(workdir, console)
@@ -328,6 +378,7 @@ def run_pipeline(
             if run_stage(name, config, workdir, console, force=force or start is not None,
                          verified=verified):
                 ran.append(name)
+        _bound_cache(workdir, config["compute"]["cache_size"], console)
     return ran
 
 
@@ -335,28 +386,47 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
     """One stage command (``dynconn affinity CONFIG``) under the work-directory lock."""
     if name not in STAGES:
         raise DynconnError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
+    preflight(config, [name])
     with WorkdirLock(workdir, console, command=f"dynconn {name}"):
         _prepare(workdir, console)
-        return run_stage(name, config, workdir, console, force=force)
+        ran = run_stage(name, config, workdir, console, force=force)
+        _bound_cache(workdir, config["compute"]["cache_size"], console)
+        return ran
+
+
+def collect_cache(workdir: Path, limit: int, console: Console) -> tuple[list, list]:
+    """``dynconn gc``: under the work-directory lock, remove temporaries left by killed
+    runs and the least recently kept cache entries until the cache holds at most ``limit``
+    bytes. Returns (removed, remaining) entries."""
+    with WorkdirLock(workdir, console, command="dynconn gc"):
+        _prepare(workdir, console)
+        return cache.collect(workdir, limit)
 
 
 def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:
-    """``dynconn factorize --in AFFINITY.h5 --out FACTORS.h5`` with the same safeguards:
-    the output folder's lock, a verified input, memory and input checks."""
-    from .config import SCHEMA, _check_section
+    """``dynconn factorize --in AFFINITY.h5 --out FACTORS.h5``: the factorize stage on one file,
+    through the same :class:`Stage` calls as ``dynconn run`` (memory estimate, input checks,
+    output guards), under the output folder's lock; the input is read and verified once."""
+    from ..config import SCHEMA, _check_section
 
+    stage = STAGES["factorize"]
     in_path, out_path = Path(in_path), Path(out_path)
-    params = _check_section("factorize", SCHEMA["factorize"], options, Path.cwd())
+    section = _check_section("factorize", SCHEMA["factorize"], options, Path.cwd())
+    config = {"factorize": section}
     with WorkdirLock(out_path.parent.absolute(), console, command="dynconn factorize --out"):
         for leftover in clean_temporaries(out_path.parent, only=out_path.name):
             console.info(f"removed a temporary file left by an interrupted run: {leftover.name}")
-        need, remedy = resources.estimate("factorize", {"factorize": params},
-                                          {"affinity": dataset_shapes(in_path)})
-        resources.check_memory("factorize", need, remedy)
+        need, remedy = stage.estimate_memory(config, {"affinity": dataset_shapes(in_path)})
+        resources.check_memory(stage.name, need, remedy)
         try:
-            guards.check_inputs("factorize", {"affinity": read_h5(in_path)}, params)  # verifies it too
-            factorize.factorize_file(in_path, out_path, options, console)
+            upstream = {"affinity": read_h5(in_path)}  # verified against its checksums
+            stage.check_inputs(upstream, section)
+            with console.capture_warnings() as seen:
+                datasets, attrs = stage.run(config, out_path.parent, console, upstream)
+                stage.check_output(datasets, upstream)
         except MemoryError as exc:
             raise ResourceError(f"factorize: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
         except FloatingPointError as exc:
             raise NumericalError(f"factorize: {exc}") from None
+        write_h5(out_path, datasets, stage=stage.name, params=stage.params(config),
+                 inputs={"affinity": upstream["affinity"].fingerprint}, attrs={**attrs, "warnings": seen})

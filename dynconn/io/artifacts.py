@@ -24,6 +24,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import __version__
-from .errors import ArtifactError  # noqa: F401  (re-exported: callers catch artifacts.ArtifactError)
+from .. import __version__
+from ..errors import ArtifactError  # noqa: F401  (re-exported: callers catch artifacts.ArtifactError)
 
 TMP_MARK = ".tmp-"
 STR_DTYPE = h5py.string_dtype("utf-8")
@@ -146,27 +147,30 @@ def temporary_owner(path: Path) -> int | None:
 
 
 def clean_temporaries(folder: Path, only: str | None = None) -> list[Path]:
-    """Remove temporary files an interrupted (killed) writer left behind.
+    """Remove temporary files (and folders) an interrupted (killed) writer left behind.
 
-    A ``*.tmp-<pid>`` file is removed only when that pid is no longer running on this
+    A ``*.tmp-<pid>`` file or folder is removed only when that pid is no longer running on this
     host (or is this process): the temporary file of a live writer is never touched. The
     caller holds the work-directory lock, so no other dynconn process writes here.
     ``only``: clean just the temporaries of that file name in ``folder`` (not recursive).
     Returns what was removed.
     """
-    from .lock import pid_alive
+    from ..runner.lock import pid_alive
 
     removed = []
     if not Path(folder).is_dir():
         return removed
     found = Path(folder).glob(f"{only}{TMP_MARK}*") if only else Path(folder).rglob(f"*{TMP_MARK}*")
-    for p in found:
+    for p in list(found):
         pid = temporary_owner(p)
-        if pid is None or not p.is_file() or p.is_symlink():
+        if pid is None or p.is_symlink() or not (p.is_file() or p.is_dir()):
             continue
         if pid != os.getpid() and pid_alive(pid):
             continue
-        _unlink_quietly(p)
+        if p.is_dir():  # a result-cache entry being assembled (dynconn.runner.cache)
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            _unlink_quietly(p)
         removed.append(p)
     return removed
 
@@ -205,7 +209,7 @@ def write_h5(
     error) raises ArtifactError and removes the temporary file: nothing appears under
     the real name, and an existing artifact there is left as it was.
     """
-    from .resources import check_disk
+    from ..runner.resources import check_disk
 
     path = Path(path)
     arrays = {name: _as_storable(value) for name, value in datasets.items()}
@@ -530,7 +534,7 @@ class Checkpoint:
     only when it was saved for exactly the same computation, and verifies its checksums
     (a damaged checkpoint is ignored with a warning and the stage starts over). States are
     nested dicts of arrays, numbers, strings and None (e.g. the solver states of
-    :mod:`dynconn.ntf`); they are written with :func:`write_h5`, so atomically.
+    :mod:`dynconn.methods.ntf`); they are written with :func:`write_h5`, so atomically.
 
     Typical use in a stage (see docs/robustness.md)::
 
@@ -575,14 +579,14 @@ class Checkpoint:
         """True when :meth:`offer` would save now: ``interval`` s have passed since the last
         save (or since this checkpoint was made), or a stop is pending. Pass as the solver's
         ``checkpoint_due``: it then builds a state only when one will be saved."""
-        from . import interrupt
+        from ..runner import interrupt
 
         return interrupt.stop_requested() or time.monotonic() - self._last >= self.interval
 
     def offer(self, state: dict) -> None:
         """Save ``state`` when it is :meth:`due`; then raise the pending stop, if any. Pass
         as the solver's ``on_checkpoint``."""
-        from . import interrupt
+        from ..runner import interrupt
 
         if self.due():
             self.save(state)
@@ -590,7 +594,7 @@ class Checkpoint:
 
     def saving_on_stop(self):
         """Context in which stop signals are deferred to the next :meth:`offer`."""
-        from . import interrupt
+        from ..runner import interrupt
 
         return interrupt.deferred()
 

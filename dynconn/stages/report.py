@@ -13,7 +13,7 @@ Outputs (DESIGN.md, docs/report.md):
 The core is pure: :func:`gather` turns the upstream artifacts into a :class:`RunData`;
 :func:`community_stats`, :func:`summarize`, :func:`neuron_view`, :func:`export_tables`,
 :func:`graphml` and :func:`dataset_facts` are arrays in, plain structures out;
-:func:`figure_jobs` lists the figures (functions of :mod:`dynconn.figures`) and
+:func:`figure_jobs` lists the figures (functions of :mod:`dynconn.report.figures`) and
 :func:`render_html` builds the page. :func:`run` and :func:`write` are the stage wrapper.
 """
 
@@ -34,17 +34,19 @@ from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 
-from . import __version__, atlas, palette
-from .artifacts import atomic_write_bytes
+from .. import __version__
+from ..methods import atlas
+from ..report import palette
+from ..io.artifacts import atomic_write_bytes
 from .communities import pair_matrix
-from .config import Config
-from .console import Console
+from ..config import Config
+from ..console import Console
 
 NAME = "report"
 OUTPUT = "report.html"
 UPSTREAM = ("ingest", "affinity", "factorize", "communities")
 SUMMARY = Path("exports") / "summary.json"
-STAGE_NAMES = ("ingest", "affinity", "factorize", "communities")
+STAGE_NAMES = UPSTREAM  # the stages the page describes: every stage before this one
 # files this stage owns in figures/ and exports/ (stale ones are removed on rewrite)
 OWNED = re.compile(r"^(figures/.+\.(png|svg)|exports/component_\d+\.graphml|exports/covariates_time\.csv)$")
 
@@ -735,7 +737,7 @@ def _atlas_row_text(entry: dict) -> str:
 
 
 def _render_job(job, dpi: float, key: str) -> tuple[bytes, bytes]:
-    from . import figures  # matplotlib is loaded only when a figure is drawn
+    from ..report import figures  # matplotlib is loaded only when a figure is drawn
 
     stem, func, kwargs, _ = job
     fig = getattr(figures, func)(**kwargs)
@@ -744,7 +746,7 @@ def _render_job(job, dpi: float, key: str) -> tuple[bytes, bytes]:
 
 def _plain_signals() -> None:
     """In a figure worker: default signal handling. Workers are forked from a process whose
-    SIGTERM handler raises (dynconn.interrupt); the pool ends its workers with SIGTERM, which
+    SIGTERM handler raises (dynconn.runner.interrupt); the pool ends its workers with SIGTERM, which
     must end them quietly. Ctrl-C is the parent's to handle."""
     import signal
 
@@ -771,7 +773,7 @@ def render_figures(jobs: list, dpi: float, workers: int,
     if workers > 1 and len(todo) > 2 and hasattr(os, "fork"):
         import multiprocessing as mp
 
-        from . import figures  # noqa: F401 -- loaded once here, inherited by the forked workers
+        from ..report import figures  # noqa: F401 -- loaded once here, inherited by the forked workers
 
         with mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_plain_signals) as pool:
             results = pool.starmap(_render_job, [(job, dpi, key) for job, key in todo], chunksize=1)
@@ -1257,15 +1259,21 @@ def write(workdir: Path, result: dict, *, provenance: dict, seconds: float, warn
     the provenance) last, so a report is up to date only when all its files were written."""
     for rel, data in result["files"].items():
         atomic_write_bytes(workdir / rel, data)
+    remove_stale(workdir, set(result["files"]))
+    summary = {**result["summary"], "provenance": {**provenance, "seconds": seconds, "warnings": warnings,
+                                                   "timings": result.get("timings", {})}}
+    atomic_write_bytes(workdir / SUMMARY, json.dumps(summary, indent=2).encode())
+
+
+def remove_stale(workdir: Path, files: set[str]) -> None:
+    """Remove the figures and graphs this stage owns that are not among ``files`` (the
+    relative paths of the report now in place)."""
     for folder in ("figures", "exports"):
         if (workdir / folder).is_dir():
             for p in (workdir / folder).iterdir():
                 rel = f"{folder}/{p.name}"
-                if p.is_file() and OWNED.match(rel) and rel not in result["files"]:
+                if p.is_file() and OWNED.match(rel) and rel not in files:
                     p.unlink()
-    summary = {**result["summary"], "provenance": {**provenance, "seconds": seconds, "warnings": warnings,
-                                                   "timings": result.get("timings", {})}}
-    atomic_write_bytes(workdir / SUMMARY, json.dumps(summary, indent=2).encode())
 
 
 def recorded_provenance(workdir: Path) -> dict | None:
