@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from dynconn.io.artifacts import inspect as inspect_artifact  # noqa: E402
 from dynconn.io.artifacts import read_attrs  # noqa: E402
+from dynconn.simulate import PRESETS  # noqa: E402
 
 H5 = ("ingest.h5", "affinity.h5", "factors.h5", "communities.h5")
 EXPORTS = ("communities.csv", "factors_time.csv", "factors_animal.csv")
@@ -194,7 +195,7 @@ def chaos(config: Path, base: Path, kills: int, seed: int, log=None, delays=None
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="standard", choices=["small", "standard", "large"])
+    parser.add_argument("--preset", default="standard", choices=list(PRESETS))
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed)")

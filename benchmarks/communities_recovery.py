@@ -1,4 +1,5 @@
-"""Recovery of planted groups by each community method, on the simulator's standard preset.
+"""Recovery of planted groups by each community method, on the simulator's basic preset
+(``standard`` before the realistic generator).
 
 For each seed: simulate, run the pipeline up to `factorize` once, then partition the same
 factors with every method (and wsbm variants) and score recovery (mean Jaccard of each
@@ -44,7 +45,7 @@ def main() -> None:
     original = dict(communities.DENSE_GRAPH_OPTIONS)
     for seed in args.seeds:
         folder = args.out / f"seed{seed}"
-        config = write_dataset(folder, "standard", seed)
+        config = write_dataset(folder, "basic", seed)
         subprocess.run([sys.executable, "-m", "dynconn", "run", str(config), "-q", "--until", "factorize"],
                        check=True)
         truth = json.loads((folder / "truth.json").read_text())

@@ -4,7 +4,7 @@
    over ranks 2-10 plus a rank-10 fit with 4 finished restarts, written as the stage writes it.
 2. Building solver states at every iteration (what ``checkpoint_due`` avoids), and one
    ``Checkpoint.due()`` call.
-3. The factorize stage on the simulator's standard preset (rank 4, 3 restarts x 150 iterations,
+3. The factorize stage on the simulator's basic preset (rank 4, 3 restarts x 150 iterations,
    tol 0) with ``checkpoint_seconds`` = 1e7 (never), 30, 1 and 0 (a save after every
    iteration), runs interleaved.
 
@@ -74,7 +74,7 @@ def main() -> None:
           f"restarts {restarts * 1e3:.2f} ms")
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = write_dataset(Path(tmp) / "data", "standard", 0)
+        config = write_dataset(Path(tmp) / "data", "basic", 0)
         base = [x for s in ("factorize.rank=4", "factorize.restarts=3", "factorize.max_iter=150", "factorize.tol=0")
                 for x in ("--set", s)]
         assert cli("run", config, "-q", "--until", "affinity").exit_code == 0
@@ -88,7 +88,7 @@ def main() -> None:
                 times.setdefault(seconds, []).append(float(fac.attrs["seconds"]))
     for seconds, values in times.items():
         label = "never" if seconds == "10000000" else f"{seconds} s"
-        print(f"standard preset, 3 x 150 iterations, checkpoint_seconds {label}: median {np.median(values):.2f} s "
+        print(f"basic preset, 3 x 150 iterations, checkpoint_seconds {label}: median {np.median(values):.2f} s "
               f"({', '.join(f'{v:.2f}' for v in values)})")
 
 

@@ -18,6 +18,7 @@ from . import __version__
 from .config import SCHEMA
 from .console import Console
 from .errors import DynconnError
+from .simulate import PRESETS
 from .stages import ORDER
 
 COMMUNITY_METHODS = SCHEMA["communities"]["method"]
@@ -335,7 +336,7 @@ def inspect(artifact):
 
 @main.command()
 @click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--preset", type=click.Choice(["standard", "small", "large"]), default="standard", show_default=True)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default="standard", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
 def simulate(outdir, preset, seed):

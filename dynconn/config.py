@@ -328,7 +328,13 @@ SCHEMA: dict[str, Any] = {
         "sweep_tol": Key("float", 1e-4, "`auto`: relative loss change that ends a fit of the rank sweep.", low=0),
         "similarity_threshold": Key(
             "float", 0.85, "`auto`: a rank is stable when its restarts' mean similarity to the best "
-            "restart is at least this.", low=0, high=1,
+            "restart is at least this (`reached-elbow`: the restarts that reach its best fit).", low=0, high=1,
+        ),
+        "rank_rule": Key(
+            "choice", "stable-elbow", "`auto`: the rank rule. `stable-elbow`: the largest stable rank "
+            "before the gain elbow. `reached-elbow`: stability judged by the restarts that reach the best "
+            "fit, the sweep ends at the first ambiguous rank (docs/factorization.md).",
+            choices=("stable-elbow", "reached-elbow"),
         ),
         "min_gain": Key(
             "float", 0.002, "`auto`: a rank is worth its components when each added component explains "

@@ -73,13 +73,14 @@ def edit_config(folder: Path, change) -> None:
 
 @pytest.fixture(scope="session")
 def standard_dataset(tmp_path_factory) -> Path:
-    """The simulator's standard preset (seed 0); returns its config.yaml."""
-    return write_dataset(tmp_path_factory.mktemp("standard"), "standard", 0)
+    """The simulator's ``basic`` preset (seed 0; it was ``standard`` before the realistic
+    generator, and the tests' measurements were made on it); returns its config.yaml."""
+    return write_dataset(tmp_path_factory.mktemp("standard"), "basic", 0)
 
 
 @pytest.fixture(scope="session")
 def standard_run(standard_dataset) -> Path:
-    """The whole pipeline run once on the standard preset; returns the workdir."""
+    """The whole pipeline run once on the ``basic`` preset; returns the workdir."""
     result = cli("run", standard_dataset, "--quiet")
     assert result.exit_code == 0, result.output
     return standard_dataset.parent / "run"

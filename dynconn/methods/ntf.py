@@ -268,6 +268,10 @@ class RankSelection:
         Congruence of every restart with its rank's best fit (1 for the best).
     mean_similarity : ndarray (n,)
         Mean similarity of the non-best restarts to the best (1 when only one restart).
+    agreement : ndarray (n,)
+        Mean similarity to the best of the other restarts that *reach* the best fit (explain
+        within ``min_gain / 2`` of its fraction of the sum of squares); NaN when none does (the
+        best was found once), 1 when only one restart.
     n_iter, seconds : ndarray (n, n_restarts)
     converged : ndarray (n, n_restarts) bool
     best_index : ndarray (n,) int
@@ -287,6 +291,7 @@ class RankSelection:
     gain: np.ndarray
     similarity: np.ndarray
     mean_similarity: np.ndarray
+    agreement: np.ndarray
     n_iter: np.ndarray
     seconds: np.ndarray
     converged: np.ndarray
@@ -301,7 +306,7 @@ class RankSelection:
             name: np.asarray(getattr(self, name))
             for name in (
                 "ranks", "errors", "best_error", "explained", "gain", "similarity",
-                "mean_similarity", "n_iter", "seconds", "converged", "best_index", "eligible",
+                "mean_similarity", "agreement", "n_iter", "seconds", "converged", "best_index", "eligible",
             )
         }
         out["rank"] = np.asarray(self.rank)
@@ -1901,10 +1906,25 @@ def ncp_restarts(
 # Rank selection
 # --------------------------------------------------------------------------------------------
 
-_RULES = ("stable-elbow", "min-error")
+_RULES = ("stable-elbow", "reached-elbow", "min-error")
 
 
-def _choose_rank(ranks, best_error, mean_similarity, rule, similarity_threshold, min_gain):
+def _agreement(errors, similarity, best_index, tie) -> np.ndarray:
+    """Per rank: mean similarity to the best fit of the other restarts that explain within
+    ``tie`` of its fraction of the sum of squares (``1 - error**2``); NaN when none does."""
+    errors, similarity = np.atleast_2d(errors), np.atleast_2d(similarity)
+    if errors.shape[1] == 1:
+        return np.ones(errors.shape[0])
+    out = np.full(errors.shape[0], np.nan)
+    for i, (err, sim) in enumerate(zip(errors, similarity)):
+        near = err**2 - np.nanmin(err) ** 2 <= tie
+        near[best_index[i]] = False
+        if near.any():
+            out[i] = float(np.mean(sim[near]))
+    return out
+
+
+def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity_threshold, min_gain):
     """Apply the rank rule; returns (chosen rank, eligible mask, gain per component)."""
     ranks = np.asarray(ranks)
     explained = 1.0 - np.asarray(best_error) ** 2
@@ -1914,25 +1934,50 @@ def _choose_rank(ranks, best_error, mean_similarity, rule, similarity_threshold,
     if rule == "min-error":
         eligible = np.ones(len(ranks), dtype=bool)
         return int(ranks[int(np.argmin(best_error))]), eligible, gain
-    # stable-elbow: the largest rank that is (a) stable across restarts and (b) still worth its
-    # components, and such that every smaller rank of the sweep was worth its components too
-    # (the error curve's elbow: beyond it components only fit noise).
-    stable = np.asarray(mean_similarity) >= similarity_threshold
+    if rule == "stable-elbow":
+        # the largest rank that is (a) stable across restarts and (b) still worth its components,
+        # and such that every smaller rank of the sweep was worth its components too (the error
+        # curve's elbow: beyond it components only fit noise).
+        stable = np.asarray(mean_similarity) >= similarity_threshold
+        worth = gain >= min_gain
+        eligible = stable & worth
+        # Stop at the first rank whose components are no longer worth it: ranks beyond an elbow
+        # that happen to gain again are noise fits.
+        cutoff = len(ranks)
+        for i in range(len(ranks)):
+            if not worth[i]:
+                cutoff = i
+                break
+        candidates = np.flatnonzero(eligible[:cutoff])
+        if len(candidates):
+            return int(ranks[candidates[-1]]), eligible, gain
+        # Nothing passes: the most stable of the ranks before the elbow (or the smallest).
+        pool = np.arange(max(cutoff, 1))
+        return int(ranks[pool[np.argmax(np.asarray(mean_similarity)[pool])]]), eligible, gain
+    # reached-elbow. A rank is *confirmed* when the other restarts that reach its best fit agree
+    # with it, *ambiguous* when restarts reach the same error with different factors (the fit
+    # splits noise or is not unique), and unconfirmed when no other restart reaches the best (a
+    # local-minimum problem of the restarts, not of the rank: skipped). The elbow: the first
+    # rank that is ambiguous or not worth its components; ranks beyond it are never chosen, even
+    # if they happen to agree or gain again (noise fits can). Measured on the simulator's
+    # realistic presets and planted tensors, docs/factorization.md.
+    agreement = np.asarray(agreement, dtype=float)
+    confirmed = agreement >= similarity_threshold  # NaN (unconfirmed) compares False
+    ambiguous = agreement < similarity_threshold
     worth = gain >= min_gain
-    eligible = stable & worth
-    # Stop at the first rank whose components are no longer worth it: ranks beyond an elbow that
-    # happen to gain again are noise fits.
-    cutoff = len(ranks)
-    for i in range(len(ranks)):
-        if not worth[i]:
-            cutoff = i
-            break
+    eligible = confirmed & worth
+    # Ranks below the first confirmed one may be ambiguous for want of components (several
+    # structures of similar weight compete for too few components): only ambiguity after a
+    # confirmed rank ends the sweep.
+    first = int(np.argmax(confirmed)) if confirmed.any() else len(ranks)
+    ambiguous[:first] = False
+    bad = np.flatnonzero(ambiguous | ~worth)
+    cutoff = int(bad[0]) if bad.size else len(ranks)
     candidates = np.flatnonzero(eligible[:cutoff])
     if len(candidates):
         return int(ranks[candidates[-1]]), eligible, gain
-    # Nothing passes: fall back to the most stable of the ranks before the elbow (or the smallest).
-    pool = np.arange(max(cutoff, 1))
-    return int(ranks[pool[np.argmax(np.asarray(mean_similarity)[pool])]]), eligible, gain
+    # Nothing confirmed before the elbow: the largest rank before it (or the smallest rank).
+    return int(ranks[max(cutoff - 1, 0)]), eligible, gain
 
 
 def select_rank(
@@ -1968,8 +2013,21 @@ def select_rank(
     * it and every smaller rank of the sweep gained >= ``min_gain`` (0.002, i.e. 0.2 % of the observed
       sum of squares per added component).
 
-    If no rank passes, the most stable rank before the elbow is chosen. Rule ``"min-error"`` picks
-    the lowest error (for comparison; it always favours the largest rank).
+    If no rank passes, the most stable rank before the elbow is chosen.
+
+    Rule ``"reached-elbow"`` (issue 11; ``agreement`` is computed for every rule): the restarts
+    that *reach* a rank's best fit are those explaining within ``min_gain / 2`` of it; pick the
+    largest rank such that
+
+    * it is confirmed: those restarts agree with the best, mean similarity >= ``similarity_threshold``;
+    * no rank from the first confirmed one up to it is ambiguous (restarts reach the best error
+      with a mean similarity below the threshold: noise fits or a non-unique factorization), and
+    * it and every smaller rank gained >= ``min_gain``.
+
+    A rank whose best fit no other restart reaches is skipped. If no rank passes, the largest rank
+    before the first ambiguous or unworthy one is chosen.
+
+    Rule ``"min-error"`` picks the lowest error (for comparison; it always favours the largest rank).
 
     Affordability: the sweep runs each fit with ``max_iter`` (200) and a loose ``tol`` (1e-4),
     enough to rank the errors and compare restarts; refine the chosen rank's ``best_fits`` entry
@@ -2065,7 +2123,9 @@ def select_rank(
         mean_similarity = np.asarray([sim[i][others[i]].mean() for i in range(n)])
     else:
         mean_similarity = np.ones(n)
-    chosen, eligible, gain = _choose_rank(ranks_arr, best_error, mean_similarity, rule,
+    # reaching the best = explaining within half the smallest worthwhile component of it
+    agreement = _agreement(errors, sim, arrays["best_index"], min_gain / 2)
+    chosen, eligible, gain = _choose_rank(ranks_arr, best_error, mean_similarity, agreement, rule,
                                           similarity_threshold, min_gain)
     return RankSelection(
         rank=chosen,
@@ -2077,6 +2137,7 @@ def select_rank(
         gain=gain,
         similarity=sim,
         mean_similarity=mean_similarity,
+        agreement=agreement,
         n_iter=arrays["n_iter"],
         seconds=arrays["seconds"],
         converged=arrays["converged"],

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SCHEMA, Config
-from ..console import Console
+from ..console import Console, warn
 from ..errors import ConfigError
 from ..methods.merging import merge_duplicates
 
@@ -169,6 +169,19 @@ def _fit_datasets(result) -> tuple[dict[str, np.ndarray], list[float]]:
     return {f"fit/{k}": np.asarray(v) for k, v in out.items()}, seconds
 
 
+def _warn_at_edge(rank: int, lo: int, hi: int) -> None:
+    """A rank chosen at an end of the sweep may be the sweep's limit, not the data's."""
+    if lo == hi:
+        return
+    if rank == hi:
+        warn(f"factorize: rank {rank} is the largest of factorize.ranks [{lo}, {hi}]: the data may hold "
+             f"more components; widen the sweep (--set 'factorize.ranks=[{lo}, {2 * hi}]')")
+    elif rank == lo and lo > 1:
+        warn(f"factorize: rank {rank} is the smallest of factorize.ranks [{lo}, {hi}]: no larger rank "
+             f"passed the rule, and smaller ones were not tried; see the report's rank selection figure "
+             f"(docs/factorization.md) or set factorize.rank")
+
+
 def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple[dict, dict]:
     """Factorize an affinity artifact's tensor with parameters ``p`` (the config section).
 
@@ -200,7 +213,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
             ranks = list(range(lo, hi + 1))
             with console.progress(f"rank selection ({lo}–{hi})", len(ranks)) as advance:
                 selection = ntf.select_rank(
-                    X, ranks, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"],
+                    X, ranks, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"], rule=p["rank_rule"],
                     similarity_threshold=p["similarity_threshold"], min_gain=p["min_gain"],
                     max_iter=p["sweep_max_iter"], tol=p["sweep_tol"], resume=state.get("sweep"),
                     on_rank=lambda *a: advance(), **solver, **(saver.hooks("sweep") if saver else {}))
@@ -211,6 +224,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
             attrs["rank_rule"] = selection.rule
             attrs["rank_rule_params"] = selection.rule_params
             console.info(f"  rank {rank} chosen ({selection.rule})")
+            _warn_at_edge(rank, lo, hi)
             # refine the chosen rank's best sweep fit to the full tolerance
             chosen = int(np.flatnonzero(selection.ranks == rank)[0])
             best, start_error = selection.best_fits[chosen], float(selection.best_error[chosen])

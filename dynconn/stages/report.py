@@ -633,7 +633,9 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
         jobs.append(("rank_selection", "rank_selection",
                      {"ranks": np.asarray(sel["ranks"]).astype(int), "errors": np.asarray(sel["errors"], dtype=float),
                       "similarity": other_restarts(sel.get("similarity"), sel.get("best_index")),
-                      "mean_similarity": sel.get("mean_similarity"),
+                      # the stability measure the rule used
+                      "mean_similarity": sel.get("agreement") if data.rank_rule == "reached-elbow"
+                      else sel.get("mean_similarity"),
                       "gain": sel.get("gain"), "eligible": sel.get("eligible"), "chosen": data.rank,
                       "rule": data.rank_rule or "not recorded"},
                      "Rank selection: fit error, similarity of the restarts to the best one, and variance "

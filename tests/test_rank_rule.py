@@ -1,0 +1,71 @@
+"""The rank rule of ``rank: auto`` by hand (docs/factorization.md, rank selection): which
+restarts reach the best fit, which ranks are confirmed or ambiguous, where the sweep ends, and
+the warning when the chosen rank is at an end of the sweep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dynconn.methods import ntf
+from dynconn.console import DynconnWarning
+from dynconn.stages.factorize import _warn_at_edge
+
+
+def test_agreement_counts_only_the_restarts_that_reach_the_best():
+    errors = np.array([[0.5, 0.5005, 0.6],    # 0.5005² − 0.5² = 0.0005 ≤ tie; 0.6² − 0.5² = 0.11
+                       [0.4, 0.5, 0.6],       # nobody else reaches 0.4: NaN (found once)
+                       [0.3, 0.3, 0.3001]])   # both reach it
+    similarity = np.array([[1.0, 0.9, 0.2], [1.0, 0.99, 0.99], [0.8, 1.0, 0.6]])
+    agreement = ntf._agreement(errors, similarity, np.array([0, 0, 1]), tie=0.001)
+    # means of two given floats: exact to rounding (pytest.approx's 1e-6 relative is far above it)
+    assert agreement[0] == pytest.approx(0.9)  # the far restart (0.2) does not count
+    assert np.isnan(agreement[1])
+    assert agreement[2] == pytest.approx(0.7)  # mean of 0.8 and 0.6, the best itself left out
+    # one restart: nothing to compare, every rank agrees with itself
+    assert ntf._agreement(errors[:, :1], similarity[:, :1], np.zeros(3, int), 0.001).tolist() == [1, 1, 1]
+
+
+def choose(agreement, gain=None):
+    """The reached-elbow rule on ranks 2, 3, ... with errors giving ``gain`` (default 0.05 each)."""
+    n = len(agreement)
+    gain = np.full(n, 0.05) if gain is None else np.asarray(gain, float)
+    explained = np.empty(n)
+    explained[0] = 2 * gain[0]  # the first rank's gain is its explained fraction / its rank (2)
+    explained[1:] = explained[0] + np.cumsum(gain[1:])
+    best_error = np.sqrt(1 - explained)
+    rank, eligible, g = ntf._choose_rank(np.arange(2, 2 + n), best_error, None, np.asarray(agreement, float),
+                                         "reached-elbow", 0.85, 0.002)
+    np.testing.assert_allclose(g, gain, atol=1e-12)  # the gain the test meant (float rounding only)
+    return rank, eligible
+
+
+def test_the_sweep_ends_at_the_first_ambiguous_rank_after_a_confirmed_one():
+    # rank 2 ambiguous for want of components (ignored), 3 confirmed, 4 found once (skipped),
+    # 5 confirmed, 6 ambiguous (the end), 7 confirmed again (noise fits can agree: not trusted)
+    rank, eligible = choose([0.5, 0.95, np.nan, 0.9, 0.6, 0.95])
+    assert rank == 5
+    assert eligible.tolist() == [False, True, False, True, False, True]
+
+
+def test_the_sweep_ends_where_components_stop_being_worth_it():
+    rank, _ = choose([1.0, 1.0, 1.0, 1.0], gain=[0.3, 0.05, 0.001, 0.05])
+    assert rank == 3
+
+
+def test_nothing_confirmed_takes_the_largest_rank_before_the_end():
+    assert choose([np.nan, np.nan, np.nan], gain=[0.3, 0.05, 0.001])[0] == 3
+    assert choose([0.5, 0.5, 0.5])[0] == 4  # all ambiguous, none confirmed: no end found either
+
+
+def test_a_rank_at_an_end_of_the_sweep_warns():
+    with pytest.warns(DynconnWarning, match=r"rank 10 is the largest of factorize.ranks \[2, 10\].*widen"):
+        _warn_at_edge(10, 2, 10)
+    with pytest.warns(DynconnWarning, match=r"rank 2 is the smallest of factorize.ranks \[2, 10\]"):
+        _warn_at_edge(2, 2, 10)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_at_edge(5, 2, 10)  # inside: no warning
+        _warn_at_edge(1, 1, 10)  # rank 1 is the smallest there is
+        _warn_at_edge(4, 4, 4)   # a one-rank sweep has no edge to speak of
