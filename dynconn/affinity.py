@@ -213,6 +213,43 @@ def compute_affinity(
     return window_correlation(traces, fpb, window, pairs, advance=advance)
 
 
+def affinity_tensor(
+    traces: np.ndarray,
+    present: np.ndarray,
+    n_frames: np.ndarray,
+    *,
+    sampling_rate: float,
+    layout: str = "aligned",
+    pairs: np.ndarray | None = None,
+    advance=None,
+    **options,
+) -> np.ndarray:
+    """The affinity tensor of every animal: float32 (P, T, A) aligned, (P, T_total, 1)
+    concatenated (each animal's complete bins one after another), 0 where a pair is not
+    observed (:func:`observed_pairs`). ``traces`` (A, N, F_max), ``present`` (N, A),
+    ``n_frames`` (A,); ``options``: :func:`compute_affinity`'s (method, bin_seconds, ...)."""
+    n_animals, n_neurons, _ = traces.shape
+    pairs = pair_index(n_neurons) if pairs is None else pairs
+    mask = observed_pairs(present, pairs)
+    fpb = max(1, int(round(options.get("bin_seconds", 5.0) * sampling_rate)))
+    bins = np.asarray(n_frames) // fpb
+    concatenated = layout == "concatenated"
+    # column offset of each animal's bins in the tensor's time axis, and the tensor's last axis
+    starts = np.concatenate(([0], np.cumsum(bins)[:-1])) if concatenated else np.zeros(n_animals, int)
+    n_time = int(bins.sum()) if concatenated else int(bins[0])
+    affinity = np.zeros((pairs.shape[0], n_time, 1 if concatenated else n_animals), dtype=np.float32)
+    for a in range(n_animals):
+        rows = np.flatnonzero(present[:, a])
+        local = np.searchsorted(rows, pairs[mask[:, a]])  # pair indices within the animal
+        values = compute_affinity(traces[a, rows, : n_frames[a]], sampling_rate=sampling_rate,
+                                  pairs=local.astype(np.int32), advance=advance, **options)
+        if concatenated:
+            affinity[mask[:, a], starts[a] : starts[a] + bins[a], 0] = values
+        else:
+            affinity[mask[:, a], :, a] = values
+    return affinity
+
+
 def bin_centres(n_frames: int, sampling_rate: float, bin_seconds: float) -> np.ndarray:
     """Centre of each complete bin, s (frame i is at i / sampling_rate)."""
     fpb = max(1, int(round(bin_seconds * sampling_rate)))
@@ -276,30 +313,12 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
             f"({f_max / rate:g} s); use a value well below it (default 0.5)"
         )
     concatenated = layout == "concatenated"
-    # column offset of each animal's bins in the tensor's time axis, and the tensor's last axis
-    starts = np.concatenate(([0], np.cumsum(bins)[:-1])) if concatenated else np.zeros(n_animals, int)
-    n_time = int(bins.sum()) if concatenated else int(bins[0])
-    affinity = np.zeros((pairs.shape[0], n_time, 1 if concatenated else n_animals), dtype=np.float32)
     with console.progress("affinity (bins × animals)", int(bins.sum()) if concatenated
-                          else n_time * n_animals) as advance:
-        for a in range(n_animals):
-            rows = np.flatnonzero(present[:, a])
-            local = np.searchsorted(rows, pairs[mask[:, a]])  # pair indices within the animal
-            values = compute_affinity(
-                traces[a, rows, : n_frames[a]],
-                sampling_rate=rate,
-                method=p["method"],
-                bin_seconds=p["bin_seconds"],
-                smooth_seconds=p["smooth_seconds"],
-                noise_threshold=p["noise_threshold"],
-                window_seconds=p["window_seconds"],
-                pairs=local.astype(np.int32),
-                advance=advance,
-            )
-            if concatenated:
-                affinity[mask[:, a], starts[a] : starts[a] + bins[a], 0] = values
-            else:
-                affinity[mask[:, a], :, a] = values
+                          else int(bins[0]) * n_animals) as advance:
+        affinity = affinity_tensor(traces, present, n_frames, sampling_rate=rate, layout=layout, pairs=pairs,
+                                   method=p["method"], bin_seconds=p["bin_seconds"],
+                                   smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
+                                   window_seconds=p["window_seconds"], advance=advance)
     # non-finite values are reported by the pipeline with the animal and neurons (dynconn.guards)
     unobserved = ~mask.any(axis=1)
     if unobserved.any():

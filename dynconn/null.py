@@ -1,0 +1,225 @@
+"""The null model: how cohesive would communities be, and how strong components, without co-activation?
+
+Surrogate data keep each neuron's own statistics (its trace, event rate, amplitudes, noise and
+bleaching, exactly) but destroy co-activation between neurons: in each animal every neuron's
+trace is circularly shifted by its own random lag (:func:`shift_traces`). Each surrogate runs
+through the same chain as the data — :func:`dynconn.affinity.affinity_tensor`,
+:func:`dynconn.ntf.ncp_hals` at the run's rank, :func:`dynconn.communities.partition_components`
+— and its communities' cohesion (:func:`cohesion_of`, the report's definition) and its
+components' share of the tensor's energy (:func:`component_shares`) form the null
+distributions.
+
+*p*-values: a community's cohesion is compared with the surrogate communities of the same
+*size class* (:func:`size_class`: 2, 3–4, 5–8, 9–16, …; cohesion is a ratio of mean pair
+loadings, and small groups reach high ratios by chance more easily than large ones), by the
+permutation form ``p = (1 + #null ≥ observed) / (1 + #null)`` where enough null values
+reach the observation, else from a fitted tail (:func:`tail_p`), so that a few surrogates
+can give p < 0.01. A component's p-value is its most significant cohesive community's,
+Bonferroni-corrected (:func:`component_p_value`): the surrogates destroy co-activation, and
+a component is a finding about co-activation only through a group of neurons. Its energy
+share against the surrogate components' (:func:`component_p_values`) is reported beside it.
+
+Everything here is pure (arrays in, arrays out); the report stage runs the surrogates,
+caches each one on disk and runs them in parallel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: A shift shorter than this fraction of the recording could leave slow co-fluctuations in
+#: place (neighbouring lags); lags are drawn uniformly from [MIN_SHIFT, 1 − MIN_SHIFT] × frames.
+MIN_SHIFT = 0.1
+
+
+def shift_traces(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Each recorded neuron's trace circularly shifted by an independent random lag, per animal.
+
+    ``traces`` (A, N, F_max) (frames past ``n_frames[a]`` are padding and stay as they are),
+    ``present`` (N, A), ``n_frames`` (A,). A lag is uniform in ``[MIN_SHIFT·F, (1−MIN_SHIFT)·F]``
+    frames of that animal's own length F. Returns a new array."""
+    out = np.array(traces, dtype=np.float64, copy=True)
+    n_animals, n_neurons, _ = out.shape
+    for a in range(n_animals):
+        f = int(n_frames[a])
+        lo, hi = max(1, int(MIN_SHIFT * f)), max(1, int((1 - MIN_SHIFT) * f))
+        lags = rng.integers(lo, hi + 1, size=n_neurons)
+        for i in np.flatnonzero(present[:, a]):
+            out[a, i, :f] = np.roll(out[a, i, :f], lags[i])
+    return out
+
+
+def cohesion_of(w: np.ndarray, membership_row: np.ndarray) -> dict[int, tuple[int, float, float]]:
+    """``{community id: (size, density, cohesion)}`` of one component's partition.
+
+    *density*: mean pair loading between the community's members; *cohesion*: density / the
+    mean pair loading over the component's whole graph (the neurons with membership ≥ 0);
+    NaN for a single neuron (no pair)."""
+    inside = np.flatnonzero(membership_row >= 0)
+    out: dict[int, tuple[int, float, float]] = {}
+    n = inside.size
+    if not n:
+        return out
+    graph_density = w[np.ix_(inside, inside)].sum() / (n * (n - 1)) if n > 1 else 0.0
+    for k in np.unique(membership_row[inside]):
+        members = np.flatnonzero(membership_row == k)
+        size = int(members.size)
+        density = float(w[np.ix_(members, members)].sum() / (size * (size - 1))) if size > 1 else float("nan")
+        cohesion = density / graph_density if size > 1 and graph_density > 0 else float("nan")
+        out[int(k)] = (size, density, float(cohesion))
+    return out
+
+
+def size_class(size) -> np.ndarray:
+    """Size class of communities: ⌈log2(size)⌉ (2 → 1, 3–4 → 2, 5–8 → 3, 9–16 → 4, …)."""
+    s = np.maximum(np.asarray(size, dtype=float), 1.0)
+    return np.ceil(np.log2(s)).astype(int)
+
+
+def component_shares(weights: np.ndarray, X: np.ndarray, mask: np.ndarray | None = None,
+                     time_groups: np.ndarray | None = None) -> np.ndarray:
+    """Each component's share of the observed tensor's energy: ``weight_r² / ‖M∘X‖²`` (R,).
+
+    Factors are unit-norm, so ``weight_r²`` is the squared norm of component r; the share is
+    the "gain" a component brings, on a scale that is comparable between the data and a
+    surrogate of it (same traces, so nearly the same ‖X‖)."""
+    X = np.asarray(X)
+    if mask is None:
+        total = float(np.sum(np.asarray(X, dtype=np.float64) ** 2))
+    else:
+        m = np.asarray(mask, dtype=bool)
+        if time_groups is not None:
+            m = m[:, np.asarray(time_groups)][:, :, None]  # (P, T, 1)
+        else:
+            m = m[:, None, :]  # (P, 1, A)
+        total = float(np.sum(np.where(m, np.asarray(X, dtype=np.float64), 0.0) ** 2))
+    w = np.asarray(weights, dtype=np.float64)
+    return w ** 2 / total if total > 0 else np.zeros_like(w)
+
+
+def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, rank: int,
+              sampling_rate: float, layout: str, affinity: dict, factorize: dict, communities: dict,
+              random_state) -> dict:
+    """One surrogate through affinity → factorize → communities at ``rank``.
+
+    ``affinity``: :func:`dynconn.affinity.compute_affinity` options (method, bin_seconds, …);
+    ``factorize``: :func:`dynconn.ntf.ncp_hals` options (max_iter, tol, init, backend);
+    ``communities``: :func:`dynconn.communities.partition_components` options (method,
+    min_strength, n_runs, resolution, level). ``random_state``: a SeedSequence (or int) from
+    which the shifts, the factorization's start and the partitions draw their own streams.
+
+    Returns ``{"size" (K,), "cohesion" (K,) of every community of ≥ 2 neurons of every
+    component, "share" (R,) each component's energy share}``."""
+    from . import affinity as aff
+    from . import ntf
+    from .communities import pair_matrix, partition_components
+
+    seq = random_state if isinstance(random_state, np.random.SeedSequence) else np.random.SeedSequence(random_state)
+    shift_seq, fit_seq, part_seq = seq.spawn(3)
+    shifted = shift_traces(traces, present, n_frames, np.random.default_rng(shift_seq))
+    pairs = aff.pair_index(shifted.shape[1])
+    X = aff.affinity_tensor(shifted, present, n_frames, sampling_rate=sampling_rate, layout=layout,
+                            pairs=pairs, **affinity)
+    mask = aff.observed_pairs(present, pairs)
+    n_animals = shifted.shape[0]
+    groups = None
+    if layout == "concatenated":
+        fpb = max(1, int(round(affinity.get("bin_seconds", 5.0) * sampling_rate)))
+        groups = np.repeat(np.arange(n_animals), np.asarray(n_frames) // fpb)
+    cp, _ = ntf.ncp_hals(X, rank, mask=mask, time_groups=groups, random_state=fit_seq, **factorize)
+    weights, (f_pairs, _, _) = cp
+    parts = partition_components(np.asarray(f_pairs), pairs, shifted.shape[1],
+                                 random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
+    sizes, cohesions = [], []
+    for r in range(parts.membership.shape[0]):
+        w = pair_matrix(np.asarray(f_pairs)[:, r], pairs, shifted.shape[1])
+        for size, _, coh in cohesion_of(w, parts.membership[r]).values():
+            if size > 1 and np.isfinite(coh):
+                sizes.append(size)
+                cohesions.append(coh)
+    return {"size": np.asarray(sizes, dtype=np.int64), "cohesion": np.asarray(cohesions, dtype=np.float64),
+            "share": component_shares(weights, X, mask, groups)}
+
+
+def permutation_p(observed: float, null: np.ndarray) -> float:
+    """``(1 + #null ≥ observed) / (1 + #null)``; NaN without a null or an observation."""
+    null = np.asarray(null, dtype=float)
+    null = null[np.isfinite(null)]
+    if not null.size or not np.isfinite(observed):
+        return float("nan")
+    return float((1 + np.count_nonzero(null >= observed)) / (1 + null.size))
+
+
+#: Permutation p-values rest on the null values at least as large as the observation; with fewer
+#: than this many of them the p-value comes from the fitted tail instead (Knijnenburg et al.,
+#: Bioinformatics 2009: a permutation p is well estimated from about 10 exceedances on).
+MIN_EXCEEDANCES = 10
+#: A size class with fewer surrogate communities than this borrows its neighbouring classes'.
+MIN_POOL = 20
+
+
+def tail_p(observed: float, null: np.ndarray, floor: float = 1.0) -> float:
+    """p-value of ``observed`` against ``null`` values.
+
+    The permutation p-value (:func:`permutation_p`) when at least ``MIN_EXCEEDANCES`` null
+    values reach the observation. Beyond that the permutation p is only a bound
+    (``1 / (1 + #null)`` at best), so the tail is fitted: chance communities fall in two
+    modes (docs/benchmarks.md) — diffuse ones below ``floor`` (the cohesion threshold) and
+    dense ones above it, whose log-cohesions are close to normal — and
+    ``p = P(null ≥ floor) · P(N(μ, σ) ≥ log observed) / P(N(μ, σ) ≥ log floor)`` with the
+    empirical fraction above the floor and μ, σ the mean and SD of the log null values above
+    it. Falls back to the permutation p with fewer than 3 such values."""
+    from scipy.stats import norm
+
+    null = np.asarray(null, dtype=float)
+    null = null[np.isfinite(null)]
+    if not null.size or not np.isfinite(observed):
+        return float("nan")
+    if np.count_nonzero(null >= observed) >= MIN_EXCEEDANCES or observed < floor:
+        return permutation_p(observed, null)
+    upper = null[(null >= floor) & (null > 0)]
+    if upper.size < 3 or not np.log(upper).std(ddof=1) > 0:
+        return permutation_p(observed, null)
+    logs = np.log(upper)
+    mu, sd = logs.mean(), logs.std(ddof=1)
+    above_floor = norm.sf((np.log(floor) - mu) / sd) if floor > 0 else 1.0
+    conditional = min(1.0, norm.sf((np.log(observed) - mu) / sd) / above_floor) if above_floor > 0 else 0.0
+    return float(upper.size / null.size * conditional)
+
+
+def community_p_values(sizes: np.ndarray, cohesions: np.ndarray, null_sizes: np.ndarray,
+                       null_cohesions: np.ndarray, floor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """p-value (:func:`tail_p`, ``floor``: the cohesion threshold) of each community's cohesion against the surrogate
+    communities of its size class (:func:`size_class`; with the neighbouring classes when it
+    holds fewer than ``MIN_POOL``). Returns ``(p (K,), n_null (K,))``: NaN (and 0) for a
+    single neuron."""
+    sizes = np.asarray(sizes)
+    cls, null_cls = size_class(sizes), size_class(null_sizes)
+    null_cohesions = np.asarray(null_cohesions, dtype=float)
+    p = np.full(sizes.size, np.nan)
+    n_null = np.zeros(sizes.size, dtype=np.int64)
+    for k, (size, c, coh) in enumerate(zip(sizes, cls, np.asarray(cohesions, dtype=float))):
+        if size < 2:
+            continue
+        pool = null_cohesions[null_cls == c]
+        if pool.size < MIN_POOL:
+            pool = null_cohesions[np.abs(null_cls - c) <= 1]
+        n_null[k] = pool.size
+        p[k] = tail_p(coh, pool, floor)
+    return p, n_null
+
+
+def component_p_value(community_p: np.ndarray) -> float:
+    """A component's p-value for co-activation: its most significant community's, corrected
+    for the number of its communities tested (Bonferroni, capped at 1). NaN when none was."""
+    p = np.asarray(community_p, dtype=float)
+    p = p[np.isfinite(p)]
+    return float(min(1.0, p.min() * p.size)) if p.size else float("nan")
+
+
+def component_p_values(shares: np.ndarray, null_shares: np.ndarray) -> np.ndarray:
+    """p-value (:func:`permutation_p`) of each component's energy share against every
+    surrogate component's (pooled): does it explain more of the data than chance components
+    do? Informative only — a strong component may be made of single neurons' activity."""
+    return np.asarray([permutation_p(s, null_shares) for s in np.asarray(shares, dtype=float)])
