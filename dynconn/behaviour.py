@@ -24,41 +24,53 @@ import numpy as np
 MIN_SHIFT = 0.1
 
 
-def _corr(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return float("nan")
-    x, y = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
-    den = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / den) if den > 0 else float("nan")
+def _corr_rows(x: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Pearson r of ``x`` (T,) with each row of ``Y`` (S, T), over the bins where both are
+    finite; NaN with fewer than 3 such bins or a constant series. (S,)."""
+    ok = np.isfinite(Y) & np.isfinite(x)[None, :]
+    n = ok.sum(axis=1)
+    xs = np.where(ok, x[None, :], 0.0)
+    ys = np.where(ok, Y, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = xs.sum(axis=1) / n, ys.sum(axis=1) / n
+        dx = np.where(ok, xs - mx[:, None], 0.0)
+        dy = np.where(ok, ys - my[:, None], 0.0)
+        den = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
+        r = (dx * dy).sum(axis=1) / den
+    return np.where((n >= 3) & (den > 0), r, np.nan)
 
 
 def lagged_correlations(loading: np.ndarray, covariate: np.ndarray, max_lag: int) -> np.ndarray:
     """Pearson r of ``loading[t + lag]`` with ``covariate[t]`` for lag = −max_lag … max_lag
-    (overlapping bins only; NaN where fewer than 3 bins or a constant series). (2·max_lag+1,)."""
-    x, y = np.asarray(loading, dtype=float), np.asarray(covariate, dtype=float)
+    (overlapping bins only; NaN where fewer than 3 bins or a constant series). ``covariate``
+    may be (T,) or (S, T) (one row per shifted copy): (2·max_lag+1,) or (S, 2·max_lag+1)."""
+    x = np.asarray(loading, dtype=float)
+    Y = np.atleast_2d(np.asarray(covariate, dtype=float))
     n = x.size
-    out = np.full(2 * max_lag + 1, np.nan)
+    out = np.full((Y.shape[0], 2 * max_lag + 1), np.nan)
     for k, lag in enumerate(range(-max_lag, max_lag + 1)):
         if abs(lag) >= n:
             continue
         if lag >= 0:
-            out[k] = _corr(x[lag:], y[: n - lag])
+            out[:, k] = _corr_rows(x[lag:], Y[:, : n - lag])
         else:
-            out[k] = _corr(x[: n + lag], y[-lag:])
-    return out
+            out[:, k] = _corr_rows(x[: n + lag], Y[:, -lag:])
+    return out[0] if np.ndim(covariate) == 1 else out
 
 
 def _pooled(per_animal: list[np.ndarray], counts: np.ndarray) -> np.ndarray:
-    """Mean of the animals' lagged correlations, weighted by their numbers of valid bins."""
-    r = np.asarray(per_animal)
-    w = np.where(np.isfinite(r), counts[:, None], 0.0)
+    """Mean of the animals' lagged correlations (each (..., lags)), weighted by their numbers
+    of valid bins."""
+    r = np.asarray(per_animal)  # (animals, ..., lags)
+    w = np.where(np.isfinite(r), counts.reshape((-1,) + (1,) * (r.ndim - 1)), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(w.sum(axis=0) > 0, np.nansum(np.nan_to_num(r) * w, axis=0) / w.sum(axis=0), np.nan)
+        return np.where(w.sum(axis=0) > 0, (np.nan_to_num(r) * w).sum(axis=0) / w.sum(axis=0), np.nan)
 
 
-def _best(r: np.ndarray) -> int:
-    return int(np.nanargmax(np.abs(r))) if np.isfinite(r).any() else -1
+def _max_abs(r: np.ndarray) -> np.ndarray:
+    """Largest |r| over the lags (last axis); 0 where none is defined."""
+    a = np.abs(np.nan_to_num(r, nan=0.0))
+    return a.max(axis=-1)
 
 
 def relate(loadings: list[np.ndarray], covariates: list[np.ndarray], *, max_lag: int, n_shifts: int,
@@ -70,8 +82,8 @@ def relate(loadings: list[np.ndarray], covariates: list[np.ndarray], *, max_lag:
     {animal: {"r", "p", "lag_s", "bins"}}, "n_shifts"}``: the pooled r (the animals'
     correlations averaged at each lag, weighted by their valid bins) at the lag where it is
     largest in absolute value; ``p`` the two-sided circular-shift p-value of that maximum
-    (the same maximisation over lags is applied to every shift). None when no animal has ≥ 3
-    bins with the covariate and a varying loading."""
+    (the same maximisation over lags is applied to every shift, so the choice of lag is paid
+    for). None when no animal has ≥ 3 bins with the covariate and a varying loading."""
     used = [a for a in range(len(loadings)) if np.isfinite(covariates[a]).sum() >= 3
             and np.nanstd(covariates[a]) > 0 and np.nanstd(loadings[a]) > 0]
     if not used:
@@ -79,31 +91,29 @@ def relate(loadings: list[np.ndarray], covariates: list[np.ndarray], *, max_lag:
     counts = np.asarray([np.isfinite(covariates[a]).sum() for a in used], dtype=float)
     obs = [lagged_correlations(loadings[a], covariates[a], max_lag) for a in used]
     pooled = _pooled(obs, counts)
-    best = _best(pooled)
-    if best < 0:
+    if not np.isfinite(pooled).any():
         return None
-    obs_stat = abs(pooled[best])
-    per_stat = np.asarray([np.nanmax(np.abs(r)) if np.isfinite(r).any() else np.nan for r in obs])
-    null_pooled = np.zeros(n_shifts)
-    null_per = np.zeros((n_shifts, len(used)))
-    for s in range(n_shifts):
-        shifted = []
-        for a in used:
-            n = covariates[a].size
-            lag = int(rng.integers(max(1, int(MIN_SHIFT * n)), max(2, int((1 - MIN_SHIFT) * n)) + 1))
-            shifted.append(lagged_correlations(loadings[a], np.roll(covariates[a], lag), max_lag))
-        pr = _pooled(shifted, counts)
-        null_pooled[s] = np.nanmax(np.abs(pr)) if np.isfinite(pr).any() else 0.0
-        null_per[s] = [np.nanmax(np.abs(r)) if np.isfinite(r).any() else 0.0 for r in shifted]
+    best = int(np.nanargmax(np.abs(pooled)))
+    null_per = []
+    for a in used:  # each animal's covariate shifted by its own lags: (n_shifts, lags)
+        y = np.asarray(covariates[a], dtype=float)
+        n = y.size
+        lags = rng.integers(max(1, int(MIN_SHIFT * n)), max(2, int((1 - MIN_SHIFT) * n)) + 1, size=n_shifts)
+        shifted = y[(np.arange(n)[None, :] - lags[:, None]) % n]
+        null_per.append(lagged_correlations(loadings[a], shifted, max_lag))
+    null_pooled = _max_abs(_pooled(null_per, counts))
+
+    def p_of(stat, null):
+        return round(float((1 + np.count_nonzero(null >= stat - 1e-12)) / (1 + n_shifts)), 6)
+    # (1e-12: a shift that reproduces the observed alignment ties with it; r is a ratio of
+    # float sums, exact only to ~1e-15)
+
     per_animal = {}
     for k, a in enumerate(used):
-        b = _best(obs[k])
-        per_animal[animals[a]] = {
-            "r": round(float(obs[k][b]), 4), "lag_s": round((b - max_lag) * bin_seconds, 6),
-            "p": round(float((1 + np.count_nonzero(null_per[:, k] >= per_stat[k])) / (1 + n_shifts)), 6),
-            "bins": int(counts[k])}
-    return {"r": round(float(pooled[best]), 4),
-            "p": round(float((1 + np.count_nonzero(null_pooled >= obs_stat)) / (1 + n_shifts)), 6),
+        b = int(np.nanargmax(np.abs(obs[k]))) if np.isfinite(obs[k]).any() else max_lag
+        per_animal[animals[a]] = {"r": round(float(obs[k][b]), 4), "lag_s": round((b - max_lag) * bin_seconds, 6),
+                                  "p": p_of(_max_abs(obs[k]), _max_abs(null_per[k])), "bins": int(counts[k])}
+    return {"r": round(float(pooled[best]), 4), "p": p_of(abs(pooled[best]), null_pooled),
             "lag_s": round((best - max_lag) * bin_seconds, 6), "per_animal": per_animal, "n_shifts": n_shifts}
 
 
@@ -119,23 +129,33 @@ def state_bins(values: np.ndarray, thresholds: list[float]) -> np.ndarray:
 def state_rows(states: np.ndarray, f_time: np.ndarray, labels: list[str], threshold: float,
                bin_seconds: float) -> list[dict]:
     """Atlas rows by behavioural state: ``[{"state", "bins", "seconds", "means" (R,),
-    "components" (active, strongest first)}]``. A component is active in a state when its
-    mean temporal loading over the state's bins is ≥ ``threshold`` × its largest mean over
-    the states (the epoch rows' rule, docs/report.md)."""
+    "enrichment" (R,), "components" (active, most enriched first)}]``.
+
+    A component is active in a state when its mean temporal loading over the state's bins is
+    (a) at least its mean over all bins with a state (``enrichment`` = the ratio ≥ 1: the
+    states it prefers) and (b) ≥ ``threshold`` × its largest mean over the states (the epoch
+    rows' rule, docs/report.md). With two states (a) matters most: (b) alone would list
+    nearly every component in both."""
     n_states = len(labels)
     means = np.full((n_states, f_time.shape[1]), np.nan)
     for k in range(n_states):
         sel = states == k
         if sel.any():
             means[k] = f_time[sel].mean(axis=0)
-    with np.errstate(invalid="ignore"):
+    valid = states >= 0
+    overall = f_time[valid].mean(axis=0) if valid.any() else np.full(f_time.shape[1], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
         top = np.nanmax(np.where(np.isfinite(means), means, -np.inf), axis=0)
+        enrichment = means / overall[None, :]
     rows = []
     for k, label in enumerate(labels):
         n = int((states == k).sum())
-        active = [r for r in np.argsort(-np.nan_to_num(means[k], nan=-np.inf), kind="stable")
-                  if n and np.isfinite(means[k, r]) and top[r] > 0 and means[k, r] >= threshold * top[r]]
+        on = [r for r in range(f_time.shape[1])
+              if n and np.isfinite(means[k, r]) and top[r] > 0 and means[k, r] >= overall[r]
+              and means[k, r] >= threshold * top[r]]
+        on.sort(key=lambda r: (-enrichment[k, r], r))
         rows.append({"state": label, "bins": n, "seconds": round(n * bin_seconds, 6),
                      "means": [None if not np.isfinite(v) else round(float(v), 6) for v in means[k]],
-                     "components": [int(r) for r in active]})
+                     "enrichment": [None if not np.isfinite(v) else round(float(v), 4) for v in enrichment[k]],
+                     "components": [int(r) for r in on]})
     return rows

@@ -9,8 +9,8 @@ through the same chain as the data — :func:`dynconn.affinity.affinity_tensor`,
 components' share of the tensor's energy (:func:`component_shares`) form the null
 distributions.
 
-*p*-values: a community's cohesion is compared with the surrogate communities of the same
-*size class* (:func:`size_class`: 2, 3–4, 5–8, 9–16, …; cohesion is a ratio of mean pair
+*p*-values: a community's cohesion is compared with the surrogate communities of a
+comparable size (:func:`size_pool`: ⌈s/2⌉ … s neurons; cohesion is a ratio of mean pair
 loadings, and small groups reach high ratios by chance more easily than large ones), by the
 permutation form ``p = (1 + #null ≥ observed) / (1 + #null)`` where enough null values
 reach the observation, else from a fitted tail (:func:`tail_p`), so that a few surrogates
@@ -69,12 +69,6 @@ def cohesion_of(w: np.ndarray, membership_row: np.ndarray) -> dict[int, tuple[in
         cohesion = density / graph_density if size > 1 and graph_density > 0 else float("nan")
         out[int(k)] = (size, density, float(cohesion))
     return out
-
-
-def size_class(size) -> np.ndarray:
-    """Size class of communities: ⌈log2(size)⌉ (2 → 1, 3–4 → 2, 5–8 → 3, 9–16 → 4, …)."""
-    s = np.maximum(np.asarray(size, dtype=float), 1.0)
-    return np.ceil(np.log2(s)).astype(int)
 
 
 def component_shares(weights: np.ndarray, X: np.ndarray, mask: np.ndarray | None = None,
@@ -155,7 +149,7 @@ def permutation_p(observed: float, null: np.ndarray) -> float:
 #: than this many of them the p-value comes from the fitted tail instead (Knijnenburg et al.,
 #: Bioinformatics 2009: a permutation p is well estimated from about 10 exceedances on).
 MIN_EXCEEDANCES = 10
-#: A size class with fewer surrogate communities than this borrows its neighbouring classes'.
+#: With fewer comparable surrogate communities than this, every smaller one is compared too.
 MIN_POOL = 20
 
 
@@ -166,11 +160,14 @@ def tail_p(observed: float, null: np.ndarray, floor: float = 1.0) -> float:
     values reach the observation. Beyond that the permutation p is only a bound
     (``1 / (1 + #null)`` at best), so the tail is fitted: chance communities fall in two
     modes (docs/benchmarks.md) — diffuse ones below ``floor`` (the cohesion threshold) and
-    dense ones above it, whose log-cohesions are close to normal — and
-    ``p = P(null ≥ floor) · P(N(μ, σ) ≥ log observed) / P(N(μ, σ) ≥ log floor)`` with the
-    empirical fraction above the floor and μ, σ the mean and SD of the log null values above
-    it. Falls back to the permutation p with fewer than 3 such values."""
-    from scipy.stats import norm
+    dense ones above it, whose log-cohesions are close to normal. With the n log null values
+    above the floor (mean m, SD s), a new draw from that normal is Student-t distributed
+    around m, ``(x − m) / (s·√(1 + 1/n)) ~ t(n − 1)`` (the predictive distribution: it
+    carries the uncertainty of m and s, so few surrogates give wide tails, not small
+    p-values), and ``p = (n / #null) · T(log observed) / T(log floor)`` with T that
+    distribution's survival function. Falls back to the permutation p with fewer than 3
+    values above the floor."""
+    from scipy.stats import t as student
 
     null = np.asarray(null, dtype=float)
     null = null[np.isfinite(null)]
@@ -182,29 +179,38 @@ def tail_p(observed: float, null: np.ndarray, floor: float = 1.0) -> float:
     if upper.size < 3 or not np.log(upper).std(ddof=1) > 0:
         return permutation_p(observed, null)
     logs = np.log(upper)
-    mu, sd = logs.mean(), logs.std(ddof=1)
-    above_floor = norm.sf((np.log(floor) - mu) / sd) if floor > 0 else 1.0
-    conditional = min(1.0, norm.sf((np.log(observed) - mu) / sd) / above_floor) if above_floor > 0 else 0.0
-    return float(upper.size / null.size * conditional)
+    n = logs.size
+    centre, scale = logs.mean(), logs.std(ddof=1) * np.sqrt(1 + 1 / n)
+    above_floor = student.sf((np.log(floor) - centre) / scale, n - 1) if floor > 0 else 1.0
+    conditional = min(1.0, student.sf((np.log(observed) - centre) / scale, n - 1) / above_floor)
+    return float(n / null.size * conditional)
+
+
+def size_pool(size: int, null_sizes: np.ndarray) -> np.ndarray:
+    """Which surrogate communities a community of ``size`` neurons is compared with: those of
+    ⌈size/2⌉ … size neurons, or, when fewer than ``MIN_POOL`` are, every one of 2 … size.
+    Never larger ones: a smaller group reaches a high cohesion by chance more easily (fewer
+    pairs to keep dense), so comparing with smaller groups errs on the safe side."""
+    null_sizes = np.asarray(null_sizes)
+    pool = (null_sizes >= max(2, -(-int(size) // 2))) & (null_sizes <= size)
+    if pool.sum() < MIN_POOL:
+        pool = (null_sizes >= 2) & (null_sizes <= size)
+    return pool
 
 
 def community_p_values(sizes: np.ndarray, cohesions: np.ndarray, null_sizes: np.ndarray,
                        null_cohesions: np.ndarray, floor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """p-value (:func:`tail_p`, ``floor``: the cohesion threshold) of each community's cohesion against the surrogate
-    communities of its size class (:func:`size_class`; with the neighbouring classes when it
-    holds fewer than ``MIN_POOL``). Returns ``(p (K,), n_null (K,))``: NaN (and 0) for a
-    single neuron."""
+    """p-value (:func:`tail_p`, ``floor``: the cohesion threshold) of each community's
+    cohesion against the surrogate communities of a comparable size (:func:`size_pool`).
+    Returns ``(p (K,), n_null (K,))``: NaN (and 0) for a single neuron."""
     sizes = np.asarray(sizes)
-    cls, null_cls = size_class(sizes), size_class(null_sizes)
     null_cohesions = np.asarray(null_cohesions, dtype=float)
     p = np.full(sizes.size, np.nan)
     n_null = np.zeros(sizes.size, dtype=np.int64)
-    for k, (size, c, coh) in enumerate(zip(sizes, cls, np.asarray(cohesions, dtype=float))):
+    for k, (size, coh) in enumerate(zip(sizes, np.asarray(cohesions, dtype=float))):
         if size < 2:
             continue
-        pool = null_cohesions[null_cls == c]
-        if pool.size < MIN_POOL:
-            pool = null_cohesions[np.abs(null_cls - c) <= 1]
+        pool = null_cohesions[size_pool(int(size), null_sizes)]
         n_null[k] = pool.size
         p[k] = tail_p(coh, pool, floor)
     return p, n_null

@@ -1063,7 +1063,7 @@ def _states_html(summary: dict, stats: list[list[dict]], comm_chip, neurons: lis
     body = []
     for row in rows:
         cells = "".join(
-            f"<div><a href='#component-{r}'><b>C{r}</b></a> "
+            f"<div><a href='#component-{r}'><b>C{r}</b></a> <span class='muted'>×{row['enrichment'][r]:.2f}</span> "
             + ("".join(f"{comm_chip(r, st)} {html.escape(', '.join(neurons[i] for i in st['members']))} "
                        for st in stats[r] if st["cohesive"]) or "<span class='muted'>no cohesive community</span>")
             + "</div>" for r in row["components"]) or "<span class='muted'>none active</span>"
@@ -1071,7 +1071,8 @@ def _states_html(summary: dict, stats: list[list[dict]], comm_chip, neurons: lis
     return ("<h3 id='states'>Atlas by behavioural state</h3><p class='how'><b>How to read this.</b> One row per "
             "behavioural state (<code>report.states</code>): the time bins whose covariate mean falls in the state's "
             "range, pooled over animals. A component is listed when its mean loading over the state's bins is at "
-            "least the activity threshold × its largest mean over the states; strongest first.</p>"
+            "least its mean over all bins (×: the ratio, its preference for the state) and at least the activity "
+            "threshold × its largest mean over the states; most enriched first.</p>"
             + _table(["state", "time (animal-s)", "active components and their cohesive communities"], body, (1,)))
 
 
@@ -1493,8 +1494,8 @@ def significance_record(p: dict, null_pool: dict | None) -> dict:
         "seconds": round(float(null_pool.get("seconds", 0.0)), 3) if null_pool else 0.0,
         "rule": ("surrogates: each neuron's trace circularly shifted by its own random lag in each animal, then "
                  "affinity, factorize (the sweep's iterations, one start) and communities (one run) at the run's "
-                 "rank; a community's p-value compares its cohesion with the surrogate communities of its size "
-                 "class (2, 3-4, 5-8, ...): (1 + #null >= observed) / (1 + #null) when >= 10 null values reach it, "
+                 "rank; a community's p-value compares its cohesion with the surrogate communities of ceil(s/2) to s "
+                 "neurons (2 to s when fewer than 20): (1 + #null >= observed) / (1 + #null) when >= 10 null values reach it, "
                  "else from a log-normal fit of the null cohesions above the cohesion threshold; a component's p-value is its most "
                  "significant cohesive community's times its number of cohesive communities (1 without one)"),
     }
