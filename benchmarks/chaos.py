@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dynconn.artifacts import inspect as inspect_artifact  # noqa: E402
-from dynconn.artifacts import read_attrs  # noqa: E402
+from dynconn.io.artifacts import inspect as inspect_artifact  # noqa: E402
+from dynconn.io.artifacts import read_attrs  # noqa: E402
 
 H5 = ("ingest.h5", "affinity.h5", "factors.h5", "communities.h5")
 EXPORTS = ("communities.csv", "factors_time.csv", "factors_animal.csv")

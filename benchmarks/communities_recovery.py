@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dynconn import communities
-from dynconn.artifacts import read_h5
+from dynconn.stages import communities
+from dynconn.io.artifacts import read_h5
 from dynconn.simulate import score_recovery, write_dataset
 
 VARIANTS = {

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import cli  # noqa: E402
 
-from dynconn import ntf  # noqa: E402
-from dynconn.artifacts import Checkpoint, _flatten, read_h5  # noqa: E402
+from dynconn.methods import ntf  # noqa: E402
+from dynconn.io.artifacts import Checkpoint, _flatten, read_h5  # noqa: E402
 from dynconn.simulate import write_dataset  # noqa: E402
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Weighted-LFR benchmark of the community methods (dynconn.wsbm.partition).
+"""Weighted-LFR benchmark of the community methods (dynconn.methods.wsbm.partition).
 
 Partitions every ``s<setting>_r<rep>.npz`` graph (edges, weights, labels; see the data
 folder's README) and prints, per setting and overall (mean of the per-setting means), the
@@ -29,12 +29,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dynconn.clustering_metrics import (  # noqa: E402
+from dynconn.methods.clustering_metrics import (  # noqa: E402
     adjusted_mutual_info,
     adjusted_rand_index,
     normalized_mutual_info,
 )
-from dynconn.wsbm import METHODS, partition  # noqa: E402
+from dynconn.methods.wsbm import METHODS, partition  # noqa: E402
 
 SETTINGS = {
     0: "beta=0.5", 1: "beta=1", 2: "beta=2", 3: "mu_t=0.25", 4: "mu_t=0.5",
@@ -92,7 +92,7 @@ def planted_dense(rng, n=120, n_groups=4, size_range=(8, 25), n_overlap=4, snr=2
 
 
 def dense_study(seed: int, reps: int = 5) -> int:
-    from dynconn.wsbm import graph_from_dense
+    from dynconn.methods.wsbm import graph_from_dense
 
     n = 120
     options = [("all pairs (complete graph)", dict(sparsify="none")),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark dynconn.ntf.ncp_hals against tensorly's non_negative_parafac_hals.
+"""Benchmark dynconn.methods.ntf.ncp_hals against tensorly's non_negative_parafac_hals.
 
 Builds a planted non-negative tensor (pairs x time x animals), runs both solvers from the SAME
 initialisation in one process, and prints seconds per iteration, the exact relative error after
@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from tensorly.cp_tensor import CPTensor  # noqa: E402
 
-from dynconn import ntf  # noqa: E402
+from dynconn.methods import ntf  # noqa: E402
 
 
 def planted_tensor(shape, rank, seed, noise=0.1):

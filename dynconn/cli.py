@@ -18,10 +18,9 @@ from . import __version__
 from .config import SCHEMA
 from .console import Console
 from .errors import DynconnError
+from .stages import ORDER
 
 COMMUNITY_METHODS = SCHEMA["communities"]["method"]
-
-STAGE_NAMES = ["ingest", "affinity", "factorize", "communities", "report"]
 
 
 def _interrupted_message(exc: KeyboardInterrupt) -> tuple[str, int]:
@@ -58,13 +57,13 @@ def user_errors(func):
         import warnings
 
         from .console import DynconnWarning
-        from .interrupt import check, signals_handled
+        from .runner.interrupt import check, signals_handled
 
         try:
             with signals_handled(), warnings.catch_warnings():
                 if os.environ.get("DYNCONN_DEBUG", "").strip() in ("", "0"):
                     # library warnings (numpy overflow, matplotlib limits...) are noise for a
-                    # user: results are checked for NaN/Inf and named (dynconn.guards), and
+                    # user: results are checked for NaN/Inf and named (dynconn.runner.guards), and
                     # what a user must know is a DynconnWarning, shown by the Console
                     warnings.simplefilter("ignore")
                     warnings.simplefilter("default", DynconnWarning)
@@ -150,12 +149,12 @@ def main():
 @main.command()
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
 @common_options
-@click.option("--from", "start", type=click.Choice(STAGE_NAMES), help="Recompute from this stage on.")
-@click.option("--until", "stop", type=click.Choice(STAGE_NAMES), help="Stop after this stage.")
+@click.option("--from", "start", type=click.Choice(ORDER), help="Recompute from this stage on.")
+@click.option("--until", "stop", type=click.Choice(ORDER), help="Stop after this stage.")
 @user_errors
 def run(config_path, workdir, force, overrides, quiet, start, stop):
     """Run the whole pipeline (or --from/--until a part of it)."""
-    from .pipeline import run_pipeline
+    from .runner.pipeline import run_pipeline
 
     config = load_config(config_path, overrides)
     console = Console(quiet)
@@ -171,7 +170,7 @@ def _stage_command(name: str, doc: str):
     @common_options
     @user_errors
     def command(config_path, workdir, force, overrides, quiet):
-        from .pipeline import run_one
+        from .runner.pipeline import run_one
 
         config = load_config(config_path, overrides)
         run_one(name, config, config.workdir(workdir), Console(quiet), force=force)
@@ -220,14 +219,14 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
     if in_path is not None:
         if config_path is not None or out_path is None:
             raise click.UsageError("use either CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
-        from .pipeline import factorize_file
+        from .runner.pipeline import factorize_file
 
         factorize_file(in_path, out_path, options, console)
         click.echo(f"factors: {out_path}")
         return
     if config_path is None:
         raise click.UsageError("give CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
-    from .pipeline import run_one
+    from .runner.pipeline import run_one
 
     overrides = list(overrides) + [f"factorize.{k}={v}" for k, v in options.items()]
     config = load_config(config_path, overrides)
@@ -254,9 +253,9 @@ def partition(graph_path, out_path, method, seed, n_runs, resolution, level):
 
     Nodes without any edge get community -1.
     """
-    from .artifacts import atomic_write_bytes
-    from .communities import DENSE_GRAPH_OPTIONS, read_graph
-    from .wsbm import partition as partition_graph
+    from .io.artifacts import atomic_write_bytes
+    from .stages.communities import DENSE_GRAPH_OPTIONS, read_graph
+    from .methods.wsbm import partition as partition_graph
 
     method = dict(COMMUNITY_METHODS.aliases).get(method, method)
     graph, labels, dense = read_graph(graph_path)
@@ -282,7 +281,7 @@ def inspect(artifact):
 
     Exit status 0 when every dataset matches its recorded checksum, 1 when not.
     """
-    from .artifacts import inspect as inspect_artifact
+    from .io.artifacts import inspect as inspect_artifact
 
     result = inspect_artifact(artifact)
     click.echo("\n".join(one_line(line) for line in result.lines))

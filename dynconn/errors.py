@@ -36,7 +36,7 @@ class NumericalError(DynconnError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT, SIGTERM or SIGHUP arrived (see :mod:`dynconn.interrupt`).
+    """SIGINT, SIGTERM or SIGHUP arrived (see :mod:`dynconn.runner.interrupt`).
 
     A subclass of KeyboardInterrupt, so ``except KeyboardInterrupt`` in a stage covers
     every stop signal (e.g. to save a checkpoint) and ``except Exception`` never

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import yaml
 
-from .artifacts import atomic_write_bytes
+from .io.artifacts import atomic_write_bytes
 
 
 @dataclass

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dynconn.affinity import (
+from dynconn.stages.affinity import (
     binned_gram, compute_affinity, differential_signal, mtd_signal, pair_index, bin_centres,
     observed_pairs,
 )

@@ -7,13 +7,17 @@ import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn import config, factorize, ntf
-from dynconn.artifacts import read_h5
+from dynconn import config
+from dynconn.methods import ntf
+from dynconn.runner import pipeline
+from dynconn.stages import factorize
+from dynconn.io.artifacts import read_h5
 from dynconn.console import Console
 from dynconn.simulate import score_recovery
 
@@ -89,7 +93,7 @@ def test_pytorch_backend_without_pytorch_is_one_line(small_dataset):
 def test_numpy_backend_stage_never_imports_torch():
     code = (
         "import sys, numpy as np\n"
-        "from dynconn import factorize, config\n"
+        "from dynconn import config; from dynconn.stages import factorize\n"
         "from dynconn.console import Console\n"
         "class A(dict):\n"
         "    attrs = {}\n"
@@ -141,3 +145,28 @@ def test_standalone_factorize_command(small_dataset, tmp_path):
     params = json.loads(fac.attrs["params"])
     assert params["backend"] == "numpy" and params["rank"] == 3 and "checkpoint_seconds" not in params
     assert fac["fit/losses"].shape == (2,) and np.all(fac["fit/n_iter"] <= 30)
+
+
+def test_standalone_factorize_reads_its_input_once_and_checks_its_output(small_dataset, tmp_path, monkeypatch):
+    """``factorize --in/--out`` runs through the same stage calls as ``dynconn run``: the input is
+    read (and verified) once, and a non-finite factor is refused as in a run, writing nothing."""
+    assert cli("run", small_dataset, "-q", "--until", "affinity").exit_code == 0
+    affinity = small_dataset.parent / "run" / "affinity.h5"
+    out = tmp_path / "factors.h5"
+    reads, real_read = [], pipeline.read_h5
+    monkeypatch.setattr(pipeline, "read_h5", lambda path, **kw: reads.append(Path(path)) or real_read(path, **kw))
+    real_compute = factorize.compute
+
+    def poisoned(*args, **kwargs):
+        datasets, attrs = real_compute(*args, **kwargs)
+        datasets["factors/time"][1, 0] = np.nan
+        return datasets, attrs
+
+    monkeypatch.setattr(factorize, "compute", poisoned)
+    result = cli("factorize", "--in", affinity, "--out", out, "--rank", "2", "--max-iter", "5",
+                 "--restarts", "1", "-q")
+    assert reads == [affinity]
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: factorize: 1 non-finite value(s) (NaN) in /factors/time: "
+                                            "components 0; the artifact was not written"), result.stderr
+    assert not out.exists()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn.artifacts import read_h5
-from dynconn.pipeline import checkpoint_path
+from dynconn.io.artifacts import read_h5
+from dynconn.runner.pipeline import checkpoint_path
 
 # The standard preset's tensor is 1128 pairs x 120 bins x 4 animals, ~1 ms per iteration on an idle
 # 2-core machine (several times more when it is busy). With tol 0 these settings make factorize run

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn.artifacts import read_h5
+from dynconn.io.artifacts import read_h5
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "flavell"

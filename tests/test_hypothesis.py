@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynconn.artifacts import read_h5
+from dynconn.io.artifacts import read_h5
 from dynconn.cli import main
 
 SCALE = float(os.environ.get("DYNCONN_FUZZ_SCALE", "1"))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from dynconn import readers
+from dynconn.io import readers
 from dynconn.errors import InputError
-from dynconn.ingest import align_animals, interpolate_gaps, normalize_traces, running_baseline
+from dynconn.stages.ingest import align_animals, interpolate_gaps, normalize_traces, running_baseline
 
 
 def test_interpolate_short_gaps_only():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn.artifacts import read_h5
+from dynconn.io.artifacts import read_h5
 from dynconn.errors import InputError
-from dynconn.ingest import (bilateral_map, detrend_traces, excluded, grid_length, merge_rows, normalize_name,
+from dynconn.stages.ingest import (bilateral_map, detrend_traces, excluded, grid_length, merge_rows, normalize_name,
                             running_baseline, smooth_traces, to_grid)
 from formats_util import write_config
 

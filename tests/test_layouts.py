@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from conftest import cli
-from dynconn import ntf
-from dynconn.artifacts import read_h5
+from dynconn.methods import ntf
+from dynconn.io.artifacts import read_h5
 from dynconn.simulate import score_recovery, write_dataset
 
 

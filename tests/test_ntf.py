@@ -1,4 +1,4 @@
-"""Tests of the factorization core (dynconn.ntf): exactness, missing data, checkpoints, restarts, rank."""
+"""Tests of the factorization core (dynconn.methods.ntf): exactness, missing data, checkpoints, restarts, rank."""
 
 import subprocess
 import sys
@@ -10,7 +10,7 @@ import pytest
 from tensorly.cp_tensor import CPTensor
 from tensorly.metrics.factors import congruence_coefficient
 
-from dynconn import ntf
+from dynconn.methods import ntf
 
 
 def planted(seed, n_neurons=24, n_time=40, n_animals=8, rank=3, noise=0.02, missing=0.2):
@@ -678,7 +678,7 @@ def test_bad_restart_and_rank_arguments():
 def test_numpy_path_never_imports_torch():
     code = (
         "import sys, numpy as np\n"
-        "from dynconn import ntf\n"
+        "from dynconn.methods import ntf\n"
         "ntf.ncp_hals(np.random.default_rng(0).random((20, 6, 3)), 2, max_iter=3, random_state=0)\n"
         "ntf.ncp_restarts(np.random.default_rng(0).random((20, 6, 3)), 2, n_restarts=2, max_iter=3)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from conftest import cli, snapshot
-from dynconn.artifacts import read_h5
+from dynconn.io.artifacts import read_h5
 from dynconn.simulate import score_recovery
 
 
@@ -21,7 +21,7 @@ def test_recovers_planted_groups(standard_run, standard_dataset):
 
 def test_default_communities_recover_at_least_as_well_as_leiden(standard_run, standard_dataset):
     """Issue 5: the wsbm default does not lose recovery against Leiden on the same factors."""
-    from dynconn.communities import partition_components
+    from dynconn.stages.communities import partition_components
 
     truth = json.loads((standard_dataset.parent / "truth.json").read_text())
     aff, fac, com = (read_h5(standard_run / f) for f in ("affinity.h5", "factors.h5", "communities.h5"))

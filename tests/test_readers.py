@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn import readers
-from dynconn.artifacts import read_h5
+from dynconn.io import readers
+from dynconn.io.artifacts import read_h5
 from dynconn.errors import InputError
 from formats_util import (NAMES, reference_traces, write_config, write_mat5, write_mat73, write_names,
                           write_nwb, write_suite2p)

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynconn import atlas, figures, palette, report
-from dynconn.artifacts import Artifact
+from dynconn.methods import atlas
+from dynconn.report import figures, palette
+from dynconn.stages import report
+from dynconn.io.artifacts import Artifact
 from dynconn.simulate import score_recovery
 
 PARAMS = {"active_threshold": 0.5, "cohesion_threshold": 1.0, "network_neighbors": 3, "dpi": 60, "workers": 1,

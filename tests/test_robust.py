@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from conftest import cli, copy_dataset, finished_dataset, snapshot
-from dynconn import affinity, artifacts, pipeline
-from dynconn.artifacts import read_h5
-from dynconn.lock import LOCK_NAME, WorkdirLock
+from dynconn.io import artifacts
+from dynconn.runner import pipeline
+from dynconn.stages import affinity
+from dynconn.io.artifacts import read_h5
+from dynconn.runner.lock import LOCK_NAME, WorkdirLock
 from dynconn.simulate import write_dataset
 
 H5 = ("ingest.h5", "affinity.h5", "factors.h5", "communities.h5")
@@ -67,7 +69,7 @@ def test_second_run_on_a_locked_workdir_is_refused_at_once(data):
 def test_lock_held_by_another_process(data):
     """A real second process: flock excludes across processes, and is freed by SIGKILL."""
     workdir = data / "run"
-    code = ("import sys, time; from pathlib import Path; from dynconn.lock import WorkdirLock\n"
+    code = ("import sys, time; from pathlib import Path; from dynconn.runner.lock import WorkdirLock\n"
             "l = WorkdirLock(Path(sys.argv[1]), command='holder').acquire(); print('held', flush=True);"
             " time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(workdir)], stdout=subprocess.PIPE, text=True)
@@ -269,7 +271,7 @@ def test_real_full_disk_and_read_only_workdir_on_a_tiny_tmpfs(data):
     mnt.mkdir()
     py, cfg, run = sys.executable, data / "config.yaml", mnt / "run"
     write_big = (
-        "import sys, numpy as np; from pathlib import Path; from dynconn.artifacts import write_h5, ArtifactError\n"
+        "import sys, numpy as np; from pathlib import Path; from dynconn.io.artifacts import write_h5, ArtifactError\n"
         "try:\n"
         f"    write_h5(Path('{run}/big.h5'), {{'x': np.ones(200_000)}}, stage='t', params={{}}, check_space=False)\n"
         "except ArtifactError as exc:\n"
@@ -315,7 +317,7 @@ def test_oversized_request_is_refused_with_the_option_that_reduces_it(data, monk
 
 def test_estimate_scales_with_the_tensor():
     from dynconn.config import validate
-    from dynconn.resources import estimate
+    from dynconn.runner.resources import estimate
 
     cfg = validate({"data": {"sampling_rate": 4.0, "animals": [{"name": "a", "path": "a.csv"}]}}, base=".")
     shapes = {"ingest": {"traces": ((10, 300, 4 * 3600), 4)}}
@@ -339,7 +341,7 @@ def test_memory_error_during_a_stage_is_one_line(data, monkeypatch):
 
 
 def test_available_memory_takes_the_smallest_limit(monkeypatch):
-    from dynconn import resources
+    from dynconn.runner import resources
 
     monkeypatch.setattr(resources, "_meminfo_available", lambda: 8 << 30)
     monkeypatch.setattr(resources, "_cgroup_available", lambda: 2 << 30)
@@ -413,7 +415,7 @@ def test_degenerate_inputs_warn_and_finish(tmp_path):
 
 
 def test_all_zero_component_is_a_warning_not_a_crash(data, monkeypatch):
-    from dynconn import factorize
+    from dynconn.stages import factorize
 
     real = factorize.compute
 

@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from dynconn import factorize, interrupt, ntf, pipeline
-from dynconn.artifacts import Checkpoint, read_h5
+from dynconn.methods import ntf
+from dynconn.runner import interrupt, pipeline
+from dynconn.stages import factorize
+from dynconn.io.artifacts import Checkpoint, read_h5
 from dynconn.errors import Interrupted
-from dynconn.lock import LOCK_NAME
+from dynconn.runner.lock import LOCK_NAME
+from dynconn.runner.stage import Stage
 from dynconn.simulate import write_dataset
 
 # makes the small preset's factorize stage last a few seconds
@@ -167,14 +170,14 @@ def test_checkpointing_stage_saves_on_sigterm_and_resumes_to_the_same_result(tmp
 
     # uninterrupted reference
     module, _ = checkpointing_factorize(None)
-    monkeypatch.setitem(pipeline.STAGES, "factorize", module)
+    monkeypatch.setitem(pipeline.STAGES, "factorize", Stage(module))
     assert cli("run", config, "-q", *args).exit_code == 0
     reference = read_h5(workdir / "factors.h5").fingerprint
     (workdir / "factors.h5").unlink()
 
     # interrupted after 75 iterations (second restart), then resumed
     module, count = checkpointing_factorize(75)
-    monkeypatch.setitem(pipeline.STAGES, "factorize", module)
+    monkeypatch.setitem(pipeline.STAGES, "factorize", Stage(module))
     result = cli("run", config, *args)
     assert result.exit_code == 143
     ckpt = pipeline.checkpoint_path(workdir, "factorize")
@@ -184,7 +187,7 @@ def test_checkpointing_stage_saves_on_sigterm_and_resumes_to_the_same_result(tmp
     assert ckpt.exists() and not (workdir / "factors.h5").exists()
 
     module, count = checkpointing_factorize(None)
-    monkeypatch.setitem(pipeline.STAGES, "factorize", module)
+    monkeypatch.setitem(pipeline.STAGES, "factorize", Stage(module))
     result = cli("run", config, *args)
     assert result.exit_code == 0, result.output
     assert count["resumed_at"] == 15  # the second restart resumed at its 15th iteration

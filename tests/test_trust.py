@@ -14,8 +14,10 @@ from conftest import cli, edit_config, snapshot
 from scipy.stats import t as student
 from test_report import PARAMS, synthetic
 
-from dynconn import behaviour, config, flags, null, report, surrogates
-from dynconn.artifacts import Artifact
+from dynconn import config
+from dynconn.methods import behaviour, flags, null
+from dynconn.stages import report, surrogates
+
 from dynconn.errors import ConfigError
 from dynconn.simulate import write_dataset
 

@@ -1,4 +1,4 @@
-"""Tests of the community-detection core (dynconn.wsbm) and the partition metrics."""
+"""Tests of the community-detection core (dynconn.methods.wsbm) and the partition metrics."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import igraph
 import numpy as np
 import pytest
 
-from dynconn.wsbm import SBMState, make_weight_model
-from dynconn.clustering_metrics import (
+from dynconn.methods.wsbm import SBMState, make_weight_model
+from dynconn.methods.clustering_metrics import (
     adjusted_mutual_info,
     adjusted_rand_index,
     expected_mutual_info,
@@ -20,7 +20,7 @@ from dynconn.clustering_metrics import (
     mutual_info,
     normalized_mutual_info,
 )
-from dynconn.wsbm import PartitionResult, graph_from_dense, partition
+from dynconn.methods.wsbm import PartitionResult, graph_from_dense, partition
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"

@@ -1727,7 +1727,7 @@ def loss_resolution(loss, dtype="float32"):
 
     Examples
     --------
-    >>> from dynconn.ntf import loss_resolution
+    >>> from dynconn.methods.ntf import loss_resolution
     >>> float(loss_resolution(0.01, "float32")) < 1e-4 < float(loss_resolution(1e-5, "float32"))
     True
     """

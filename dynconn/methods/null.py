@@ -3,10 +3,10 @@
 Surrogate data keep each neuron's own statistics (its trace, event rate, amplitudes, noise and
 bleaching, exactly) but destroy co-activation between neurons: in each animal every neuron's
 trace is circularly shifted by its own random lag (:func:`shift_traces`). Each surrogate runs
-through the same chain as the data — :func:`dynconn.affinity.affinity_tensor`,
-:func:`dynconn.ntf.ncp_hals` at the run's rank, :func:`dynconn.communities.partition_components`
-— and its communities' cohesion (:func:`cohesion_of`, the report's definition) and its
-components' share of the tensor's energy (:func:`component_shares`) form the null
+through the same chain as the data (:func:`dynconn.stages.surrogates.surrogate`: the affinity
+stage's tensor, :func:`dynconn.methods.ntf.ncp_hals` at the run's rank, the communities stage's
+partitions), and its communities' cohesion (:func:`cohesion_of`, the report's definition) and
+its components' share of the tensor's energy (:func:`component_shares`) form the null
 distributions.
 
 *p*-values: a community's cohesion is compared with the surrogate communities of a
@@ -19,8 +19,8 @@ Bonferroni-corrected (:func:`component_p_value`): the surrogates destroy co-acti
 a component is a finding about co-activation only through a group of neurons. Its energy
 share against the surrogate components' (:func:`component_p_values`) is reported beside it.
 
-Everything here is pure (arrays in, arrays out); the report stage runs the surrogates,
-caches each one on disk and runs them in parallel.
+Everything here is pure (arrays in, arrays out); :mod:`dynconn.stages.surrogates` runs the
+surrogates, caches each one on disk and runs them in parallel.
 """
 
 from __future__ import annotations
@@ -90,50 +90,6 @@ def component_shares(weights: np.ndarray, X: np.ndarray, mask: np.ndarray | None
         total = float(np.sum(np.where(m, np.asarray(X, dtype=np.float64), 0.0) ** 2))
     w = np.asarray(weights, dtype=np.float64)
     return w ** 2 / total if total > 0 else np.zeros_like(w)
-
-
-def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, rank: int,
-              sampling_rate: float, layout: str, affinity: dict, factorize: dict, communities: dict,
-              random_state) -> dict:
-    """One surrogate through affinity → factorize → communities at ``rank``.
-
-    ``affinity``: :func:`dynconn.affinity.compute_affinity` options (method, bin_seconds, …);
-    ``factorize``: :func:`dynconn.ntf.ncp_hals` options (max_iter, tol, init, backend);
-    ``communities``: :func:`dynconn.communities.partition_components` options (method,
-    min_strength, n_runs, resolution, level). ``random_state``: a SeedSequence (or int) from
-    which the shifts, the factorization's start and the partitions draw their own streams.
-
-    Returns ``{"size" (K,), "cohesion" (K,) of every community of ≥ 2 neurons of every
-    component, "share" (R,) each component's energy share}``."""
-    from . import affinity as aff
-    from . import ntf
-    from .communities import pair_matrix, partition_components
-
-    seq = random_state if isinstance(random_state, np.random.SeedSequence) else np.random.SeedSequence(random_state)
-    shift_seq, fit_seq, part_seq = seq.spawn(3)
-    shifted = shift_traces(traces, present, n_frames, np.random.default_rng(shift_seq))
-    pairs = aff.pair_index(shifted.shape[1])
-    X = aff.affinity_tensor(shifted, present, n_frames, sampling_rate=sampling_rate, layout=layout,
-                            pairs=pairs, **affinity)
-    mask = aff.observed_pairs(present, pairs)
-    n_animals = shifted.shape[0]
-    groups = None
-    if layout == "concatenated":
-        fpb = max(1, int(round(affinity.get("bin_seconds", 5.0) * sampling_rate)))
-        groups = np.repeat(np.arange(n_animals), np.asarray(n_frames) // fpb)
-    cp, _ = ntf.ncp_hals(X, rank, mask=mask, time_groups=groups, random_state=fit_seq, **factorize)
-    weights, (f_pairs, _, _) = cp
-    parts = partition_components(np.asarray(f_pairs), pairs, shifted.shape[1],
-                                 random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
-    sizes, cohesions = [], []
-    for r in range(parts.membership.shape[0]):
-        w = pair_matrix(np.asarray(f_pairs)[:, r], pairs, shifted.shape[1])
-        for size, _, coh in cohesion_of(w, parts.membership[r]).values():
-            if size > 1 and np.isfinite(coh):
-                sizes.append(size)
-                cohesions.append(coh)
-    return {"size": np.asarray(sizes, dtype=np.int64), "cohesion": np.asarray(cohesions, dtype=np.float64),
-            "share": component_shares(weights, X, mask, groups)}
 
 
 def permutation_p(observed: float, null: np.ndarray) -> float:

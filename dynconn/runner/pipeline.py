@@ -1,14 +1,9 @@
 """Chaining the stages: locks, up-to-date checks, provenance, integrity, atomic artifacts.
 
-A stage module provides ``NAME``, ``OUTPUT``, ``UPSTREAM`` (names of the stages whose
-artifacts it reads), ``params(config) -> dict`` and ``run(config, workdir, console,
-upstream) -> (datasets, attrs)``; ``ingest`` also ``inputs(config, workdir)`` (fingerprints
-of the data files it reads) and ``input_files(config)``. The report stage writes files
-instead of HDF5 and provides ``write(...)``; its ``run`` returns ``{"files": {relative
-path: bytes}, ...}``. A stage that saves partial work declares ``CHECKPOINTS = True`` and
-receives a :class:`~dynconn.artifacts.Checkpoint` as the ``checkpoint`` keyword.
+Every stage is seen through its :class:`~dynconn.runner.stage.Stage` (the protocol and the
+list of stages are in :mod:`dynconn.runner.stage`).
 
-Every command that writes into a work directory holds its lock (:mod:`dynconn.lock`)
+Every command that writes into a work directory holds its lock (:mod:`dynconn.runner.lock`)
 for its whole duration; under the lock, temporary files left by killed runs are removed.
 
 A stage is *up to date* when its artifact exists, records the same dynconn version, the
@@ -18,9 +13,9 @@ such a stage and says so; an artifact that fails verification is reported and re
 Each artifact is verified at most once per command (inputs read later reuse the result
 while the file is unchanged).
 
-Before a stage runs, its memory need is estimated (:mod:`dynconn.resources`) and the
+Before a stage runs, its memory need is estimated (:mod:`dynconn.runner.resources`) and the
 stage is refused when it cannot fit; before an artifact is written, its size is checked
-against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.guards`).
+against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.runner.guards`).
 """
 
 from __future__ import annotations
@@ -29,10 +24,10 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from types import ModuleType
 
-from . import __version__, affinity, communities, factorize, guards, ingest, interrupt, report, resources
-from .artifacts import (
+from .. import __version__
+from . import interrupt, resources
+from ..io.artifacts import (
     ArtifactError,
     Checkpoint,
     clean_temporaries,
@@ -42,14 +37,12 @@ from .artifacts import (
     verify_h5,
     write_h5,
 )
-from .config import Config
-from .console import Console
-from .errors import DynconnError, InputError, Interrupted, NumericalError, ResourceError
+from ..config import Config
+from ..console import Console
+from ..errors import DynconnError, InputError, Interrupted, NumericalError, ResourceError
 from .lock import WorkdirLock
+from .stage import STAGES, Stage
 
-STAGES: dict[str, ModuleType] = {
-    m.NAME: m for m in (ingest, affinity, factorize, communities, report)
-}
 ORDER = list(STAGES)
 CHECKPOINT_DIR = "checkpoints"
 
@@ -106,11 +99,11 @@ def _sha256_file(path: Path) -> str:
 
 def verify_output(name: str, workdir: Path, verified: Verified | None = None) -> str | None:
     """None when stage ``name``'s output verifies, else a one-line description of the problem."""
-    module = STAGES[name]
-    output = workdir / module.OUTPUT
+    stage = STAGES[name]
+    output = workdir / stage.output
     if verified is not None and output in verified:
         return None
-    if hasattr(module, "write"):  # file-writing stage: checksums recorded in its provenance
+    if stage.writes_files:  # checksums recorded in its provenance
         rec = recorded_provenance(name, workdir) or {}
         for rel, digest in (rec.get("files") or {}).items():
             path = workdir / rel
@@ -132,7 +125,7 @@ def verify_output(name: str, workdir: Path, verified: Verified | None = None) ->
 
 def read_upstream(up: str, workdir: Path, verified: Verified | None = None):
     """Read an upstream artifact, verified (once per command)."""
-    path = workdir / STAGES[up].OUTPUT
+    path = workdir / STAGES[up].output
     check = verified is None or path not in verified
     try:
         art = read_h5(path, verify=check)
@@ -146,10 +139,10 @@ def read_upstream(up: str, workdir: Path, verified: Verified | None = None):
 # ----------------------------------------------------------------------------- provenance
 def recorded_provenance(name: str, workdir: Path) -> dict | None:
     """What the stage's existing output records about how it was made (None if absent)."""
-    module = STAGES[name]
-    if hasattr(module, "recorded_provenance"):
-        return module.recorded_provenance(workdir)
-    attrs = read_attrs(workdir / module.OUTPUT)
+    stage = STAGES[name]
+    if stage.writes_files:
+        return stage.recorded_provenance(workdir)
+    attrs = read_attrs(workdir / stage.output)
     if attrs is None or "fingerprint" not in attrs:
         return None
     try:
@@ -166,10 +159,10 @@ def recorded_provenance(name: str, workdir: Path) -> dict | None:
 def upstream_fingerprints(name: str, workdir: Path) -> dict[str, str]:
     """Fingerprints of the artifacts a stage reads; error if one is missing."""
     out = {}
-    for up in STAGES[name].UPSTREAM:
+    for up in STAGES[name].inputs:
         rec = recorded_provenance(up, workdir)
         if rec is None:
-            path = workdir / STAGES[up].OUTPUT
+            path = workdir / STAGES[up].output
             raise DynconnError(
                 f"{path}: missing or unreadable; run `dynconn {up}` (or `dynconn run`) first"
             )
@@ -178,10 +171,10 @@ def upstream_fingerprints(name: str, workdir: Path) -> dict[str, str]:
 
 
 def expected_provenance(name: str, config: Config, workdir: Path) -> dict:
-    module = STAGES[name]
-    inputs = module.inputs(config, workdir) if hasattr(module, "inputs") else {}
+    stage = STAGES[name]
+    inputs = stage.input_fingerprints(config, workdir)
     inputs.update(upstream_fingerprints(name, workdir))
-    return {"dynconn_version": __version__, "params": _jsonable(module.params(config)), "inputs": inputs}
+    return {"dynconn_version": __version__, "params": _jsonable(stage.params(config)), "inputs": inputs}
 
 
 def _jsonable(value):
@@ -195,9 +188,9 @@ def is_up_to_date(name: str, expected: dict, workdir: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- resources
-def _check_input_files(config: Config) -> None:
+def _check_input_files(stage: Stage, config: Config) -> None:
     """Data inputs must be regular files (a FIFO or a device would hang the fingerprint)."""
-    for path in ingest.input_files(config):
+    for path in stage.input_files(config):
         if path.exists() and not (path.is_file() or path.is_dir()):
             raise InputError(f"{path}: not a regular file (a device, pipe or socket); give a data file")
 
@@ -205,11 +198,10 @@ def _check_input_files(config: Config) -> None:
 def _check_memory(name: str, config: Config, workdir: Path) -> str:
     """Refuse a stage whose estimated memory need exceeds what is available; returns the
     remedy text (for a MemoryError that happens anyway)."""
-    module = STAGES[name]
-    shapes = {up: dataset_shapes(workdir / STAGES[up].OUTPUT) for up in module.UPSTREAM
-              if not hasattr(STAGES[up], "write")}
-    files = ingest.input_files(config) if name == "ingest" else None
-    need, remedy = resources.estimate(name, config, shapes, files)
+    stage = STAGES[name]
+    shapes = {up: dataset_shapes(workdir / STAGES[up].output) for up in stage.inputs
+              if not STAGES[up].writes_files}
+    need, remedy = stage.estimate_memory(config, shapes)
     resources.check_memory(name, need, remedy)
     return remedy
 
@@ -217,11 +209,11 @@ def _check_memory(name: str, config: Config, workdir: Path) -> str:
 # ----------------------------------------------------------------------------- stages
 def _judge(name: str, expected: dict, workdir: Path, console: Console, verified: Verified) -> bool:
     """True when the stage's output is up to date and verifies; warns about damaged outputs."""
-    module = STAGES[name]
-    output = workdir / module.OUTPUT
+    stage = STAGES[name]
+    output = workdir / stage.output
     rec = recorded_provenance(name, workdir)
     if rec is None:
-        if output.exists() and not hasattr(module, "write"):
+        if output.exists() and not stage.writes_files:
             console.warn(f"{output}: unreadable or truncated; recomputing it")
         return False
     if not all(rec.get(k) == v for k, v in expected.items()):
@@ -239,16 +231,16 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
 
     The caller holds the work-directory lock (:func:`run_pipeline`, :func:`run_one`).
     """
-    module = STAGES[name]
+    stage = STAGES[name]
     verified = verified if verified is not None else Verified()
     workdir = Path(workdir)
-    if name == "ingest":
-        _check_input_files(config)
+    if stage.reads_data_files:
+        _check_input_files(stage, config)
         _check_memory(name, config, workdir)  # before hashing inputs that may be huge
     expected = expected_provenance(name, config, workdir)
-    output = workdir / module.OUTPUT
+    output = workdir / stage.output
     ckpt = None
-    if getattr(module, "CHECKPOINTS", False):
+    if stage.checkpoints:
         ckpt = Checkpoint(checkpoint_path(workdir, name), expected, warn=console.warn)
         if force:
             ckpt.clear()
@@ -259,14 +251,13 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     console.info(f"[bold]→ {name}[/bold]")
     started = time.perf_counter()
     try:
-        upstream = {up: read_upstream(up, workdir, verified) for up in module.UPSTREAM}
+        upstream = {up: read_upstream(up, workdir, verified) for up in stage.inputs}
         with console.capture_warnings() as warnings_seen:
-            guards.check_inputs(name, upstream, expected["params"])
+            stage.check_inputs(upstream, expected["params"])
             kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
-            result = module.run(config, workdir, console, upstream, **kwargs)
-            if not hasattr(module, "write"):
-                guards.check_output(name, result[0], upstream)
-                guards.degenerate_warnings(name, result[0])
+            result = stage.run(config, workdir, console, upstream, **kwargs)
+            if not stage.writes_files:
+                stage.check_output(result[0], upstream)
     except Interrupted as exc:
         exc.stage = name
         if ckpt is not None and ckpt.path.exists():
@@ -277,11 +268,11 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     except FloatingPointError as exc:
         raise NumericalError(f"{name}: {exc}; check the input traces for extreme values") from None
     seconds = time.perf_counter() - started
-    if hasattr(module, "write"):
+    if stage.writes_files:
         files = result.get("files", {}) if isinstance(result, dict) else {}
         digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
         resources.check_disk(workdir, sum(len(d) for d in files.values()), f"the {name} files")
-        module.write(workdir, result, provenance={**expected, "files": digests}, seconds=seconds,
+        stage.write(workdir, result, provenance={**expected, "files": digests}, seconds=seconds,
                      warnings=warnings_seen)
     else:
         datasets, attrs = result
@@ -341,22 +332,29 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
 
 
 def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:
-    """``dynconn factorize --in AFFINITY.h5 --out FACTORS.h5`` with the same safeguards:
-    the output folder's lock, a verified input, memory and input checks."""
-    from .config import SCHEMA, _check_section
+    """``dynconn factorize --in AFFINITY.h5 --out FACTORS.h5``: the factorize stage on one file,
+    through the same :class:`Stage` calls as ``dynconn run`` (memory estimate, input checks,
+    output guards), under the output folder's lock; the input is read and verified once."""
+    from ..config import SCHEMA, _check_section
 
+    stage = STAGES["factorize"]
     in_path, out_path = Path(in_path), Path(out_path)
-    params = _check_section("factorize", SCHEMA["factorize"], options, Path.cwd())
+    section = _check_section("factorize", SCHEMA["factorize"], options, Path.cwd())
+    config = {"factorize": section}
     with WorkdirLock(out_path.parent.absolute(), console, command="dynconn factorize --out"):
         for leftover in clean_temporaries(out_path.parent, only=out_path.name):
             console.info(f"removed a temporary file left by an interrupted run: {leftover.name}")
-        need, remedy = resources.estimate("factorize", {"factorize": params},
-                                          {"affinity": dataset_shapes(in_path)})
-        resources.check_memory("factorize", need, remedy)
+        need, remedy = stage.estimate_memory(config, {"affinity": dataset_shapes(in_path)})
+        resources.check_memory(stage.name, need, remedy)
         try:
-            guards.check_inputs("factorize", {"affinity": read_h5(in_path)}, params)  # verifies it too
-            factorize.factorize_file(in_path, out_path, options, console)
+            upstream = {"affinity": read_h5(in_path)}  # verified against its checksums
+            stage.check_inputs(upstream, section)
+            with console.capture_warnings() as seen:
+                datasets, attrs = stage.run(config, out_path.parent, console, upstream)
+                stage.check_output(datasets, upstream)
         except MemoryError as exc:
             raise ResourceError(f"factorize: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
         except FloatingPointError as exc:
             raise NumericalError(f"factorize: {exc}") from None
+        write_h5(out_path, datasets, stage=stage.name, params=stage.params(config),
+                 inputs={"affinity": upstream["affinity"].fingerprint}, attrs={**attrs, "warnings": seen})

@@ -33,7 +33,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 EXTENSIONS = {
     ".csv": "csv",

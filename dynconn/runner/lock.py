@@ -40,8 +40,8 @@ import socket
 import sys
 from pathlib import Path
 
-from .console import Console
-from .errors import DynconnError, LockError
+from ..console import Console
+from ..errors import DynconnError, LockError
 
 LOCK_NAME = ".dynconn.lock"
 

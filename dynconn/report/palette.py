@@ -1,6 +1,6 @@
 """Colours and figure keys of the report: what needs no matplotlib.
 
-The report computes colours, tables and figure keys here; :mod:`dynconn.figures` (which
+The report computes colours, tables and figure keys here; :mod:`dynconn.report.figures` (which
 imports matplotlib, slow to load) is imported only when a figure must actually be drawn, so
 regenerating a report whose figures did not change starts fast.
 """

@@ -2,7 +2,7 @@
 
 Per animal, in this order (every step documented in docs/method.md §1 and docs/config.md):
 
-1. read the file (:mod:`dynconn.readers`), normalise neuron names (:func:`normalize_name`),
+1. read the file (:mod:`dynconn.io.readers`), normalise neuron names (:func:`normalize_name`),
    drop excluded neurons (:func:`excluded`), reject names used twice;
 2. at the animal's own rate: fill short NaN gaps (:func:`interpolate_gaps`), detrend /
    correct bleaching (:func:`detrend_traces`), normalise (:func:`normalize_traces`), smooth
@@ -43,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import readers
-from .artifacts import file_fingerprint
-from .config import Config
-from .console import Console, warn
-from .errors import ConfigError, InputError
+from ..io import readers
+from ..io.artifacts import file_fingerprint
+from ..config import Config
+from ..console import Console, warn
+from ..errors import ConfigError, InputError
 
 NAME = "ingest"
 OUTPUT = "ingest.h5"

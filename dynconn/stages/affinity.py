@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
-from .console import Console, warn
+from ..config import Config
+from ..console import Console, warn
 
 NAME = "affinity"
 OUTPUT = "affinity.h5"
@@ -281,7 +281,7 @@ def params(config: Config) -> dict:
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
     """Affinities of every animal, in the ingest artifact's layout; ``affinity.h5``'s content."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     ing = upstream["ingest"]
     traces, present = ing["traces"], ing["present"]
@@ -319,7 +319,7 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
                                    method=p["method"], bin_seconds=p["bin_seconds"],
                                    smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
                                    window_seconds=p["window_seconds"], advance=advance)
-    # non-finite values are reported by the pipeline with the animal and neurons (dynconn.guards)
+    # non-finite values are reported by the pipeline with the animal and neurons (dynconn.runner.guards)
     unobserved = ~mask.any(axis=1)
     if unobserved.any():
         warn(f"{int(unobserved.sum())} pairs are never recorded together in any animal")

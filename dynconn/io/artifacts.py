@@ -32,8 +32,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import __version__
-from .errors import ArtifactError  # noqa: F401  (re-exported: callers catch artifacts.ArtifactError)
+from .. import __version__
+from ..errors import ArtifactError  # noqa: F401  (re-exported: callers catch artifacts.ArtifactError)
 
 TMP_MARK = ".tmp-"
 STR_DTYPE = h5py.string_dtype("utf-8")
@@ -154,7 +154,7 @@ def clean_temporaries(folder: Path, only: str | None = None) -> list[Path]:
     ``only``: clean just the temporaries of that file name in ``folder`` (not recursive).
     Returns what was removed.
     """
-    from .lock import pid_alive
+    from ..runner.lock import pid_alive
 
     removed = []
     if not Path(folder).is_dir():
@@ -205,7 +205,7 @@ def write_h5(
     error) raises ArtifactError and removes the temporary file: nothing appears under
     the real name, and an existing artifact there is left as it was.
     """
-    from .resources import check_disk
+    from ..runner.resources import check_disk
 
     path = Path(path)
     arrays = {name: _as_storable(value) for name, value in datasets.items()}
@@ -530,7 +530,7 @@ class Checkpoint:
     only when it was saved for exactly the same computation, and verifies its checksums
     (a damaged checkpoint is ignored with a warning and the stage starts over). States are
     nested dicts of arrays, numbers, strings and None (e.g. the solver states of
-    :mod:`dynconn.ntf`); they are written with :func:`write_h5`, so atomically.
+    :mod:`dynconn.methods.ntf`); they are written with :func:`write_h5`, so atomically.
 
     Typical use in a stage (see docs/robustness.md)::
 
@@ -575,14 +575,14 @@ class Checkpoint:
         """True when :meth:`offer` would save now: ``interval`` s have passed since the last
         save (or since this checkpoint was made), or a stop is pending. Pass as the solver's
         ``checkpoint_due``: it then builds a state only when one will be saved."""
-        from . import interrupt
+        from ..runner import interrupt
 
         return interrupt.stop_requested() or time.monotonic() - self._last >= self.interval
 
     def offer(self, state: dict) -> None:
         """Save ``state`` when it is :meth:`due`; then raise the pending stop, if any. Pass
         as the solver's ``on_checkpoint``."""
-        from . import interrupt
+        from ..runner import interrupt
 
         if self.due():
             self.save(state)
@@ -590,7 +590,7 @@ class Checkpoint:
 
     def saving_on_stop(self):
         """Context in which stop signals are deferred to the next :meth:`offer`."""
-        from . import interrupt
+        from ..runner import interrupt
 
         return interrupt.deferred()
 

@@ -1,5 +1,6 @@
-"""Machinery of the null model (the science is :mod:`dynconn.null`): run the report's
-surrogates in parallel, each cached on disk as soon as it is done.
+"""The report's null model (the statistics are :mod:`dynconn.methods.null`): one surrogate
+through the stages' own cores (:func:`surrogate`), and the machinery that runs the report's
+surrogates in parallel, each cached on disk as soon as it is done (:func:`run`).
 
 Surrogate k draws from ``SeedSequence([report.seed, k])``: its result does not depend on the
 number of workers or on which surrogates were computed before. Each finished surrogate is
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import null
-from .artifacts import atomic_write_bytes
+from ..io.artifacts import atomic_write_bytes
+from ..methods import null
 
 CACHE_DIR = Path("checkpoints") / "surrogates"
 
@@ -50,6 +51,50 @@ def cache_key(fingerprint: str, opts: dict, seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, rank: int,
+              sampling_rate: float, layout: str, affinity: dict, factorize: dict, communities: dict,
+              random_state) -> dict:
+    """One surrogate through affinity → factorize → communities at ``rank``.
+
+    ``affinity``: :func:`dynconn.stages.affinity.compute_affinity` options (method, bin_seconds, …);
+    ``factorize``: :func:`dynconn.methods.ntf.ncp_hals` options (max_iter, tol, init, backend);
+    ``communities``: :func:`dynconn.stages.communities.partition_components` options (method,
+    min_strength, n_runs, resolution, level). ``random_state``: a SeedSequence (or int) from
+    which the shifts, the factorization's start and the partitions draw their own streams.
+
+    Returns ``{"size" (K,), "cohesion" (K,) of every community of ≥ 2 neurons of every
+    component, "share" (R,) each component's energy share}``."""
+    from ..methods import ntf
+    from . import affinity as aff
+    from .communities import pair_matrix, partition_components
+
+    seq = random_state if isinstance(random_state, np.random.SeedSequence) else np.random.SeedSequence(random_state)
+    shift_seq, fit_seq, part_seq = seq.spawn(3)
+    shifted = null.shift_traces(traces, present, n_frames, np.random.default_rng(shift_seq))
+    pairs = aff.pair_index(shifted.shape[1])
+    X = aff.affinity_tensor(shifted, present, n_frames, sampling_rate=sampling_rate, layout=layout,
+                            pairs=pairs, **affinity)
+    mask = aff.observed_pairs(present, pairs)
+    n_animals = shifted.shape[0]
+    groups = None
+    if layout == "concatenated":
+        fpb = max(1, int(round(affinity.get("bin_seconds", 5.0) * sampling_rate)))
+        groups = np.repeat(np.arange(n_animals), np.asarray(n_frames) // fpb)
+    cp, _ = ntf.ncp_hals(X, rank, mask=mask, time_groups=groups, random_state=fit_seq, **factorize)
+    weights, (f_pairs, _, _) = cp
+    parts = partition_components(np.asarray(f_pairs), pairs, shifted.shape[1],
+                                 random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
+    sizes, cohesions = [], []
+    for r in range(parts.membership.shape[0]):
+        w = pair_matrix(np.asarray(f_pairs)[:, r], pairs, shifted.shape[1])
+        for size, _, coh in null.cohesion_of(w, parts.membership[r]).values():
+            if size > 1 and np.isfinite(coh):
+                sizes.append(size)
+                cohesions.append(coh)
+    return {"size": np.asarray(sizes, dtype=np.int64), "cohesion": np.asarray(cohesions, dtype=np.float64),
+            "share": null.component_shares(weights, X, mask, groups)}
+
+
 _JOB: dict = {}  # the forked workers' shared inputs (set before the pool forks)
 
 
@@ -58,7 +103,7 @@ def _one(k: int) -> dict:
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     job = _JOB
-    result = null.surrogate(job["traces"], job["present"], job["n_frames"], sampling_rate=job["rate"],
+    result = surrogate(job["traces"], job["present"], job["n_frames"], sampling_rate=job["rate"],
                             layout=job["layout"], random_state=np.random.SeedSequence([job["seed"], k]),
                             **job["opts"])
     buf = io.BytesIO()

@@ -4,7 +4,7 @@ Each CP component r has a pair factor (P,) — one weight per neuron pair. Rearr
 symmetric N × N matrix it is a weighted graph of which neurons interact in that component.
 Neurons whose strength (weighted degree) is below ``min_strength`` × the strongest
 neuron's are left out of that component's graph (membership −1): they take no part in it.
-The rest are partitioned into communities by :func:`dynconn.wsbm.partition` (default: the
+The rest are partitioned into communities by :func:`dynconn.methods.wsbm.partition` (default: the
 weighted degree-corrected SBM of minimum description length; Leiden variants selectable).
 
 Pure core: :func:`pair_matrix`, :func:`component_graph`, :func:`partition_components`.
@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import Config
-from .console import Console, warn
-from .errors import InputError
-from .readers import read_text
+from ..config import Config
+from ..console import Console, warn
+from ..errors import InputError
+from ..io.readers import read_text
 
 if TYPE_CHECKING:  # igraph and the model are imported where used: fast start-up
     import igraph as ig
@@ -59,7 +59,7 @@ def component_graph(w: np.ndarray, min_strength: float) -> tuple[ig.Graph, np.nd
     """
     import igraph as ig
 
-    from . import wsbm
+    from ..methods import wsbm
 
     strength = w.sum(axis=1)
     top = strength.max() if strength.size else 0.0
@@ -104,17 +104,17 @@ def partition_components(
     random_state: int = 0,
     advance=None,
 ) -> ComponentPartitions:
-    """Partition every component's neuron × neuron graph (:func:`dynconn.wsbm.partition`).
+    """Partition every component's neuron × neuron graph (:func:`dynconn.methods.wsbm.partition`).
 
     Parameters
     ----------
     pair_factors : (P, R) non-negative pair loadings
     pairs : (P, 2) neuron indices of each pair
     n_neurons : N
-    method, n_runs, resolution : passed to :func:`dynconn.wsbm.partition`
+    method, n_runs, resolution : passed to :func:`dynconn.methods.wsbm.partition`
     level : nested level reported as ``membership`` (0 = finest; clipped to the coarsest)
     """
-    from . import wsbm
+    from ..methods import wsbm
 
     n_comp = pair_factors.shape[1]
     results = []
@@ -160,7 +160,7 @@ def read_graph(path: Path) -> tuple[ig.Graph, list[str], bool]:
     """
     import igraph as ig
 
-    from . import wsbm
+    from ..methods import wsbm
 
     if not path.exists():
         raise InputError(f"{path}: graph file not found")

@@ -13,7 +13,7 @@ Outputs (DESIGN.md, docs/report.md):
 The core is pure: :func:`gather` turns the upstream artifacts into a :class:`RunData`;
 :func:`community_stats`, :func:`summarize`, :func:`neuron_view`, :func:`export_tables`,
 :func:`graphml` and :func:`dataset_facts` are arrays in, plain structures out;
-:func:`figure_jobs` lists the figures (functions of :mod:`dynconn.figures`) and
+:func:`figure_jobs` lists the figures (functions of :mod:`dynconn.report.figures`) and
 :func:`render_html` builds the page. :func:`run` and :func:`write` are the stage wrapper.
 """
 
@@ -34,17 +34,19 @@ from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 
-from . import __version__, atlas, behaviour, flags, null, palette
-from .artifacts import atomic_write_bytes
+from .. import __version__
+from ..methods import atlas, behaviour, flags, null
+from ..report import palette
+from ..io.artifacts import atomic_write_bytes
 from .communities import pair_matrix
-from .config import Config
-from .console import Console
+from ..config import Config
+from ..console import Console
 
 NAME = "report"
 OUTPUT = "report.html"
 UPSTREAM = ("ingest", "affinity", "factorize", "communities")
 SUMMARY = Path("exports") / "summary.json"
-STAGE_NAMES = ("ingest", "affinity", "factorize", "communities")
+STAGE_NAMES = UPSTREAM  # the stages the page describes: every stage before this one
 # files this stage owns in figures/ and exports/ (stale ones are removed on rewrite)
 OWNED = re.compile(r"^(figures/.+\.(png|svg)|exports/component_\d+\.graphml|exports/covariates_time\.csv)$")
 
@@ -431,7 +433,7 @@ def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | 
              shares: np.ndarray | None) -> list[dict]:
     """How far to trust each component: its communities' p-values (set in ``stats`` too:
     ``p_value``, ``n_null``, ``flags``), its own p-value, energy share, red flags
-    (:mod:`dynconn.flags`) and covariate relations (:mod:`dynconn.behaviour`). One dict of
+    (:mod:`dynconn.methods.flags`) and covariate relations (:mod:`dynconn.methods.behaviour`). One dict of
     summary.json keys per component."""
     alpha = p["alpha"]
     swept = data.rank_selection.get("ranks") if data.rank_selection else None
@@ -506,13 +508,13 @@ def communities_detail(stats: list[dict], neurons: list[str]) -> list[dict]:
 
 
 def state_atlas(data: RunData, stats: list[list[dict]], states_cfg: dict | None, threshold: float) -> list[dict]:
-    """Atlas rows by behavioural state (``report.states``; :func:`dynconn.behaviour.state_rows`):
+    """Atlas rows by behavioural state (``report.states``; :func:`dynconn.methods.behaviour.state_rows`):
     aligned layout, every (bin, animal) counts with the component's loading in that animal
     (temporal × animal loading); concatenated, every bin. Each row's ``motifs``: the cohesive
     communities of its active components."""
     if not states_cfg:
         return []
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if states_cfg["covariate"] not in data.covariate_names:
         raise ConfigError(f"report.states.covariate: {states_cfg['covariate']!r} is not among the run's "
@@ -869,7 +871,7 @@ def _atlas_row_text(entry: dict) -> str:
 
 
 def _render_job(job, dpi: float, key: str) -> tuple[bytes, bytes]:
-    from . import figures  # matplotlib is loaded only when a figure is drawn
+    from ..report import figures  # matplotlib is loaded only when a figure is drawn
 
     stem, func, kwargs, _ = job
     fig = getattr(figures, func)(**kwargs)
@@ -878,7 +880,7 @@ def _render_job(job, dpi: float, key: str) -> tuple[bytes, bytes]:
 
 def _plain_signals() -> None:
     """In a figure worker: default signal handling. Workers are forked from a process whose
-    SIGTERM handler raises (dynconn.interrupt); the pool ends its workers with SIGTERM, which
+    SIGTERM handler raises (dynconn.runner.interrupt); the pool ends its workers with SIGTERM, which
     must end them quietly. Ctrl-C is the parent's to handle."""
     import signal
 
@@ -905,7 +907,7 @@ def render_figures(jobs: list, dpi: float, workers: int,
     if workers > 1 and len(todo) > 2 and hasattr(os, "fork"):
         import multiprocessing as mp
 
-        from . import figures  # noqa: F401 -- loaded once here, inherited by the forked workers
+        from ..report import figures  # noqa: F401 -- loaded once here, inherited by the forked workers
 
         with mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_plain_signals) as pool:
             results = pool.starmap(_render_job, [(job, dpi, key) for job, key in todo], chunksize=1)

@@ -14,7 +14,7 @@ A stage that can save partial work has two ways to do it:
   stage calls :func:`check` at safe points (e.g. after each solver iteration), where it
   saves its state and :func:`check` raises. A second signal while a stop is pending raises
   at once (a user pressing Ctrl-C twice is not kept waiting).
-  :meth:`dynconn.artifacts.Checkpoint.offer` does the save-then-check in one call.
+  :meth:`dynconn.io.artifacts.Checkpoint.offer` does the save-then-check in one call.
 
 Outside :func:`deferred` the stop is raised at once *and* remembered until raised by
 :func:`check`, which the pipeline calls between stages and the CLI before it reports success:
@@ -22,7 +22,7 @@ a stop whose exception some library code swallowed (seen twice in 175 SIGTERMs a
 moments of demo runs) still ends the run there.
 
 SIGKILL cannot be caught: it leaves at most a ``*.tmp-<pid>`` file and a lock file, which
-the next run removes (see :mod:`dynconn.lock` and ``docs/robustness.md``).
+the next run removes (see :mod:`dynconn.runner.lock` and ``docs/robustness.md``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from .errors import Interrupted
+from ..errors import Interrupted
 
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s)
 

@@ -1,6 +1,6 @@
 """Stage 3, factorize: non-negative CP decomposition of the affinity tensor.
 
-The maths lives in :mod:`dynconn.ntf` (masked HALS solver, restarts, rank selection);
+The maths lives in :mod:`dynconn.methods.ntf` (masked HALS solver, restarts, rank selection);
 this module is the thin wrapper that reads ``affinity.h5`` and writes ``factors.h5``:
 
 ``/factors/pairs`` (P, R), ``/factors/time`` (T, R), ``/factors/animals`` (A, R),
@@ -8,11 +8,11 @@ this module is the thin wrapper that reads ``affinity.h5`` and writes ``factors.
 ``/fit/...`` diagnostics of the final fit: ``losses``, ``n_iter``, ``converged``,
 ``similarity`` (one entry per restart), ``best_index``, ``loss_history`` (the kept fit's
 relative error after every iteration); ``/rank_selection/...`` every diagnostic of the
-sweep when ``rank: auto`` (:meth:`dynconn.ntf.RankSelection.as_arrays`). Wall-clock
+sweep when ``rank: auto`` (:meth:`dynconn.methods.ntf.RankSelection.as_arrays`). Wall-clock
 seconds are attributes (``fit_seconds``, ``rank_selection_seconds``), never datasets: the
 datasets are the artifact's content and must not change when the same fit is recomputed.
 
-``rank: auto`` (docs/factorization.md): :func:`dynconn.ntf.select_rank` sweeps ``ranks``
+``rank: auto`` (docs/factorization.md): :func:`dynconn.methods.ntf.select_rank` sweeps ``ranks``
 with ``restarts`` restarts each, at the sweep's own ``sweep_max_iter`` / ``sweep_tol``; the
 chosen rank's best sweep fit is then *refined* (continued from where the sweep left it, to
 ``max_iter`` / ``tol``) rather than refitted from new random starts: the sweep has already
@@ -38,10 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import read_h5, write_h5
-from .config import SCHEMA, Config, _check_section
-from .console import Console
-from .errors import ConfigError
+from ..config import SCHEMA, Config
+from ..console import Console
+from ..errors import ConfigError
 
 NAME = "factorize"
 OUTPUT = "factors.h5"
@@ -49,7 +48,7 @@ UPSTREAM = ("affinity",)
 CHECKPOINTS = True  # run() takes the pipeline's checkpoint hook
 
 #: Format of the stage's checkpoint state: ``{"format", "sweep": select state, "final": fit or
-#: restarts state}`` (the solver states of :mod:`dynconn.ntf`, nested).
+#: restarts state}`` (the solver states of :mod:`dynconn.methods.ntf`, nested).
 STATE_FORMAT = "dynconn.factorize/1"
 
 #: Keys that do not change the result: left out of the stage's parameters (its provenance),
@@ -139,7 +138,7 @@ def _describe_resume(state: dict) -> str | None:
 
 def _fit_datasets(result) -> tuple[dict[str, np.ndarray], list[float]]:
     """``/fit/...`` datasets and the seconds per restart, from a RestartsResult or (cp, FitInfo)."""
-    from . import ntf  # the solver (tensorly, scipy) is imported where used: fast start-up
+    from ..methods import ntf  # the solver (tensorly, scipy) is imported where used: fast start-up
     if isinstance(result, ntf.RestartsResult):
         info = result.info
         out = {"losses": result.losses, "n_iter": result.n_iter, "converged": result.converged,
@@ -159,10 +158,10 @@ def _fit_datasets(result) -> tuple[dict[str, np.ndarray], list[float]]:
 def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple[dict, dict]:
     """Factorize an affinity artifact's tensor with parameters ``p`` (the config section).
 
-    ``checkpoint``: the pipeline's :class:`dynconn.artifacts.Checkpoint` (or None): the solver's
+    ``checkpoint``: the pipeline's :class:`dynconn.io.artifacts.Checkpoint` (or None): the solver's
     state is saved through it and an interrupted run resumes from it.
     """
-    from . import ntf  # the solver (tensorly, scipy) is imported where used: fast start-up
+    from ..methods import ntf  # the solver (tensorly, scipy) is imported where used: fast start-up
 
     X, mask = affinity["affinity"], affinity["mask"]
     _check_options(p, mask)
@@ -243,12 +242,3 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
 def run(config: Config, workdir: Path, console: Console, upstream: dict, checkpoint=None) -> tuple[dict, dict]:
     return compute(upstream["affinity"], config["factorize"], console, checkpoint)
 
-
-def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:
-    """``dynconn factorize --in AFFINITY.h5 --out FACTORS.h5``: the stage without a config."""
-    p = _check_section("factorize", SCHEMA["factorize"], options, Path.cwd())
-    affinity = read_h5(in_path)
-    with console.capture_warnings() as seen:
-        datasets, attrs = compute(affinity, p, console)
-    write_h5(out_path, datasets, stage=NAME, params=params({"factorize": p}), inputs={"affinity": affinity.fingerprint},
-             attrs={**attrs, "warnings": seen})

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .console import warn
-from .errors import NumericalError
+from ..console import warn
+from ..errors import NumericalError
 
 _MAX_NAMED = 4
 

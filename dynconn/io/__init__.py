@@ -1,0 +1,1 @@
+"""Files: HDF5 artifacts and checkpoints (artifacts), trace readers (readers)."""

@@ -1,0 +1,1 @@
+"""Drawing the report: figures and the colour palette."""

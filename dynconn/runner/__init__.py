@@ -1,0 +1,2 @@
+"""Machinery that runs the stages: the Stage protocol, pipeline, work-directory lock, interrupts,
+resources, guards."""

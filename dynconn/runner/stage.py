@@ -1,0 +1,102 @@
+"""The stage protocol and the list of stages, as the runner sees them.
+
+A stage module (``dynconn/stages/<name>.py``) provides ``NAME``, ``OUTPUT``, ``UPSTREAM``
+(names of the stages whose artifacts it reads), ``params(config) -> dict`` and
+``run(config, workdir, console, upstream) -> (datasets, attrs)``; optionally ``inputs(config,
+workdir)`` and ``input_files(config)`` (the data files it reads: ingest), ``CHECKPOINTS = True``
+(it saves partial work and receives a :class:`~dynconn.io.artifacts.Checkpoint` as the
+``checkpoint`` keyword), and ``write(...)`` with ``recorded_provenance(workdir)`` for a stage
+whose output is files rather than one HDF5 artifact (the report: its ``run`` returns
+``{"files": {relative path: bytes}, ...}``). Stage modules know nothing of the runner.
+
+:class:`Stage` wraps such a module with what the runner adds per stage (memory estimate,
+input and output guards), so that :mod:`dynconn.runner.pipeline` and the standalone
+``dynconn factorize --in/--out`` run every stage through the same calls, without asking which
+stage it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from ..stages import ORDER
+from . import guards, resources
+
+
+class Stage:
+    """One pipeline stage: ``name``, ``inputs`` (upstream stages), ``output`` (its file in the
+    work directory), ``params``, ``estimate_memory``, ``check_inputs``, ``run``,
+    ``check_output`` and, for a stage that writes files, ``write``."""
+
+    def __init__(self, module: ModuleType):
+        self.module = module
+
+    def __repr__(self) -> str:
+        return f"Stage({self.name})"
+
+    @property
+    def name(self) -> str:
+        return self.module.NAME
+
+    @property
+    def output(self) -> str:
+        return self.module.OUTPUT
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.module.UPSTREAM)
+
+    @property
+    def checkpoints(self) -> bool:
+        return getattr(self.module, "CHECKPOINTS", False)
+
+    @property
+    def writes_files(self) -> bool:
+        """True when the output is files written by the stage's own ``write`` (the report),
+        not one HDF5 artifact written by the runner."""
+        return hasattr(self.module, "write")
+
+    @property
+    def reads_data_files(self) -> bool:
+        """True for the stage that reads the user's data files (ingest)."""
+        return hasattr(self.module, "input_files")
+
+    def params(self, config) -> dict:
+        return self.module.params(config)
+
+    def input_files(self, config) -> list[Path]:
+        """The data files this stage reads (none for a stage that reads only artifacts)."""
+        return self.module.input_files(config) if self.reads_data_files else []
+
+    def input_fingerprints(self, config, workdir: Path) -> dict[str, str]:
+        """Fingerprints of the data files this stage reads, for its provenance."""
+        return self.module.inputs(config, workdir) if hasattr(self.module, "inputs") else {}
+
+    def estimate_memory(self, config, upstream_shapes: dict) -> tuple[int, str]:
+        """(bytes needed, the option that lowers it); ``upstream_shapes[stage][dataset] =
+        (shape, itemsize)`` of the HDF5 artifacts it reads (see :func:`resources.estimate`)."""
+        return resources.estimate(self.name, config, upstream_shapes, self.input_files(config))
+
+    def check_inputs(self, upstream: dict, params: dict) -> None:
+        guards.check_inputs(self.name, upstream, params)
+
+    def run(self, config, workdir: Path, console, upstream: dict, **kwargs):
+        return self.module.run(config, workdir, console, upstream, **kwargs)
+
+    def check_output(self, datasets: dict, upstream: dict) -> None:
+        """Refuse non-finite values where they must not be; warn about degenerate results."""
+        guards.check_output(self.name, datasets, upstream)
+        guards.degenerate_warnings(self.name, datasets)
+
+    def write(self, workdir: Path, result: dict, **kwargs) -> None:
+        self.module.write(workdir, result, **kwargs)
+
+    def recorded_provenance(self, workdir: Path) -> dict | None:
+        """For a file-writing stage: what its output records about how it was made."""
+        return self.module.recorded_provenance(workdir)
+
+
+#: every stage, in pipeline order (the order is :data:`dynconn.stages.ORDER`)
+STAGES: dict[str, Stage] = {name: Stage(importlib.import_module(f"dynconn.stages.{name}")) for name in ORDER}
