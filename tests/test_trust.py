@@ -61,7 +61,7 @@ def test_p_values_by_hand():
     sizes = np.array([2] * 30 + [3] * 5 + [4] * 30 + [9] * 30)
     assert sizes[null.size_pool(8, sizes)].tolist() == [4] * 30  # 4 ... 8 neurons
     assert sizes[null.size_pool(3, sizes)].tolist() == [2] * 30 + [3] * 5  # 2 ... 3
-    assert sizes[null.size_pool(6, sizes[30:35])].tolist() == [3] * 5  # too few of 3 ... 6: every smaller one
+    assert sizes[30:35][null.size_pool(6, sizes[30:35])].tolist() == [3] * 5  # too few of 3 ... 6: every smaller one
     # >= MIN_EXCEEDANCES null values reach the observation: the permutation p
     pool = np.arange(1.0, 31.0)
     assert null.tail_p(20.0, pool) == (1 + 11) / 31
@@ -109,12 +109,19 @@ def test_surrogates_are_seeded_cached_and_resumable(tmp_path):
 
 
 # ----------------------------------------------------------------------------- red flags
+_FIGURES: dict = {}  # figures drawn by earlier builds, reused where their inputs match (report.render_figures)
+
+
 def _build(*, change=None, null_pool=None, p=None):
     ing, aff, fac, com = synthetic("aligned")
     if change:
         change(ing.data, aff.data, fac.data, com.data)
     data = report.gather(ing, aff, fac, com)
-    out = report.build(data, {**PARAMS, **(p or {})}, null_pool=null_pool)
+    out = report.build(data, {**PARAMS, **(p or {})}, null_pool=null_pool, previous=dict(_FIGURES))
+    for rel, blob in out["files"].items():
+        if rel.startswith("figures/") and rel.endswith(".png"):
+            stem = rel[len("figures/"):-4]
+            _FIGURES[stem] = (blob, out["files"][f"figures/{stem}.svg"])
     return out["summary"], out["files"]["report.html"].decode()
 
 
@@ -198,7 +205,7 @@ def test_flag_duplicate():
 def test_flags_and_p_values_in_the_written_exports(tmp_path):
     data = report.gather(*synthetic("aligned"))
     pool = {"size": np.full(40, 5), "cohesion": np.linspace(0.5, 2.0, 40), "share": np.full(40, 0.1), "n": 4}
-    out = report.build(data, PARAMS, null_pool=pool)
+    out = report.build(data, PARAMS, null_pool=pool, previous=dict(_FIGURES))
     report.write(tmp_path, out, provenance={}, seconds=1.0, warnings=[])
     summary = json.loads((tmp_path / "exports" / "summary.json").read_text())
     comp = summary["components"][0]
