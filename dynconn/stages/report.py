@@ -1498,7 +1498,7 @@ def significance_record(p: dict, null_pool: dict | None) -> dict:
                  "affinity, factorize (the sweep's iterations, one start) and communities (one run) at the run's "
                  "rank; a community's p-value compares its cohesion with the surrogate communities of ceil(s/2) to s "
                  "neurons (2 to s when fewer than 20): (1 + #null >= observed) / (1 + #null) when >= 10 null values reach it, "
-                 "else from a log-normal fit of the null cohesions above the cohesion threshold; a component's p-value is its most "
+                 "else from the Student-t predictive tail of the log null cohesions above the cohesion threshold; a component's p-value is its most "
                  "significant cohesive community's times its number of cohesive communities (1 without one)"),
     }
 
