@@ -4,7 +4,7 @@ Outputs (DESIGN.md, docs/report.md):
 
 ``report.html``                    one self-contained file (figures embedded, no scripts)
 ``figures/<name>.png|.svg``        every figure of the page, for papers
-``exports/communities.csv``        ``component,neuron,community``
+``exports/communities.csv``        ``component,neuron,community,cohesion,p_value,cohesive``
 ``exports/factors_time.csv``       ``time_s,[animal,]component_0,…``
 ``exports/factors_animal.csv``     ``animal,component_0,…``
 ``exports/component_XX.graphml``   each component's graph (weights, communities)

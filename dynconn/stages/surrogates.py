@@ -98,10 +98,17 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
 _JOB: dict = {}  # the forked workers' shared inputs (set before the pool forks)
 
 
-def _one(k: int) -> dict:
+def _plain_signals() -> None:
+    """In a worker: SIGTERM (how the pool ends its workers when the report stops) ends it
+    quietly; Ctrl-C is the parent's to handle (it stops the report, whose finished surrogates
+    are already on disk)."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _one(k: int) -> dict:
     job = _JOB
     result = surrogate(job["traces"], job["present"], job["n_frames"], sampling_rate=job["rate"],
                             layout=job["layout"], random_state=np.random.SeedSequence([job["seed"], k]),
@@ -151,7 +158,7 @@ def run(data, opts: dict, *, n: int, seed: int, fingerprint: str, workdir: Path,
         if workers > 1 and len(todo) > 1 and hasattr(os, "fork"):
             import multiprocessing as mp
 
-            with mp.get_context("fork").Pool(min(workers, len(todo))) as pool:
+            with mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_plain_signals) as pool:
                 for k, res in zip(todo, pool.imap(_one, todo)):
                     results[k] = res
         else:
