@@ -89,7 +89,7 @@ def main() -> None:
         summary, seconds = run(config, args.out / f"s{seed}" / "run")
         sig = summary["significance"]
         print(f"seed {seed}: rank {summary['rank']}, run {seconds:.1f} s, surrogates {sig['surrogates']} "
-              f"in {sig['seconds']:.1f} s; planted (group, Jaccard, p): {planted_p_values(summary, truth)}")
+              f"in {summary['provenance']['timings'].get('surrogates', 0.0):.1f} s; planted (group, Jaccard, p): {planted_p_values(summary, truth)}")
         shifted = shifted_copy(config.parent, args.out / f"s{seed}" / "shifted", 1000 + seed)
         summary, seconds = run(shifted, args.out / f"s{seed}" / "shifted-run")
         ps = [d["p_value"] for c in summary["components"] for d in c["communities_detail"]

@@ -1493,7 +1493,6 @@ def significance_record(p: dict, null_pool: dict | None) -> dict:
         "alpha": p["alpha"],
         "seed": p["seed"],
         "null_communities": int(null_pool["size"].size) if null_pool else 0,
-        "seconds": round(float(null_pool.get("seconds", 0.0)), 3) if null_pool else 0.0,
         "rule": ("surrogates: each neuron's trace circularly shifted by its own random lag in each animal, then "
                  "affinity, factorize (the sweep's iterations, one start) and communities (one run) at the run's "
                  "rank; a community's p-value compares its cohesion with the surrogate communities of ceil(s/2) to s "
