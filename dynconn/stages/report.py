@@ -1049,9 +1049,9 @@ def _trust_html(comp: dict) -> str:
     if cov:
         rows = []
         for name, rel in cov.items():
-            per = "; ".join(f"{html.escape(a)}: r = {v['r']:+.2f} (lag {v['lag_s']:g} s, p = {_p_text(v['p'])})"
+            per = "; ".join(f"{html.escape(a)}: r = {v['r']:+.2f} (lag {v['lag_s']:.3g} s, p = {_p_text(v['p'])})"
                             for a, v in rel["per_animal"].items())
-            rows.append([f"<b>{html.escape(name)}</b>", f"{rel['r']:+.3f}", f"{rel['lag_s']:g}", _p_text(rel["p"]), per])
+            rows.append([f"<b>{html.escape(name)}</b>", f"{rel['r']:+.3f}", f"{rel['lag_s']:.3g}", _p_text(rel["p"]), per])
         out += ("<p class='muted' style='margin-bottom:0'>Behaviour: correlation of the temporal loading with each "
                 "covariate at the best lag (positive: the component follows), p from circular shifts of the "
                 "covariate.</p>" + _table(["covariate", "r", "lag (s)", "p", "per animal"], rows, (1, 2, 3)))
