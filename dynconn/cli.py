@@ -274,6 +274,49 @@ def partition(graph_path, out_path, method, seed, n_runs, resolution, level):
 
 
 @main.command()
+@click.argument("config_path", metavar="[CONFIG.yaml]", required=False, type=click.Path(path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Work directory (default: the config's `workdir`).")
+@click.option("--all", "clear_all", is_flag=True, help="Remove every cached result.")
+@click.option("--keep", "keep_size", metavar="SIZE",
+              help="Keep at most this much (e.g. 2GB, 500MiB); default: compute.cache_size.")
+@user_errors
+def gc(config_path, workdir, clear_all, keep_size):
+    """Clear the work directory's cache of earlier results, least recently kept first.
+
+    \b
+    dynconn gc CONFIG.yaml               down to the config's compute.cache_size
+    dynconn gc --workdir DIR --all       everything
+    dynconn gc --workdir DIR --keep 2GB  down to 2 GB
+    """
+    from .runner.cache import CACHE_DIR
+    from .runner.pipeline import collect_cache
+    from .runner.resources import format_bytes, parse_bytes
+
+    if config_path is None and workdir is None:
+        raise click.UsageError("give CONFIG.yaml or --workdir DIR")
+    if clear_all and keep_size is not None:
+        raise click.UsageError("use either --all or --keep SIZE")
+    config = load_config(config_path, []) if config_path is not None else None
+    wd = config.workdir(workdir) if config is not None else workdir.expanduser().absolute()
+    if clear_all:
+        limit = 0
+    elif keep_size is not None:
+        limit = parse_bytes(keep_size, what="--keep", allow_zero=True)
+    else:
+        limit = config["compute"]["cache_size"] if config is not None else SCHEMA["compute"]["cache_size"].default
+    if not wd.is_dir():
+        raise DynconnError(f"{wd}: no such work directory; give the --workdir of a run")
+    removed, remaining = collect_cache(wd, limit, Console())
+    for entry in removed:
+        click.echo(f"removed {entry.stage} {entry.key[:12]} ({format_bytes(entry.size)})")
+    kept = sum(e.size for e in remaining)
+    click.echo(f"freed {format_bytes(sum(e.size for e in removed))} ({len(removed)} result(s)) in "
+               f"{wd / CACHE_DIR}; {format_bytes(kept)} kept ({len(remaining)} result(s), "
+               f"limit {format_bytes(limit)})")
+
+
+@main.command()
 @click.argument("artifact", metavar="ARTIFACT.h5", type=click.Path(path_type=Path))
 @user_errors
 def inspect(artifact):

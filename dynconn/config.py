@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ MAX_FITS = 10_000  # restarts, Leiden runs
 class Key:
     """One config key: what it holds, its default and what it means (for docs and errors)."""
 
-    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | animals | stimuli | states
+    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | size | animals | stimuli | states
     default: Any = REQUIRED
     doc: str = ""
     choices: tuple = ()
@@ -99,6 +100,15 @@ ANIMAL_SCHEMA: dict[str, Key] = {
         None,
         "Names file `index,name` (0-based column index; blank name = unidentified). "
         "Required for .npy/.npz/.h5/.mat; overrides names a file carries.",
+        nullable=True,
+    ),
+    "header": Key(
+        "bool",
+        None,
+        "csv/tsv: whether the first row holds the neuron names. null = yes, and a first row "
+        "of numbers only is refused (it looks like data: a file without a header); `false`: "
+        "every row is a frame and `neurons:` gives the names; `true`: the first row is the "
+        "names even when they are numbers (ROI ids).",
         nullable=True,
     ),
     "drop_unlabeled": Key(
@@ -432,10 +442,38 @@ SCHEMA: dict[str, Any] = {
             nullable=True,
         ),
     },
+    "compute": {
+        "cache_size": Key(
+            "size",
+            10 << 30,
+            "Bound of the work directory's result cache (earlier results, restored instead of "
+            "recomputed): a size (`10GB`, `512MiB`) or bytes; least recently kept results go "
+            "first; 0 = keep none.",
+        ),
+    },
 }
 
 
 # ----------------------------------------------------------------------------- validation
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text, what: str, allow_zero: bool = False) -> int:
+    """A size in bytes: ``"8G"`` → 8 GiB; ``"500M"``, ``"512MiB"``, ``"2GB"``, ``1024``
+    likewise (powers of 1024). ConfigError naming ``what`` (a key, option or variable)."""
+    s = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = s[-1:] if s[-1:] in _SIZE_UNITS else ""
+    number = s[: len(s) - len(unit)].strip()
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(f"{what}: expected a size like 8GB or 500MiB (or bytes), got {text!r}") from None
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        raise ConfigError(f"{what}: expected a {'non-negative' if allow_zero else 'positive'} size, got {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
@@ -525,6 +563,10 @@ def _check_value(path: str, key: Key, value: Any, base: Path) -> Any:
                 f"got {_describe(value) if not isinstance(value, list) else value}"
             )
         return [int(value[0]), int(value[1])]
+    if kind == "size":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{path}: expected a size like 10GB or 512MiB (or bytes), got {_describe(value)}")
+        return parse_size(value, path, allow_zero=True)
     if kind == "animals":
         return _check_animals(path, value, base)
     if kind == "stimuli":
@@ -596,6 +638,10 @@ def _check_stimuli(path: str, value: Any) -> Any:
         if stop <= start:
             raise ConfigError(f"{where}: stop_s ({stop:g}) must be after start_s ({start:g})")
         epochs.append({"label": str(item["label"]), "start_s": start, "stop_s": stop})
+    overlap = first_overlap(epochs)
+    if overlap is not None:
+        i, j = overlap
+        raise ConfigError(f"{path}: {overlap_text(epochs, i, j)}")
     return epochs
 
 
@@ -626,6 +672,26 @@ def _check_states(path: str, value: Any) -> dict:
     return {"covariate": name.strip(), "thresholds": thresholds, "labels": [x.strip() for x in labels]}
 
 
+def first_overlap(epochs: list[dict]) -> tuple[int, int] | None:
+    """Indices (in the given order) of the first two epochs that share some time, else None.
+    Epochs that only touch (one stops where the next starts) do not overlap."""
+    order = sorted(range(len(epochs)), key=lambda k: (epochs[k]["start_s"], epochs[k]["stop_s"]))
+    for a, b in zip(order, order[1:]):
+        if epochs[b]["start_s"] < epochs[a]["stop_s"]:
+            return min(a, b), max(a, b)
+    # sorted by start, any overlap shows between neighbours: if a and c overlap with b
+    # between them, b starts inside a as well
+    return None
+
+
+def overlap_text(epochs: list[dict], i: int, j: int) -> str:
+    """The one-line complaint about overlapping epochs i and j (with the fix)."""
+    a, b = epochs[i], epochs[j]
+    return (f"epochs {a['label']!r} ({a['start_s']:g}–{a['stop_s']:g} s) and {b['label']!r} "
+            f"({b['start_s']:g}–{b['stop_s']:g} s) overlap; each moment belongs to at most one "
+            "epoch of the atlas: make them disjoint (give the shared stretch its own label)")
+
+
 # ----------------------------------------------------------------------------- loading
 @dataclass
 class Config:
@@ -642,13 +708,14 @@ class Config:
     def resolve(self, relative: str | Path) -> Path:
         """A path from the config, made absolute against the config file's folder."""
         p = Path(relative).expanduser()
-        return p if p.is_absolute() else (self.base / p)
+        # normalised (`configs/../runs` -> `runs`) for the messages; symlinks are kept
+        return Path(os.path.normpath(p if p.is_absolute() else (self.base / p)))
 
     def workdir(self, override: str | Path | None = None) -> Path:
         if override is not None:
-            return Path(override).expanduser().absolute()
+            return Path(os.path.normpath(Path(override).expanduser().absolute()))
         stem = self.source.stem if self.source else "config"
-        return self.resolve(self.values["workdir"].replace("{config}", stem)).absolute()
+        return Path(os.path.normpath(self.resolve(self.values["workdir"].replace("{config}", stem)).absolute()))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -18,6 +18,11 @@ from rich.console import Console as RichConsole
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 pair"``, ``"2 pairs"``: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else (plural_form or noun + 's')}"
+
+
 class DynconnWarning(UserWarning):
     """Something the user should know about the data or the fit; the run continues."""
 

@@ -131,3 +131,54 @@ def write_suite2p(folder: Path, traces: np.ndarray, *, fs: float = 4.0, coeffici
     np.save(folder / "iscell.npy", iscell)
     np.save(folder / "ops.npy", np.array({"fs": fs, "nframes": traces.shape[0]}, dtype=object))
     return folder, cell_rois
+
+
+# ----------------------------------------------------------------------------- every format, as bytes
+#: Each supported format: (file name, the animal's config entry besides name/path). A names file
+#: ``names.csv`` (one row per column of the file) goes beside the formats that need one.
+FORMAT_ENTRIES = {
+    "csv": ("w.csv", {}),
+    "tsv": ("w.tsv", {}),
+    "npy": ("w.npy", {"neurons": "names.csv"}),
+    "npz": ("w.npz", {"neurons": "names.csv"}),
+    "hdf5": ("w.h5", {"dataset": "g/traces", "neurons": "names.csv"}),
+    "mat5": ("w.mat", {"variable": "traces", "neurons": "names.csv"}),
+    "mat73": ("w.mat", {"variable": "traces", "neurons": "names.csv"}),
+    "nwb": ("w.nwb", {"name_column": "neuron_name"}),
+    "suite2p": ("w_plane0", {"neurons": "names.csv"}),
+}
+
+
+def write_format(folder: Path, fmt: str, traces: np.ndarray, names: list[str]) -> tuple[Path, dict, int]:
+    """Write ``traces`` (frames, neurons) named ``names`` into ``folder`` in format ``fmt``, as a
+    lab's tool would, with the names file the format needs. Returns the file (or suite2p
+    folder), the config entry's keys besides name/path, and the number of names-file rows."""
+    filename, entry = FORMAT_ENTRIES[fmt]
+    path = folder / filename
+    n_names = traces.shape[1]
+    if fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        path.write_text(sep.join(names) + "\n" + "".join(sep.join(f"{v:.5g}" for v in row) + "\n"
+                                                        for row in traces))
+    elif fmt == "npy":
+        np.save(path, traces)
+    elif fmt == "npz":
+        np.savez(path, traces=traces)
+    elif fmt == "hdf5":
+        with h5py.File(path, "w") as f:
+            f.create_dataset("g/traces", data=traces)
+    elif fmt == "mat5":
+        write_mat5(path, traces)
+    elif fmt == "mat73":
+        write_mat73(path, traces)
+    elif fmt == "nwb":
+        write_nwb(path, traces, names)
+    elif fmt == "suite2p":
+        _, cells = write_suite2p(path, traces)
+        n_names = traces.shape[1] + 2  # the names file indexes the ROIs of F.npy, cells or not
+        by_roi = dict(zip(cells, names))
+        write_names(folder / "names.csv", [by_roi.get(r) for r in range(n_names)])
+        return path, dict(entry), n_names
+    if "neurons" in entry:
+        write_names(folder / "names.csv", names)
+    return path, dict(entry), n_names

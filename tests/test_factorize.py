@@ -83,11 +83,13 @@ def test_tensorly_reference_runs_without_missing_pairs_and_refuses_them():
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="PyTorch is installed here")
 def test_pytorch_backend_without_pytorch_is_one_line(small_dataset):
+    """Refused before the first stage: no ingest or affinity computed, nothing written."""
     result = cli("run", small_dataset, "-q", "--set", "factorize.backend=pytorch")
     assert result.exit_code == 1
     assert result.stderr.strip() == ("error: factorize.backend: pytorch is not installed here; install it "
                                      "(pip install torch) or use backend: numpy")
     assert "Traceback" not in result.stderr
+    assert not (small_dataset.parent / "run").exists()  # not even the work directory
 
 
 def test_numpy_backend_stage_never_imports_torch():

@@ -3,8 +3,8 @@
 Every case runs the real CLI in-process (click's CliRunner, ``catch_exceptions=False``,
 ``DYNCONN_DEBUG=1`` from conftest): an unexpected exception fails the test with its
 traceback, and :func:`invoke` checks the exit status, the one-line message and the time
-(a watchdog fails a case that hangs). About 1,000 cases, under a minute. Set
-``DYNCONN_FUZZ_SCALE=10`` for a longer exploration.
+(a watchdog fails a case that hangs). 1,180 cases (the sum of the ``fuzz(n)`` counts), about a
+minute of CPU time. Set ``DYNCONN_FUZZ_SCALE=10`` for a longer exploration.
 """
 
 from __future__ import annotations
@@ -482,3 +482,175 @@ def test_partition_any_graph(root, spec):
         lines = (["source,target,weight"] if header else []) + [",".join(r) for r in rows]
         path.write_bytes("\n".join(lines).encode("utf-8", "replace"))
     invoke("partition", path, "--out", root / "membership.csv", "--runs", "1")
+
+
+# ----------------------------------------------------------------------------- every format, broken
+# Issue 14, part 5: each supported format written by its own library, then truncated or given
+# under another format's name. A refusal must leave the work directory as it was (here: never
+# created), so every check that reads the files runs before anything is written.
+from formats_util import FORMAT_ENTRIES, write_format  # noqa: E402
+
+FORMATS = list(FORMAT_ENTRIES)
+EXTENSIONS = [".csv", ".tsv", ".txt", ".npy", ".npz", ".h5", ".mat", ".nwb", ""]
+DECLARED = ["csv", "tsv", "npy", "npz", "hdf5", "mat", "nwb", "suite2p"]
+FOUR = ["AVAL", "AVAR", "RIML", "RIMR"]
+
+
+_written: dict[str, tuple[Path, dict]] = {}
+
+
+def copy_of_format(root: Path, fmt: str, folder: Path) -> tuple[Path, dict]:
+    """The second animal's traces in format ``fmt`` (written once, by its own library),
+    copied into ``folder`` with its names file; returns the copy and the config keys."""
+    if fmt not in _written:
+        source = root / f"format-{fmt}"
+        source.mkdir()
+        path, entry, _ = write_format(source, fmt, tiny_traces(2), FOUR)
+        _written[fmt] = (path, entry)
+    path, entry = _written[fmt]
+    for item in path.parent.iterdir():
+        (shutil.copytree if item.is_dir() else shutil.copyfile)(item, folder / item.name)
+    return folder / path.name, dict(entry)
+
+
+def refused_cleanly(result, workdir: Path, *fragments: str) -> str:
+    """Exit 1 (checked by :func:`invoke`) and the work directory never made; the error line."""
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.exit_code == 1, result.output
+    assert not workdir.exists() or not any(workdir.iterdir()), sorted(p.name for p in workdir.rglob("*"))
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+@fuzz(90)
+@given(fmt=st.sampled_from(FORMATS),
+       damage=st.one_of(st.tuples(st.just("intact"), st.none()),
+                        st.tuples(st.just("truncate"), st.floats(0, 1, exclude_max=True)),
+                        st.tuples(st.just("extension"), st.sampled_from(EXTENSIONS)),
+                        st.tuples(st.just("declared"), st.sampled_from(DECLARED))),
+       part=st.integers(0, 3))
+def test_truncated_or_mislabelled_files_of_every_format(root, fmt, damage, part):
+    config = copy.deepcopy(BASE_CONFIG)
+    config["data"]["stimuli"] = None
+    folder = fresh_dataset(root, config)
+    path, entry = copy_of_format(root, fmt, folder)
+    kind, how = damage
+    if kind == "truncate":  # (suite2p: one of its files)
+        target = sorted(path.iterdir())[part % 4] if path.is_dir() else path
+        data = target.read_bytes()
+        target.write_bytes(data[: int(how * len(data))])
+    elif kind == "extension" and not path.is_dir():
+        path = path.rename(path.with_name("w2" + how))
+    elif kind == "declared":
+        entry["format"] = how
+    config["data"]["animals"][1] = {"name": "w2", "path": path.name, **entry}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    result = invoke("run", folder / "config.yaml", "-q", "--until", "ingest")  # (it reads the files)
+    if kind == "intact":
+        assert result.exit_code == 0, result.output
+    elif result.exit_code == 1:
+        refused_cleanly(result, folder / "run")
+    done(folder)
+
+
+# ----------------------------------------------------------------------------- issue 14's inputs
+@st.composite
+def issue14_inputs(draw):
+    """One of the inputs issue 14 found misread or refused late, with what must happen."""
+    kind = draw(st.sampled_from(["no header", "transposed", "all-NaN neuron", "bin frames", "epochs"]))
+    return kind, draw(st.integers(0, 2**31 - 1))
+
+
+@fuzz(70)
+@given(issue14_inputs())
+def test_the_inputs_of_issue_14(root, case):
+    kind, seed = case
+    rng = np.random.default_rng(seed)
+    config = copy.deepcopy(BASE_CONFIG)
+    config["data"]["stimuli"] = None
+    folder = fresh_dataset(root, config)
+    workdir = folder / "run"
+    expect = None  # fragments of the refusal; None: the run must succeed
+    if kind == "no header":
+        fmt = str(rng.choice(["csv", "tsv"]))
+        sep = "," if fmt == "csv" else "\t"
+        x = tiny_traces(int(rng.integers(9)))
+        x[0, rng.integers(4)] = np.nan if rng.random() < 0.3 else x[0, 0]
+        (folder / f"w2.{fmt}").write_text("".join(sep.join("" if np.isnan(v) else f"{v:.4f}" for v in row) + "\n"
+                                                  for row in x))
+        config["data"]["animals"][1] = {"name": "w2", "path": f"w2.{fmt}"}
+        if rng.random() < 0.4:  # the fix the message names
+            (folder / "names.csv").write_text("".join(f"{i},{n}\n" for i, n in enumerate(FOUR)))
+            config["data"]["animals"][1].update(header=False, neurons="names.csv")
+        else:
+            expect = ("holds only numbers, so the file has no header row", "data.animals[1].header: false")
+    elif kind == "transposed":
+        fmt = str(rng.choice(["npy", "hdf5", "mat5", "mat73", "npz"]))
+        path, entry, _ = write_format(folder, fmt, tiny_traces(3).T.copy(), [f"N{i}" for i in range(FRAMES)])
+        # the names file is the lab's (one row per neuron), not one per column as read
+        (folder / "names.csv").write_text("".join(f"{i},{n}\n" for i, n in enumerate(FOUR)))
+        config["data"]["animals"][1] = {"name": "w2", "path": path.name, **entry}
+        expect = ("frames and neurons look swapped", "data.animals[1].time_axis: 1")
+    elif kind == "all-NaN neuron":
+        animal, column = int(rng.integers(2)), int(rng.integers(4))
+        x = tiny_traces(animal + 1)
+        x[:, column] = np.nan
+        names = FOUR if animal == 0 else FOUR[:3] + ["SMDL"]
+        write_csv(folder / f"w{animal + 1}.csv", names, x)
+        lost = names[column]
+    elif kind == "bin frames":
+        rate = float(rng.choice([0.5, 1.0, 2.0, 4.0, 10.0]))
+        bin_seconds = float(rng.choice([0.1, 0.25, 0.5, 1.0, 2.0, 3.0]))
+        config["data"]["sampling_rate"] = rate
+        config["affinity"]["bin_seconds"] = bin_seconds
+        config["affinity"]["smooth_seconds"] = 0.5
+        fpb = max(1, round(bin_seconds * rate))
+        if fpb < 3:
+            expect = (f"affinity.bin_seconds: a {bin_seconds:g} s bin holds {fpb} frame",
+                      "(data.sampling_rate)", "at least 3 frames")
+        elif FRAMES // fpb < 2:
+            expect = ("affinity.bin_seconds",)
+    else:  # epochs: a random set, overlapping or not, inline or in a file
+        n = int(rng.integers(1, 5))
+        starts = np.sort(rng.choice(np.arange(0, 19), size=n, replace=False)).astype(float)
+        stops = starts + rng.integers(1, 6, size=n)
+        epochs = [{"label": f"e{i}", "start_s": float(a), "stop_s": float(b)} for i, (a, b) in
+                  enumerate(zip(starts, stops))]
+        order = rng.permutation(n)
+        epochs = [epochs[i] for i in order]
+        overlapping = any(epochs[j]["start_s"] < epochs[i]["stop_s"] and epochs[i]["start_s"] < epochs[j]["stop_s"]
+                          for i in range(n) for j in range(i + 1, n))
+        if rng.random() < 0.5:
+            config["data"]["stimuli"] = epochs
+            where = "data.stimuli: epochs"
+        else:
+            (folder / "stim.csv").write_text("label,start_s,stop_s\n" + "".join(
+                f"{e['label']},{e['start_s']:g},{e['stop_s']:g}\n" for e in epochs))
+            config["data"]["stimuli"] = "stim.csv"
+            where = "stim.csv: lines"
+        if overlapping:
+            expect = (where, "overlap", "make them disjoint")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    result = invoke("run", folder / "config.yaml", "--until", "affinity")
+    if expect is not None:
+        line = refused_cleanly(result, workdir, *expect)
+        if kind == "transposed":
+            assert "concatenated" not in line
+    else:
+        assert result.exit_code == 0, result.output
+        if kind == "all-NaN neuron":
+            assert f"({lost}) treated as not recorded in animal 'w{animal + 1}'" in result.stderr
+            aff = read_h5(workdir / "affinity.h5")
+            if lost not in list(aff["neurons"]):  # recorded in that animal only: gone
+                assert lost == ("RIMR" if animal == 0 else "SMDL")
+                done(folder)
+                return
+            k = list(aff["neurons"]).index(lost)
+            with_it = (aff["pairs"] == k).any(axis=1)
+            assert not aff["mask"][with_it, animal].any()
+            other = 1 - animal
+            ing = read_h5(workdir / "ingest.h5")
+            assert aff["mask"][with_it, other].sum() == (ing["present"][k, other] *
+                                                        (ing["present"][:, other].sum() - 1))
+    done(folder)

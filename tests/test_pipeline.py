@@ -44,20 +44,6 @@ def test_second_run_recomputes_nothing(standard_run, standard_dataset):
     assert snapshot(standard_run) == before
 
 
-def test_changing_bin_seconds_reruns_downstream_only(small_dataset):
-    assert cli("run", small_dataset, "-q").exit_code == 0
-    workdir = small_dataset.parent / "run"
-    before = snapshot(workdir)
-    result = cli("run", small_dataset, "--set", "affinity.bin_seconds=4")
-    assert result.exit_code == 0, result.output
-    assert "ingest: up to date" in result.stderr
-    after = snapshot(workdir)
-    assert after["ingest.h5"] == before["ingest.h5"]
-    for name in ("affinity.h5", "factors.h5", "communities.h5", "report.html", "exports/summary.json"):
-        assert after[name] != before[name], name
-    assert read_h5(workdir / "affinity.h5").json_attr("params")["bin_seconds"] == 4.0
-
-
 def test_from_and_until(small_dataset):
     assert cli("run", small_dataset, "-q", "--until", "affinity").exit_code == 0
     workdir = small_dataset.parent / "run"

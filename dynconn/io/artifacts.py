@@ -24,6 +24,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,9 +147,9 @@ def temporary_owner(path: Path) -> int | None:
 
 
 def clean_temporaries(folder: Path, only: str | None = None) -> list[Path]:
-    """Remove temporary files an interrupted (killed) writer left behind.
+    """Remove temporary files (and folders) an interrupted (killed) writer left behind.
 
-    A ``*.tmp-<pid>`` file is removed only when that pid is no longer running on this
+    A ``*.tmp-<pid>`` file or folder is removed only when that pid is no longer running on this
     host (or is this process): the temporary file of a live writer is never touched. The
     caller holds the work-directory lock, so no other dynconn process writes here.
     ``only``: clean just the temporaries of that file name in ``folder`` (not recursive).
@@ -160,13 +161,16 @@ def clean_temporaries(folder: Path, only: str | None = None) -> list[Path]:
     if not Path(folder).is_dir():
         return removed
     found = Path(folder).glob(f"{only}{TMP_MARK}*") if only else Path(folder).rglob(f"*{TMP_MARK}*")
-    for p in found:
+    for p in list(found):
         pid = temporary_owner(p)
-        if pid is None or not p.is_file() or p.is_symlink():
+        if pid is None or p.is_symlink() or not (p.is_file() or p.is_dir()):
             continue
         if pid != os.getpid() and pid_alive(pid):
             continue
-        _unlink_quietly(p)
+        if p.is_dir():  # a result-cache entry being assembled (dynconn.runner.cache)
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            _unlink_quietly(p)
         removed.append(p)
     return removed
 

@@ -11,6 +11,7 @@ Formats (``format:`` in an animal's config entry, or chosen by extension):
 format      extensions                  notes
 ==========  ==========================  ==================================================
 csv / tsv   .csv, .tsv, .txt            header row = neuron names, one row per frame
+                                        (``header: false`` + ``neurons``: no header row)
 npy         .npy                        2-D array; ``neurons`` names file required
 npz         .npz                        ``dataset`` names the array (default: the only one)
 hdf5        .h5, .hdf5                  ``dataset`` names the array; ``time_axis``
@@ -33,6 +34,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..config import first_overlap, overlap_text
 from ..errors import InputError
 
 EXTENSIONS = {
@@ -98,8 +100,14 @@ def read_text(path: Path, what: str = "file") -> str:
         raise InputError(f"{path}: cannot read {what} ({exc})") from None
 
 
-def read_names_file(path: Path, n_columns: int | None = None) -> list[str | None]:
-    """Read a names file ``index,name`` (0-based index; blank name = unidentified)."""
+def read_names_file(path: Path, n_columns: int | None = None, n_rows: int | None = None,
+                    transposed_fix: str = "set `time_axis` to the other axis") -> list[str | None]:
+    """Read a names file ``index,name`` (0-based index; blank name = unidentified).
+
+    ``n_columns``: the neurons the data have (the count must match); ``n_rows``: their
+    frames, so that a count matching the frames instead says the array looks transposed,
+    with ``transposed_fix`` (the ``time_axis`` setting that reads it the other way).
+    """
     text = read_text(path, "neurons file")
     rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
     if rows and rows[0] and not rows[0][0].strip().lstrip("-").isdigit():
@@ -117,6 +125,12 @@ def read_names_file(path: Path, n_columns: int | None = None) -> list[str | None
     if not entries:
         raise InputError(f"{path}: neurons file is empty")
     count = max(entries) + 1
+    if n_columns is not None and count != n_columns and count == n_rows:
+        raise InputError(
+            f"{path}: names file lists {count} neurons, which is the data's number of frames "
+            f"({n_rows} frames × {n_columns} neurons as read): frames and neurons look "
+            f"swapped; {transposed_fix}"
+        )
     if n_columns is not None and count != n_columns:
         raise InputError(
             f"{path}: names file lists {count} neurons but the data have {n_columns}; "
@@ -127,17 +141,44 @@ def read_names_file(path: Path, n_columns: int | None = None) -> list[str | None
     return [entries[i] for i in range(count)]
 
 
-def read_table(path: Path, delimiter: str = ",", what: str = "file") -> tuple[list[str], np.ndarray]:
+def looks_numeric(row: list[str]) -> bool:
+    """Every non-blank cell of a row is a number (and one is not blank): a data row, not a
+    header of names."""
+    cells = [c.strip() for c in row if c.strip()]
+    if not cells:
+        return False
+    try:
+        for c in cells:
+            float(c)
+    except ValueError:
+        return False
+    return True
+
+
+def read_table(path: Path, delimiter: str = ",", what: str = "file", *, header: bool | None = None,
+               no_header_fix: str = "add a header row of names") -> tuple[list[str], np.ndarray]:
     """A delimited text table: its header (stripped) and its rows as float64 (rows, columns).
 
-    Blank, ``nan``, ``NA`` and ``null`` cells are NaN; any other non-number is an error
-    naming the line and the column.
+    ``header``: True, the first row is the header; False, there is none (every row is data,
+    the names are blank); None, the first row is the header and one holding only numbers
+    is refused with ``no_header_fix`` (a file without a header would otherwise lose its
+    first frame and get numbers as names). Blank, ``nan``, ``NA`` and ``null`` cells are
+    NaN; any other non-number is an error naming the line and the column.
     """
     text = read_text(path, what)
     rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
-    rows = [r for r in rows if r and any(c.strip() for c in r)]
+    # an empty line is skipped; a line of delimiters only (`,,,`) is a row of missing values,
+    # a frame, which must keep its place in time
+    rows = [r for r in rows if len(r) > 1 or (r and r[0].strip())]
     if not rows:
         raise InputError(f"{path}: file is empty")
+    if header is False:
+        rows = [[""] * len(rows[0])] + rows
+    elif header is None and looks_numeric(rows[0]):
+        first = delimiter.join(c.strip() for c in rows[0])
+        first = first if len(first) <= 40 else first[:37] + "..."
+        raise InputError(f"{path}: the first row ({first!r}) holds only numbers, so the file has no "
+                         f"header row; {no_header_fix}")
     header = [h.strip() for h in rows[0]]
     if len(rows) < 2:
         raise InputError(f"{path}: no data rows under the header")
@@ -183,22 +224,31 @@ def read_array(path: Path, fmt: str, dataset: str | None, time_axis: int) -> np.
     if fmt == "npy":
         try:
             array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+        except Exception as exc:  # ValueError, OSError, EOFError... on a damaged or foreign file
+            raise InputError(f"{path}: not a readable .npy array ({_one_line(exc)})") from None
+        if isinstance(array, np.lib.npyio.NpzFile):
+            array.close()
+            raise InputError(f"{path}: is an .npz archive, not an .npy array; set `format: npz`")
         return _oriented(path, array, time_axis, "the array")
     if fmt == "npz":
         try:
-            with np.load(path, allow_pickle=False) as z:
-                keys = list(z.keys())
-                if dataset is None:
-                    if len(keys) != 1:
-                        raise InputError(f"{path}: holds arrays {keys}; name one with `dataset:`")
-                    dataset = keys[0]
-                if dataset not in keys:
-                    raise InputError(f"{path}: no array {dataset!r} (it has {keys})")
+            z = np.load(path, allow_pickle=False)
+        except Exception as exc:  # BadZipFile, ValueError, EOFError... on a damaged or foreign file
+            raise InputError(f"{path}: not a readable .npz archive ({_one_line(exc)})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise InputError(f"{path}: is an .npy array, not an .npz archive; set `format: npy`")
+        with z:
+            keys = list(z.keys())
+            if dataset is None:
+                if len(keys) != 1:
+                    raise InputError(f"{path}: holds arrays {keys}; name one with `dataset:`")
+                dataset = keys[0]
+            if dataset not in keys:
+                raise InputError(f"{path}: no array {dataset!r} (it has {keys})")
+            try:
                 array = z[dataset]
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable .npz archive ({exc})") from None
+            except Exception as exc:  # a truncated member: BadZipFile, zlib.error, EOFError...
+                raise InputError(f"{path}: array {dataset!r} is not readable ({_one_line(exc)})") from None
         return _oriented(path, array, time_axis, f"array {dataset!r}")
     if fmt == "hdf5":
         if not dataset:
@@ -473,11 +523,15 @@ def read_recording(
     time_axis: int = 0,
     names_path: Path | None = None,
     want_rate: bool = True,
+    header: bool | None = None,
+    where: str = "the animal's entry",
 ) -> Recording:
     """Read one animal's traces and neuron names (see the module docstring for formats).
 
     A ``names_path`` file (``index,name``) replaces the names the file carries; its indices
     are the file's columns (for suite2p: the ROIs of F.npy, for NWB: the series' ROIs).
+    ``header`` (csv/tsv): see :func:`read_table`; False needs ``names_path``. ``where`` is
+    the config path of the animal's entry (``data.animals[1]``), named by the fixes.
     """
     if not path.exists():
         raise InputError(f"{path}: data file not found")
@@ -487,10 +541,22 @@ def read_recording(
     if fmt != "suite2p" and path.is_dir():
         raise InputError(f"{path}: is a folder; only suite2p input is a folder (set `format: suite2p`)")
     if fmt in ("csv", "tsv"):
-        header, values = read_table(path, "," if fmt == "csv" else "\t", "data file")
+        if time_axis == 1 and header is not False:
+            raise InputError(f"{path}: {where}.time_axis: 1 (rows are neurons) leaves the header row "
+                             f"nothing to name; for a neurons × frames table set {where}.header: false "
+                             f"and name the rows with {where}.neurons")
+        if header is False and names_path is None:
+            raise InputError(f"{path}: {where}.header: false needs {where}.neurons, a names file "
+                             "(index,name), to name the columns")
+        fix = (f"add a header row of neuron names, or set {where}.header: false and name the "
+               f"columns with {where}.neurons (index,name); {where}.header: true if the numbers "
+               "are the names")
+        names_row, values = read_table(path, "," if fmt == "csv" else "\t", "data file",
+                                       header=header, no_header_fix=fix)
         if time_axis == 1:
-            values = values.T.copy()  # pragma: no cover - rare layout
-        rec = Recording(values, [h or None for h in header])
+            values = values.T.copy()
+            names_row = [""] * values.shape[1]
+        rec = Recording(values, [h or None for h in names_row])
     elif fmt == "nwb":
         rec = read_nwb(path, series, name_column)
     elif fmt == "suite2p":
@@ -502,7 +568,9 @@ def read_recording(
         traces = read_array(path, fmt, dataset, time_axis)
         rec = Recording(traces, [None] * traces.shape[1])
     if names_path is not None:
-        names = read_names_file(names_path, rec.n_columns)
+        swap = fmt not in ("nwb", "suite2p")  # (their orientation is fixed by the format)
+        names = read_names_file(names_path, rec.n_columns, rec.traces.shape[0] if swap else None,
+                                f"set {where}.time_axis: {1 - time_axis} (the axis that is time)")
         position = rec.index if fmt == "suite2p" else np.arange(rec.n_columns)
         rec.names = [names[i] for i in position]
     elif fmt in NEEDS_NAMES_FILE:
@@ -525,4 +593,8 @@ def read_stimuli(path: Path) -> list[dict]:
         if not np.isfinite([start, stop]).all() or stop <= start or start < 0:
             raise InputError(f"{path}: line {lineno}: need 0 ≤ start_s < stop_s, got {start:g}, {stop:g}")
         epochs.append({"label": label, "start_s": start, "stop_s": stop})
+    overlap = first_overlap(epochs)
+    if overlap is not None:
+        i, j = overlap
+        raise InputError(f"{path}: lines {i + 2} and {j + 2}: {overlap_text(epochs, i, j)}")
     return epochs

@@ -47,7 +47,8 @@ LOCK_NAME = ".dynconn.lock"
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
+    """Whether a running process with this pid exists on this host (a zombie -- killed,
+    not yet reaped by its parent -- is not running)."""
     if pid <= 0:
         return False
     try:
@@ -55,8 +56,13 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): trust kill(0)
+    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else ""
+    return state not in ("Z", "X")
 
 
 def describe_holder(info: dict) -> str:
@@ -74,6 +80,24 @@ def _read_info(fd: int) -> dict:
         return info if isinstance(info, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def takeover_text(info: dict, pid: int) -> str:
+    """What happened to the holder named by a stale lock file, in words. The lock was free,
+    so its holder is gone; what is left to say is whether its pid is too."""
+    who = f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
+    since = f", started {info['started']}" if info.get("started") else ""
+    command = f" ({info['command']})" if info.get("command") else ""
+    if pid == os.getpid():
+        what = "an earlier command in this same process, which did not release it"
+    elif pid_alive(pid):
+        what = ("a process that ended without releasing it; its pid now belongs to another "
+                "process, which does not hold the lock")
+    else:
+        what = "which is no longer running (killed or crashed)"
+    if pid == os.getpid() or pid_alive(pid):
+        return f"took over the lock of {who}{since}{command}: {what}"
+    return f"took over the lock of {who}{since}{command}, {what}"
 
 
 class WorkdirLock:
@@ -174,14 +198,13 @@ class WorkdirLock:
                 f"{self.workdir}: locked by {describe_holder(info)}, another host; if that run "
                 f"is no longer running, delete {self.path} and retry"
             )
-        pid = int(info.get("pid", 0) or 0)
-        state = "no longer running" if not pid_alive(pid) else "not holding the lock (pid reused)"
+        try:
+            pid = int(info.get("pid", 0) or 0)
+        except (TypeError, ValueError):
+            pid = 0
         self.took_over = info
         if self.console is not None:
-            self.console.warn(
-                f"took over a stale lock on {self.workdir} left by {describe_holder(info)}, "
-                f"which is {state}"
-            )
+            self.console.warn(f"{self.workdir}: {takeover_text(info, pid)}")
 
     def _write_info(self) -> None:
         info = {

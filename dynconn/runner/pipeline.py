@@ -13,6 +13,12 @@ such a stage and says so; an artifact that fails verification is reported and re
 Each artifact is verified at most once per command (inputs read later reuse the result
 while the file is unchanged).
 
+A stage that is not up to date but whose computation (same provenance) is in the work
+directory's result cache is restored from there instead of recomputed (not with
+``force``); an output replaced by another computation's is kept there first
+(:mod:`dynconn.runner.cache`). The cache is bounded to ``compute.cache_size`` at the end of
+each command.
+
 Before a stage runs, its memory need is estimated (:mod:`dynconn.runner.resources`) and the
 stage is refused when it cannot fit; before an artifact is written, its size is checked
 against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.runner.guards`).
@@ -26,7 +32,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from . import interrupt, resources
+from . import cache, interrupt, resources
 from ..io.artifacts import (
     ArtifactError,
     Checkpoint,
@@ -45,6 +51,9 @@ from .stage import STAGES, Stage
 
 ORDER = list(STAGES)
 CHECKPOINT_DIR = "checkpoints"
+#: Largest stimuli file read before the first stage (a real one is a few hundred bytes; a
+#: larger one is left to ingest, whose memory estimate covers its inputs).
+STIMULI_READ_AHEAD = 1 << 20
 
 
 def stage_range(start: str | None, stop: str | None) -> list[str]:
@@ -206,6 +215,28 @@ def _check_memory(name: str, config: Config, workdir: Path) -> str:
     return remedy
 
 
+# ----------------------------------------------------------------------------- up-front checks
+def preflight(config: Config, names: list[str]) -> None:
+    """Everything about the stages ``names`` that can be checked from the config (and the
+    small stimuli file) is checked here, before the first stage runs and before the work
+    directory is touched: a mistake costs no computation and changes no artifact."""
+    from ..stages import affinity, factorize, ingest  # (already imported by STAGES)
+
+    if "factorize" in names:
+        factorize.check_backend(config["factorize"])
+    if "ingest" in names or "affinity" in names:
+        for rate, key in ingest.configured_rates(config):
+            affinity.check_frames_per_bin(config["affinity"]["bin_seconds"], rate, key)
+    stimuli = config["data"]["stimuli"]
+    if "ingest" in names:
+        _check_input_files(STAGES["ingest"], config)  # (a FIFO given as the stimuli file would block the read)
+        path = config.resolve(stimuli) if isinstance(stimuli, str) else None
+        if path is not None and path.is_file() and path.stat().st_size <= STIMULI_READ_AHEAD:
+            from ..io.readers import read_stimuli
+
+            read_stimuli(path)  # header, numbers, overlaps (a larger file: read by ingest)
+
+
 # ----------------------------------------------------------------------------- stages
 def _judge(name: str, expected: dict, workdir: Path, console: Console, verified: Verified) -> bool:
     """True when the stage's output is up to date and verifies; warns about damaged outputs."""
@@ -246,6 +277,20 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
             ckpt.clear()
     if not force and _judge(name, expected, workdir, console, verified):
         console.info(f"[green]✓[/green] {name}: up to date ({output})")
+        if ckpt is not None and ckpt.path.exists():
+            # partial work of a run that was stopped after an earlier one had finished
+            # (e.g. `--from factorize`, interrupted): the artifact it would have made is here
+            ckpt.clear()
+            console.info(f"  removed {ckpt.path}: partial work of an interrupted run, no longer needed")
+        return False
+    key = cache.provenance_key(expected)
+    cache_size = config["compute"]["cache_size"]
+    if not force and cache.restore(stage, workdir, expected, recorded_provenance(name, workdir), console.warn,
+                                   keep_current=cache_size > 0):
+        verified.add(output)
+        if ckpt is not None:
+            ckpt.clear()
+        console.info(f"[green]✓[/green] {name}: restored from cache ({output})")
         return False
     remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
@@ -268,6 +313,8 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     except FloatingPointError as exc:
         raise NumericalError(f"{name}: {exc}; check the input traces for extreme values") from None
     seconds = time.perf_counter() - started
+    if cache_size > 0:
+        cache.keep(stage, workdir, recorded_provenance(name, workdir), key)
     if stage.writes_files:
         files = result.get("files", {}) if isinstance(result, dict) else {}
         digests = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
@@ -288,8 +335,19 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     verified.add(output)
     if ckpt is not None:
         ckpt.clear()
+    cache.discard(stage, workdir, key)  # (after --force) superseded by this fresh result
     console.info(f"[green]✓[/green] {name}: wrote {output} ({seconds:.1f} s)")
     return True
+
+
+def _bound_cache(workdir: Path, limit: int, console: Console) -> None:
+    """At the end of a command (not after each stage: a run switching back to earlier
+    results must not evict the ones its later stages are about to restore)."""
+    removed, _ = cache.collect(workdir, limit)
+    if removed:
+        freed = resources.format_bytes(sum(e.size for e in removed))
+        console.info(f"cache: removed {len(removed)} earlier result(s) ({freed}) to stay within "
+                     f"compute.cache_size ({resources.format_bytes(limit)})")
 
 
 def _prepare(workdir: Path, console: Console) -> None:
@@ -310,6 +368,7 @@ def run_pipeline(
     and later are recomputed when ``start`` is given explicitly. Returns the names of the
     stages that ran."""
     names = stage_range(start, stop)
+    preflight(config, names)
     ran = []
     with WorkdirLock(workdir, console, command="dynconn run"):
         _prepare(workdir, console)
@@ -319,6 +378,7 @@ def run_pipeline(
             if run_stage(name, config, workdir, console, force=force or start is not None,
                          verified=verified):
                 ran.append(name)
+        _bound_cache(workdir, config["compute"]["cache_size"], console)
     return ran
 
 
@@ -326,9 +386,21 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
     """One stage command (``dynconn affinity CONFIG``) under the work-directory lock."""
     if name not in STAGES:
         raise DynconnError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
+    preflight(config, [name])
     with WorkdirLock(workdir, console, command=f"dynconn {name}"):
         _prepare(workdir, console)
-        return run_stage(name, config, workdir, console, force=force)
+        ran = run_stage(name, config, workdir, console, force=force)
+        _bound_cache(workdir, config["compute"]["cache_size"], console)
+        return ran
+
+
+def collect_cache(workdir: Path, limit: int, console: Console) -> tuple[list, list]:
+    """``dynconn gc``: under the work-directory lock, remove temporaries left by killed
+    runs and the least recently kept cache entries until the cache holds at most ``limit``
+    bytes. Returns (removed, remaining) entries."""
+    with WorkdirLock(workdir, console, command="dynconn gc"):
+        _prepare(workdir, console)
+        return cache.collect(workdir, limit)
 
 
 def factorize_file(in_path: Path, out_path: Path, options: dict, console: Console) -> None:

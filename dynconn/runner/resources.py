@@ -33,9 +33,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, ResourceError
+from ..errors import ConfigError, ResourceError  # noqa: F401  (parse_bytes raises ConfigError)
 
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def format_bytes(n: float) -> str:
@@ -46,18 +45,12 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PB"  # pragma: no cover
 
 
-def parse_bytes(text: str) -> int:
-    """``"8G"`` → 8 GiB; ``"500M"``, ``"1024"`` (bytes) likewise."""
-    s = str(text).strip().upper().removesuffix("IB").removesuffix("B")
-    unit = s[-1:] if s[-1:] in _UNITS else ""
-    number = s[: len(s) - len(unit)].strip()
-    try:
-        value = float(number)
-    except ValueError:
-        raise ConfigError(f"DYNCONN_MAX_MEMORY: expected a size like 8G or 500M, got {text!r}") from None
-    if not value > 0:
-        raise ConfigError(f"DYNCONN_MAX_MEMORY: expected a positive size, got {text!r}")
-    return int(value * _UNITS[unit])
+def parse_bytes(text, what: str = "DYNCONN_MAX_MEMORY", allow_zero: bool = False) -> int:
+    """``"8G"`` → 8 GiB; ``"500M"``, ``"512MiB"``, ``"2GB"``, ``1024`` (bytes) likewise
+    (:func:`dynconn.config.parse_size`; ``what`` names the setting in the error)."""
+    from ..config import parse_size
+
+    return parse_size(text, what, allow_zero)
 
 
 def _read_int(path: str) -> int | None:

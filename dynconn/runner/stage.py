@@ -7,7 +7,8 @@ workdir)`` and ``input_files(config)`` (the data files it reads: ingest), ``CHEC
 (it saves partial work and receives a :class:`~dynconn.io.artifacts.Checkpoint` as the
 ``checkpoint`` keyword), and ``write(...)`` with ``recorded_provenance(workdir)`` for a stage
 whose output is files rather than one HDF5 artifact (the report: its ``run`` returns
-``{"files": {relative path: bytes}, ...}``). Stage modules know nothing of the runner.
+``{"files": {relative path: bytes}, ...}``; it also names the file recording its provenance,
+``SUMMARY``, and provides ``remove_stale(workdir, files)``). Stage modules know nothing of the runner.
 
 :class:`Stage` wraps such a module with what the runner adds per stage (memory estimate,
 input and output guards), so that :mod:`dynconn.runner.pipeline` and the standalone
@@ -96,6 +97,16 @@ class Stage:
     def recorded_provenance(self, workdir: Path) -> dict | None:
         """For a file-writing stage: what its output records about how it was made."""
         return self.module.recorded_provenance(workdir)
+
+    @property
+    def provenance_file(self) -> str:
+        """For a file-writing stage: the relative path of the file that records its
+        provenance (written last; the result cache restores it last too)."""
+        return str(Path(self.module.SUMMARY))
+
+    def remove_stale(self, workdir: Path, files: set[str]) -> None:
+        """For a file-writing stage: remove the files it owns that are not among ``files``."""
+        self.module.remove_stale(workdir, files)
 
 
 #: every stage, in pipeline order (the order is :data:`dynconn.stages.ORDER`)

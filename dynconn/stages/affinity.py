@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..console import Console, warn
+from ..console import Console, plural, warn
+from ..errors import ConfigError
 
 NAME = "affinity"
 OUTPUT = "affinity.h5"
@@ -274,32 +275,45 @@ def observed_pairs(present: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return present[pairs[:, 0]] & present[pairs[:, 1]]
 
 
-# ----------------------------------------------------------------------------- stage
-def params(config: Config) -> dict:
-    return dict(config["affinity"])
+# ----------------------------------------------------------------------------- checks
+#: Fewest frames a time bin may hold: the bin's affinity is a mean over its frames, and the
+#: derivative behind it needs neighbouring frames; with 1-2 frames per bin a bin is one noisy
+#: sample (at 1 frame the soft threshold zeroes nearly everything).
+MIN_FRAMES_PER_BIN = 3
 
 
-def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
-    """Affinities of every animal, in the ingest artifact's layout; ``affinity.h5``'s content."""
-    from ..errors import ConfigError
+def frames_per_bin(bin_seconds: float, rate: float) -> int:
+    """Frames in one time bin of ``bin_seconds`` at ``rate`` Hz (at least 1)."""
+    return max(1, int(round(bin_seconds * rate)))
 
-    ing = upstream["ingest"]
-    traces, present = ing["traces"], ing["present"]
-    rate = float(ing.attrs["sampling_rate"])
-    layout = str(ing.attrs.get("layout", "aligned"))
-    t0 = float(ing.attrs.get("start_s", 0.0))
-    p = config["affinity"]
-    n_animals, n_neurons, f_max = traces.shape
-    n_frames = np.asarray(ing["n_frames"]) if "n_frames" in ing else np.full(n_animals, f_max)
-    pairs = pair_index(n_neurons)
-    mask = observed_pairs(present, pairs)
-    fpb = max(1, int(round(p["bin_seconds"] * rate)))
-    bins = n_frames // fpb  # complete bins of each animal
-    animals = [str(a) for a in ing["animals"]]
+
+def check_frames_per_bin(bin_seconds: float, rate: float, rate_key: str) -> None:
+    """ConfigError naming affinity.bin_seconds and ``rate_key`` (where the rate comes from)
+    when a bin holds fewer than :data:`MIN_FRAMES_PER_BIN` frames."""
+    fpb = frames_per_bin(bin_seconds, rate)
+    if fpb < MIN_FRAMES_PER_BIN:
+        frames = "frame" if fpb == 1 else "frames"
+        raise ConfigError(
+            f"affinity.bin_seconds: a {bin_seconds:g} s bin holds {fpb} {frames} at {rate:g} Hz "
+            f"({rate_key}); a bin needs at least {MIN_FRAMES_PER_BIN} frames: set "
+            f"affinity.bin_seconds to {MIN_FRAMES_PER_BIN / rate:.3g} s or more (or check {rate_key})"
+        )
+
+
+def check_bins(p: dict, rate: float, n_frames, layout: str, animals: list[str],
+               rate_key: str = "the sampling rate") -> None:
+    """The ``affinity`` section ``p`` must give usable bins for recordings of ``n_frames``
+    (per animal) at ``rate`` Hz: ConfigError naming the key otherwise. Called by ingest too,
+    so that a config whose affinity cannot run is refused before anything is written."""
+    check_frames_per_bin(p["bin_seconds"], rate, rate_key)
+    n_frames = np.asarray(n_frames)
+    fpb = frames_per_bin(p["bin_seconds"], rate)
+    bins = n_frames // fpb
+    f_max = int(n_frames.max())
     if layout == "aligned" and bins.min() < 2:
         raise ConfigError(
             f"affinity.bin_seconds: {p['bin_seconds']:g} s leaves {int(bins.min())} bin(s) in a "
-            f"{f_max / rate:g} s recording; choose a shorter bin"
+            f"{int(n_frames.min()) / rate:g} s recording; choose a shorter bin"
         )
     if layout == "concatenated" and (bins.min() < 1 or bins.sum() < 2):
         short = int(np.argmin(bins))
@@ -312,6 +326,31 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
             f"affinity.smooth_seconds: {p['smooth_seconds']:g} s is longer than the recording "
             f"({f_max / rate:g} s); use a value well below it (default 0.5)"
         )
+
+
+# ----------------------------------------------------------------------------- stage
+def params(config: Config) -> dict:
+    return dict(config["affinity"])
+
+
+def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
+    """Affinities of every animal, in the ingest artifact's layout; ``affinity.h5``'s content."""
+    ing = upstream["ingest"]
+    traces, present = ing["traces"], ing["present"]
+    rate = float(ing.attrs["sampling_rate"])
+    layout = str(ing.attrs.get("layout", "aligned"))
+    t0 = float(ing.attrs.get("start_s", 0.0))
+    p = config["affinity"]
+    n_animals, n_neurons, f_max = traces.shape
+    n_frames = np.asarray(ing["n_frames"]) if "n_frames" in ing else np.full(n_animals, f_max)
+    pairs = pair_index(n_neurons)
+    mask = observed_pairs(present, pairs)
+    animals = [str(a) for a in ing["animals"]]
+    from .ingest import rate_key  # (ingest imports this module)
+
+    check_bins(p, rate, n_frames, layout, animals, rate_key(config))
+    fpb = frames_per_bin(p["bin_seconds"], rate)
+    bins = n_frames // fpb  # complete bins of each animal
     concatenated = layout == "concatenated"
     with console.progress("affinity (bins × animals)", int(bins.sum()) if concatenated
                           else int(bins[0]) * n_animals) as advance:
@@ -322,7 +361,8 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
     # non-finite values are reported by the pipeline with the animal and neurons (dynconn.runner.guards)
     unobserved = ~mask.any(axis=1)
     if unobserved.any():
-        warn(f"{int(unobserved.sum())} pairs are never recorded together in any animal")
+        count = int(unobserved.sum())
+        warn(f"{plural(count, 'pair')} {'is' if count == 1 else 'are'} never recorded together in any animal")
     datasets = {
         "affinity": affinity,
         "pairs": pairs,

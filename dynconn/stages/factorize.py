@@ -60,11 +60,16 @@ def params(config: Config) -> dict:
     return {k: v for k, v in config["factorize"].items() if k not in NOT_PROVENANCE}
 
 
-def _check_options(p: dict, mask: np.ndarray) -> None:
-    """What the config asks must be possible here: one line naming the key otherwise."""
+def check_backend(p: dict) -> None:
+    """The solver's backend must be installed here (checked before the first stage runs)."""
     if p["backend"] == "pytorch" and importlib.util.find_spec("torch") is None:
         raise ConfigError("factorize.backend: pytorch is not installed here; install it "
                           "(pip install torch) or use backend: numpy")
+
+
+def _check_options(p: dict, mask: np.ndarray) -> None:
+    """What the config asks must be possible here: one line naming the key otherwise."""
+    check_backend(p)
     if p["method"] == "tensorly-hals":
         if p["backend"] != "numpy":
             raise ConfigError("factorize.method: tensorly-hals runs on backend: numpy only")

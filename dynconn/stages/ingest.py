@@ -46,7 +46,7 @@ import numpy as np
 from ..io import readers
 from ..io.artifacts import file_fingerprint
 from ..config import Config
-from ..console import Console, warn
+from ..console import Console, plural, warn
 from ..errors import ConfigError, InputError
 
 NAME = "ingest"
@@ -477,6 +477,53 @@ def clean_names(animal: dict, rec: readers.Recording, source: Path, case: str,
     return kept, np.asarray(columns, dtype=int)
 
 
+def _listing(names: list[str], limit: int = 4) -> str:
+    text = ", ".join(names[:limit])
+    return text + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _swapped_hint(n_frames: int, n_neurons: int, where: str | None) -> str:
+    """A clause for errors about an animal's length: when it has fewer frames than
+    neurons, frames and neurons were probably read the wrong way round."""
+    if where is None or n_frames >= n_neurons:
+        return ""
+    return (f" ({n_frames} frames × {n_neurons} neurons: if the rows are neurons, set "
+            f"{where}.time_axis to the other axis)")
+
+
+def rate_key(config: Config) -> str:
+    """The config key the grid's rate comes from (named by errors about bins)."""
+    if config["data"]["resample"] is not None:
+        return "data.resample"
+    own = [i for i, a in enumerate(config["data"]["animals"]) if a["sampling_rate"] is not None]
+    if own and len(own) == len(config["data"]["animals"]):
+        return f"data.animals[{own[0]}].sampling_rate"
+    return "data.sampling_rate"
+
+
+FILE_RATED = ("nwb", "suite2p")  # formats whose files give their own sampling rate
+
+
+def configured_rates(config: Config) -> list[tuple[float, str]]:
+    """Each animal's rate as the config alone fixes it, with its key: ``data.resample``
+    when set; else an animal's ``sampling_rate``, else ``data.sampling_rate`` for formats
+    whose files carry no rate. Animals whose file gives the rate (NWB, suite2p) are left
+    out: their rate is known once read."""
+    data = config["data"]
+    if data["resample"] is not None:
+        return [(float(data["resample"]), "data.resample")]
+    out = []
+    for i, a in enumerate(data["animals"]):
+        if a["sampling_rate"] is not None:
+            out.append((float(a["sampling_rate"]), f"data.animals[{i}].sampling_rate"))
+            continue
+        fmt = a["format"] or ("suite2p" if config.resolve(a["path"]).is_dir()
+                              else readers.EXTENSIONS.get(Path(a["path"]).suffix.lower()))
+        if fmt not in FILE_RATED and data["sampling_rate"] is not None:
+            out.append((float(data["sampling_rate"]), "data.sampling_rate"))
+    return out
+
+
 def animal_rate(config: Config, spec: dict, rec: readers.Recording, source: Path, where: str) -> float:
     """The animal's rate: its own ``sampling_rate`` key, else the file's, else data.sampling_rate."""
     if spec["sampling_rate"] is not None:
@@ -504,7 +551,8 @@ def load_covariates(path: Path, n_frames: int, rate: float) -> tuple[list[str], 
     (NaN outside the rows' time range and where the column is empty).
     """
     header, values = readers.read_table(path, "\t" if path.suffix.lower() == ".tsv" else ",",
-                                        "covariates file")
+                                        "covariates file",
+                                        no_header_fix="add a header row of covariate names (and time_s)")
     names = list(header)
     stamps = None
     if "time_s" in names:
@@ -554,12 +602,25 @@ def load_animal(config: Config, index: int) -> AnimalTraces:
         time_axis=spec["time_axis"],
         names_path=names_path,
         want_rate=spec["sampling_rate"] is None,
+        header=spec["header"],
+        where=where,
     )
     names, columns = clean_names(spec, rec, source, p["name_case"], p["exclude"])
     if not names:
         raise InputError(f"{source}: no neurons left (unlabeled dropped or all excluded)")
+    empty = ~np.isfinite(rec.traces[:, columns]).any(axis=0)
+    if empty.any():
+        # recorded as missing in this animal, as a neuron absent from its file is
+        lost = [n for n, e in zip(names, empty) if e]
+        warn(f"{source}: {plural(len(lost), 'neuron')} with no finite value ({_listing(lost)}) "
+             f"treated as not recorded in animal {spec['name']!r}")
+        names = [n for n, e in zip(names, empty) if not e]
+        columns = columns[~empty]
+        if not names:
+            raise InputError(f"{source}: no neuron has a finite value; check the file")
     if rec.traces.shape[0] < 2:
-        raise InputError(f"{source}: only {rec.traces.shape[0]} frame(s); need a time series")
+        raise InputError(f"{source}: only {rec.traces.shape[0]} frame(s); need a time series"
+                         + _swapped_hint(rec.traces.shape[0], len(names), where))
     rate = animal_rate(config, spec, rec, source, where)
     everything = columns.size == rec.traces.shape[1] and (columns == np.arange(columns.size)).all()
     raw = (rec.traces if everything else rec.traces[:, columns]).T  # (N_a, F); no copy when all kept
@@ -610,7 +671,14 @@ def crop_to_common_length(animals: list[AnimalTraces], lengths: list[int], max_f
     ``max_fraction`` of the longest (naming the shortest animal's file)."""
     shortest, longest = min(lengths), max(lengths)
     if longest - shortest > max_fraction * longest:
-        short = animals[int(np.argmin(lengths))]
+        k = int(np.argmin(lengths))
+        short = animals[k]
+        if short.n_frames < len(short.names):  # (6 frames of 160 neurons: read transposed)
+            raise InputError(
+                f"{short.source}: {short.n_frames} frames × {len(short.names)} neurons, while another "
+                f"animal has {longest} frames: frames and neurons look swapped; set "
+                f"data.animals[{k}].time_axis to the other axis"
+            )
         raise InputError(
             f"{short.source}: {shortest} frames, but another animal has {longest}; lengths differ "
             f"by more than ingest.max_crop_fraction={max_fraction:g} of the protocol "
@@ -637,8 +705,10 @@ def load_stimuli(config: Config, start: float, stop: float) -> list[dict]:
                 f"the recording ({start:g}–{stop:g} s)"
             )
         if e["stop_s"] > stop + 1e-9 or e["start_s"] < start - 1e-9:
-            warn(f"{where}: epoch {e['label']!r} extends beyond the recording; clipped to {start:g}–{stop:g} s")
-            e["start_s"], e["stop_s"] = max(e["start_s"], start), min(e["stop_s"], stop)
+            new_start, new_stop = max(e["start_s"], start), min(e["stop_s"], stop)
+            warn(f"{where}: epoch {e['label']!r} ({e['start_s']:g}–{e['stop_s']:g} s) extends beyond "
+                 f"the recording ({start:g}–{stop:g} s); clipped to {new_start:g}–{new_stop:g} s")
+            e["start_s"], e["stop_s"] = new_start, new_stop
     return epochs
 
 
@@ -718,18 +788,31 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
                                  f"(offset_s {a.offset_s:g})")
         if layout == "aligned":
             lengths = [crop_to_common_length(animals, lengths, p["max_crop_fraction"])] * len(animals)
+        # the affinity that follows must be able to bin these recordings: refused now, before
+        # anything is written, rather than after ingest.h5 (docs/robustness.md)
+        from .affinity import check_bins
+
+        check_bins(config["affinity"], rate, lengths, layout, [a.name for a in animals], rate_key(config))
 
         def gridded(i: int) -> np.ndarray:
             a = animals[i]
             x = np.load(Path(spill) / f"{i}.npy", mmap_mode="r")
             names, x = merge_rows(a.names, x, mapping)
-            x = to_grid(x, a.rate, rate, lengths[i], offset_s=a.offset_s, start_s=start)
-            empty = np.flatnonzero(~np.isfinite(x).any(axis=1))
-            if empty.size:
-                raise InputError(f"{a.source}: neuron {names[empty[0]]!r} has no finite values in the window")
-            return x
+            return to_grid(x, a.rate, rate, lengths[i], offset_s=a.offset_s, start_s=start)
 
         neurons, present, stacked = stack_animals(merged_names, lengths, gridded)
+        # a neuron without a finite value in the window is not recorded there, as one absent
+        # from the file is
+        empty = present & ~np.isfinite(stacked).any(axis=2).T
+        for i in np.flatnonzero(empty.any(axis=0)):
+            a = animals[i]
+            lost = [neurons[k] for k in np.flatnonzero(empty[:, i])]
+            warn(f"{a.source}: {plural(len(lost), 'neuron')} with no finite value in the window "
+                 f"({_listing(lost)}) treated as not recorded in animal {a.name!r}")
+            if len(lost) == int(present[:, i].sum()):
+                raise InputError(f"{a.source}: no neuron has a finite value in the window; check "
+                                 "ingest.start_s/stop_s and the file")
+        present &= ~empty
 
     datasets = {
         "traces": stacked,

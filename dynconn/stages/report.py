@@ -1508,15 +1508,21 @@ def write(workdir: Path, result: dict, *, provenance: dict, seconds: float, warn
     the provenance) last, so a report is up to date only when all its files were written."""
     for rel, data in result["files"].items():
         atomic_write_bytes(workdir / rel, data)
+    remove_stale(workdir, set(result["files"]))
+    summary = {**result["summary"], "provenance": {**provenance, "seconds": seconds, "warnings": warnings,
+                                                   "timings": result.get("timings", {})}}
+    atomic_write_bytes(workdir / SUMMARY, json.dumps(summary, indent=2).encode())
+
+
+def remove_stale(workdir: Path, files: set[str]) -> None:
+    """Remove the figures and graphs this stage owns that are not among ``files`` (the
+    relative paths of the report now in place)."""
     for folder in ("figures", "exports"):
         if (workdir / folder).is_dir():
             for p in (workdir / folder).iterdir():
                 rel = f"{folder}/{p.name}"
-                if p.is_file() and OWNED.match(rel) and rel not in result["files"]:
+                if p.is_file() and OWNED.match(rel) and rel not in files:
                     p.unlink()
-    summary = {**result["summary"], "provenance": {**provenance, "seconds": seconds, "warnings": warnings,
-                                                   "timings": result.get("timings", {})}}
-    atomic_write_bytes(workdir / SUMMARY, json.dumps(summary, indent=2).encode())
 
 
 def recorded_provenance(workdir: Path) -> dict | None:
