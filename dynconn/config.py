@@ -45,7 +45,7 @@ MAX_FITS = 10_000  # restarts, Leiden runs
 class Key:
     """One config key: what it holds, its default and what it means (for docs and errors)."""
 
-    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | size | animals | stimuli
+    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | size | animals | stimuli | states
     default: Any = REQUIRED
     doc: str = ""
     choices: tuple = ()
@@ -423,8 +423,50 @@ SCHEMA: dict[str, Any] = {
         "workers": Key(
             "int",
             0,
-            "Processes drawing the figures; 0 = one per CPU core, at most 4.",
+            "Processes drawing the figures and running the surrogates; 0 = one per CPU core, at most 4.",
             low=0,
+        ),
+        "surrogates": Key(
+            "int",
+            10,
+            "Surrogate datasets (each neuron's trace circularly shifted by its own random lag) run "
+            "through affinity, factorize and communities for the p-values of communities and "
+            "components; 0 = none (no p-values, no significance flags).",
+            low=0,
+            high=MAX_FITS,
+        ),
+        "seed": Key("int", 0, "Random seed of the surrogates and of the covariates' shift tests.", low=0,
+                    high=2**63 - 1),
+        "alpha": Key(
+            "float",
+            0.05,
+            "Significance level: a community or component with p ≥ alpha is flagged `not_significant`.",
+            low=0,
+            low_open=True,
+            high=1,
+        ),
+        "covariate_lag_bins": Key(
+            "int",
+            2,
+            "Behaviour covariates: the correlation with each component is taken at the best lag "
+            "within this many time bins either way.",
+            low=0,
+            high=1000,
+        ),
+        "covariate_shifts": Key(
+            "int",
+            999,
+            "Behaviour covariates: circular shifts of the covariate behind each correlation's p-value.",
+            low=1,
+            high=10**6,
+        ),
+        "states": Key(
+            "states",
+            None,
+            "Atlas rows by behavioural state: `{covariate: NAME, thresholds: [t1, ...], labels: "
+            "[below t1, ..., at or above the last]}` (the covariate's mean over each time bin "
+            "decides the bin's state); null = none.",
+            nullable=True,
         ),
     },
     "compute": {
@@ -531,6 +573,8 @@ def _check_value(path: str, key: Key, value: Any, base: Path | None, error=Confi
         return _check_animals(path, value, base)
     if kind == "stimuli":
         return _check_stimuli(path, value)
+    if kind == "states":
+        return _check_states(path, value)
     raise AssertionError(f"unknown key kind {kind}")  # pragma: no cover - schema bug
 
 
@@ -601,6 +645,33 @@ def _check_stimuli(path: str, value: Any) -> Any:
         i, j = overlap
         raise ConfigError(f"{path}: {overlap_text(epochs, i, j)}")
     return epochs
+
+
+def _check_states(path: str, value: Any) -> dict:
+    """``report.states``: a covariate name, increasing thresholds and one more label."""
+    if not isinstance(value, dict) or set(value) != {"covariate", "thresholds", "labels"}:
+        raise ConfigError(f"{path}: expected exactly the keys covariate, thresholds, labels "
+                          "(e.g. {covariate: reversal, thresholds: [0.5], labels: [forward, reversal]})")
+    name = value["covariate"]
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{path}.covariate: expected a covariate name, got {_describe(name)}")
+    thresholds = value["thresholds"]
+    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
+        thresholds = [thresholds]
+    if not isinstance(thresholds, list) or not thresholds:
+        raise ConfigError(f"{path}.thresholds: expected a list of numbers, got {_describe(thresholds)}")
+    thresholds = [_check_number(f"{path}.thresholds[{i}]", Key("float"), t, False) for i, t in enumerate(thresholds)]
+    if any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+        raise ConfigError(f"{path}.thresholds: must increase strictly, got {thresholds}")
+    labels = value["labels"]
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise ConfigError(f"{path}.labels: expected a list of names, got {_describe(labels)}")
+    if len(labels) != len(thresholds) + 1:
+        raise ConfigError(f"{path}.labels: {len(thresholds)} threshold(s) make {len(thresholds) + 1} states; "
+                          f"give {len(thresholds) + 1} labels, got {len(labels)}")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{path}.labels: labels must differ, got {labels}")
+    return {"covariate": name.strip(), "thresholds": thresholds, "labels": [x.strip() for x in labels]}
 
 
 def first_overlap(epochs: list[dict]) -> tuple[int, int] | None:
@@ -712,6 +783,15 @@ def validate(raw: Any, base: Path, source: Path | None = None) -> Config:
     start, stop = values["ingest"]["start_s"], values["ingest"]["stop_s"]
     if start is not None and stop is not None and stop <= start:
         raise ConfigError(f"ingest.stop_s: {stop:g} must be after ingest.start_s ({start:g})")
+    states = values["report"]["states"]
+    if states is not None:
+        listed = values["data"]["covariates"]
+        if not any(a["covariates"] for a in values["data"]["animals"]):
+            raise ConfigError(f"report.states: needs behaviour covariates, but no animal has a "
+                              f"`covariates` file; add one or set report.states to null")
+        if listed is not None and states["covariate"] not in listed:
+            raise ConfigError(f"report.states.covariate: {states['covariate']!r} is not among data.covariates "
+                              f"({', '.join(listed)}); add it there or name one of them")
     return Config(values=values, base=base, source=source)
 
 

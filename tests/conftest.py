@@ -52,6 +52,7 @@ def finished_dataset(tmp_path_factory, seed: int, *run_args) -> Path:
     """A small simulated dataset with a finished ``dynconn run`` (``run_args`` e.g.
     ``--until affinity``); returns its folder. For module-scoped fixtures."""
     config = write_dataset(tmp_path_factory.mktemp("finished") / "data", "small", seed)
+    without_surrogates(config.parent)
     result = cli("run", config, "-q", *run_args)
     assert result.exit_code == 0, result.output
     return config.parent
@@ -86,7 +87,16 @@ def standard_run(standard_dataset) -> Path:
     return standard_dataset.parent / "run"
 
 
+def without_surrogates(folder: Path) -> None:
+    """``report.surrogates: 0`` in a dataset's config: the many pipeline runs of the tests
+    that are not about significance skip the null model (its cost, docs/benchmarks.md);
+    tests/test_trust.py runs it."""
+    edit_config(folder, lambda cfg: cfg.setdefault("report", {}).update(surrogates=0))
+
+
 @pytest.fixture
 def small_dataset(tmp_path) -> Path:
-    """A fresh small simulated dataset per test (safe to modify); returns config.yaml."""
-    return write_dataset(tmp_path / "data", "small", 1)
+    """A fresh small simulated dataset per test (safe to modify; without surrogates); returns config.yaml."""
+    config = write_dataset(tmp_path / "data", "small", 1)
+    without_surrogates(config.parent)
+    return config

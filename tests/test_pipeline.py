@@ -75,7 +75,7 @@ def test_artifacts_follow_the_design(standard_run):
 def test_exports(standard_run):
     ex = standard_run / "exports"
     rows = list(csv.reader((ex / "communities.csv").open()))
-    assert rows[0] == ["component", "neuron", "community"]
+    assert rows[0] == ["component", "neuron", "community", "cohesion", "p_value", "cohesive"]  # DESIGN.md Exports
     ft = list(csv.reader((ex / "factors_time.csv").open()))
     summary = json.loads((ex / "summary.json").read_text())
     R = summary["rank"]

@@ -18,7 +18,9 @@ from dynconn.stages import report
 from dynconn.io.artifacts import Artifact
 from dynconn.simulate import score_recovery
 
-PARAMS = {"active_threshold": 0.5, "cohesion_threshold": 1.0, "network_neighbors": 3, "dpi": 60, "workers": 1}
+PARAMS = {"active_threshold": 0.5, "cohesion_threshold": 1.0, "network_neighbors": 3, "dpi": 60, "workers": 1,
+          "surrogates": 0, "seed": 0, "alpha": 0.05, "covariate_lag_bins": 2, "covariate_shifts": 199,
+          "states": None}
 RATE, FPB = 2.0, 10  # Hz, frames per bin: 5 s bins
 GROUPS = [list(range(0, 5)), list(range(5, 10))]  # component 0, component 1
 

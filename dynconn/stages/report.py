@@ -4,7 +4,7 @@ Outputs (DESIGN.md, docs/report.md):
 
 ``report.html``                    one self-contained file (figures embedded, no scripts)
 ``figures/<name>.png|.svg``        every figure of the page, for papers
-``exports/communities.csv``        ``component,neuron,community``
+``exports/communities.csv``        ``component,neuron,community,cohesion,p_value,cohesive``
 ``exports/factors_time.csv``       ``time_s,[animal,]component_0,…``
 ``exports/factors_animal.csv``     ``animal,component_0,…``
 ``exports/component_XX.graphml``   each component's graph (weights, communities)
@@ -35,7 +35,7 @@ from xml.sax.saxutils import escape as xml_escape
 import numpy as np
 
 from .. import __version__
-from ..methods import atlas
+from ..methods import atlas, behaviour, flags, null
 from ..report import palette
 from ..io.artifacts import atomic_write_bytes
 from .communities import pair_matrix
@@ -175,15 +175,10 @@ def community_stats(w: np.ndarray, membership_row: np.ndarray, cohesion_threshol
     if not inside.size:
         return []
     strength = w.sum(axis=1)
-    n = inside.size
-    graph_density = w[np.ix_(inside, inside)].sum() / (n * (n - 1)) if n > 1 else 0.0
     stats = []
-    for k in np.unique(membership_row[inside]):
+    for k, (size, density, cohesion) in null.cohesion_of(w, membership_row).items():
         members = np.flatnonzero(membership_row == k)
         members = members[np.argsort(-strength[members], kind="stable")]
-        size = int(members.size)
-        density = float(w[np.ix_(members, members)].sum() / (size * (size - 1))) if size > 1 else float("nan")
-        cohesion = density / graph_density if size > 1 and graph_density > 0 else float("nan")
         stats.append({"id": int(k), "members": members, "size": size, "density": density,
                       "cohesion": cohesion, "cohesive": bool(size > 1 and cohesion >= cohesion_threshold)})
     stats.sort(key=lambda s: (not s["cohesive"], -(s["cohesion"] if s["cohesive"] else s["size"]), s["id"]))
@@ -410,6 +405,134 @@ def summarize(data: RunData, stats: list[list[dict]], threshold: float) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- evidence
+def animal_loadings(data: RunData) -> np.ndarray:
+    """(A, R) each component's loading per animal: the animal factor (aligned), or the root
+    energy of its temporal loading over the animal's bins (concatenated)."""
+    if not data.concatenated:
+        return data.f_animal
+    out = np.zeros((len(data.animals), data.rank))
+    for a in range(len(data.animals)):
+        sel = data.time_animal == a
+        out[a] = np.sqrt((data.f_time[sel] ** 2).sum(axis=0))
+    return out
+
+
+def behaviour_series(data: RunData, c: int, r: int | None = None) -> tuple[list, list]:
+    """Per animal: component r's temporal loading (None: skipped) and covariate c, in the
+    animal's bins."""
+    loads, covs = [], []
+    for a in range(len(data.animals)):
+        idx = np.flatnonzero(data.time_animal == a) if data.concatenated else np.arange(data.time_s.size)
+        covs.append(data.covariates[c, idx, 0] if data.concatenated else data.covariates[c, :, a])
+        loads.append(None if r is None else data.f_time[idx, r])
+    return loads, covs
+
+
+def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | None,
+             shares: np.ndarray | None) -> list[dict]:
+    """How far to trust each component: its communities' p-values (set in ``stats`` too:
+    ``p_value``, ``n_null``, ``flags``), its own p-value, energy share, red flags
+    (:mod:`dynconn.methods.flags`) and covariate relations (:mod:`dynconn.methods.behaviour`). One dict of
+    summary.json keys per component."""
+    alpha = p["alpha"]
+    swept = data.rank_selection.get("ranks") if data.rank_selection else None
+    share_p = (null.component_p_values(shares, null_pool["share"]) if null_pool and shares is not None
+               else np.full(data.rank, np.nan))
+    per_animal = animal_loadings(data)
+    cohesive_sets = [[sorted(int(i) for i in st["members"]) for st in comp if st["cohesive"]] for comp in stats]
+    dups = flags.duplicates(cohesive_sets)
+    out = []
+    for r, comp_stats in enumerate(stats):
+        sizes = np.asarray([st["size"] for st in comp_stats], dtype=int)
+        cohesions = np.asarray([st["cohesion"] for st in comp_stats], dtype=float)
+        if null_pool and null_pool["n"]:
+            pv, n_null = null.community_p_values(sizes, cohesions, null_pool["size"], null_pool["cohesion"],
+                                                 floor=max(p["cohesion_threshold"], 1e-12))
+        else:
+            pv, n_null = np.full(sizes.size, np.nan), np.zeros(sizes.size, dtype=int)
+        for st, pk, nk in zip(comp_stats, pv, n_null):
+            st["p_value"], st["n_null"] = float(pk), int(nk)
+            st["flags"] = flags.community_flags(st["members"], data.present, st["p_value"], alpha) \
+                if st["cohesive"] else []
+        cohesive_p = [st["p_value"] for st in comp_stats if st["cohesive"]]
+        comp_p = null.component_p_value(cohesive_p) if cohesive_p else (
+            1.0 if null_pool and null_pool["n"] else float("nan"))
+        stability = float(data.stability[r]) if data.stability is not None and r < data.stability.size else np.nan
+        modularity = float(data.modularity[r]) if data.modularity is not None and r < data.modularity.size else np.nan
+        names = flags.component_flags(
+            rank=data.rank, swept_ranks=swept, p_value=comp_p, alpha=alpha, stability=stability,
+            modularity=modularity, animal_loading=per_animal[:, r],
+            community_flags=[st["flags"] for st in comp_stats if st["cohesive"]], duplicate_of=dups[r])
+        notes = {name: flags.EXPLAIN[name] for name in names}
+        if "duplicate" in notes:
+            notes["duplicate"] += ": " + ", ".join(f"C{s}" for s in dups[r])
+        if "one_animal" in notes:
+            notes["one_animal"] += f" ({data.animals[int(np.argmax(per_animal[:, r] ** 2))]})"
+        if "missing_neurons" in notes:
+            where = [f"C{r}·{st['id']} ~ missing in {data.animals[flags.missing_overlap(st['members'], data.present)[1]]}"
+                     for st in comp_stats if "missing_neurons" in st["flags"]]
+            notes["missing_neurons"] += ": " + "; ".join(where)
+        if "unstable" in notes:
+            notes["unstable"] += f" (stability {stability:.2f} < {flags.MIN_STABILITY:g})"
+        if "negative_modularity" in notes:
+            notes["negative_modularity"] += f" ({modularity:.3f})"
+        entry = {"p_value": _rounded(comp_p), "share": _rounded(shares[r]) if shares is not None else None,
+                 "share_p": _rounded(share_p[r]), "flags": names, "flag_notes": notes}
+        if data.covariates is not None and data.covariate_names:
+            entry["covariates"] = {}
+            for c, cname in enumerate(data.covariate_names):
+                loads, covs = behaviour_series(data, c, r)
+                rel = behaviour.relate(loads, covs, max_lag=p["covariate_lag_bins"], n_shifts=p["covariate_shifts"],
+                                       rng=np.random.default_rng(np.random.SeedSequence([p["seed"], 7, r, c])),
+                                       bin_seconds=data.bin_seconds, animals=data.animals)
+                if rel is not None:
+                    entry["covariates"][cname] = rel
+        out.append(entry)
+    return out
+
+
+def _rounded(x, digits: int = 4):
+    """``digits`` significant digits (p-values span many decades); None for NaN."""
+    return None if x is None or not np.isfinite(x) else float(f"{float(x):.{digits}g}")
+
+
+def communities_detail(stats: list[dict], neurons: list[str]) -> list[dict]:
+    """summary.json ``communities_detail`` of one component, in the order of ``communities``."""
+    out = []
+    for st in sorted(stats, key=lambda s: s["id"]):
+        out.append({"id": st["id"], "neurons": [neurons[i] for i in sorted(st["members"])], "size": st["size"],
+                    "cohesion": _rounded(st["cohesion"]), "p_value": _rounded(st.get("p_value", np.nan)),
+                    "n_null": st.get("n_null", 0), "cohesive": bool(st["cohesive"]), "flags": st.get("flags", [])})
+    return out
+
+
+def state_atlas(data: RunData, stats: list[list[dict]], states_cfg: dict | None, threshold: float) -> list[dict]:
+    """Atlas rows by behavioural state (``report.states``; :func:`dynconn.methods.behaviour.state_rows`):
+    aligned layout, every (bin, animal) counts with the component's loading in that animal
+    (temporal × animal loading); concatenated, every bin. Each row's ``motifs``: the cohesive
+    communities of its active components."""
+    if not states_cfg:
+        return []
+    from ..errors import ConfigError
+
+    if states_cfg["covariate"] not in data.covariate_names:
+        raise ConfigError(f"report.states.covariate: {states_cfg['covariate']!r} is not among the run's "
+                          f"covariates ({', '.join(data.covariate_names) or 'none'}); name one of them")
+    c = data.covariate_names.index(states_cfg["covariate"])
+    if data.concatenated:
+        values, loading = data.covariates[c, :, 0], data.f_time
+    else:  # (T, A) -> rows (t, a)
+        values = data.covariates[c].reshape(-1)
+        loading = (data.f_time[:, None, :] * data.f_animal[None, :, :]).reshape(-1, data.rank)
+    rows = behaviour.state_rows(behaviour.state_bins(values, states_cfg["thresholds"]), loading,
+                                states_cfg["labels"], threshold, data.bin_seconds)
+    for row in rows:
+        row["motifs"] = [{"component": r, "community": st["id"], "neurons": [data.neurons[i] for i in st["members"]]}
+                         for r in row["components"] for st in stats[r] if st["cohesive"]]
+    return rows
+
+
 def neuron_view(summary: dict, stats: list[list[dict]], neurons: list[str], order: np.ndarray) -> dict:
     """Which community each neuron joins in each epoch row, through the components active
     there. Returns ``{"slots": [(atlas row, component)], "groups": [(row label, first, stop)],
@@ -498,6 +621,7 @@ def export_tables(
     *, membership: np.ndarray, neurons: list[str], time_s: np.ndarray, factors_time: np.ndarray,
     animals: list[str], factors_animal: np.ndarray, time_animal: np.ndarray | None = None,
     covariates: tuple[list[str], np.ndarray] | None = None,
+    community_columns: dict | None = None,
 ) -> dict[str, bytes]:
     """The CSV exports as bytes, keyed by their path under the workdir. With ``time_animal``
     (concatenated layout) factors_time has an ``animal`` column and factors_animal holds each
@@ -506,7 +630,18 @@ def export_tables(
     row per bin and animal, binned like the affinity."""
     rank = factors_time.shape[1]
     comp_cols = [f"component_{r}" for r in range(rank)]
-    communities_rows = [(r, neurons[i], int(membership[r, i]))
+    columns = community_columns or {}
+
+    def number(x, fmt):
+        return "" if x is None or not np.isfinite(x) else format(float(x), fmt)
+
+    def community_cells(r, k):  # cohesion, p_value, cohesive of the neuron's community ("" = not computed)
+        if (r, k) not in columns:
+            return ["", "", ""]
+        coh, pv, cohesive = columns[(r, k)]
+        return [number(coh, ".6g"), number(pv, ".6g"), str(bool(cohesive)).lower()]
+
+    communities_rows = [(r, neurons[i], int(membership[r, i]), *community_cells(r, int(membership[r, i])))
                         for r in range(membership.shape[0]) for i in np.flatnonzero(membership[r] >= 0)]
     if time_animal is None:
         time_rows = ([f"{t:g}", *(f"{v:.6g}" for v in row)] for t, row in zip(time_s, factors_time))
@@ -518,7 +653,8 @@ def export_tables(
         time_header = ["time_s", "animal", *comp_cols]
         per_animal = animal_means(factors_time, time_animal, len(animals))
     files = {
-        "exports/communities.csv": _csv(["component", "neuron", "community"], communities_rows),
+        "exports/communities.csv": _csv(["component", "neuron", "community", "cohesion", "p_value", "cohesive"],
+                                        communities_rows),
         "exports/factors_time.csv": _csv(time_header, time_rows),
         "exports/factors_animal.csv": _csv(
             ["animal", *comp_cols], ([a, *(f"{v:.6g}" for v in row)] for a, row in zip(animals, per_animal))),
@@ -840,6 +976,9 @@ border:1px solid rgba(0,0,0,.25);white-space:nowrap}
 .sw{display:inline-block;width:.85em;height:.85em;border-radius:2px;vertical-align:-.08em;margin-right:.35em;
 border:1px solid rgba(0,0,0,.3)}
 .muted{color:var(--muted)} .warn{color:#8a4b00}
+.flag{color:#a33000;white-space:nowrap;font-size:.9em}
+.flags{border:1px solid #e0b8a0;background:#fff6f0;border-radius:8px;padding:.5em 1em;margin:.8em 0}
+.flags ul{margin:.3em 0;padding-left:1.2em}
 .scroll{max-height:32em;overflow:auto;border:1px solid var(--line)} .scroll table{margin:0}
 .scroll th{position:sticky;top:0}
 table.glance th{white-space:nowrap;font-weight:600;background:#fff} table.glance td,table.glance th{border:0;
@@ -875,6 +1014,70 @@ def _figure(uri: str, stem: str, caption: str, number: int, alt: str) -> str:
     return (f"<figure id='fig-{stem}'><img alt='{html.escape(alt)}' src='{uri}'>"
             f"<figcaption><b>Figure {number}.</b> {html.escape(caption)} "
             f"<a href='figures/{stem}.svg'>SVG</a> · <a href='figures/{stem}.png'>PNG</a></figcaption></figure>")
+
+
+def _p_text(p) -> str:
+    if p is None or not np.isfinite(p):
+        return "—"
+    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _flag_chips(names: list[str], notes: dict) -> str:
+    return "".join(f"<span class='flag' title='{html.escape(notes.get(n, ''))}'>⚑ {html.escape(n)}</span> "
+                   for n in names) or "<span class='muted'>none</span>"
+
+
+def _flags_box(summary: dict) -> str:
+    """The red flags of every component, at the top of the page."""
+    items = [f"<li><a href='#component-{c['id']}'>C{c['id']}</a>: "
+             + "; ".join(f"<span class='flag'>⚑ {html.escape(n)}</span> {html.escape(c['flag_notes'].get(n, ''))}"
+                         for n in c["flags"]) + "</li>"
+             for c in summary["components"] if c.get("flags")]
+    sig = summary.get("significance", {})
+    how = (f"p-values from {sig['surrogates']} surrogate datasets (co-activation destroyed), alpha = {sig['alpha']:g}"
+           if sig.get("surrogates") else "no surrogates were run (report.surrogates: 0): no p-values")
+    body = f"<ul>{''.join(items)}</ul>" if items else "<p>No red flags.</p>"
+    return (f"<div class='flags' id='red-flags'><b>Red flags</b> <span class='muted'>({html.escape(how)}; "
+            f"rules in docs/report.md)</span>{body}</div>")
+
+
+def _trust_html(comp: dict) -> str:
+    """A component's red flags and its relation to the behaviour covariates."""
+    out = ""
+    if comp.get("flags"):
+        out += "<p>" + "<br>".join(f"<span class='flag'>⚑ {html.escape(n)}</span> "
+                                   f"{html.escape(comp['flag_notes'].get(n, ''))}" for n in comp["flags"]) + "</p>"
+    cov = comp.get("covariates")
+    if cov:
+        rows = []
+        for name, rel in cov.items():
+            per = "; ".join(f"{html.escape(a)}: r = {v['r']:+.2f} (lag {v['lag_s']:.3g} s, p = {_p_text(v['p'])})"
+                            for a, v in rel["per_animal"].items())
+            rows.append([f"<b>{html.escape(name)}</b>", f"{rel['r']:+.3f}", f"{rel['lag_s']:.3g}", _p_text(rel["p"]), per])
+        out += ("<p class='muted' style='margin-bottom:0'>Behaviour: correlation of the temporal loading with each "
+                "covariate at the best lag (positive: the component follows), p from circular shifts of the "
+                "covariate.</p>" + _table(["covariate", "r", "lag (s)", "p", "per animal"], rows, (1, 2, 3)))
+    return out
+
+
+def _states_html(summary: dict, stats: list[list[dict]], comm_chip, neurons: list[str]) -> str:
+    rows = summary.get("states") or []
+    if not rows:
+        return ""
+    body = []
+    for row in rows:
+        cells = "".join(
+            f"<div><a href='#component-{r}'><b>C{r}</b></a> <span class='muted'>×{row['enrichment'][r]:.2f}</span> "
+            + ("".join(f"{comm_chip(r, st)} {html.escape(', '.join(neurons[i] for i in st['members']))} "
+                       for st in stats[r] if st["cohesive"]) or "<span class='muted'>no cohesive community</span>")
+            + "</div>" for r in row["components"]) or "<span class='muted'>none active</span>"
+        body.append([f"<b>{html.escape(row['state'])}</b>", f"{row['seconds']:g}", cells])
+    return ("<h3 id='states'>Atlas by behavioural state</h3><p class='how'><b>How to read this.</b> One row per "
+            "behavioural state (<code>report.states</code>): the time bins whose covariate mean falls in the state's "
+            "range, pooled over animals. A component is listed when its mean loading over the state's bins is at "
+            "least its mean over all bins (×: the ratio, its preference for the state) and at least the activity "
+            "threshold × its largest mean over the states; most enriched first.</p>"
+            + _table(["state", "time (animal-s)", "active components and their cohesive communities"], body, (1,)))
 
 
 def render_html(ctx: dict) -> str:
@@ -982,13 +1185,15 @@ def render_html(ctx: dict) -> str:
                               "".join(comm_chip(r, st) + f"<span class='muted'>{st['size']}</span> "
                                       for st in cohesive) or "<span class='muted'>none</span>",
                               f"{n_in}", f"{mod:.3f}" if np.isfinite(mod) else "—",
-                              f"{stab:.2f}" if stab is not None else "—"])
+                              f"{stab:.2f}" if stab is not None else "—", _p_text(comp.get("p_value")),
+                              _flag_chips(comp.get("flags", []), comp.get("flag_notes", {}))])
         members_rows = []
         for st in stats[r]:
             coh = f"{st['cohesion']:.2f}" if np.isfinite(st["cohesion"]) else "—"
             kind = "cohesive" if st["cohesive"] else ("single neuron" if st["size"] == 1 else "diffuse")
             members_rows.append([f"<span class='sw' style='background:{st['colour']}'></span>{st['id']}",
-                                 str(st["size"]), coh, kind,
+                                 str(st["size"]), coh, _p_text(st.get("p_value")), kind,
+                                 _flag_chips(st.get("flags", []), flags.EXPLAIN),
                                  esc(", ".join(data.neurons[i] for i in st["members"]))])
         iv_text = stretches_text(comp["active_intervals"], comp.get("active_intervals_by_animal"))
         extra = []
@@ -996,6 +1201,8 @@ def render_html(ctx: dict) -> str:
             extra.append(f"partition stability (mean ARI between runs): <b>{stab:.2f}</b>")
         if np.isfinite(mod):
             extra.append(f"modularity {mod:.3f}")
+        if comp.get("p_value") is not None:
+            extra.append(f"p = {_p_text(comp['p_value'])} (surrogates)")
         lv = _levels_text(data.levels, r)
         if lv:
             extra.append(lv)
@@ -1004,10 +1211,12 @@ def render_html(ctx: dict) -> str:
             f"<p>active in: <b>{esc(where)}</b> · in animals: <b>{esc(', '.join(comp['animals']) or 'none')}</b>"
             f" · weight {comp['weight']:.4g}<br>active bins: {esc(iv_text)}<br>{n_in} neurons in its graph, {len(cohesive)} cohesive "
             f"communit{'y' if len(cohesive) == 1 else 'ies'}" + (" · " + " · ".join(extra) if extra else "") + "</p>"
+            + _trust_html(comp)
             + fig(f"component_{r:02d}", f"component {r}: temporal loading, animals, pair matrix, network")
             + "<details" + (" open" if data.rank <= 8 else "") + "><summary>Communities of component "
             f"{r} ({len(stats[r])})</summary>"
-            + _table(["community", "size", "cohesion", "kind", "members (strongest first)"], members_rows, (1, 2))
+            + _table(["community", "size", "cohesion", "p", "kind", "red flags", "members (strongest first)"],
+                     members_rows, (1, 2, 3))
             + f"<p class='muted'>Graph file: <a href='exports/component_{r:02d}.graphml'>"
               f"exports/component_{r:02d}.graphml</a></p></details></section>")
     stab_note = ("" if data.stability is not None else
@@ -1067,6 +1276,7 @@ def render_html(ctx: dict) -> str:
 <header><h1>Dynamic functional connectome</h1>
 <p>{esc(ctx.get('title', ''))} — report written {esc(ctx.get('created', ''))} by dynconn {esc(__version__)}</p>
 <div class="cards">{cards_html}</div>
+{_flags_box(s)}
 {glance_html}
 <p class="how"><b>How to read this report.</b> The method learns <i>components</i>: each is a group of neuron pairs that
 change together (a motif of the functional connectome), with a time course (<i>when</i>) and a weight per animal
@@ -1114,6 +1324,7 @@ row (<code>report.active_threshold</code>); strongest first. Under each componen
 Chips read <code>C&lt;component&gt;·&lt;community&gt;</code>; colours match every figure.</p>
 {fig('atlas', 'atlas heatmap: epochs by components')}
 {atlas_table}
+{_states_html(s, stats, comm_chip, data.neurons)}
 </section>
 
 <section id="components"><h2>5 Components</h2>
@@ -1125,7 +1336,7 @@ diagonal is a group of neurons that interact. The network draws each neuron's {p
 edges (<code>report.network_neighbors</code>). Grey: diffuse communities, no denser than the component as a whole.
 <i>Stability</i> is the agreement between community-detection runs (1 = identical partitions).{esc(stab_note)}</p>
 {_table(['component', 'weight', 'active in', 'animals', 'cohesive communities (size)', 'neurons', 'modularity',
-         'stability'], overview_rows, (1, 5, 6, 7))}
+         'stability', 'p', 'red flags'], overview_rows, (1, 5, 6, 7, 8))}
 {''.join(comps_html)}
 </section>
 
@@ -1191,7 +1402,8 @@ def params(config: Config) -> dict:
     return dict(config["report"])
 
 
-def analyse(data: RunData, p: dict) -> dict:
+def analyse(data: RunData, p: dict, null_pool: dict | None = None,
+            shares: np.ndarray | None = None) -> dict:
     """What the report computes before drawing (pure): ``matrices`` (R neuron × neuron pair
     loadings), community ``stats`` per component, the ``summary`` (summary.json's content
     without provenance), the neuron ``order`` and ``view``, and the figure ``jobs``
@@ -1200,7 +1412,13 @@ def analyse(data: RunData, p: dict) -> dict:
     matrices = [pair_matrix(data.f_pairs[:, r], data.pairs, n) for r in range(data.rank)]
     stats = [community_stats(matrices[r], data.membership[r], p["cohesion_threshold"]) for r in range(data.rank)]
     strengths = np.stack([m.sum(axis=1) for m in matrices]) if matrices else np.zeros((0, n))
+    trust = evidence(data, stats, p, null_pool, shares)
     summary = summarize(data, stats, p["active_threshold"])
+    for comp, extra in zip(summary["components"], trust):
+        comp.update(extra)
+        comp["communities_detail"] = communities_detail(stats[comp["id"]], data.neurons)
+    summary["significance"] = significance_record(p, null_pool)
+    summary["states"] = state_atlas(data, stats, p.get("states"), p["active_threshold"])
     order, home = neuron_order(stats, strengths, n, peak_sequence(summary))
     view = neuron_view(summary, stats, data.neurons, order)
     summary["neuron_view"] = view["by_neuron"]
@@ -1211,18 +1429,20 @@ def analyse(data: RunData, p: dict) -> dict:
 
 
 def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", workers: int = 1,
-          previous: dict | None = None) -> dict:
+          previous: dict | None = None, null_pool: dict | None = None, shares: np.ndarray | None = None) -> dict:
     """Every output of the report stage, from the run's data: ``{"files": {path: bytes},
     "summary": dict, "timings": {step: seconds}}``. ``previous``: figures of the last
     report, reused where their inputs did not change (:func:`render_figures`)."""
     timings = {}
     t0 = time.perf_counter()
-    an = analyse(data, p)
+    an = analyse(data, p, null_pool, shares)
     matrices, stats, summary, view, jobs = an["matrices"], an["stats"], an["summary"], an["view"], an["jobs"]
     files = export_tables(membership=data.membership, neurons=data.neurons, time_s=data.time_s,
                           factors_time=data.f_time, animals=data.animals, factors_animal=data.f_animal,
                           time_animal=data.time_animal,
-                          covariates=(data.covariate_names, data.covariates) if data.covariates is not None else None)
+                          covariates=(data.covariate_names, data.covariates) if data.covariates is not None else None,
+                          community_columns={(r, st["id"]): (st["cohesion"], st.get("p_value", np.nan), st["cohesive"])
+                                             for r in range(data.rank) for st in stats[r]})
     for r in range(data.rank):
         m_order, _ = matrix_order(stats[r])
         cohesive = {int(i) for st in stats[r] if st["cohesive"] for i in st["members"]}
@@ -1232,6 +1452,8 @@ def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", wor
         files[f"exports/component_{r:02d}.graphml"] = graphml(r, matrices[r], data.membership[r], stats[r],
                                                               data.neurons, backbone)
     timings["summaries"] = time.perf_counter() - t0
+    if null_pool:
+        timings["surrogates"] = null_pool.get("seconds", 0.0)
     t0 = time.perf_counter()
     rendered, drawn = render_figures(jobs, p["dpi"], workers, previous)
     timings["figures"] = time.perf_counter() - t0
@@ -1256,12 +1478,42 @@ def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", wor
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> dict:
     import yaml
 
+    from . import surrogates
+
     data = gather(*(upstream[k] for k in UPSTREAM))
     p = params(config)
     workers = p["workers"] or default_workers()
     title = str(config.source) if config.source else str(workdir)
+    null_pool = shares = None
+    if p["surrogates"] > 0:
+        t0 = time.perf_counter()
+        results = surrogates.run(data, surrogates.options(config, data.rank), n=p["surrogates"], seed=p["seed"],
+                                 fingerprint=upstream["ingest"].fingerprint, workdir=workdir, workers=workers,
+                                 console=console)
+        null_pool = surrogates.pooled(results)
+        null_pool["seconds"] = time.perf_counter() - t0
+        aff = upstream["affinity"]
+        shares = null.component_shares(data.weights, np.asarray(aff["affinity"]), np.asarray(aff["mask"]),
+                                       data.time_animal)
     return build(data, p, config_text=yaml.safe_dump(config.values, sort_keys=False, allow_unicode=True),
-                 title=title, workers=workers, previous=previous_figures(workdir))
+                 title=title, workers=workers, previous=previous_figures(workdir), null_pool=null_pool,
+                 shares=shares)
+
+
+def significance_record(p: dict, null_pool: dict | None) -> dict:
+    """summary.json ``significance``: how the p-values were obtained."""
+    return {
+        "surrogates": int(null_pool["n"]) if null_pool else 0,
+        "alpha": p["alpha"],
+        "seed": p["seed"],
+        "null_communities": int(null_pool["size"].size) if null_pool else 0,
+        "rule": ("surrogates: each neuron's trace circularly shifted by its own random lag in each animal, then "
+                 "affinity, factorize (the sweep's iterations, one start) and communities (one run) at the run's "
+                 "rank; a community's p-value compares its cohesion with the surrogate communities of ceil(s/2) to s "
+                 "neurons (2 to s when fewer than 20): (1 + #null >= observed) / (1 + #null) when >= 10 null values reach it, "
+                 "else from the Student-t predictive tail of the log null cohesions above the cohesion threshold; a component's p-value is its most "
+                 "significant cohesive community's times its number of cohesive communities (1 without one)"),
+    }
 
 
 def write(workdir: Path, result: dict, *, provenance: dict, seconds: float, warnings: list[str]) -> None:

@@ -1,0 +1,188 @@
+"""The report's null model (the statistics are :mod:`dynconn.methods.null`): one surrogate
+through the stages' own cores (:func:`surrogate`), and the machinery that runs the report's
+surrogates in parallel, each cached on disk as soon as it is done (:func:`run`).
+
+Surrogate k draws from ``SeedSequence([report.seed, k])``: its result does not depend on the
+number of workers or on which surrogates were computed before. Each finished surrogate is
+written (atomically) to ``<workdir>/checkpoints/surrogates/<key>/<k>.npz``, where ``key``
+hashes everything the surrogates depend on (the ingest artifact's fingerprint, the
+affinity, factorize and communities settings, the rank and the seed): an interrupted report
+recomputes only the surrogates that are missing, and a report rerun for another reason
+(figures, thresholds) reuses them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..io.artifacts import atomic_write_bytes
+from ..methods import null
+
+CACHE_DIR = Path("checkpoints") / "surrogates"
+
+
+class _Upstream(dict):
+    """Datasets and root attributes, as the communities stage reads an affinity artifact."""
+
+    def __init__(self, datasets: dict, **attrs):
+        super().__init__(datasets)
+        self.attrs = attrs
+
+
+def options(config, rank: int) -> dict:
+    """The surrogate chain's settings from the run's config: the data's affinity settings;
+    the factorization at the rank sweep's settings (``sweep_max_iter``, ``sweep_tol``), one
+    start; the communities stage's settings with one run (docs/report.md: their cost)."""
+    aff = config["affinity"]
+    fac = config["factorize"]
+    com = config["communities"]
+    return {
+        "rank": int(rank),
+        "affinity": {k: aff[k] for k in ("method", "bin_seconds", "smooth_seconds", "noise_threshold",
+                                         "window_seconds")},
+        "factorize": {"max_iter": int(fac["sweep_max_iter"]), "tol": float(fac["sweep_tol"]),
+                      "init": fac["init"], "backend": fac["backend"]},
+        "communities": {"method": com["method"], "min_strength": com["min_strength"], "n_runs": 1,
+                        "min_contrast": com["min_contrast"], "resolution": com["resolution"],
+                        "level": com["level"]},
+        "evidence": com["evidence"],
+    }
+
+
+def cache_key(fingerprint: str, opts: dict, seed: int) -> str:
+    text = json.dumps({"input": fingerprint, "options": opts, "seed": int(seed), "format": 1}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, rank: int,
+              sampling_rate: float, layout: str, affinity: dict, factorize: dict, communities: dict,
+              random_state, evidence: str = "none") -> dict:
+    """One surrogate through affinity → factorize → communities at ``rank``.
+
+    ``affinity``: :func:`dynconn.stages.affinity.compute_affinity` options (method, bin_seconds, …);
+    ``factorize``: :func:`dynconn.methods.ntf.ncp_hals` options (max_iter, tol, init, backend);
+    ``communities``: :func:`dynconn.stages.communities.partition_components` options (method,
+    min_strength, n_runs, resolution, level). ``random_state``: a SeedSequence (or int) from
+    which the shifts, the factorization's start and the partitions draw their own streams.
+
+    Returns ``{"size" (K,), "cohesion" (K,) of every community of ≥ 2 neurons of every
+    component, "share" (R,) each component's energy share}``."""
+    from ..methods import ntf
+    from . import affinity as aff
+    from .communities import edge_weights, pair_matrix, partition_components
+
+    seq = random_state if isinstance(random_state, np.random.SeedSequence) else np.random.SeedSequence(random_state)
+    shift_seq, fit_seq, part_seq = seq.spawn(3)
+    shifted = null.shift_traces(traces, present, n_frames, np.random.default_rng(shift_seq))
+    n_animals, n_neurons = shifted.shape[:2]
+    tensor = aff.stack_affinity(shifted, present, sampling_rate=sampling_rate, neurons=range(n_neurons),
+                                animals=range(n_animals), n_frames=n_frames, layout=layout, **affinity)
+    X, mask, pairs, groups = tensor.affinity, tensor.mask, tensor.pairs, tensor.time_groups
+    cp, _ = ntf.ncp_hals(X, rank, mask=mask, time_groups=groups, random_state=fit_seq, **factorize)
+    weights, (f_pairs, f_time, f_animals) = cp
+    # the communities stage's own edge weights (evidence of each pair), as for the real data
+    edges = edge_weights(_Upstream({"mask": mask, "time_animal": groups}, layout=layout),
+                         {"factors/pairs": f_pairs, "factors/time": f_time, "factors/animals": f_animals},
+                         evidence)
+    parts = partition_components(edges, pairs, n_neurons,
+                                 random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
+    sizes, cohesions = [], []
+    for r in range(parts.membership.shape[0]):
+        w = pair_matrix(np.asarray(f_pairs)[:, r], pairs, n_neurons)
+        for size, _, coh in null.cohesion_of(w, parts.membership[r]).values():
+            if size > 1 and np.isfinite(coh):
+                sizes.append(size)
+                cohesions.append(coh)
+    return {"size": np.asarray(sizes, dtype=np.int64), "cohesion": np.asarray(cohesions, dtype=np.float64),
+            "share": null.component_shares(weights, X, mask, groups)}
+
+
+_JOB: dict = {}  # the forked workers' shared inputs (set before the pool forks)
+
+
+def _plain_signals() -> None:
+    """In a worker: SIGTERM (how the pool ends its workers when the report stops) ends it
+    quietly; Ctrl-C is the parent's to handle (it stops the report, whose finished surrogates
+    are already on disk)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _one(k: int) -> dict:
+    job = _JOB
+    result = surrogate(job["traces"], job["present"], job["n_frames"], sampling_rate=job["rate"],
+                            layout=job["layout"], random_state=np.random.SeedSequence([job["seed"], k]),
+                            **job["opts"])
+    buf = io.BytesIO()
+    np.savez(buf, **result)
+    atomic_write_bytes(job["folder"] / f"{k:05d}.npz", buf.getvalue())
+    return result
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: np.asarray(z[k]) for k in ("size", "cohesion", "share")}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None  # a damaged cache entry is recomputed
+
+
+def run(data, opts: dict, *, n: int, seed: int, fingerprint: str, workdir: Path, workers: int,
+        console=None) -> list[dict]:
+    """The ``n`` surrogates of a run (``data``: the report's :class:`RunData`), cached and
+    computed in ``workers`` forked processes. Caches of other keys are removed."""
+    if n <= 0:
+        return []
+    root = Path(workdir) / CACHE_DIR
+    key = cache_key(fingerprint, opts, seed)
+    folder = root / key
+    if root.is_dir():
+        for old in root.iterdir():
+            if old.name != key:
+                shutil.rmtree(old, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict[int, dict] = {}
+    for k in range(n):
+        path = folder / f"{k:05d}.npz"
+        if path.is_file():
+            loaded = _load(path)
+            if loaded is not None:
+                results[k] = loaded
+    todo = [k for k in range(n) if k not in results]
+    if todo and console is not None:
+        console.info(f"  surrogates: {len(todo)} to compute" + (f" ({n - len(todo)} cached)" if results else ""))
+    _JOB.clear()
+    _JOB.update(traces=np.asarray(data.traces), present=np.asarray(data.present), n_frames=np.asarray(data.n_frames),
+                rate=data.sampling_rate, layout=data.layout, seed=int(seed), opts=opts, folder=folder)
+    try:
+        if workers > 1 and len(todo) > 1 and hasattr(os, "fork"):
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(min(workers, len(todo)), initializer=_plain_signals) as pool:
+                for k, res in zip(todo, pool.imap(_one, todo)):
+                    results[k] = res
+        else:
+            for k in todo:
+                results[k] = _one(k)
+    finally:
+        _JOB.clear()
+    return [results[k] for k in range(n)]
+
+
+def pooled(results: list[dict]) -> dict:
+    """The surrogates' null values pooled: ``size``, ``cohesion`` (every community of ≥ 2
+    neurons), ``share`` (every component)."""
+    if not results:
+        return {"size": np.zeros(0, int), "cohesion": np.zeros(0), "share": np.zeros(0), "n": 0}
+    return {"size": np.concatenate([r["size"] for r in results]),
+            "cohesion": np.concatenate([r["cohesion"] for r in results]),
+            "share": np.concatenate([r["share"] for r in results]), "n": len(results)}
