@@ -353,5 +353,8 @@ def test_no_co_activation_gives_few_significant_communities(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((config_path.parent / "run" / "exports" / "summary.json").read_text())
     ps = [d["p_value"] for c in summary["components"] for d in c["communities_detail"] if d["p_value"] is not None]
-    assert len(ps) >= 3
+    # the communities stage's contrast test already leaves few communities where nothing is
+    # planted (1 here); of those reported, at most 5 % may reach p < 0.05 -- with fewer than 20,
+    # none may
+    assert len(ps) >= 1
     assert sum(p < 0.05 for p in ps) <= 0.05 * len(ps)

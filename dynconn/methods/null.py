@@ -54,15 +54,17 @@ def cohesion_of(w: np.ndarray, membership_row: np.ndarray) -> dict[int, tuple[in
     """``{community id: (size, density, cohesion)}`` of one component's partition.
 
     *density*: mean pair loading between the community's members; *cohesion*: density / the
-    mean pair loading over the component's whole graph (the neurons with membership ≥ 0);
-    NaN for a single neuron (no pair)."""
-    inside = np.flatnonzero(membership_row >= 0)
+    mean pair loading over the component's whole graph (every neuron with a positive loading,
+    assigned or not: the communities stage leaves neurons that do not contrast with the rest
+    unassigned, and a community must be compared with them, not only with the other
+    communities); NaN for a single neuron (no pair)."""
     out: dict[int, tuple[int, float, float]] = {}
-    n = inside.size
-    if not n:
+    if not (membership_row >= 0).any():
         return out
+    inside = np.flatnonzero(w.sum(axis=1) > 0)
+    n = inside.size
     graph_density = w[np.ix_(inside, inside)].sum() / (n * (n - 1)) if n > 1 else 0.0
-    for k in np.unique(membership_row[inside]):
+    for k in np.unique(membership_row[membership_row >= 0]):
         members = np.flatnonzero(membership_row == k)
         size = int(members.size)
         density = float(w[np.ix_(members, members)].sum() / (size * (size - 1))) if size > 1 else float("nan")
