@@ -563,8 +563,8 @@ def run(config, *, workdir=None, overrides: Mapping[str, Any] | None = None, for
     >>> from dynconn.simulate import write_dataset
     >>> config = write_dataset("demo-small", "small", 0)      # data + config.yaml
     >>> result = dynconn.run(config, overrides={"factorize.rank": 3})
-    >>> result.cp.rank, result.animals
-    (3, ['worm1', 'worm2', 'worm3'])
+    >>> result.cp.rank <= 3, result.animals  # fitted components that are one motif are reported as one
+    (True, ['worm1', 'worm2', 'worm3'])
     """
     from .console import Console
     from .runner.pipeline import run_pipeline
