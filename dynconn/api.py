@@ -640,8 +640,8 @@ class Run:
     >>> import dynconn
     >>> from dynconn.simulate import write_dataset
     >>> run = dynconn.run(write_dataset("demo-small", "small", 0), overrides={"factorize.rank": 3})
-    >>> run.rank, len(run.summary["components"])
-    (3, 3)
+    >>> run.rank == len(run.summary["components"]) <= 3  # (components of one motif are merged)
+    True
     >>> fig = run.plot_component(0)
     >>> type(fig).__name__
     'Figure'

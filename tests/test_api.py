@@ -38,7 +38,9 @@ def api_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def small_run(api_folder) -> dynconn.Run:
-    return dynconn.run(write_dataset(api_folder / "demo-small", "small", 0), overrides={"factorize.rank": 3})
+    return dynconn.run(write_dataset(api_folder / "demo-small", "small", 0), overrides={"factorize.rank": 3,
+                       # the raw fit, as NonNegativeCP gives it: no merging of duplicate components
+                       "factorize.merge_similarity": 2})
 
 
 def test_public_names():

@@ -23,9 +23,11 @@ ARTIFACTS = {"ingest": "ingest.h5", "affinity": "affinity.h5", "factorize": "fac
 
 
 def outputs(workdir: Path, skip: tuple = ()) -> dict[str, bytes]:
-    """The bytes of every result file in the work directory (the cache itself excluded)."""
+    """The bytes of every result file in the work directory (the cache itself and the saved
+    partial work under checkpoints/ -- e.g. the report's finished surrogates, kept per setting --
+    excluded)."""
     return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(workdir.rglob("*"))
-            if p.is_file() and p.relative_to(workdir).parts[0] != cache.CACHE_DIR
+            if p.is_file() and p.relative_to(workdir).parts[0] not in (cache.CACHE_DIR, "checkpoints")
             and str(p.relative_to(workdir)) not in skip}
 
 
