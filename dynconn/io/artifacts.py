@@ -62,6 +62,15 @@ def checksum(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """sha256 of one file's bytes (hex), read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def file_fingerprint(path: Path, chunk: int = 1 << 22) -> str:
     """sha256 of a file's bytes (or of every file in a folder, sorted by name)."""
     h = hashlib.sha256()

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..io.artifacts import TMP_MARK, ArtifactError, _fsync_dir, tmp_path, verify_h5
+from ..io.artifacts import TMP_MARK, ArtifactError, _fsync_dir, sha256_file, tmp_path, verify_h5
 from . import interrupt
 from .stage import Stage
 
@@ -214,9 +214,9 @@ def _keep_files(stage: Stage, workdir: Path, current: dict, key: str, target: Pa
     summary = stage.provenance_file
     paths = [*recorded, summary]
     try:
-        if any(_sha256_file(workdir / rel) != digest for rel, digest in recorded.items()):
+        if any(sha256_file(workdir / rel) != digest for rel, digest in recorded.items()):
             return False
-        recorded[summary] = _sha256_file(workdir / summary)  # records the others; not itself
+        recorded[summary] = sha256_file(workdir / summary)  # records the others; not itself
     except OSError:
         return False
     tmp = tmp_path(target)
@@ -236,13 +236,6 @@ def _keep_files(stage: Stage, workdir: Path, current: dict, key: str, target: Pa
             shutil.rmtree(tmp, ignore_errors=True)
     return True
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- restore
@@ -273,7 +266,7 @@ def _problem(stage: Stage, path: Path, expected: dict) -> str | None:
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
             return f"{path / MANIFEST}: names a file outside the work directory ({rel})"
         try:
-            if _sha256_file(p) != digest:
+            if sha256_file(p) != digest:
                 return f"{p}: does not match its recorded checksum (modified or damaged)"
         except OSError:
             return f"{p}: missing or unreadable"

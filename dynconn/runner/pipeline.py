@@ -40,6 +40,7 @@ from ..io.artifacts import (
     dataset_shapes,
     read_attrs,
     read_h5,
+    sha256_file,
     verify_h5,
     write_h5,
 )
@@ -98,13 +99,6 @@ class Verified:
             self._seen[path] = ident
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
 
 def verify_output(name: str, workdir: Path, verified: Verified | None = None) -> str | None:
     """None when stage ``name``'s output verifies, else a one-line description of the problem."""
@@ -117,7 +111,7 @@ def verify_output(name: str, workdir: Path, verified: Verified | None = None) ->
         for rel, digest in (rec.get("files") or {}).items():
             path = workdir / rel
             try:
-                actual = _sha256_file(path)
+                actual = sha256_file(path)
             except OSError:
                 return f"{path}: missing or unreadable"
             if actual != digest:
