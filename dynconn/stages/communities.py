@@ -301,24 +301,19 @@ def edge_weights(aff, fac, how: str) -> np.ndarray:
     return weigh_by_evidence(pair_factors, evidence, how)
 
 
+def partition_options(p: dict) -> dict:
+    """:func:`partition_components` keywords from the ``communities`` config section ``p``
+    (the stage and the report's surrogates partition alike)."""
+    return {k: p[k] for k in ("method", "min_strength", "min_contrast", "n_runs", "resolution", "level")}
+
+
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
     aff, fac = upstream["affinity"], upstream["factorize"]
     p = config["communities"]
     weights = edge_weights(aff, fac, p["evidence"])
     with console.progress("communities (components)", weights.shape[1]) as advance:
-        parts = partition_components(
-            weights,
-            aff["pairs"],
-            len(aff["neurons"]),
-            method=p["method"],
-            min_strength=p["min_strength"],
-            min_contrast=p["min_contrast"],
-            n_runs=p["n_runs"],
-            resolution=p["resolution"],
-            level=p["level"],
-            random_state=p["seed"],
-            advance=advance,
-        )
+        parts = partition_components(weights, aff["pairs"], len(aff["neurons"]), **partition_options(p),
+                                     random_state=p["seed"], advance=advance)
     return {
         "membership": parts.membership,
         "levels": parts.levels,

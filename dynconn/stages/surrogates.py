@@ -24,6 +24,7 @@ import numpy as np
 
 from ..io.artifacts import atomic_write_bytes
 from ..methods import null
+from .communities import partition_options
 
 CACHE_DIR = Path("checkpoints") / "surrogates"
 
@@ -49,9 +50,7 @@ def options(config, rank: int) -> dict:
                                          "window_seconds")},
         "factorize": {"max_iter": int(fac["sweep_max_iter"]), "tol": float(fac["sweep_tol"]),
                       "init": fac["init"], "backend": fac["backend"]},
-        "communities": {"method": com["method"], "min_strength": com["min_strength"], "n_runs": 1,
-                        "min_contrast": com["min_contrast"], "resolution": com["resolution"],
-                        "level": com["level"]},
+        "communities": {**partition_options(com), "n_runs": 1},
         "evidence": com["evidence"],
     }
 
