@@ -54,7 +54,6 @@ ORDER = list(STAGES)
 CHECKPOINT_DIR = "checkpoints"
 #: Largest stimuli file read before the first stage (a real one is a few hundred bytes; a
 #: larger one is left to ingest, whose memory estimate covers its inputs).
-STIMULI_READ_AHEAD = 1 << 20
 
 
 def stage_range(start: str | None, stop: str | None) -> list[str]:
@@ -191,13 +190,6 @@ def is_up_to_date(name: str, expected: dict, workdir: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------- resources
-def _check_input_files(stage: Stage, config: Config) -> None:
-    """Data inputs must be regular files (a FIFO or a device would hang the fingerprint)."""
-    for path in stage.input_files(config):
-        if path.exists() and not (path.is_file() or path.is_dir()):
-            raise InputError(f"{path}: not a regular file (a device, pipe or socket); give a data file")
-
-
 def _check_memory(name: str, config: Config, workdir: Path) -> str:
     """Refuse a stage whose estimated memory need exceeds what is available; returns the
     remedy text (for a MemoryError that happens anyway)."""
@@ -213,22 +205,10 @@ def _check_memory(name: str, config: Config, workdir: Path) -> str:
 def preflight(config: Config, names: list[str]) -> None:
     """Everything about the stages ``names`` that can be checked from the config (and the
     small stimuli file) is checked here, before the first stage runs and before the work
-    directory is touched: a mistake costs no computation and changes no artifact."""
-    from ..stages import affinity, factorize, ingest  # (already imported by STAGES)
-
-    if "factorize" in names:
-        factorize.check_backend(config["factorize"])
-    if "ingest" in names or "affinity" in names:
-        for rate, key in ingest.configured_rates(config):
-            affinity.check_frames_per_bin(config["affinity"]["bin_seconds"], rate, key)
-    stimuli = config["data"]["stimuli"]
-    if "ingest" in names:
-        _check_input_files(STAGES["ingest"], config)  # (a FIFO given as the stimuli file would block the read)
-        path = config.resolve(stimuli) if isinstance(stimuli, str) else None
-        if path is not None and path.is_file() and path.stat().st_size <= STIMULI_READ_AHEAD:
-            from ..io.readers import read_stimuli
-
-            read_stimuli(path)  # header, numbers, overlaps (a larger file: read by ingest)
+    directory is touched: a mistake costs no computation and changes no artifact
+    (:meth:`Stage.preflight` of each)."""
+    for name in names:
+        STAGES[name].preflight(config)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -260,7 +240,7 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     verified = verified if verified is not None else Verified()
     workdir = Path(workdir)
     if stage.reads_data_files:
-        _check_input_files(stage, config)
+        stage.check_input_files(config)
         _check_memory(name, config, workdir)  # before hashing inputs that may be huge
     expected = expected_provenance(name, config, workdir)
     output = workdir / stage.output

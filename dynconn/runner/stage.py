@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..stages import ORDER
+from ..errors import InputError
 from . import guards, resources
 
 
@@ -63,6 +64,21 @@ class Stage:
     def reads_data_files(self) -> bool:
         """True for the stage that reads the user's data files (ingest)."""
         return hasattr(self.module, "input_files")
+
+    def check_input_files(self, config) -> None:
+        """Data inputs must be regular files (a FIFO or a device would hang the fingerprint)."""
+        for path in self.input_files(config):
+            if path.exists() and not (path.is_file() or path.is_dir()):
+                raise InputError(f"{path}: not a regular file (a device, pipe or socket); give a data file")
+
+    def preflight(self, config) -> None:
+        """What can be checked from the config alone, before any stage runs: the data inputs
+        are regular files (a FIFO would block), then the module's own ``preflight(config)``."""
+        if self.reads_data_files:
+            self.check_input_files(config)
+        check = getattr(self.module, "preflight", None)
+        if check is not None:
+            check(config)
 
     def params(self, config) -> dict:
         return self.module.params(config)

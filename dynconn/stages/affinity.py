@@ -252,6 +252,14 @@ def frames_per_bin(bin_seconds: float, rate: float) -> int:
     return max(1, int(round(bin_seconds * rate)))
 
 
+def preflight(config: Config) -> None:
+    """Checked before any stage runs: every rate the config fixes gives bins of enough frames."""
+    from .ingest import configured_rates  # (ingest imports this module)
+
+    for rate, key in configured_rates(config):
+        check_frames_per_bin(config["affinity"]["bin_seconds"], rate, key)
+
+
 def check_frames_per_bin(bin_seconds: float, rate: float, rate_key: str) -> None:
     """ConfigError naming affinity.bin_seconds and ``rate_key`` (where the rate comes from)
     when a bin holds fewer than :data:`MIN_FRAMES_PER_BIN` frames."""

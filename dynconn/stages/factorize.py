@@ -69,6 +69,11 @@ def params(config: Config) -> dict:
     return {k: v for k, v in config["factorize"].items() if k not in NOT_PROVENANCE}
 
 
+def preflight(config: Config) -> None:
+    """Checked before any stage runs: the backend can be loaded."""
+    check_backend(config["factorize"])
+
+
 def check_backend(p: dict) -> None:
     """The solver's backend must be installed here (checked before the first stage runs)."""
     if p["backend"] == "pytorch" and importlib.util.find_spec("torch") is None:

@@ -504,6 +504,22 @@ def rate_key(config: Config) -> str:
 FILE_RATED = ("nwb", "suite2p")  # formats whose files give their own sampling rate
 
 
+#: A stimuli file up to this size is read before the first stage (larger ones by ingest).
+STIMULI_READ_AHEAD = 1 << 20
+
+
+def preflight(config: Config) -> None:
+    """Checked before any stage runs: the bins (as the affinity stage checks them) and a small
+    stimuli file (header, numbers, overlaps)."""
+    from .affinity import preflight as affinity_preflight
+
+    affinity_preflight(config)
+    stimuli = config["data"]["stimuli"]
+    path = config.resolve(stimuli) if isinstance(stimuli, str) else None
+    if path is not None and path.is_file() and path.stat().st_size <= STIMULI_READ_AHEAD:
+        readers.read_stimuli(path)
+
+
 def configured_rates(config: Config) -> list[tuple[float, str]]:
     """Each animal's rate as the config alone fixes it, with its key: ``data.resample``
     when set; else an animal's ``sampling_rate``, else ``data.sampling_rate`` for formats
