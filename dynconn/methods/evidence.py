@@ -56,7 +56,13 @@ def pair_evidence(
     """
     mask = np.asarray(mask, dtype=bool)
     share = component_energy_by_animal(time_factors, animal_factors, time_groups, n_animals=mask.shape[1])
-    return np.clip(mask.astype(np.float64) @ share, 0.0, 1.0)
+    # 1 minus the share where the pair is *missing*: exactly 1 for a pair seen in every animal
+    # (an empty sum is exactly 0), where summing the observed shares gives 1 ± a few ulps,
+    # depending on the BLAS kernel — and "shrink" would then turn a zero loading into ±1e-17,
+    # an edge in one machine's graph and none in another's (issue 14)
+    missing = np.clip((~mask).astype(np.float64) @ share, 0.0, 1.0)
+    carried = share.sum(axis=0, keepdims=True) > 0  # an all-zero component has no evidence anywhere
+    return np.where(carried, 1.0 - missing, 0.0)
 
 
 def weigh_by_evidence(pair_factors: np.ndarray, evidence: np.ndarray, how: str) -> np.ndarray:

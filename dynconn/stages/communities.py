@@ -56,6 +56,20 @@ def pair_matrix(pair_values: np.ndarray, pairs: np.ndarray, n: int) -> np.ndarra
     return w
 
 
+#: Loadings below this fraction of a component's largest are rounding residue, set to 0: the
+#: factors are float32 (one ulp = 6e-8 of the largest loading) and a loading that HALS clamps to
+#: exactly 0 on one BLAS kernel can come out a few ulps above it on another; 2^-20 ≈ 16 ulps.
+#: Zero pairs are absent edges, and whether a component graph is complete changes its model.
+ROUNDING_FLOOR = 2.0**-20
+
+
+def floor_rounding_residue(values: np.ndarray) -> np.ndarray:
+    """``values`` (P,) with entries below :data:`ROUNDING_FLOOR` × their largest set to 0."""
+    values = np.asarray(values, dtype=np.float64)
+    top = values.max(initial=0.0)
+    return np.where(values < ROUNDING_FLOOR * top, 0.0, values)
+
+
 def component_graph(w: np.ndarray, min_strength: float) -> tuple[ig.Graph, np.ndarray]:
     """The graph of one component over its non-negligible neurons.
 
@@ -185,7 +199,7 @@ def partition_components(
     graphs_w = []
     seeds = np.random.SeedSequence(random_state).generate_state(n_comp)
     for r in range(n_comp):
-        w = pair_matrix(pair_factors[:, r], pairs, n_neurons)
+        w = pair_matrix(floor_rounding_residue(pair_factors[:, r]), pairs, n_neurons)
         graph, kept = component_graph(w, min_strength)
         result = None
         if kept.size == 0:
