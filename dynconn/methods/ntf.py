@@ -483,7 +483,57 @@ def _check_dtype(dtype) -> np.dtype:
     return dt
 
 
+class _RowSource:
+    """A (P, T, A) tensor kept out of memory, read by blocks of rows (pairs) in the working dtype.
+
+    Wraps what the caller hands in: any object with ``shape``, ``dtype`` and
+    ``read_rows(start, stop, out)`` (:class:`dynconn.io.artifacts.RowBlocks`, an HDF5 dataset read
+    by blocks), or an ``h5py.Dataset`` itself (``read_direct``). ``src[start:stop]`` returns rows as
+    a new array, :meth:`read` fills a buffer (no allocation where the dtypes agree).
+    """
+
+    def __init__(self, source, dtype):
+        self.source = source
+        self.shape = tuple(int(d) for d in source.shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._same = np.dtype(source.dtype) == self.dtype
+
+    def _read_native(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if hasattr(self.source, "read_rows"):
+            return self.source.read_rows(start, stop, out)
+        self.source.read_direct(out, np.s_[start:stop])
+        return out
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Rows ``start:stop`` into ``out`` ((stop - start, T, A), working dtype, C-contiguous)."""
+        if self._same:
+            return self._read_native(start, stop, out)
+        native = np.empty(out.shape, dtype=self.source.dtype)
+        out[...] = self._read_native(start, stop, native)
+        return out
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.shape[0])
+        return self.read(start, stop, np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype))
+
+
+def _is_row_source(X) -> bool:
+    """Is X a tensor read by blocks of rows (not an array-like to load whole)?"""
+    return (not isinstance(X, np.ndarray) and hasattr(X, "shape") and hasattr(X, "dtype")
+            and (hasattr(X, "read_rows") or hasattr(X, "read_direct")))
+
+
 def _check_tensor(X, dtype) -> np.ndarray:
+    if _is_row_source(X) or isinstance(X, _RowSource):
+        X = X if isinstance(X, _RowSource) else _RowSource(X, dtype)
+        if X.ndim != 3:
+            raise ValueError(f"X must be a 3-way tensor (pairs, time, animals); got shape {X.shape}")
+        if min(X.shape) < 1:
+            raise ValueError(f"X must not be empty; got shape {X.shape}")
+        if not np.issubdtype(X.source.dtype, np.floating):
+            raise ValueError(f"X must hold real numbers, got dtype {X.source.dtype}")
+        return X
     if hasattr(X, "detach") and hasattr(X, "cpu"):  # a torch tensor handed in directly
         X = X.detach().cpu().numpy()
     X = np.asarray(X)
@@ -622,6 +672,11 @@ class _Data:
         self.norm_sq, needs_zeroing = _scan_tensor(X, self.mask, self.groups)
         if self.norm_sq <= 0:
             raise ValueError("X is zero at every observed entry: nothing to factorize")
+        self.out_of_core = isinstance(X, _RowSource)
+        if self.out_of_core and needs_zeroing:
+            # a tensor read from disk at every pass cannot be zeroed once in memory (the pipeline's
+            # affinity.h5 holds 0 there by contract)
+            raise ValueError("an out-of-core X must hold 0 at its unobserved entries")
         # Unobserved entries holding anything but 0 are zeroed in one copy (the pipeline stores 0
         # there, so it never pays for this copy).
         self.X = _zero_unobserved(X, self.mask, self.groups) if needs_zeroing else X
@@ -634,12 +689,21 @@ class _Data:
         self._device_x2 = {}
 
     def x2(self, ops):
+        """X's (P, T*A) unfolding: a view on numpy (the :class:`_RowSource` itself when X is out of
+        core: the pass reads its blocks), uploaded once to a torch device (block by block)."""
         P, T, A = self.shape
         if ops.name == "numpy":
-            return self.X.reshape(P, T * A)
+            return self.X if self.out_of_core else self.X.reshape(P, T * A)
         key = (ops.name, ops.device)
         if key not in self._device_x2:
-            self._device_x2[key] = ops.asarray(self.X.reshape(P, T * A))
+            if self.out_of_core:
+                dev = ops.empty((P, T * A))
+                rows = _scan_rows(self.X)
+                for start in range(0, P, rows):
+                    dev[start:start + rows] = ops.asarray(self.X[start:start + rows].reshape(-1, T * A))
+                self._device_x2[key] = dev
+            else:
+                self._device_x2[key] = ops.asarray(self.X.reshape(P, T * A))
         return self._device_x2[key]
 
 
@@ -697,11 +761,13 @@ class _BlockScratch:
     """One thread's buffers for the pairs mode, for blocks of up to ``B`` rows: the block's MTTKRP
     rows ``f`` (B, Rp), its HALS scratch ``work``, its U rows zero-padded to ``Rp`` columns ``u``
     (B, Rp; the transpose is the left operand of ``U[rows]' X2[rows]``), one part ``z`` (Rp, TA)
-    of that product and, with a mask, its per-row Grams ``grows`` (R*R, B). ``Rp = 0``: only
+    of that product, with a mask its per-row Grams ``grows`` (R*R, B), and for an out-of-core X
+    the block's rows ``x`` (B, TA) read from disk. ``Rp = 0``: only
     ``work`` and ``grows`` (the two-GEMM path)."""
 
-    def __init__(self, ops, R: int, Rp: int, B: int, masked: bool, TA: int = 0):
+    def __init__(self, ops, R: int, Rp: int, B: int, masked: bool, TA: int = 0, reads: bool = False):
         self.work = _Work(ops, R, B)
+        self.x = ops.empty((B, TA)) if reads else None  # the block of X read from disk (out of core)
         self.f = ops.empty((B, Rp)) if Rp else None
         self.u = ops.zeros((B, Rp)) if Rp else None
         self.grows = ops.empty((R * R, B)) if masked else None
@@ -854,7 +920,8 @@ class _Problem:
         if block is None:
             block = PAIRS_BLOCK if self.on_host else P
         self.block = B = max(1, min(int(block), P))
-        self.fused = self.on_host and (_FUSED_PASS if fused is None else bool(fused))
+        self.out_of_core = data.out_of_core and self.on_host  # X2 read from disk block by block
+        self.fused = self.on_host and (self.out_of_core or (_FUSED_PASS if fused is None else bool(fused)))
         # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
         # 16-column thin product faster than a 15-column one (measured, see docs).
         self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
@@ -866,7 +933,8 @@ class _Problem:
             # block order afterwards, so Z does not depend on which thread did which block.
             self.threads = min(_pass_threads(), len(self.blocks()))
             self.z_parts = ops.empty((len(self.blocks()), Rp, T * A))
-            self.scratch = [_BlockScratch(ops, R, Rp, B, mask is not None, T * A) for _ in range(self.threads)]
+            self.scratch = [_BlockScratch(ops, R, Rp, B, mask is not None, T * A, self.out_of_core)
+                            for _ in range(self.threads)]
         else:
             self.threads = 1
             self.f_buf = ops.empty((P, Rp))  # X2 @ KR, all rows
@@ -1113,7 +1181,11 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         def one_block(i, scratch: _BlockScratch, timer: _Timer, after_first_product=None):
             start, stop = blocks[i]
             n = stop - start
-            rows = X2[start:stop]
+            if prob.out_of_core:  # read once per pass, into this thread's buffer
+                rows = scratch.x[:n]
+                X2.read(start, stop, rows.reshape(n, T, A))
+            else:
+                rows = X2[start:stop]
             f_blk = ops.matmul(rows, prob.kr_buf.T, out=scratch.f[:n])
             if after_first_product is not None:
                 after_first_product()
@@ -1215,14 +1287,36 @@ def _rsvd_left(prob: _Problem, k: int, rng: np.random.Generator, n_power: int = 
     P, T, A = prob.shape
     n_cols = min(k + 8, P, T * A)
     omega = ops.asarray(rng.standard_normal((n_cols, T * A)).astype(np.float32))
-    Y = ops.to_numpy(ops.matmul(omega, prob.X2.T)).T.astype(np.float64)  # (P, n_cols)
+    if prob.out_of_core:  # the same products, by blocks of rows read from disk
+        def x_times(M):  # X2 @ M' -> (P, n) host float64
+            return np.concatenate([(rows @ M.T).astype(np.float64) for rows in _x2_blocks(prob)])
+
+        def times_x(Qm):  # Q' X2 -> (n, T*A)
+            out = 0
+            for (start, stop), rows in zip(prob.blocks(), _x2_blocks(prob)):
+                out = out + Qm[start:stop].T.astype(np.float32) @ rows
+            return out
+    else:
+        def x_times(M):
+            return ops.to_numpy(ops.matmul(M, prob.X2.T)).T.astype(np.float64)
+
+        def times_x(Qm):
+            return ops.matmul(ops.asarray(Qm.T), prob.X2)
+    Y = x_times(omega)  # (P, n_cols)
     Q, _ = np.linalg.qr(Y)
     for _ in range(n_power):
-        B = ops.matmul(ops.asarray(Q.T), prob.X2)  # (n_cols, T*A)
-        Q, _ = np.linalg.qr(ops.to_numpy(ops.matmul(B, prob.X2.T)).T.astype(np.float64))
-    B = ops.to_numpy(ops.matmul(ops.asarray(Q.T), prob.X2)).astype(np.float64)
+        B = times_x(Q)  # (n_cols, T*A)
+        Q, _ = np.linalg.qr(x_times(B))
+    B = ops.to_numpy(times_x(Q)).astype(np.float64)
     Ub, s, _ = np.linalg.svd(B, full_matrices=False)
     return (Q @ Ub)[:, :k], s[:k]
+
+
+def _x2_blocks(prob: _Problem):
+    """The rows of an out-of-core X2, block by block ((n, T*A) arrays in the working dtype)."""
+    P, T, A = prob.shape
+    for start, stop in prob.blocks():
+        yield prob.X2[start:stop].reshape(stop - start, T * A)
 
 
 def _mode_gram_eig(X: np.ndarray, mode: int, k: int):
@@ -1595,6 +1689,8 @@ def _tensorly_reference(data, rank, init, max_iter, tol, random_state, backend, 
     from tensorly.decomposition import non_negative_parafac_hals
 
     X = data.X
+    if data.out_of_core:
+        raise ValueError("method='tensorly-hals' needs X in memory; use method='hals' for an out-of-core X")
     if data.mask is not None:
         raise ValueError("method='tensorly-hals' does not support a mask; use method='hals'")
     if backend != "numpy":

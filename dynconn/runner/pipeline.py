@@ -125,12 +125,20 @@ def verify_output(name: str, workdir: Path, verified: Verified | None = None) ->
     return None
 
 
-def read_upstream(up: str, workdir: Path, verified: Verified | None = None):
-    """Read an upstream artifact, verified (once per command)."""
+def read_upstream(up: str, workdir: Path, verified: Verified | None = None, streamable: tuple[str, ...] = (),
+                  budget: int | None = None):
+    """Read an upstream artifact, verified (once per command).
+
+    ``streamable`` datasets larger than ``budget`` bytes are left on disk as
+    :class:`~dynconn.io.artifacts.RowBlocks` handles (checksummed by one streamed read)."""
     path = workdir / STAGES[up].output
     check = verified is None or path not in verified
+    lazy = ()
+    if streamable and budget is not None:
+        shapes = dataset_shapes(path)
+        lazy = tuple(n for n in streamable if n in shapes and resources.nbytes(*shapes[n]) > budget)
     try:
-        art = read_h5(path, verify=check)
+        art = read_h5(path, verify=check, lazy=lazy)
     except ArtifactError as exc:
         raise ArtifactError(f"{exc} (run `dynconn run` or `dynconn {up}` to recompute it)") from None
     if verified is not None:
@@ -270,7 +278,9 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     console.info(f"[bold]→ {name}[/bold]")
     started = time.perf_counter()
     try:
-        upstream = {up: read_upstream(up, workdir, verified) for up in stage.inputs}
+        budget = resources.memory_budget(config)
+        upstream = {up: read_upstream(up, workdir, verified, stage.streamed_inputs(up), budget)
+                    for up in stage.inputs}
         with console.capture_warnings() as warnings_seen:
             stage.check_inputs(upstream, expected["params"])
             kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
