@@ -214,7 +214,15 @@ def _write_streamed(f: h5py.File, name: str, streamed: StreamedDataset) -> str:
     h = hashlib.sha256()
     h.update(str(streamed.dtype.str).encode() + repr(streamed.shape).encode())
     done = 0
-    for start, block in streamed.blocks:
+    blocks = iter(streamed.blocks)
+    while True:
+        try:
+            start, block = next(blocks)
+        except StopIteration:
+            break
+        except BaseException as exc:  # the computation's own error, not a failed write
+            exc._dynconn_computing = True
+            raise
         block = np.ascontiguousarray(block, dtype=streamed.dtype)
         if start != done or block.shape[1:] != streamed.shape[1:]:
             raise ValueError(f"/{name}: block at row {start} (shape {block.shape}) does not continue "
@@ -360,6 +368,8 @@ def write_h5(
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except (OSError, RuntimeError) as exc:  # h5py reports some write failures as RuntimeError
+        if getattr(exc, "_dynconn_computing", False):
+            raise  # raised while computing a streamed dataset's blocks
         raise _write_failure(path, exc) from None
     finally:
         _unlink_quietly(tmp)

@@ -125,7 +125,10 @@ def available_memory() -> Available:
 def memory_budget(config) -> int:
     """Bytes the affinity tensor may take in memory: ``compute.memory_budget``, or by default half
     of :func:`available_memory` (2 GiB when that is unknown)."""
-    value = config["compute"].get("memory_budget")
+    try:
+        value = config["compute"].get("memory_budget")
+    except (KeyError, TypeError):  # a stage's own section only (the standalone commands)
+        value = None
     if value is not None:
         return int(value)
     avail = available_memory().bytes
@@ -215,11 +218,15 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
         # the pass over X keeps each block's part of U' X (one per 1024 pairs = ntf.PAIRS_BLOCK)
         z_parts = (pairs // 1024 + 1) * (rank + 8) * n_bins * n_animals * F32
         tensor = _nbytes((pairs, n_bins, n_animals), F32)
-        if tensor > memory_budget(config):
+        streamed = tensor > memory_budget(config)
+        if streamed:
             # streamed from affinity.h5 (compute.memory_budget): a few 1024-pair blocks, not the tensor
             loaded -= tensor
-            tensor = 4 * min(pairs, 1024) * n_bins * n_animals * F32
+            tensor = min(tensor, 4 * 1024 * n_bins * n_animals * F32)
         need = loaded + tensor + factors + grams + z_parts
+        if not streamed:  # held in memory: a lower budget streams it from the file instead
+            return need, (f"lower compute.memory_budget below the tensor's {format_bytes(tensor)} (it is then "
+                          "streamed from affinity.h5), lower factorize.rank / factorize.ranks, or " + remedy_tensor)
         return need, ("lower factorize.rank / factorize.ranks, or " + remedy_tensor)
     if stage in ("communities", "report"):
         neurons = upstream_shapes.get("affinity", {}).get("neurons")
