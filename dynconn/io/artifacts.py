@@ -301,6 +301,8 @@ def _dataset_nbytes(array) -> int:
 
 
 def _store_attr(f: h5py.File, key: str, value: Any) -> None:
+    if callable(value):  # known only once the datasets are written (e.g. seconds, with streamed ones)
+        value = value()
     if isinstance(value, (dict, list, tuple)):
         value = json.dumps(value)
     f.attrs[key] = value
@@ -320,8 +322,9 @@ def write_h5(
     """Write an artifact atomically; returns its fingerprint.
 
     ``datasets`` maps HDF5 paths (``"factors/time"``) to arrays; string arrays are stored
-    as UTF-8. ``attrs`` are extra root attributes (scalars/strings, or JSON-able objects
-    stored as JSON strings).
+    as UTF-8, a :class:`StreamedDataset` block by block. ``attrs`` are extra root attributes
+    (scalars/strings, or JSON-able objects stored as JSON strings; a callable is called after the
+    datasets are written, for values known only then).
 
     Before writing, the free space of the target file system is checked against the
     artifact's size (ResourceError). A write that still fails (disk full, quota, I/O
