@@ -19,9 +19,12 @@ Methods (formulas in ``docs/method.md``):
     Pearson correlation of the traces in a sliding window centred on each bin, positive part.
 
 Every method is a binned average of a product that splits into a positive and a negative
-part, ``max(u_i u_j, 0) = u⁺_i u⁺_j + u⁻_i u⁻_j``, so each bin's N × N affinity matrix is
-one Gram matrix ``R_b R_bᵀ`` (BLAS), and only one bin's N × N block lives beside the
-(P, T) output at any time: peak memory stays near the size of the output tensor.
+part, ``max(u_i u_j, 0) = u⁺_i u⁺_j + u⁻_i u⁻_j``, so each bin's affinity matrix is one Gram
+matrix ``R_b R_bᵀ`` (BLAS). The tensor is computed by blocks of pairs (:func:`pair_blocks`: the
+pairs of consecutive first neurons ``i0:i1``, about :data:`BLOCK_BYTES` each), each bin's rows
+``i0:i1`` of the Gram against the neurons from ``i0`` on; the stage writes each block into
+``affinity.h5`` as it is computed (:class:`dynconn.io.artifacts.StreamedDataset`), so the tensor
+is never whole in memory (:func:`stack_affinity`, the library's, assembles the same blocks).
 
 Artifact ``affinity.h5`` (DESIGN.md): ``/affinity`` float32 (P, T, A), ``/pairs`` int32
 (P, 2), ``/mask`` bool (P, A), ``/neurons`` (N), ``/animals`` (A), ``/time`` float64 (T)
@@ -402,7 +405,7 @@ class _AnimalSignals:
 
 
 def _animal_signals(traces: np.ndarray, rows: np.ndarray, n_neurons: int, *, rate: float, method: str,
-                    smooth_seconds: float, noise_threshold: float, fpb: int) -> tuple[np.ndarray, np.ndarray | None]:
+                    smooth_seconds: float, noise_threshold: float) -> tuple[np.ndarray, np.ndarray | None]:
     """(positive, negative) (N, F) signals of one animal's (n_present, F) ``traces`` (rows ``rows``)."""
     sigma = smooth_seconds * rate
     if method == "differential":
@@ -504,8 +507,8 @@ class AffinityPlan:
         return max((p1 - p0 for _, _, p0, p1 in self.block_list), default=1)
 
     def blocks(self, advance=None):
-        return affinity_blocks(self.signals, self.n_neurons, self.shape[1], self.shape[2], self.frames_per_bin, self.window,
-                               self.block_list, self.mask, advance)
+        return affinity_blocks(self.signals, self.n_neurons, self.shape[1], self.shape[2], self.frames_per_bin,
+                               self.window, self.block_list, self.mask, advance)
 
 
 def plan_affinity(
@@ -551,7 +554,7 @@ def plan_affinity(
                              "lower affinity.bin_seconds")
         pos, neg = _animal_signals(np.asarray(traces[a, rows, :n_a], dtype=np.float64), rows, n_neurons,
                                    rate=rate, method=method, smooth_seconds=smooth_seconds,
-                                   noise_threshold=noise_threshold, fpb=fpb)
+                                   noise_threshold=noise_threshold)
         n_bins = int(bins[a]) if concatenated else n_time
         signals.append(_AnimalSignals(pos, neg, bin_edges(n_a, fpb)[:n_bins], int(starts[a]),
                                       0 if concatenated else a))
