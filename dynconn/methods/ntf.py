@@ -920,6 +920,7 @@ class _Problem:
         if block is None:
             block = PAIRS_BLOCK if self.on_host else P
         self.block = B = max(1, min(int(block), P))
+        self.remote = None  # a _DaskPass when the pass runs on dask workers (ncp_hals' client)
         self.out_of_core = data.out_of_core and self.on_host  # X2 read from disk block by block
         self.fused = self.on_host and (self.out_of_core or (_FUSED_PASS if fused is None else bool(fused)))
         # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
@@ -959,6 +960,114 @@ class _Problem:
 
 
 _HOST = _NumpyOps(np.float64)
+
+
+@dataclass
+class _RemoteBlock:
+    """One block of pairs as a dask worker holds it: X's rows ``x`` (n, T*A), the pair factor's
+    rows ``u`` (R, n) and, with a mask, the block's mask rows transposed ``mt`` (A, n) float."""
+
+    x: np.ndarray
+    u: np.ndarray
+    mt: np.ndarray | None
+
+
+def _remote_block(block: _RemoteBlock, scale, kr, WW, G_shared, G_full, missing, n_sweeps, stop_ratio, dtype):
+    """A worker's part of one iteration (runs where ``block`` lives): rescale U's rows by the last
+    balancing ``scale`` (R,), update them (:func:`_update_pair_rows`), and return the block with
+    its partial products ``U[blk]' X2[blk]`` (R, T*A), ``U[blk]' U[blk]`` (R, R), the masked
+    ``U[r] U[s]`` sums (R(R+1)/2, A) (host float64) and the squared row norms (R,)."""
+    ops = _NumpyOps(np.dtype(dtype))
+    u, x = block.u, block.x
+    R, n = u.shape
+    if scale is not None:
+        u *= scale.astype(u.dtype)[:, None]
+    F = (x @ kr.T)[:, :R].T  # (R, n)
+    shared = _SharedGram(ops, G_shared) if G_shared is not None else None
+    grows = ops.empty((R * R, n)) if block.mt is not None else None
+    _update_pair_rows(ops, u, F, block.mt, WW, shared, G_full, missing, n_sweeps, stop_ratio, _Work(ops, R, n), grows)
+    z = np.asarray(u @ x, dtype=np.float64)
+    utu = np.asarray(u @ u.T, dtype=np.float64)
+    tri = None
+    if block.mt is not None:
+        r_idx, s_idx = np.triu_indices(R)
+        tri = np.asarray((u[r_idx] * u[s_idx]) @ block.mt.T, dtype=np.float64)
+    return block, (z, utu, tri, np.einsum("rn,rn->r", u, u, dtype=np.float64))
+
+
+def _block_of(result):
+    return result[0]
+
+
+def _partials_of(result):
+    return result[1]
+
+
+class _DaskPass:
+    """The pairs-mode pass of every iteration on dask workers that hold the blocks of pairs.
+
+    Each block's X rows and U rows are scattered once and stay on a worker; per iteration only the
+    small arrays go out (the Khatri-Rao product KR (Rp, T*A), the Gram operands (R*R, A), the
+    balancing scale (R,)) and the block's R x T*A part of ``Z = U' X2`` and its R x R / R(R+1)/2 x A
+    Grams come back, summed on the client in block order. ``u_factor()`` gathers U (the end of the
+    fit, a checkpoint). The client is any ``dask.distributed.Client`` (the caller makes it).
+    """
+
+    def __init__(self, client, prob, Ut: np.ndarray):
+        self.client = client
+        self.prob = prob
+        self.scale = None  # balancing scale not yet applied on the workers
+        self.blocks = []
+        masked = prob.mask is not None
+        P, T, A = prob.shape
+        for start, stop in prob.blocks():
+            rows = prob.X2[start:stop]
+            x = np.ascontiguousarray(np.asarray(rows).reshape(stop - start, T * A))
+            mt = np.ascontiguousarray(prob.mask[start:stop].T.astype(x.dtype)) if masked else None
+            block = _RemoteBlock(x, np.ascontiguousarray(Ut[:, start:stop]).copy(), mt)
+            self.blocks.append(client.scatter(block))
+
+    def run_pass(self, kr, WW, shared, missing, n_sweeps, stop_ratio):
+        """One pass: returns ``Z`` (R, T, A), ``U'U`` (R, R) and the masked Grams (R, R, A or G) or None."""
+        prob = self.prob
+        P, T, A = prob.shape
+        R = prob.rank
+        dtype = prob.kr_host.dtype.name
+        WW_np = None if WW is None else np.asarray(WW)
+        G_shared = shared.G if shared is not None else None
+        G_full = shared.G if (shared is not None and prob.mask is not None) else None
+        results = [self.client.submit(_remote_block, b, self.scale, kr, WW_np, G_shared, G_full, missing,
+                                      n_sweeps, stop_ratio, dtype, pure=False) for b in self.blocks]
+        self.scale = None
+        self.blocks = [self.client.submit(_block_of, r, pure=False) for r in results]
+        parts = self.client.gather([self.client.submit(_partials_of, r, pure=False) for r in results])
+        sums = []
+        for k in range(4):  # summed in block order: the result does not depend on the workers
+            total = None
+            for part in parts:
+                if part[k] is not None:
+                    total = part[k].copy() if total is None else total + part[k]
+            sums.append(total)
+        z, utu, tri, norms = sums
+        self.u_norms_sq = norms
+        UMU = None
+        if prob.mask is not None:
+            UMU = np.empty((R, R, tri.shape[1]))
+            UMU[prob.triu[0], prob.triu[1]] = tri
+            UMU[prob.triu[1], prob.triu[0]] = tri
+        return z[:R].reshape(R, T, A), utu, UMU
+
+    def rescale(self, scale: np.ndarray) -> None:
+        """Balancing: U's rows times ``scale`` (R,), applied on the workers with the next pass."""
+        self.scale = scale if self.scale is None else self.scale * scale
+
+    def u_factor(self) -> np.ndarray:
+        """U (R, P) in the working dtype, gathered from the workers (the pending scale applied)."""
+        blocks = self.client.gather(self.blocks)
+        Ut = np.concatenate([b.u for b in blocks], axis=1)
+        if self.scale is not None:
+            Ut = Ut * self.scale.astype(Ut.dtype)[:, None]
+        return Ut
 
 
 def _pairs_grams(prob: _Problem, Ut, need_utu=True):
@@ -1015,11 +1124,15 @@ def _balance_(prob: _Problem, Ut, Vt, Wt):
     comparable magnitudes so float32 neither over- nor underflows.
     """
     ops = prob.ops
-    norms = [np.sqrt(prob.download(ops.einsum("rn,rn->r", Ut, Ut))),
-             np.sqrt(np.einsum("rn,rn->r", Vt, Vt)), np.sqrt(np.einsum("rn,rn->r", Wt, Wt))]
+    u_norm = np.sqrt(prob.remote.u_norms_sq) if prob.remote is not None else \
+        np.sqrt(prob.download(ops.einsum("rn,rn->r", Ut, Ut)))
+    norms = [u_norm, np.sqrt(np.einsum("rn,rn->r", Vt, Vt)), np.sqrt(np.einsum("rn,rn->r", Wt, Wt))]
     target = np.cbrt(norms[0] * norms[1] * norms[2])
     scales = [np.where(n > 0, target / np.where(n > 0, n, 1.0), 0.0)[:, None] for n in norms]
-    Ut *= prob.upload(scales[0])
+    if prob.remote is not None:  # U lives on the workers: scaled there, with the next pass
+        prob.remote.rescale(scales[0][:, 0])
+    else:
+        Ut *= prob.upload(scales[0])
     Vt *= scales[1]
     Wt *= scales[2]
 
@@ -1139,6 +1252,7 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
     timer.stop("kr")
     VtV = Vt @ Vt.T
     WtW = Wt @ Wt.T
+    WW = None
     if masked:
         # G_p[r, s] = VtV[r, s] * sum_a m[p, a] W[r, a] W[s, a], for a block of rows p in one GEMM;
         # the VtV factor is folded into the small (R*R, A) operand so the (R*R, rows) result is
@@ -1150,31 +1264,21 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
             WW = (_group_grams(Vt, groups, prob.mask.shape[1]) * WtW[:, :, None]).reshape(R * R, -1)
         WW = prob.upload(WW)
     shared = _SharedGram(ops, VtV * WtW) if (not masked or missing == "em") else None
-    if masked and missing == "em":
-        Gfull_dev = ops.asarray(shared.G)
+    Gfull_dev = ops.asarray(shared.G) if masked and missing == "em" else None
     timer.stop("grams")
+    if prob.remote is not None:  # the pass on the workers that hold the blocks (_DaskPass)
+        Z, UtU, UMU = prob.remote.run_pass(prob.kr_host, WW if masked else None, shared, missing, sweeps[0],
+                                           stop_ratio)
+        timer.stop("pass")
+        return _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer)
 
     def pairs_block(start, stop, F, scratch: _BlockScratch, timer: _Timer):
         """Update U's rows start:stop (columns of Ut) from ``F`` (R, n), their MTTKRP rows."""
         n = stop - start
-        Y = Ut[:, start:stop]
         work = scratch.work if n == prob.block else scratch.work.cols(n)
-        if not masked:
-            _hals_shared(ops, Y, F, shared, sweeps[0], stop_ratio, work)
-            return
-        Grows = ops.matmul(WW, prob.Mt[:, start:stop], out=scratch.grows[:, :n])  # (R*R, n)
-        timer.stop("grams")
-        if missing == "exact":
-            _hals_rows(ops, Y, F, Grows.reshape(R, R, n), sweeps[0], stop_ratio, work, overwrite=True)
-            return
-        # EM: impute the unobserved entries with the current model, then a full-data update:
-        # f~_p = f_p + (G - G_p) u_p
-        Fe = ops.matmul(Gfull_dev, Y, out=work.fe)
-        Fe += F
-        for r in range(R):
-            ops.rowdot(Grows[r * R:(r + 1) * R], Y, out=work.vec)
-            Fe[r] -= work.vec
-        _hals_shared(ops, Y, Fe, shared, sweeps[0], stop_ratio, work)
+        _update_pair_rows(ops, Ut[:, start:stop], F, prob.Mt[:, start:stop] if masked else None, WW, shared,
+                          Gfull_dev, missing, sweeps[0], stop_ratio, work,
+                          scratch.grows[:, :n] if masked else None, timer)
 
     if prob.fused:
         # ---- one pass over X by blocks: F = X2[blk] @ KR, update U[blk], Z_blk = U[blk]' X2[blk]
@@ -1223,8 +1327,40 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         Z = prob.download(prob.z_buf[:R]).reshape(R, T, A)
         timer.stop("gemm_z")
 
-    # ---- time and animals modes: small contractions of Z --------------------------------------
     UtU, UMU = _pairs_grams(prob, Ut, need_utu=missing == "em")
+    return _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer)
+
+
+def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_sweeps, stop_ratio, work: _Work,
+                      grows, timer: _Timer | None = None) -> None:
+    """Update the pair-factor rows ``Y`` (R, n) in place from their MTTKRP rows ``F`` (R, n): one shared
+    Gram ``shared`` without a mask; with one (``Mt_rows`` (A, n) float), each row's Gram
+    ``WW @ Mt_rows`` (R*R, n) into ``grows`` -- exact, or EM with the full Gram ``Gfull_dev``."""
+    R, n = Y.shape
+    if Mt_rows is None:
+        _hals_shared(ops, Y, F, shared, n_sweeps, stop_ratio, work)
+        return
+    Grows = ops.matmul(WW, Mt_rows, out=grows)  # (R*R, n)
+    if timer is not None:
+        timer.stop("grams")
+    if missing == "exact":
+        _hals_rows(ops, Y, F, Grows.reshape(R, R, n), n_sweeps, stop_ratio, work, overwrite=True)
+        return
+    # EM: impute the unobserved entries with the current model, then a full-data update:
+    # f~_p = f_p + (G - G_p) u_p
+    Fe = ops.matmul(Gfull_dev, Y, out=work.fe)
+    Fe += F
+    for r in range(R):
+        ops.rowdot(Grows[r * R:(r + 1) * R], Y, out=work.vec)
+        Fe[r] -= work.vec
+    _hals_shared(ops, Y, Fe, shared, n_sweeps, stop_ratio, work)
+
+
+def _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer: _Timer) -> float:
+    """The time and animals modes from ``Z = U' X2`` (R, T, A) and the pair Grams, then the loss."""
+    masked = prob.mask is not None
+    groups = prob.groups
+    # ---- time and animals modes: small contractions of Z --------------------------------------
     FV = np.einsum("rta,ra->rt", Z, Wt)
     if masked and groups is not None:
         # row t sees the pairs observed in its group: G_t = (U' diag(m[:, g(t)]) U) * (w w')
@@ -1481,6 +1617,7 @@ def ncp_hals(
     gemm_pad=None,
     scale_init=None,
     profile=False,
+    client=None,
 ) -> tuple[CPTensor, FitInfo]:
     """Non-negative CP decomposition of ``X`` by HALS, fitting observed entries only.
 
@@ -1554,6 +1691,12 @@ def ncp_hals(
         same CPTensor this solver follows tensorly's HALS iterates.
     profile : bool
         Record seconds per phase in ``FitInfo.phase_seconds`` (adds device syncs on CUDA).
+    client : dask.distributed.Client, optional
+        Run the pass over the blocks of pairs on its workers: each block's rows of X and of the pair
+        factor are sent once and stay there; per iteration only the small factors go out and the
+        blocks' R x T x A parts of ``U' X`` (and R x R Grams) come back, summed in block order.
+        numpy backend, ``method="hals"``. The factors equal the local run's to float32 rounding
+        (the pair Grams and norms are summed block by block instead of in one product).
 
     Returns
     -------
@@ -1628,6 +1771,14 @@ def ncp_hals(
         start_iter = 0
         seconds_before = 0.0
 
+    if client is not None:
+        if ops.name != "numpy":
+            raise ValueError("client= runs the pass on dask workers with backend='numpy' only")
+        prob.remote = _DaskPass(client, prob, ops.to_numpy(Ut))
+
+    def current_u():
+        return prob.remote.u_factor() if prob.remote is not None else Ut
+
     converged = False
     iteration = start_iter
     # A resumed fit that had already converged (or finished) does no further iteration.
@@ -1650,11 +1801,11 @@ def ncp_hals(
                 converged = True
                 break
             if on_checkpoint is not None and iteration < max_iter and _due(checkpoint_every, checkpoint_due, iteration):
-                on_checkpoint(_fit_state(prob, Ut, Vt, Wt, iteration, history,
+                on_checkpoint(_fit_state(prob, current_u(), Vt, Wt, iteration, history,
                                          seconds_before + time.perf_counter() - t_start,
                                          init_name, "hals", missing, dt))
 
-    final = [ops.to_numpy(Ut).T.astype(np.float64), Vt.T, Wt.T]
+    final = [ops.to_numpy(current_u()).T.astype(np.float64), Vt.T, Wt.T]
     cp = _normalise_sort(final, dt)
     info = FitInfo(
         n_iter=iteration,
