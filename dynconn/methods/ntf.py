@@ -40,6 +40,13 @@ many threads as numpy's BLAS may use, each block's part of Z summed in block ord
 thread count does not change the result); on torch they are two GEMMs. The reconstruction error
 follows from those products and the Gram matrices without another pass over X.
 
+Beyond memory: X may be an out-of-core row source (an HDF5 dataset read by blocks, e.g.
+:class:`dynconn.io.artifacts.RowBlocks`): the fused pass then reads each block once per iteration
+and the factors are the in-memory ones bit for bit. With ``client=`` (a dask.distributed Client)
+the pass runs on the workers, which keep each block's rows of X and of U (:class:`_DaskPass`); per
+iteration only the small factors go out and the R x T x A parts of ``U' X2`` and the pair Grams
+come back, summed in block order -- equal to the local fit to float32 rounding.
+
 Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`factor_congruence`,
 :func:`relative_error`, :func:`restart_seed`, the result dataclasses :class:`FitInfo`,
 :class:`RestartsResult`, :class:`RankSelection`.
