@@ -346,7 +346,7 @@ class NonNegativeCP:
     def __repr__(self) -> str:
         return "NonNegativeCP(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
 
-    def fit(self, X, mask=None, *, time_groups=None) -> NonNegativeCP:
+    def fit(self, X, mask=None, *, time_groups=None, client=None) -> NonNegativeCP:
         """Fit the model; returns ``self``.
 
         Parameters
@@ -358,6 +358,9 @@ class NonNegativeCP:
         time_groups : int array, shape (T,), optional
             Concatenated layout (X of shape (P, T, 1)): the animal of each bin; entry (p, t)
             counts iff ``mask[p, time_groups[t]]``.
+        client : dask.distributed.Client, optional
+            Run each iteration's pass over the blocks of pairs on its workers (numpy backend;
+            the factors equal the local fit's to float32 rounding; see ``ntf.ncp_hals``).
         """
         from .methods import ntf
 
@@ -366,7 +369,7 @@ class NonNegativeCP:
         result = ntf.ncp_restarts(X, p["rank"], mask=mask, time_groups=time_groups,
                                   n_restarts=p["n_restarts"], random_state=p["random_state"], init=p["init"],
                                   max_iter=p["max_iter"], tol=p["tol"], backend=p["backend"],
-                                  method=p["method"])
+                                  method=p["method"], **({"client": client} if client is not None else {}))
         self.result_ = result
         self.cp_ = result.cp
         self.weights_, self.factors_ = result.cp.weights, list(result.cp.factors)

@@ -477,6 +477,15 @@ SCHEMA: dict[str, Any] = {
             "recomputed): a size (`10GB`, `512MiB`) or bytes; least recently kept results go "
             "first; 0 = keep none.",
         ),
+        "memory_budget": Key(
+            "size",
+            None,
+            "Memory the affinity tensor may take (`2GB`, `512MiB` or bytes): a larger tensor is "
+            "written to affinity.h5 by blocks of pairs and streamed from it by the factorization, "
+            "never held whole. null = half of the memory available when the stage starts. The "
+            "results do not depend on it.",
+            nullable=True,
+        ),
     },
 }
 

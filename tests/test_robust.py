@@ -137,7 +137,9 @@ def test_killed_writers_temporaries_are_removed_but_live_ones_kept(data):
 # ----------------------------------------------------------------------------- integrity
 def flip_byte(path, dataset, at=100):
     with h5py.File(path, "r") as f:
-        offset = f[dataset].id.get_offset()
+        ds = f[dataset]
+        # a chunked dataset (affinity.h5's /affinity) has no single offset: its first chunk's
+        offset = ds.id.get_offset() if ds.chunks is None else ds.id.get_chunk_info(0).byte_offset
     with open(path, "r+b") as fh:
         fh.seek(offset + at)
         byte = fh.read(1)
@@ -306,8 +308,9 @@ def test_real_full_disk_and_read_only_workdir_on_a_tiny_tmpfs(data):
 
 # ----------------------------------------------------------------------------- memory
 def test_oversized_request_is_refused_with_the_option_that_reduces_it(data, monkeypatch):
-    # (estimates on this dataset: 1.6 MiB at the default 5 s bins, 2.8 MiB at 0.75 s = 3 frames a bin)
-    monkeypatch.setenv("DYNCONN_MAX_MEMORY", "2M")
+    # (estimates on this dataset: 2.5 MiB at the default 5 s bins, 4.7 MiB at 0.75 s = 3 frames a bin:
+    # the tensor is smaller than one block of stages.affinity.BLOCK_BYTES here)
+    monkeypatch.setenv("DYNCONN_MAX_MEMORY", "3M")
     assert cli("affinity", data / "config.yaml", "--force", "-q").exit_code == 0  # the default fits
     result = cli("affinity", data / "config.yaml", "--set", "affinity.bin_seconds=0.75")
     assert result.exit_code == 1
@@ -325,15 +328,21 @@ def test_estimate_scales_with_the_tensor():
     shapes = {"ingest": {"traces": ((10, 300, 4 * 3600), 4)}}
     need, remedy = estimate("affinity", cfg, shapes)
     tensor = 300 * 299 // 2 * (4 * 3600 // 20) * 10 * 4
-    assert tensor <= need <= 2 * tensor
+    signals = 10 * 2 * 300 * 4 * 3600 * 8  # every animal's positive and negative parts, float64
+    assert signals <= need < tensor  # written by blocks of pairs: never the whole tensor
     assert "affinity.bin_seconds" in remedy
+    aff = {"affinity": {"affinity": ((300 * 299 // 2, 4 * 3600 // 20, 10), 4)}}
+    held, remedy = estimate("factorize", validate({**cfg.values, "compute": {"memory_budget": "10GB"}}, base="."), aff)
+    assert 2 * tensor <= held and "compute.memory_budget" in remedy
+    streamed, _ = estimate("factorize", validate({**cfg.values, "compute": {"memory_budget": "100MB"}}, base="."), aff)
+    assert streamed < tensor / 4  # read from the file by blocks of 1024 pairs
 
 
 def test_memory_error_during_a_stage_is_one_line(data, monkeypatch):
     def exhausted(*a, **k):
         raise MemoryError("Unable to allocate 80.0 GiB for an array")
 
-    monkeypatch.setattr(affinity, "compute_affinity", exhausted)
+    monkeypatch.setattr(affinity, "_block_values", exhausted)
     before = snapshot(data / "run")
     result = cli("affinity", data / "config.yaml", "--force")
     assert result.exit_code == 1
@@ -439,8 +448,7 @@ def test_all_zero_component_is_a_warning_not_a_crash(data, monkeypatch):
 
 
 def test_all_zero_affinity_is_refused_clearly(data, monkeypatch):
-    monkeypatch.setattr(affinity, "compute_affinity",
-                        lambda traces, *, pairs, **k: np.zeros((len(pairs), traces.shape[1] // 20), np.float32))
+    monkeypatch.setattr(affinity, "_block_values", lambda *a, **k: None)  # every block stays 0
     result = cli("run", data / "config.yaml", "--from", "affinity")
     assert result.exit_code == 1
     assert "factorize: every observed affinity is zero" in last_line(result)
@@ -451,7 +459,7 @@ def test_internal_error_is_one_line_with_a_log_file(data, monkeypatch, tmp_path)
     def bug(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(affinity, "compute_affinity", bug)
+    monkeypatch.setattr(affinity, "_block_values", bug)
     monkeypatch.delenv("DYNCONN_DEBUG")
     monkeypatch.setenv("DYNCONN_LOG_DIR", str(tmp_path / "logs"))
     result = cli("affinity", data / "config.yaml", "--force")
@@ -491,10 +499,10 @@ def test_verified_once_per_command(data, monkeypatch):
         counts[path.name] = counts.get(path.name, 0) + 1
         return real_verify(path)
 
-    def counting_read(path, *, verify=True):
+    def counting_read(path, *, verify=True, **kwargs):
         if verify:
             counts[path.name] = counts.get(path.name, 0) + 1
-        return real_read(path, verify=verify)
+        return real_read(path, verify=verify, **kwargs)
 
     monkeypatch.setattr(pipeline, "verify_h5", counting_verify)
     monkeypatch.setattr(pipeline, "read_h5", counting_read)

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,13 +185,124 @@ def clean_temporaries(folder: Path, only: str | None = None) -> list[Path]:
     return removed
 
 
-def _dataset_nbytes(array: np.ndarray) -> int:
+class StreamedDataset:
+    """A dataset written block by block along its first axis, never whole in memory.
+
+    ``blocks`` yields ``(start, array)`` in order, the arrays covering rows ``0 .. shape[0]``
+    without gaps; :func:`write_h5` stores it as a chunked HDF5 dataset (``chunk_rows`` rows per
+    chunk) and computes its :func:`checksum` while writing (the sha256 of the same bytes in the same
+    order as the whole array's). ``checks`` are called as ``check(start, block)`` on every block
+    before it is written (e.g. the pipeline's NaN/Inf guard).
+    """
+
+    def __init__(self, shape: tuple, dtype, blocks, chunk_rows: int):
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self.blocks = blocks
+        self.chunk_rows = max(1, min(int(chunk_rows), self.shape[0] or 1))
+        self.checks: list = []
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _write_streamed(f: h5py.File, name: str, streamed: StreamedDataset) -> str:
+    """Write a :class:`StreamedDataset` into ``f``; returns its checksum (hashed while writing)."""
+    chunks = (streamed.chunk_rows, *streamed.shape[1:]) if streamed.shape[0] else None
+    ds = f.create_dataset(name, shape=streamed.shape, dtype=streamed.dtype, chunks=chunks)
+    h = hashlib.sha256()
+    h.update(str(streamed.dtype.str).encode() + repr(streamed.shape).encode())
+    done = 0
+    blocks = iter(streamed.blocks)
+    while True:
+        try:
+            start, block = next(blocks)
+        except StopIteration:
+            break
+        except BaseException as exc:  # the computation's own error, not a failed write
+            exc._dynconn_computing = True
+            raise
+        block = np.ascontiguousarray(block, dtype=streamed.dtype)
+        if start != done or block.shape[1:] != streamed.shape[1:]:
+            raise ValueError(f"/{name}: block at row {start} (shape {block.shape}) does not continue "
+                             f"the dataset at row {done} (shape {streamed.shape})")
+        for check in streamed.checks:
+            check(start, block)
+        ds[start : start + block.shape[0]] = block
+        h.update(block.data)
+        done += block.shape[0]
+    if done != streamed.shape[0]:
+        raise ValueError(f"/{name}: blocks covered {done} of {streamed.shape[0]} rows")
+    return h.hexdigest()
+
+
+class RowBlocks:
+    """A read-only handle on one big dataset of an artifact, read by blocks of rows (first axis).
+
+    What :func:`read_h5` gives for a dataset named in ``lazy``: it has ``shape``, ``dtype``,
+    ``ndim``, ``size``, ``nbytes``, and ``handle[start:stop]`` reads those rows (a numpy array);
+    :meth:`read_rows` reads into a given buffer (no allocation). The file stays open (read-only)
+    while the handle lives; :meth:`close` closes it.
+    """
+
+    def __init__(self, path: Path, name: str):
+        self.path = Path(path)
+        self.name = name
+        self._file = h5py.File(self.path, "r")
+        self._ds = self._file[name]
+        self.shape = tuple(self._ds.shape)
+        self.dtype = self._ds.dtype
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        self.nbytes = self.size * self.dtype.itemsize
+        self._lock = threading.Lock()  # h5py serialises calls anyway; keeps read_rows atomic
+
+    def __getitem__(self, key):
+        if not (isinstance(key, slice) and key.step in (None, 1)):
+            raise TypeError(f"{self.path}: /{self.name} is read by row ranges (handle[start:stop])")
+        start, stop, _ = key.indices(self.shape[0])
+        out = np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
+        return self.read_rows(start, stop, out)
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Rows ``start:stop`` into ``out`` (C-contiguous, shape (stop-start, ...), this dtype)."""
+        if stop > start:
+            with self._lock:
+                self._ds.read_direct(out, np.s_[start:stop])
+        return out
+
+    def iter_blocks(self, rows: int | None = None):
+        """``(start, block)`` over all rows, ``rows`` at a time (default: about 64 MB)."""
+        if rows is None:
+            row_bytes = max(1, self.nbytes // max(1, self.shape[0]))
+            rows = max(1, _STREAM_BYTES // row_bytes)
+        for start in range(0, self.shape[0], rows):
+            yield start, self[start : start + rows]
+
+    def checksum(self) -> str:
+        """:func:`checksum` of the dataset, streamed (bounded memory)."""
+        return _stream_checksum(self._ds)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(f"{self.path}: /{self.name} ({'×'.join(map(str, self.shape))}) is kept on disk "
+                        "(over compute.memory_budget); it is read by blocks of rows")
+
+
+def _dataset_nbytes(array) -> int:
+    if isinstance(array, StreamedDataset):
+        return array.nbytes
     if array.dtype == object:
         return sum(len(str(v).encode()) + 16 for v in array.ravel())
     return int(array.nbytes)
 
 
 def _store_attr(f: h5py.File, key: str, value: Any) -> None:
+    if callable(value):  # known only once the datasets are written (e.g. seconds, with streamed ones)
+        value = value()
     if isinstance(value, (dict, list, tuple)):
         value = json.dumps(value)
     f.attrs[key] = value
@@ -210,8 +322,9 @@ def write_h5(
     """Write an artifact atomically; returns its fingerprint.
 
     ``datasets`` maps HDF5 paths (``"factors/time"``) to arrays; string arrays are stored
-    as UTF-8. ``attrs`` are extra root attributes (scalars/strings, or JSON-able objects
-    stored as JSON strings).
+    as UTF-8, a :class:`StreamedDataset` block by block. ``attrs`` are extra root attributes
+    (scalars/strings, or JSON-able objects stored as JSON strings; a callable is called after the
+    datasets are written, for values known only then).
 
     Before writing, the free space of the target file system is checked against the
     artifact's size (ResourceError). A write that still fails (disk full, quota, I/O
@@ -221,7 +334,8 @@ def write_h5(
     from ..runner.resources import check_disk
 
     path = Path(path)
-    arrays = {name: _as_storable(value) for name, value in datasets.items()}
+    arrays = {name: value if isinstance(value, StreamedDataset) else _as_storable(value)
+              for name, value in datasets.items()}
     tmp = tmp_path(path)
     checksums: dict[str, str] = {}
     try:
@@ -230,6 +344,9 @@ def write_h5(
             check_disk(path.parent, sum(_dataset_nbytes(a) for a in arrays.values()), path.name)
         with h5py.File(tmp, "w") as f:
             for name, array in arrays.items():
+                if isinstance(array, StreamedDataset):
+                    checksums[name] = _write_streamed(f, name, array)
+                    continue
                 if array.dtype == object:
                     f.create_dataset(name, data=array, dtype=STR_DTYPE)
                 else:
@@ -254,6 +371,8 @@ def write_h5(
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except (OSError, RuntimeError) as exc:  # h5py reports some write failures as RuntimeError
+        if getattr(exc, "_dynconn_computing", False):
+            raise  # raised while computing a streamed dataset's blocks
         raise _write_failure(path, exc) from None
     finally:
         _unlink_quietly(tmp)
@@ -364,11 +483,14 @@ def _check_names(path: Path, expected: dict, present: list[str]) -> None:
         raise ArtifactError(f"{path}: unexpected dataset /{extra[0]} (modified after it was written); recompute it")
 
 
-def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = ()) -> Artifact:
+def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = (),
+            lazy: tuple[str, ...] = ()) -> Artifact:
     """Read a whole artifact; with ``verify`` every dataset's checksum is checked.
 
     ``skip``: datasets left unread (e.g. the affinity tensor, when only its names and times
-    are needed); the others are read and verified as usual.
+    are needed); the others are read and verified as usual. ``lazy``: datasets left on disk,
+    given as :class:`RowBlocks` handles read by blocks of rows (a tensor over
+    ``compute.memory_budget``); with ``verify`` each is checksummed by one streamed read.
 
     Raises ArtifactError (one line naming the file) when it is missing, not HDF5,
     truncated, or a checksum does not match.
@@ -380,9 +502,13 @@ def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = ()) -> A
     try:
         with h5py.File(path, "r") as f:
             attrs = _attrs_of(f)
-            for name in _dataset_names(f):
-                if name not in skip:
+            names = _dataset_names(f)
+            for name in names:
+                if name not in skip and name not in lazy:
                     data[name] = _read_dataset(f[name])
+        for name in lazy:
+            if name not in skip and name in names:
+                data[name] = RowBlocks(path, name)
     except _H5_ERRORS as exc:
         raise ArtifactError(f"{path}: unreadable or truncated HDF5 file ({_short(exc)}); recompute it") from None
     if verify:
@@ -391,7 +517,13 @@ def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = ()) -> A
         for name, digest in expected.items():
             if name in skip:
                 continue
-            if checksum(data[name]) != digest:
+            value = data[name]
+            try:
+                actual = value.checksum() if isinstance(value, RowBlocks) else checksum(value)
+            except _H5_ERRORS as exc:
+                raise ArtifactError(f"{path}: unreadable or truncated HDF5 file ({_short(exc)}); "
+                                    "recompute it") from None
+            if actual != digest:
                 raise ArtifactError(f"{path}: dataset /{name} fails its checksum (corrupted); recompute it")
         _check_fingerprint(path, attrs, expected)
         _check_attrs(path, attrs)

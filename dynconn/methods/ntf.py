@@ -40,6 +40,13 @@ many threads as numpy's BLAS may use, each block's part of Z summed in block ord
 thread count does not change the result); on torch they are two GEMMs. The reconstruction error
 follows from those products and the Gram matrices without another pass over X.
 
+Beyond memory: X may be an out-of-core row source (an HDF5 dataset read by blocks, e.g.
+:class:`dynconn.io.artifacts.RowBlocks`): the fused pass then reads each block once per iteration
+and the factors are the in-memory ones bit for bit. With ``client=`` (a dask.distributed Client)
+the pass runs on the workers, which keep each block's rows of X and of U (:class:`_DaskPass`); per
+iteration only the small factors go out and the R x T x A parts of ``U' X2`` and the pair Grams
+come back, summed in block order -- equal to the local fit to float32 rounding.
+
 Public API: :func:`ncp_hals`, :func:`ncp_restarts`, :func:`select_rank`, :func:`factor_congruence`,
 :func:`relative_error`, :func:`restart_seed`, the result dataclasses :class:`FitInfo`,
 :class:`RestartsResult`, :class:`RankSelection`.
@@ -483,7 +490,57 @@ def _check_dtype(dtype) -> np.dtype:
     return dt
 
 
+class _RowSource:
+    """A (P, T, A) tensor kept out of memory, read by blocks of rows (pairs) in the working dtype.
+
+    Wraps what the caller hands in: any object with ``shape``, ``dtype`` and
+    ``read_rows(start, stop, out)`` (:class:`dynconn.io.artifacts.RowBlocks`, an HDF5 dataset read
+    by blocks), or an ``h5py.Dataset`` itself (``read_direct``). ``src[start:stop]`` returns rows as
+    a new array, :meth:`read` fills a buffer (no allocation where the dtypes agree).
+    """
+
+    def __init__(self, source, dtype):
+        self.source = source
+        self.shape = tuple(int(d) for d in source.shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._same = np.dtype(source.dtype) == self.dtype
+
+    def _read_native(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        if hasattr(self.source, "read_rows"):
+            return self.source.read_rows(start, stop, out)
+        self.source.read_direct(out, np.s_[start:stop])
+        return out
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Rows ``start:stop`` into ``out`` ((stop - start, T, A), working dtype, C-contiguous)."""
+        if self._same:
+            return self._read_native(start, stop, out)
+        native = np.empty(out.shape, dtype=self.source.dtype)
+        out[...] = self._read_native(start, stop, native)
+        return out
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.shape[0])
+        return self.read(start, stop, np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype))
+
+
+def _is_row_source(X) -> bool:
+    """Is X a tensor read by blocks of rows (not an array-like to load whole)?"""
+    return (not isinstance(X, np.ndarray) and hasattr(X, "shape") and hasattr(X, "dtype")
+            and (hasattr(X, "read_rows") or hasattr(X, "read_direct")))
+
+
 def _check_tensor(X, dtype) -> np.ndarray:
+    if _is_row_source(X) or isinstance(X, _RowSource):
+        X = X if isinstance(X, _RowSource) else _RowSource(X, dtype)
+        if X.ndim != 3:
+            raise ValueError(f"X must be a 3-way tensor (pairs, time, animals); got shape {X.shape}")
+        if min(X.shape) < 1:
+            raise ValueError(f"X must not be empty; got shape {X.shape}")
+        if not np.issubdtype(X.source.dtype, np.floating):
+            raise ValueError(f"X must hold real numbers, got dtype {X.source.dtype}")
+        return X
     if hasattr(X, "detach") and hasattr(X, "cpu"):  # a torch tensor handed in directly
         X = X.detach().cpu().numpy()
     X = np.asarray(X)
@@ -622,6 +679,11 @@ class _Data:
         self.norm_sq, needs_zeroing = _scan_tensor(X, self.mask, self.groups)
         if self.norm_sq <= 0:
             raise ValueError("X is zero at every observed entry: nothing to factorize")
+        self.out_of_core = isinstance(X, _RowSource)
+        if self.out_of_core and needs_zeroing:
+            # a tensor read from disk at every pass cannot be zeroed once in memory (the pipeline's
+            # affinity.h5 holds 0 there by contract)
+            raise ValueError("an out-of-core X must hold 0 at its unobserved entries")
         # Unobserved entries holding anything but 0 are zeroed in one copy (the pipeline stores 0
         # there, so it never pays for this copy).
         self.X = _zero_unobserved(X, self.mask, self.groups) if needs_zeroing else X
@@ -634,12 +696,21 @@ class _Data:
         self._device_x2 = {}
 
     def x2(self, ops):
+        """X's (P, T*A) unfolding: a view on numpy (the :class:`_RowSource` itself when X is out of
+        core: the pass reads its blocks), uploaded once to a torch device (block by block)."""
         P, T, A = self.shape
         if ops.name == "numpy":
-            return self.X.reshape(P, T * A)
+            return self.X if self.out_of_core else self.X.reshape(P, T * A)
         key = (ops.name, ops.device)
         if key not in self._device_x2:
-            self._device_x2[key] = ops.asarray(self.X.reshape(P, T * A))
+            if self.out_of_core:
+                dev = ops.empty((P, T * A))
+                rows = _scan_rows(self.X)
+                for start in range(0, P, rows):
+                    dev[start:start + rows] = ops.asarray(self.X[start:start + rows].reshape(-1, T * A))
+                self._device_x2[key] = dev
+            else:
+                self._device_x2[key] = ops.asarray(self.X.reshape(P, T * A))
         return self._device_x2[key]
 
 
@@ -697,11 +768,13 @@ class _BlockScratch:
     """One thread's buffers for the pairs mode, for blocks of up to ``B`` rows: the block's MTTKRP
     rows ``f`` (B, Rp), its HALS scratch ``work``, its U rows zero-padded to ``Rp`` columns ``u``
     (B, Rp; the transpose is the left operand of ``U[rows]' X2[rows]``), one part ``z`` (Rp, TA)
-    of that product and, with a mask, its per-row Grams ``grows`` (R*R, B). ``Rp = 0``: only
+    of that product, with a mask its per-row Grams ``grows`` (R*R, B), and for an out-of-core X
+    the block's rows ``x`` (B, TA) read from disk. ``Rp = 0``: only
     ``work`` and ``grows`` (the two-GEMM path)."""
 
-    def __init__(self, ops, R: int, Rp: int, B: int, masked: bool, TA: int = 0):
+    def __init__(self, ops, R: int, Rp: int, B: int, masked: bool, TA: int = 0, reads: bool = False):
         self.work = _Work(ops, R, B)
+        self.x = ops.empty((B, TA)) if reads else None  # the block of X read from disk (out of core)
         self.f = ops.empty((B, Rp)) if Rp else None
         self.u = ops.zeros((B, Rp)) if Rp else None
         self.grows = ops.empty((R * R, B)) if masked else None
@@ -854,7 +927,9 @@ class _Problem:
         if block is None:
             block = PAIRS_BLOCK if self.on_host else P
         self.block = B = max(1, min(int(block), P))
-        self.fused = self.on_host and (_FUSED_PASS if fused is None else bool(fused))
+        self.remote = None  # a _DaskPass when the pass runs on dask workers (ncp_hals' client)
+        self.out_of_core = data.out_of_core and self.on_host  # X2 read from disk block by block
+        self.fused = self.on_host and (self.out_of_core or (_FUSED_PASS if fused is None else bool(fused)))
         # GEMM operands padded with zero rows to a multiple of ``gemm_pad``: OpenBLAS runs a
         # 16-column thin product faster than a 15-column one (measured, see docs).
         self.Rp = Rp = int(math.ceil(R / gemm_pad) * gemm_pad)
@@ -866,7 +941,8 @@ class _Problem:
             # block order afterwards, so Z does not depend on which thread did which block.
             self.threads = min(_pass_threads(), len(self.blocks()))
             self.z_parts = ops.empty((len(self.blocks()), Rp, T * A))
-            self.scratch = [_BlockScratch(ops, R, Rp, B, mask is not None, T * A) for _ in range(self.threads)]
+            self.scratch = [_BlockScratch(ops, R, Rp, B, mask is not None, T * A, self.out_of_core)
+                            for _ in range(self.threads)]
         else:
             self.threads = 1
             self.f_buf = ops.empty((P, Rp))  # X2 @ KR, all rows
@@ -891,6 +967,114 @@ class _Problem:
 
 
 _HOST = _NumpyOps(np.float64)
+
+
+@dataclass
+class _RemoteBlock:
+    """One block of pairs as a dask worker holds it: X's rows ``x`` (n, T*A), the pair factor's
+    rows ``u`` (R, n) and, with a mask, the block's mask rows transposed ``mt`` (A, n) float."""
+
+    x: np.ndarray
+    u: np.ndarray
+    mt: np.ndarray | None
+
+
+def _remote_block(block: _RemoteBlock, scale, kr, WW, G_shared, G_full, missing, n_sweeps, stop_ratio, dtype):
+    """A worker's part of one iteration (runs where ``block`` lives): rescale U's rows by the last
+    balancing ``scale`` (R,), update them (:func:`_update_pair_rows`), and return the block with
+    its partial products ``U[blk]' X2[blk]`` (R, T*A), ``U[blk]' U[blk]`` (R, R), the masked
+    ``U[r] U[s]`` sums (R(R+1)/2, A) (host float64) and the squared row norms (R,)."""
+    ops = _NumpyOps(np.dtype(dtype))
+    u, x = block.u, block.x
+    R, n = u.shape
+    if scale is not None:
+        u *= scale.astype(u.dtype)[:, None]
+    F = (x @ kr.T)[:, :R].T  # (R, n)
+    shared = _SharedGram(ops, G_shared) if G_shared is not None else None
+    grows = ops.empty((R * R, n)) if block.mt is not None else None
+    _update_pair_rows(ops, u, F, block.mt, WW, shared, G_full, missing, n_sweeps, stop_ratio, _Work(ops, R, n), grows)
+    z = np.asarray(u @ x, dtype=np.float64)
+    utu = np.asarray(u @ u.T, dtype=np.float64)
+    tri = None
+    if block.mt is not None:
+        r_idx, s_idx = np.triu_indices(R)
+        tri = np.asarray((u[r_idx] * u[s_idx]) @ block.mt.T, dtype=np.float64)
+    return block, (z, utu, tri, np.einsum("rn,rn->r", u, u, dtype=np.float64))
+
+
+def _block_of(result):
+    return result[0]
+
+
+def _partials_of(result):
+    return result[1]
+
+
+class _DaskPass:
+    """The pairs-mode pass of every iteration on dask workers that hold the blocks of pairs.
+
+    Each block's X rows and U rows are scattered once and stay on a worker; per iteration only the
+    small arrays go out (the Khatri-Rao product KR (Rp, T*A), the Gram operands (R*R, A), the
+    balancing scale (R,)) and the block's R x T*A part of ``Z = U' X2`` and its R x R / R(R+1)/2 x A
+    Grams come back, summed on the client in block order. ``u_factor()`` gathers U (the end of the
+    fit, a checkpoint). The client is any ``dask.distributed.Client`` (the caller makes it).
+    """
+
+    def __init__(self, client, prob, Ut: np.ndarray):
+        self.client = client
+        self.prob = prob
+        self.scale = None  # balancing scale not yet applied on the workers
+        self.blocks = []
+        masked = prob.mask is not None
+        P, T, A = prob.shape
+        for start, stop in prob.blocks():
+            rows = prob.X2[start:stop]
+            x = np.ascontiguousarray(np.asarray(rows).reshape(stop - start, T * A))
+            mt = np.ascontiguousarray(prob.mask[start:stop].T.astype(x.dtype)) if masked else None
+            block = _RemoteBlock(x, np.ascontiguousarray(Ut[:, start:stop]).copy(), mt)
+            self.blocks.append(client.scatter(block))
+
+    def run_pass(self, kr, WW, shared, missing, n_sweeps, stop_ratio):
+        """One pass: returns ``Z`` (R, T, A), ``U'U`` (R, R) and the masked Grams (R, R, A or G) or None."""
+        prob = self.prob
+        P, T, A = prob.shape
+        R = prob.rank
+        dtype = prob.kr_host.dtype.name
+        WW_np = None if WW is None else np.asarray(WW)
+        G_shared = shared.G if shared is not None else None
+        G_full = shared.G if (shared is not None and prob.mask is not None) else None
+        results = [self.client.submit(_remote_block, b, self.scale, kr, WW_np, G_shared, G_full, missing,
+                                      n_sweeps, stop_ratio, dtype, pure=False) for b in self.blocks]
+        self.scale = None
+        self.blocks = [self.client.submit(_block_of, r, pure=False) for r in results]
+        parts = self.client.gather([self.client.submit(_partials_of, r, pure=False) for r in results])
+        sums = []
+        for k in range(4):  # summed in block order: the result does not depend on the workers
+            total = None
+            for part in parts:
+                if part[k] is not None:
+                    total = part[k].copy() if total is None else total + part[k]
+            sums.append(total)
+        z, utu, tri, norms = sums
+        self.u_norms_sq = norms
+        UMU = None
+        if prob.mask is not None:
+            UMU = np.empty((R, R, tri.shape[1]))
+            UMU[prob.triu[0], prob.triu[1]] = tri
+            UMU[prob.triu[1], prob.triu[0]] = tri
+        return z[:R].reshape(R, T, A), utu, UMU
+
+    def rescale(self, scale: np.ndarray) -> None:
+        """Balancing: U's rows times ``scale`` (R,), applied on the workers with the next pass."""
+        self.scale = scale if self.scale is None else self.scale * scale
+
+    def u_factor(self) -> np.ndarray:
+        """U (R, P) in the working dtype, gathered from the workers (the pending scale applied)."""
+        blocks = self.client.gather(self.blocks)
+        Ut = np.concatenate([b.u for b in blocks], axis=1)
+        if self.scale is not None:
+            Ut = Ut * self.scale.astype(Ut.dtype)[:, None]
+        return Ut
 
 
 def _pairs_grams(prob: _Problem, Ut, need_utu=True):
@@ -947,11 +1131,15 @@ def _balance_(prob: _Problem, Ut, Vt, Wt):
     comparable magnitudes so float32 neither over- nor underflows.
     """
     ops = prob.ops
-    norms = [np.sqrt(prob.download(ops.einsum("rn,rn->r", Ut, Ut))),
-             np.sqrt(np.einsum("rn,rn->r", Vt, Vt)), np.sqrt(np.einsum("rn,rn->r", Wt, Wt))]
+    u_norm = np.sqrt(prob.remote.u_norms_sq) if prob.remote is not None else \
+        np.sqrt(prob.download(ops.einsum("rn,rn->r", Ut, Ut)))
+    norms = [u_norm, np.sqrt(np.einsum("rn,rn->r", Vt, Vt)), np.sqrt(np.einsum("rn,rn->r", Wt, Wt))]
     target = np.cbrt(norms[0] * norms[1] * norms[2])
     scales = [np.where(n > 0, target / np.where(n > 0, n, 1.0), 0.0)[:, None] for n in norms]
-    Ut *= prob.upload(scales[0])
+    if prob.remote is not None:  # U lives on the workers: scaled there, with the next pass
+        prob.remote.rescale(scales[0][:, 0])
+    else:
+        Ut *= prob.upload(scales[0])
     Vt *= scales[1]
     Wt *= scales[2]
 
@@ -1071,6 +1259,7 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
     timer.stop("kr")
     VtV = Vt @ Vt.T
     WtW = Wt @ Wt.T
+    WW = None
     if masked:
         # G_p[r, s] = VtV[r, s] * sum_a m[p, a] W[r, a] W[s, a], for a block of rows p in one GEMM;
         # the VtV factor is folded into the small (R*R, A) operand so the (R*R, rows) result is
@@ -1082,38 +1271,32 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
             WW = (_group_grams(Vt, groups, prob.mask.shape[1]) * WtW[:, :, None]).reshape(R * R, -1)
         WW = prob.upload(WW)
     shared = _SharedGram(ops, VtV * WtW) if (not masked or missing == "em") else None
-    if masked and missing == "em":
-        Gfull_dev = ops.asarray(shared.G)
+    Gfull_dev = ops.asarray(shared.G) if masked and missing == "em" else None
     timer.stop("grams")
+    if prob.remote is not None:  # the pass on the workers that hold the blocks (_DaskPass)
+        Z, UtU, UMU = prob.remote.run_pass(prob.kr_host, WW if masked else None, shared, missing, sweeps[0],
+                                           stop_ratio)
+        timer.stop("pass")
+        return _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer)
 
     def pairs_block(start, stop, F, scratch: _BlockScratch, timer: _Timer):
         """Update U's rows start:stop (columns of Ut) from ``F`` (R, n), their MTTKRP rows."""
         n = stop - start
-        Y = Ut[:, start:stop]
         work = scratch.work if n == prob.block else scratch.work.cols(n)
-        if not masked:
-            _hals_shared(ops, Y, F, shared, sweeps[0], stop_ratio, work)
-            return
-        Grows = ops.matmul(WW, prob.Mt[:, start:stop], out=scratch.grows[:, :n])  # (R*R, n)
-        timer.stop("grams")
-        if missing == "exact":
-            _hals_rows(ops, Y, F, Grows.reshape(R, R, n), sweeps[0], stop_ratio, work, overwrite=True)
-            return
-        # EM: impute the unobserved entries with the current model, then a full-data update:
-        # f~_p = f_p + (G - G_p) u_p
-        Fe = ops.matmul(Gfull_dev, Y, out=work.fe)
-        Fe += F
-        for r in range(R):
-            ops.rowdot(Grows[r * R:(r + 1) * R], Y, out=work.vec)
-            Fe[r] -= work.vec
-        _hals_shared(ops, Y, Fe, shared, sweeps[0], stop_ratio, work)
+        _update_pair_rows(ops, Ut[:, start:stop], F, prob.Mt[:, start:stop] if masked else None, WW, shared,
+                          Gfull_dev, missing, sweeps[0], stop_ratio, work,
+                          scratch.grows[:, :n] if masked else None, timer)
 
     if prob.fused:
         # ---- one pass over X by blocks: F = X2[blk] @ KR, update U[blk], Z_blk = U[blk]' X2[blk]
         def one_block(i, scratch: _BlockScratch, timer: _Timer, after_first_product=None):
             start, stop = blocks[i]
             n = stop - start
-            rows = X2[start:stop]
+            if prob.out_of_core:  # read once per pass, into this thread's buffer
+                rows = scratch.x[:n]
+                X2.read(start, stop, rows.reshape(n, T, A))
+            else:
+                rows = X2[start:stop]
             f_blk = ops.matmul(rows, prob.kr_buf.T, out=scratch.f[:n])
             if after_first_product is not None:
                 after_first_product()
@@ -1151,8 +1334,40 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         Z = prob.download(prob.z_buf[:R]).reshape(R, T, A)
         timer.stop("gemm_z")
 
-    # ---- time and animals modes: small contractions of Z --------------------------------------
     UtU, UMU = _pairs_grams(prob, Ut, need_utu=missing == "em")
+    return _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer)
+
+
+def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_sweeps, stop_ratio, work: _Work,
+                      grows, timer: _Timer | None = None) -> None:
+    """Update the pair-factor rows ``Y`` (R, n) in place from their MTTKRP rows ``F`` (R, n): one shared
+    Gram ``shared`` without a mask; with one (``Mt_rows`` (A, n) float), each row's Gram
+    ``WW @ Mt_rows`` (R*R, n) into ``grows`` -- exact, or EM with the full Gram ``Gfull_dev``."""
+    R, n = Y.shape
+    if Mt_rows is None:
+        _hals_shared(ops, Y, F, shared, n_sweeps, stop_ratio, work)
+        return
+    Grows = ops.matmul(WW, Mt_rows, out=grows)  # (R*R, n)
+    if timer is not None:
+        timer.stop("grams")
+    if missing == "exact":
+        _hals_rows(ops, Y, F, Grows.reshape(R, R, n), n_sweeps, stop_ratio, work, overwrite=True)
+        return
+    # EM: impute the unobserved entries with the current model, then a full-data update:
+    # f~_p = f_p + (G - G_p) u_p
+    Fe = ops.matmul(Gfull_dev, Y, out=work.fe)
+    Fe += F
+    for r in range(R):
+        ops.rowdot(Grows[r * R:(r + 1) * R], Y, out=work.vec)
+        Fe[r] -= work.vec
+    _hals_shared(ops, Y, Fe, shared, n_sweeps, stop_ratio, work)
+
+
+def _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer: _Timer) -> float:
+    """The time and animals modes from ``Z = U' X2`` (R, T, A) and the pair Grams, then the loss."""
+    masked = prob.mask is not None
+    groups = prob.groups
+    # ---- time and animals modes: small contractions of Z --------------------------------------
     FV = np.einsum("rta,ra->rt", Z, Wt)
     if masked and groups is not None:
         # row t sees the pairs observed in its group: G_t = (U' diag(m[:, g(t)]) U) * (w w')
@@ -1215,14 +1430,36 @@ def _rsvd_left(prob: _Problem, k: int, rng: np.random.Generator, n_power: int = 
     P, T, A = prob.shape
     n_cols = min(k + 8, P, T * A)
     omega = ops.asarray(rng.standard_normal((n_cols, T * A)).astype(np.float32))
-    Y = ops.to_numpy(ops.matmul(omega, prob.X2.T)).T.astype(np.float64)  # (P, n_cols)
+    if prob.out_of_core:  # the same products, by blocks of rows read from disk
+        def x_times(M):  # X2 @ M' -> (P, n) host float64
+            return np.concatenate([(rows @ M.T).astype(np.float64) for rows in _x2_blocks(prob)])
+
+        def times_x(Qm):  # Q' X2 -> (n, T*A)
+            out = 0
+            for (start, stop), rows in zip(prob.blocks(), _x2_blocks(prob)):
+                out = out + Qm[start:stop].T.astype(np.float32) @ rows
+            return out
+    else:
+        def x_times(M):
+            return ops.to_numpy(ops.matmul(M, prob.X2.T)).T.astype(np.float64)
+
+        def times_x(Qm):
+            return ops.matmul(ops.asarray(Qm.T), prob.X2)
+    Y = x_times(omega)  # (P, n_cols)
     Q, _ = np.linalg.qr(Y)
     for _ in range(n_power):
-        B = ops.matmul(ops.asarray(Q.T), prob.X2)  # (n_cols, T*A)
-        Q, _ = np.linalg.qr(ops.to_numpy(ops.matmul(B, prob.X2.T)).T.astype(np.float64))
-    B = ops.to_numpy(ops.matmul(ops.asarray(Q.T), prob.X2)).astype(np.float64)
+        B = times_x(Q)  # (n_cols, T*A)
+        Q, _ = np.linalg.qr(x_times(B))
+    B = ops.to_numpy(times_x(Q)).astype(np.float64)
     Ub, s, _ = np.linalg.svd(B, full_matrices=False)
     return (Q @ Ub)[:, :k], s[:k]
+
+
+def _x2_blocks(prob: _Problem):
+    """The rows of an out-of-core X2, block by block ((n, T*A) arrays in the working dtype)."""
+    P, T, A = prob.shape
+    for start, stop in prob.blocks():
+        yield prob.X2[start:stop].reshape(stop - start, T * A)
 
 
 def _mode_gram_eig(X: np.ndarray, mode: int, k: int):
@@ -1387,6 +1624,7 @@ def ncp_hals(
     gemm_pad=None,
     scale_init=None,
     profile=False,
+    client=None,
 ) -> tuple[CPTensor, FitInfo]:
     """Non-negative CP decomposition of ``X`` by HALS, fitting observed entries only.
 
@@ -1460,6 +1698,12 @@ def ncp_hals(
         same CPTensor this solver follows tensorly's HALS iterates.
     profile : bool
         Record seconds per phase in ``FitInfo.phase_seconds`` (adds device syncs on CUDA).
+    client : dask.distributed.Client, optional
+        Run the pass over the blocks of pairs on its workers: each block's rows of X and of the pair
+        factor are sent once and stay there; per iteration only the small factors go out and the
+        blocks' R x T x A parts of ``U' X`` (and R x R Grams) come back, summed in block order.
+        numpy backend, ``method="hals"``. The factors equal the local run's to float32 rounding
+        (the pair Grams and norms are summed block by block instead of in one product).
 
     Returns
     -------
@@ -1534,6 +1778,14 @@ def ncp_hals(
         start_iter = 0
         seconds_before = 0.0
 
+    if client is not None:
+        if ops.name != "numpy":
+            raise ValueError("client= runs the pass on dask workers with backend='numpy' only")
+        prob.remote = _DaskPass(client, prob, ops.to_numpy(Ut))
+
+    def current_u():
+        return prob.remote.u_factor() if prob.remote is not None else Ut
+
     converged = False
     iteration = start_iter
     # A resumed fit that had already converged (or finished) does no further iteration.
@@ -1556,11 +1808,11 @@ def ncp_hals(
                 converged = True
                 break
             if on_checkpoint is not None and iteration < max_iter and _due(checkpoint_every, checkpoint_due, iteration):
-                on_checkpoint(_fit_state(prob, Ut, Vt, Wt, iteration, history,
+                on_checkpoint(_fit_state(prob, current_u(), Vt, Wt, iteration, history,
                                          seconds_before + time.perf_counter() - t_start,
                                          init_name, "hals", missing, dt))
 
-    final = [ops.to_numpy(Ut).T.astype(np.float64), Vt.T, Wt.T]
+    final = [ops.to_numpy(current_u()).T.astype(np.float64), Vt.T, Wt.T]
     cp = _normalise_sort(final, dt)
     info = FitInfo(
         n_iter=iteration,
@@ -1595,6 +1847,8 @@ def _tensorly_reference(data, rank, init, max_iter, tol, random_state, backend, 
     from tensorly.decomposition import non_negative_parafac_hals
 
     X = data.X
+    if data.out_of_core:
+        raise ValueError("method='tensorly-hals' needs X in memory; use method='hals' for an out-of-core X")
     if data.mask is not None:
         raise ValueError("method='tensorly-hals' does not support a mask; use method='hals'")
     if backend != "numpy":

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..console import warn
 from ..errors import NumericalError
+from ..io.artifacts import RowBlocks, StreamedDataset
 
 _MAX_NAMED = 4
 
@@ -78,14 +79,19 @@ def check_output(stage: str, datasets: dict, upstream: dict) -> None:
             _raise(stage, "traces", bad, where, traces)
         return
     if stage == "affinity":
-        tensor = np.asarray(datasets["affinity"])
-        bad = ~np.isfinite(tensor)
-        if bad.any():
-            pairs, neurons, animals = datasets["pairs"], datasets["neurons"], datasets["animals"]
-            p_idx = np.flatnonzero(bad.any(axis=(1, 2)))
-            a_idx = np.flatnonzero(bad.any(axis=(0, 1)))
-            where = f"animal {_listing(_names(animals, a_idx), a_idx.size)}, {_culprits(pairs, neurons, p_idx)}"
-            _raise(stage, "affinity", bad, where, tensor)
+        def check(start: int, tensor: np.ndarray) -> None:
+            bad = ~np.isfinite(tensor)
+            if bad.any():
+                pairs, neurons, animals = datasets["pairs"], datasets["neurons"], datasets["animals"]
+                p_idx = start + np.flatnonzero(bad.any(axis=(1, 2)))
+                a_idx = np.flatnonzero(bad.any(axis=(0, 1)))
+                where = f"animal {_listing(_names(animals, a_idx), a_idx.size)}, {_culprits(pairs, neurons, p_idx)}"
+                _raise(stage, "affinity", bad, where, tensor)
+
+        if isinstance(datasets["affinity"], StreamedDataset):
+            datasets["affinity"].checks.append(check)  # each block, as it is written
+        else:
+            check(0, np.asarray(datasets["affinity"]))
         return
     if stage == "factorize":
         aff = upstream.get("affinity")
@@ -138,12 +144,20 @@ def check_inputs(stage: str, upstream: dict, params: dict | None = None) -> None
                 )
         # unobserved entries hold 0 (affinity.h5 contract), so "all observed are zero" is
         # "the tensor is zero" -- in either layout, without indexing by the (P, A) mask
-        if not aff["mask"].any() or not np.any(aff["affinity"]):
+        if not aff["mask"].any() or not _any_nonzero(aff["affinity"]):
             raise NumericalError(
                 "factorize: every observed affinity is zero (no two neurons change together "
                 "beyond their noise level: constant or too short traces?); nothing to factorize. "
                 "Lower affinity.noise_threshold or check the input traces"
             )
+
+
+def _any_nonzero(tensor) -> bool:
+    """Whether a tensor, in memory or a :class:`~dynconn.io.artifacts.RowBlocks` handle on disk
+    (read by blocks), holds a non-zero value."""
+    if isinstance(tensor, RowBlocks):
+        return any(np.any(block) for _, block in tensor.iter_blocks())
+    return bool(np.any(tensor))
 
 
 def degenerate_warnings(stage: str, datasets: dict) -> None:

@@ -26,6 +26,7 @@ against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.runn
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -125,12 +126,24 @@ def verify_output(name: str, workdir: Path, verified: Verified | None = None) ->
     return None
 
 
-def read_upstream(up: str, workdir: Path, verified: Verified | None = None):
-    """Read an upstream artifact, verified (once per command)."""
+def _over_budget(path: Path, streamable: tuple[str, ...], budget: int | None) -> tuple[str, ...]:
+    """The ``streamable`` datasets of ``path`` larger than ``budget`` bytes (read by blocks)."""
+    if not streamable or budget is None:
+        return ()
+    shapes = dataset_shapes(path)
+    return tuple(n for n in streamable if n in shapes and resources.nbytes(*shapes[n]) > budget)
+
+
+def read_upstream(up: str, workdir: Path, verified: Verified | None = None, streamable: tuple[str, ...] = (),
+                  budget: int | None = None):
+    """Read an upstream artifact, verified (once per command).
+
+    ``streamable`` datasets larger than ``budget`` bytes are left on disk as
+    :class:`~dynconn.io.artifacts.RowBlocks` handles (checksummed by one streamed read)."""
     path = workdir / STAGES[up].output
     check = verified is None or path not in verified
     try:
-        art = read_h5(path, verify=check)
+        art = read_h5(path, verify=check, lazy=_over_budget(path, streamable, budget))
     except ArtifactError as exc:
         raise ArtifactError(f"{exc} (run `dynconn run` or `dynconn {up}` to recompute it)") from None
     if verified is not None:
@@ -269,23 +282,16 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
     started = time.perf_counter()
-    try:
-        upstream = {up: read_upstream(up, workdir, verified) for up in stage.inputs}
+    with _stage_errors(name, remedy, ckpt):
+        budget = resources.memory_budget(config)
+        upstream = {up: read_upstream(up, workdir, verified, stage.streamed_inputs(up), budget)
+                    for up in stage.inputs}
         with console.capture_warnings() as warnings_seen:
             stage.check_inputs(upstream, expected["params"])
             kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
             result = stage.run(config, workdir, console, upstream, **kwargs)
             if not stage.writes_files:
                 stage.check_output(result[0], upstream)
-    except Interrupted as exc:
-        exc.stage = name
-        if ckpt is not None and ckpt.path.exists():
-            exc.checkpoint = ckpt.path
-        raise
-    except MemoryError as exc:
-        raise ResourceError(f"{name}: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
-    except FloatingPointError as exc:
-        raise NumericalError(f"{name}: {exc}; check the input traces for extreme values") from None
     seconds = time.perf_counter() - started
     if cache_size > 0:
         cache.keep(stage, workdir, recorded_provenance(name, workdir), key)
@@ -297,21 +303,41 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
                      warnings=warnings_seen)
     else:
         datasets, attrs = result
-        write_h5(
-            output,
-            datasets,
-            stage=name,
-            params=expected["params"],
-            config=config.values,
-            inputs=expected["inputs"],
-            attrs={**attrs, "seconds": seconds, "warnings": warnings_seen},
-        )
+        with _stage_errors(name, remedy, ckpt):  # a streamed dataset is computed while it is written
+            write_h5(
+                output,
+                datasets,
+                stage=name,
+                params=expected["params"],
+                config=config.values,
+                inputs=expected["inputs"],
+                # (seconds with the write: a streamed dataset is computed while it is written)
+                attrs={**attrs, "seconds": lambda: time.perf_counter() - started, "warnings": warnings_seen},
+            )
     verified.add(output)
     if ckpt is not None:
         ckpt.clear()
     cache.discard(stage, workdir, key)  # (after --force) superseded by this fresh result
+    seconds = time.perf_counter() - started  # (with the write: a streamed dataset is computed then)
     console.info(f"[green]✓[/green] {name}: wrote {output} ({seconds:.1f} s)")
     return True
+
+
+@contextlib.contextmanager
+def _stage_errors(name: str, remedy: str, ckpt):
+    """A stage's failures as one-line errors naming it (around its run, and around the write of
+    its artifact, where a streamed dataset is computed)."""
+    try:
+        yield
+    except Interrupted as exc:
+        exc.stage = name
+        if ckpt is not None and ckpt.path.exists():
+            exc.checkpoint = ckpt.path
+        raise
+    except MemoryError as exc:
+        raise ResourceError(f"{name}: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
+    except FloatingPointError as exc:
+        raise NumericalError(f"{name}: {exc}; check the input traces for extreme values") from None
 
 
 def _bound_cache(workdir: Path, limit: int, console: Console) -> None:
@@ -393,7 +419,9 @@ def factorize_file(in_path: Path, out_path: Path, options: dict, console: Consol
         need, remedy = stage.estimate_memory(config, {"affinity": dataset_shapes(in_path)})
         resources.check_memory(stage.name, need, remedy)
         try:
-            upstream = {"affinity": read_h5(in_path)}  # verified against its checksums
+            # verified against its checksums; over the memory budget the tensor stays on disk
+            lazy = _over_budget(in_path, stage.streamed_inputs("affinity"), resources.memory_budget(config))
+            upstream = {"affinity": read_h5(in_path, lazy=lazy)}
             stage.check_inputs(upstream, section)
             with console.capture_warnings() as seen:
                 datasets, attrs = stage.run(config, out_path.parent, console, upstream)

@@ -14,10 +14,11 @@ full (stages read their inputs into memory) plus each stage's own arrays:
 
 ``ingest``       10 × the size of text inputs (CSV parsing keeps every cell as a Python
                  string), 3 × binary inputs, plus the aligned float32 output
-``affinity``     the (P, T, A) float32 tensor, one animal's (P, T) block twice (result and
-                 boolean-indexed copy), derivatives and per-bin Gram matrices
-``factorize``    twice the tensor (a working copy), the pair factors and per-pair Gram
-                 matrices at the largest rank tried
+``affinity``     a few blocks of the tensor (it is written by blocks of pairs, never whole),
+                 every animal's signals (N × F floats, twice) and the pair indices
+``factorize``    twice the tensor (a working copy) -- or, over ``compute.memory_budget``
+                 (streamed from the file), a few blocks of 1024 pairs -- the pair factors and
+                 per-pair Gram matrices at the largest rank tried
 ``communities``  a few N × N matrices
 ``report``       a few N × N matrices per figure
 
@@ -121,6 +122,19 @@ def available_memory() -> Available:
     return Available(value, source)
 
 
+def memory_budget(config) -> int:
+    """Bytes the affinity tensor may take in memory: ``compute.memory_budget``, or by default half
+    of :func:`available_memory` (2 GiB when that is unknown)."""
+    try:
+        value = config["compute"].get("memory_budget")
+    except (KeyError, TypeError):  # a stage's own section only (the standalone commands)
+        value = None
+    if value is not None:
+        return int(value)
+    avail = available_memory().bytes
+    return avail // 2 if avail is not None else 2 << 30
+
+
 def check_memory(stage: str, need: int, remedy: str) -> None:
     """Refuse (ResourceError) when ``need`` bytes exceed the memory available."""
     avail = available_memory()
@@ -184,10 +198,13 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
         fpb = max(1, int(round(float(config["affinity"]["bin_seconds"]) * rate)))
         n_bins = n_frames // fpb
         pairs = n_neurons * (n_neurons - 1) // 2
-        tensor = pairs * n_bins * n_animals * F32
-        block = pairs * n_bins * F32
-        work = n_neurons * n_frames * F64 * 6 + 2 * n_neurons * n_neurons * F64 + pairs * (8 + n_animals)
-        return loaded + tensor + 2 * block + work, remedy_tensor + " (memory grows with pairs × bins × animals)"
+        # the tensor is computed and written by blocks of pairs (stages.affinity.BLOCK_BYTES): a block,
+        # its per-bin products, the signals of every animal (N × F floats, twice) and the pair indices
+        from ..stages.affinity import BLOCK_BYTES
+
+        block = min(pairs * n_bins * n_animals * F32, BLOCK_BYTES)
+        work = (n_animals * 2 + 4) * n_neurons * n_frames * F64 + pairs * (8 + n_animals)
+        return loaded + 3 * block + work, remedy_tensor + " (memory grows with neurons × frames × animals)"
     if stage == "factorize":
         aff = upstream_shapes.get("affinity", {}).get("affinity")
         if aff is None:
@@ -200,13 +217,27 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
         grams = pairs * rank * rank * F32 * 2 + rank * n_bins * n_animals * F64 * 2
         # the pass over X keeps each block's part of U' X (one per 1024 pairs = ntf.PAIRS_BLOCK)
         z_parts = (pairs // 1024 + 1) * (rank + 8) * n_bins * n_animals * F32
-        need = loaded + _nbytes((pairs, n_bins, n_animals), F32) + factors + grams + z_parts
+        tensor = _nbytes((pairs, n_bins, n_animals), F32)
+        streamed = tensor > memory_budget(config)
+        if streamed:
+            # streamed from affinity.h5 (compute.memory_budget): a few 1024-pair blocks, not the tensor
+            loaded -= tensor
+            tensor = min(tensor, 4 * 1024 * n_bins * n_animals * F32)
+        need = loaded + tensor + factors + grams + z_parts
+        if not streamed:  # held in memory: a lower budget streams it from the file instead
+            return need, (f"lower compute.memory_budget below the tensor's {format_bytes(tensor)} (it is then "
+                          "streamed from affinity.h5), lower factorize.rank / factorize.ranks, or " + remedy_tensor)
         return need, ("lower factorize.rank / factorize.ranks, or " + remedy_tensor)
     if stage in ("communities", "report"):
         neurons = upstream_shapes.get("affinity", {}).get("neurons")
         n = neurons[0][0] if neurons else 0
         return loaded + 4 * n * n * F64, remedy_tensor
     return loaded, remedy_tensor
+
+
+def nbytes(shape, itemsize: int) -> int:
+    """Bytes of an array of ``shape`` and ``itemsize``."""
+    return _nbytes(shape, itemsize)
 
 
 def _nbytes(shape, itemsize: int) -> int:

@@ -50,6 +50,12 @@ class Stage:
     def inputs(self) -> tuple[str, ...]:
         return tuple(self.module.UPSTREAM)
 
+    def streamed_inputs(self, upstream: str) -> tuple[str, ...]:
+        """Datasets of the ``upstream`` artifact this stage can read by blocks of rows from the
+        file (a :class:`~dynconn.io.artifacts.RowBlocks` handle) instead of whole, when they
+        exceed ``compute.memory_budget`` (module attribute ``STREAMED_INPUTS``)."""
+        return tuple(getattr(self.module, "STREAMED_INPUTS", {}).get(upstream, ()))
+
     @property
     def checkpoints(self) -> bool:
         return getattr(self.module, "CHECKPOINTS", False)

@@ -19,9 +19,12 @@ Methods (formulas in ``docs/method.md``):
     Pearson correlation of the traces in a sliding window centred on each bin, positive part.
 
 Every method is a binned average of a product that splits into a positive and a negative
-part, ``max(u_i u_j, 0) = u⁺_i u⁺_j + u⁻_i u⁻_j``, so each bin's N × N affinity matrix is
-one Gram matrix ``R_b R_bᵀ`` (BLAS), and only one bin's N × N block lives beside the
-(P, T) output at any time: peak memory stays near the size of the output tensor.
+part, ``max(u_i u_j, 0) = u⁺_i u⁺_j + u⁻_i u⁻_j``, so each bin's affinity matrix is one Gram
+matrix ``R_b R_bᵀ`` (BLAS). The tensor is computed by blocks of pairs (:func:`pair_blocks`: the
+pairs of consecutive first neurons ``i0:i1``, about :data:`BLOCK_BYTES` each), each bin's rows
+``i0:i1`` of the Gram against the neurons from ``i0`` on; the stage writes each block into
+``affinity.h5`` as it is computed (:class:`dynconn.io.artifacts.StreamedDataset`), so the tensor
+is never whole in memory (:func:`stack_affinity`, the library's, assembles the same blocks).
 
 Artifact ``affinity.h5`` (DESIGN.md): ``/affinity`` float32 (P, T, A), ``/pairs`` int32
 (P, 2), ``/mask`` bool (P, A), ``/neurons`` (N), ``/animals`` (A), ``/time`` float64 (T)
@@ -48,6 +51,7 @@ import numpy as np
 from ..config import Config
 from ..console import Console, plural, warn
 from ..errors import ConfigError
+from ..io.artifacts import StreamedDataset
 from ..validation import InvalidArgument
 
 NAME = "affinity"
@@ -365,6 +369,207 @@ def check_binning(n_frames, rate: float, f_max: int, layout: str, animals, bin_s
     return fpb, bins
 
 
+#: Size of one block of the affinity tensor (float32 bytes): the tensor is computed by blocks of
+#: consecutive neurons' pairs of about this size (:func:`pair_blocks`), whatever the memory
+#: budget, so the in-memory and the streamed tensors are the same numbers.
+BLOCK_BYTES = 32 << 20
+
+
+def pair_blocks(n_neurons: int, row_bytes: int, target: int = BLOCK_BYTES) -> list[tuple[int, int, int, int]]:
+    """``(i0, i1, p0, p1)`` blocks of the tensor: the pairs ``p0:p1`` (:func:`pair_index` order) are
+    those whose first neuron is in ``i0:i1``; consecutive neurons are grouped until a block's
+    ``(p1 - p0) · row_bytes`` reaches ``target`` bytes (at least one neuron per block)."""
+    blocks = []
+    i0 = p0 = 0
+    while i0 < n_neurons - 1:
+        i1, p1 = i0, p0
+        while i1 < n_neurons - 1 and (i1 == i0 or (p1 - p0 + n_neurons - 1 - i1) * row_bytes <= target):
+            p1 += n_neurons - 1 - i1
+            i1 += 1
+        blocks.append((i0, i1, p0, p1))
+        i0, p0 = i1, p1
+    return blocks
+
+
+@dataclass
+class _AnimalSignals:
+    """One animal's signals for the Gram products, on all N neurons (zero rows where absent):
+    ``positive``/``negative`` (N, F_a) for the product methods (``negative`` None for
+    window-corr, whose ``positive`` holds the traces), its bins' start frames and its columns."""
+
+    positive: np.ndarray
+    negative: np.ndarray | None
+    starts: np.ndarray
+    column: int  # first column of its bins in the tensor's time axis
+    slot: int  # index on the tensor's last axis
+
+
+def _animal_signals(traces: np.ndarray, rows: np.ndarray, n_neurons: int, *, rate: float, method: str,
+                    smooth_seconds: float, noise_threshold: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """(positive, negative) (N, F) signals of one animal's (n_present, F) ``traces`` (rows ``rows``)."""
+    sigma = smooth_seconds * rate
+    if method == "differential":
+        s = differential_signal(traces, sigma, noise_threshold)
+        parts = (np.sqrt(np.maximum(s, 0)), np.sqrt(np.maximum(-s, 0)))
+    elif method == "mtd":
+        z = mtd_signal(traces, sigma)
+        parts = (np.maximum(z, 0), np.maximum(-z, 0))
+    else:
+        parts = (np.nan_to_num(np.asarray(traces, dtype=np.float64)), None)
+    out = []
+    for part in parts:
+        if part is None:
+            out.append(None)
+            continue
+        full = np.zeros((n_neurons, part.shape[1]))
+        full[rows] = part
+        out.append(full)
+    return out[0], out[1]
+
+
+def _block_values(sig: _AnimalSignals, i0: int, i1: int, cols: np.ndarray, rows_local: np.ndarray,
+                  fpb: int, window: int, out: np.ndarray, advance=None) -> None:
+    """Write the affinity of the pairs whose first neuron is in ``i0:i1`` (with every later neuron)
+    into ``out[:, sig.column + b, sig.slot]`` for each bin b. ``rows_local``/``cols`` index the
+    (i1 - i0, N - i0) products at those pairs."""
+    f = sig.positive.shape[1]
+    half = window // 2
+    for b, s in enumerate(sig.starts):
+        if sig.negative is not None:
+            block = sig.positive[i0:, s : s + fpb]
+            gram = block[: i1 - i0] @ block.T
+            block = sig.negative[i0:, s : s + fpb]
+            gram += block[: i1 - i0] @ block.T
+            out[:, sig.column + b, sig.slot] = gram[rows_local, cols] * (1.0 / fpb)
+        else:  # window correlation around the bin's centre, positive part
+            centre = s + fpb // 2
+            lo, hi = max(0, centre - half), min(f, centre + half + 1)
+            w = sig.positive[i0:, lo:hi]
+            w = w - w.mean(axis=1, keepdims=True)
+            norm = np.sqrt((w * w).sum(axis=1))
+            w = w / np.where(norm > 0, norm, np.inf)[:, None]
+            corr = w[: i1 - i0] @ w.T
+            out[:, sig.column + b, sig.slot] = np.maximum(corr[rows_local, cols], 0.0)
+        if advance is not None:
+            advance()
+
+
+def affinity_blocks(signals: list[_AnimalSignals], n_neurons: int, n_time: int, n_slots: int,
+                    fpb: int, window: int, blocks, mask: np.ndarray, advance=None):
+    """Yield ``(p0, values)``: float32 (p1 - p0, T, A) blocks of the tensor, in pair order;
+    0 where ``mask`` (P, A) is False. ``advance`` is called once per block, animal and bin."""
+    for i0, i1, p0, p1 in blocks:
+        values = np.zeros((p1 - p0, n_time, n_slots), dtype=np.float32)
+        first = np.repeat(np.arange(i0, i1), n_neurons - 1 - np.arange(i0, i1))
+        second = np.concatenate([np.arange(i + 1, n_neurons) for i in range(i0, i1)])
+        rows_local, cols = first - i0, second - i0
+        for a, sig in enumerate(signals):
+            _block_values(sig, i0, i1, cols, rows_local, fpb, window, values, advance)
+        # pairs not recorded together hold 0 (absent rows are 0 already; window-corr of a
+        # constant row too): enforce the artifact's contract whatever the method
+        m = mask[p0:p1]
+        if not m.all():
+            if len(signals) == 1 and n_slots == 1 and m.shape[1] == 1:
+                values[~m[:, 0]] = 0
+            elif n_slots == m.shape[1]:
+                values *= m[:, None, :]
+            else:  # concatenated: animal a's columns
+                for sig, keep in zip(signals, m.T):
+                    values[~keep, sig.column : sig.column + sig.starts.size, 0] = 0
+        yield p0, values
+
+
+@dataclass
+class AffinityPlan:
+    """How the affinity tensor of stacked traces is computed block by block (see
+    :func:`plan_affinity`): its ``shape``, ``pairs``, ``mask``, bin ``time`` (and ``time_animal``),
+    ``frames_per_bin`` and :meth:`blocks`, the generator of its float32 blocks in pair order."""
+
+    shape: tuple[int, int, int]
+    n_neurons: int
+    pairs: np.ndarray
+    mask: np.ndarray
+    time: np.ndarray
+    time_animal: np.ndarray | None
+    frames_per_bin: int
+    block_list: list
+    signals: list
+    window: int
+
+    @property
+    def steps(self) -> int:
+        """Progress steps of :meth:`blocks`: one per block, animal and bin."""
+        return len(self.block_list) * sum(sig.starts.size for sig in self.signals)
+
+    @property
+    def chunk_rows(self) -> int:
+        """Pairs of the largest block (the HDF5 chunk length of ``/affinity``)."""
+        return max((p1 - p0 for _, _, p0, p1 in self.block_list), default=1)
+
+    def blocks(self, advance=None):
+        return affinity_blocks(self.signals, self.n_neurons, self.shape[1], self.shape[2], self.frames_per_bin,
+                               self.window, self.block_list, self.mask, advance)
+
+
+def plan_affinity(
+    traces: np.ndarray,
+    present: np.ndarray,
+    *,
+    sampling_rate: float,
+    n_frames=None,
+    layout: str = "aligned",
+    method: str = "differential",
+    bin_seconds: float = 5.0,
+    smooth_seconds: float = 0.5,
+    noise_threshold: float = 1.0,
+    window_seconds: float = 30.0,
+    start_s: float = 0.0,
+    animals=(),
+    block_bytes: int = BLOCK_BYTES,
+) -> AffinityPlan:
+    """Prepare the block-by-block computation of the affinity tensor of stacked traces (the
+    arguments of :func:`stack_affinity`): per-animal signals (N × F floats each) now, the
+    blocks of ``block_bytes`` of the tensor when :meth:`AffinityPlan.blocks` is iterated."""
+    if method not in METHODS:
+        raise ValueError(f"unknown affinity method {method!r}; expected one of {METHODS}")
+    traces = np.asarray(traces)
+    n_animals, n_neurons, f_max = traces.shape
+    rate = float(sampling_rate)
+    n_frames = np.full(n_animals, f_max) if n_frames is None else np.asarray(n_frames)
+    animals = [str(a) for a in animals] or [str(a) for a in range(n_animals)]
+    present = np.asarray(present, dtype=bool)
+    pairs = pair_index(n_neurons)
+    mask = observed_pairs(present, pairs)
+    fpb, bins = check_binning(n_frames, rate, f_max, layout, animals, bin_seconds, smooth_seconds)
+    concatenated = layout == "concatenated"
+    starts = np.concatenate(([0], np.cumsum(bins)[:-1])) if concatenated else np.zeros(n_animals, int)
+    n_time = int(bins.sum()) if concatenated else int(bins[0])
+    n_slots = 1 if concatenated else n_animals
+    signals = []
+    for a in range(n_animals):
+        rows = np.flatnonzero(present[:, a])
+        n_a = int(n_frames[a])
+        if f_max and n_a < fpb:
+            raise ValueError(f"recording of {n_a} frames is shorter than one bin of {bin_seconds:g} s; "
+                             "lower affinity.bin_seconds")
+        pos, neg = _animal_signals(np.asarray(traces[a, rows, :n_a], dtype=np.float64), rows, n_neurons,
+                                   rate=rate, method=method, smooth_seconds=smooth_seconds,
+                                   noise_threshold=noise_threshold)
+        n_bins = int(bins[a]) if concatenated else n_time
+        signals.append(_AnimalSignals(pos, neg, bin_edges(n_a, fpb)[:n_bins], int(starts[a]),
+                                      0 if concatenated else a))
+    if concatenated:
+        time = np.concatenate([start_s + bin_centres(int(n), rate, bin_seconds) for n in n_frames])
+        time_animal = np.repeat(np.arange(n_animals, dtype=np.int32), bins)
+    else:
+        time = start_s + bin_centres(int(n_frames[0]), rate, bin_seconds)
+        time_animal = None
+    window = max(3, int(round(window_seconds * rate)))
+    blocks = pair_blocks(n_neurons, n_time * n_slots * 4, block_bytes)
+    return AffinityPlan((pairs.shape[0], n_time, n_slots), n_neurons, pairs, mask, time, time_animal, fpb, blocks,
+                        signals, window)
+
+
 def stack_affinity(
     traces: np.ndarray,
     present: np.ndarray,
@@ -391,43 +596,15 @@ def stack_affinity(
     :class:`~dynconn.validation.InvalidArgument` naming ``bin_seconds`` or ``smooth_seconds``.
     """
 
-    traces = np.asarray(traces)
-    n_animals, n_neurons, f_max = traces.shape
-    rate = float(sampling_rate)
-    n_frames = np.full(n_animals, f_max) if n_frames is None else np.asarray(n_frames)
+    plan = plan_affinity(traces, present, sampling_rate=sampling_rate, n_frames=n_frames, layout=layout,
+                         method=method, bin_seconds=bin_seconds, smooth_seconds=smooth_seconds,
+                         noise_threshold=noise_threshold, window_seconds=window_seconds, start_s=start_s,
+                         animals=animals)
+    affinity = np.empty(plan.shape, dtype=np.float32)
+    for p0, values in plan.blocks(advance):
+        affinity[p0 : p0 + values.shape[0]] = values
+    mask, pairs, time, time_animal, fpb = plan.mask, plan.pairs, plan.time, plan.time_animal, plan.frames_per_bin
     animals = [str(a) for a in animals]
-    pairs = pair_index(n_neurons)
-    mask = observed_pairs(np.asarray(present, dtype=bool), pairs)
-    fpb, bins = check_binning(n_frames, rate, f_max, layout, animals, bin_seconds, smooth_seconds)
-    concatenated = layout == "concatenated"
-    # column offset of each animal's bins in the tensor's time axis, and the tensor's last axis
-    starts = np.concatenate(([0], np.cumsum(bins)[:-1])) if concatenated else np.zeros(n_animals, int)
-    n_time = int(bins.sum()) if concatenated else int(bins[0])
-    affinity = np.zeros((pairs.shape[0], n_time, 1 if concatenated else n_animals), dtype=np.float32)
-    for a in range(n_animals):
-        rows = np.flatnonzero(present[:, a])
-        local = np.searchsorted(rows, pairs[mask[:, a]])  # pair indices within the animal
-        values = compute_affinity(
-            traces[a, rows, : n_frames[a]],
-            sampling_rate=rate,
-            method=method,
-            bin_seconds=bin_seconds,
-            smooth_seconds=smooth_seconds,
-            noise_threshold=noise_threshold,
-            window_seconds=window_seconds,
-            pairs=local.astype(np.int32),
-            advance=advance,
-        )
-        if concatenated:
-            affinity[mask[:, a], starts[a] : starts[a] + bins[a], 0] = values
-        else:
-            affinity[mask[:, a], :, a] = values
-    if concatenated:
-        time = np.concatenate([start_s + bin_centres(int(n), rate, bin_seconds) for n in n_frames])
-        time_animal = np.repeat(np.arange(n_animals, dtype=np.int32), bins)
-    else:
-        time = start_s + bin_centres(int(n_frames[0]), rate, bin_seconds)
-        time_animal = None
     return AffinityTensor(affinity, mask, pairs, [str(n) for n in neurons], animals, time, time_animal,
                           layout, fpb)
 
@@ -452,31 +629,33 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
 
     check_bins(p, rate, n_frames, layout, animals, rate_key(config))
     fpb = frames_per_bin(p["bin_seconds"], rate)
-    bins = n_frames // fpb  # complete bins of each animal
     concatenated = layout == "concatenated"
-    with console.progress("affinity (bins × animals)", int(bins.sum()) if concatenated
-                          else int(bins.min()) * n_animals) as advance:
-        tensor = stack_affinity(
-            traces, present, sampling_rate=rate, neurons=ing["neurons"], animals=animals,
-            n_frames=n_frames, layout=layout, method=p["method"], bin_seconds=p["bin_seconds"],
-            smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
-            window_seconds=p["window_seconds"], start_s=t0, advance=advance)
-    mask = tensor.mask
+    plan = plan_affinity(
+        traces, present, sampling_rate=rate, n_frames=n_frames, layout=layout, method=p["method"],
+        bin_seconds=p["bin_seconds"], smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
+        window_seconds=p["window_seconds"], start_s=t0, animals=animals)
+    mask = plan.mask
     # non-finite values are reported by the pipeline with the animal and neurons (dynconn.runner.guards)
     unobserved = ~mask.any(axis=1)
     if unobserved.any():
         count = int(unobserved.sum())
         warn(f"{plural(count, 'pair')} {'is' if count == 1 else 'are'} never recorded together in any animal")
+
+    def blocks():
+        # computed while the artifact is written, block by block: the tensor is never whole in memory
+        with console.progress("affinity (pair blocks × bins × animals)", plan.steps) as advance:
+            yield from plan.blocks(advance)
+
     datasets = {
-        "affinity": tensor.affinity,
-        "pairs": tensor.pairs,
+        "affinity": StreamedDataset(plan.shape, np.float32, blocks(), plan.chunk_rows),
+        "pairs": plan.pairs,
         "mask": mask,
         "neurons": ing["neurons"],
         "animals": ing["animals"],
-        "time": tensor.time,
+        "time": plan.time,
     }
     if concatenated:
-        datasets["time_animal"] = tensor.time_animal
+        datasets["time_animal"] = plan.time_animal
     if "covariates/values" in ing:
         cov = ing["covariates/values"]  # (A, C, F)
         if concatenated:

@@ -55,6 +55,9 @@ NAME = "factorize"
 OUTPUT = "factors.h5"
 UPSTREAM = ("affinity",)
 CHECKPOINTS = True  # run() takes the pipeline's checkpoint hook
+#: Read by blocks of pairs from affinity.h5 when larger than compute.memory_budget (docs/config.md):
+#: the solver's pass over X then streams it (dynconn.methods.ntf, out-of-core X).
+STREAMED_INPUTS = {"affinity": ("affinity",)}
 
 #: Format of the stage's checkpoint state: ``{"format", "sweep": select state, "final": fit or
 #: restarts state}`` (the solver states of :mod:`dynconn.methods.ntf`, nested).
@@ -81,10 +84,13 @@ def check_backend(p: dict) -> None:
                           "(pip install torch) or use backend: numpy")
 
 
-def _check_options(p: dict, mask: np.ndarray) -> None:
+def _check_options(p: dict, mask: np.ndarray, X=None) -> None:
     """What the config asks must be possible here: one line naming the key otherwise."""
     check_backend(p)
     if p["method"] == "tensorly-hals":
+        if X is not None and not isinstance(X, np.ndarray):
+            raise ConfigError("factorize.method: tensorly-hals needs the tensor in memory, and it is larger "
+                              "than compute.memory_budget; use method: hals or raise compute.memory_budget")
         if p["backend"] != "numpy":
             raise ConfigError("factorize.method: tensorly-hals runs on backend: numpy only")
         if not np.all(mask):
@@ -196,7 +202,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
     from ..methods import ntf  # the solver (tensorly, scipy) is imported where used: fast start-up
 
     X, mask = affinity["affinity"], affinity["mask"]
-    _check_options(p, mask)
+    _check_options(p, mask, X)
     layout = str(affinity.attrs.get("layout", "aligned"))
     groups = np.asarray(affinity["time_animal"], dtype=np.int64) if layout == "concatenated" else None
     solver = {"mask": mask, "time_groups": groups, "backend": p["backend"], "method": p["method"]}
