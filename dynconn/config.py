@@ -390,6 +390,11 @@ SCHEMA: dict[str, Any] = {
             "`none` (the raw loading).",
             choices=("shrink", "evidence", "sqrt", "none"),
         ),
+        "max_edges_per_node": Key(
+            "int", 300, "Component graphs where a neuron has more pairs than this are sparsified: each "
+            "neuron keeps its this-many strongest pairs (union; docs/communities.md). The default "
+            "leaves every graph of ≤ 301 neurons complete; 0 never sparsifies.", low=0,
+        ),
         "min_contrast": Key(
             "float", 2.0, "A community, and each of its members, stays only when its mean weight inside "
             "is more than this multiple of its mean weight to the other neurons; the rest are "

@@ -529,10 +529,19 @@ class SBMState:
         Exact for a single move from the current state. Call on a compacted state (blocks
         0..B-1 and at least one empty slot). Returns an (n, cap) array for ``nodes`` (default:
         all); 0 where a node stays; only the first empty slot is a candidate (+inf for the
-        other empty slots).
+        other empty slots). Nodes are costed in chunks whose (chunk, cap, cap, 4) temporaries
+        stay within ``CHUNK_BYTES`` (each node's row is computed alike in any chunk).
         """
-        K = self.cap
         nodes = np.arange(self.N) if nodes is None else np.asarray(nodes, dtype=np.int64)
+        per_node = 6 * self.cap * self.cap * (4 if self.has_w else 1) * 8
+        out = np.empty((len(nodes), self.cap))
+        for rows in _chunks(len(nodes), per_node):
+            out[rows] = self._move_costs_block(nodes[rows])
+        return out
+
+    def _move_costs_block(self, nodes):
+        """:meth:`move_costs_all` for one chunk of ``nodes``."""
+        K = self.cap
         N = len(nodes)
         ar = np.arange(N)
         onehot = sp.csr_matrix((np.ones(self.N), (np.arange(self.N), self.b)),
@@ -667,11 +676,7 @@ class SBMState:
             off[iu] = 0.0
             lfo = _lf(off)
             # rows r and s become one row: sum_u lf(e_ru + e_su) - lf(e_ru) - lf(e_su), u != r, s
-            T = _lf(off[:, None, :] + off[None, :, :]) - lfo[:, None, :] - lfo[None, :, :]
-            idx = np.arange(B)
-            T[idx[:, None], idx[None, :], idx[:, None]] = 0.0  # u = r
-            T[idx[:, None], idx[None, :], idx[None, :]] = 0.0  # u = s
-            D -= T.sum(2)
+            D -= _pair_row_sums(off, lambda a, b: _lf(a + b) - _lf(a) - _lf(b))
             D += lfo  # the -lf(e_rs) term disappears
             g = lambda x: x / 2 * _LN2 + _lf(x / 2)  # noqa: E731
             D -= g(diag[:, None] + diag[None, :] + 2 * off) - g(diag)[:, None] - g(diag)[None, :]
@@ -683,7 +688,7 @@ class SBMState:
                 H = self.H[occ]
                 lfH = _lf(H).sum(1)
                 D += bm - bt[:, None] - bt[None, :]
-                D -= _lf(H[:, None, :] + H[None, :, :]).sum(2) - lfH[:, None] - lfH[None, :]
+                D -= _pair_sums(H, lambda a, b: _lf(a + b)) - lfH[:, None] - lfH[None, :]
                 D += _lf(nrm) - _lf(nr)[:, None] - _lf(nr)[None, :]
             else:
                 bm = _lf(erm) + _lmulti(nrm, erm)
@@ -702,12 +707,9 @@ class SBMState:
             D[iu] = np.inf
             return occ, D
         lm = self.wm.logmarg(Woff)  # (B, B)
-        T = (self.wm.logmarg(Woff[:, None, :, :] + Woff[None, :, :, :])
-             - lm[:, None, :] - lm[None, :, :])
+        logmarg = self.wm.logmarg
+        D -= _pair_row_sums(Woff, lambda a, b: logmarg(a + b) - logmarg(a) - logmarg(b))
         idx = np.arange(B)
-        T[idx[:, None], idx[None, :], idx[:, None]] = 0.0
-        T[idx[:, None], idx[None, :], idx[None, :]] = 0.0
-        D -= T.sum(2)
         Wd = W[idx, idx]  # (B, 4)
         lmd = self.wm.logmarg(Wd)
         merged_diag = Wd[:, None, :] + Wd[None, :, :] + Woff
@@ -719,6 +721,43 @@ class SBMState:
         """Merge block s into block r and relabel."""
         self.b[self.b == s] = r
         self.compact()
+
+
+# Largest temporary (bytes) of the vectorised move and merge costs: rows are costed in chunks
+# so memory stays O(cap²) per chunk instead of O(N cap²) or O(B³) (2,000 singleton blocks
+# would otherwise ask for 60 GiB).
+CHUNK_BYTES = 64 << 20
+
+
+def _chunks(n_rows: int, bytes_per_row: int):
+    """Slices of ``range(n_rows)`` whose rows need at most ``CHUNK_BYTES`` together (≥ 1 row)."""
+    step = max(1, CHUNK_BYTES // max(1, bytes_per_row))
+    return [slice(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+
+
+def _pair_sums(X: np.ndarray, f) -> np.ndarray:
+    """(B, B) ``S[r, s] = Σ_u f(X[r, u], X[s, u])`` (summed over axis 1; trailing axes of ``f``'s
+    result, e.g. logmarg's statistics, are reduced by ``f``), by chunks of rows r."""
+    B = X.shape[0]
+    out = np.empty((B, B))
+    for rows in _chunks(B, 4 * X[0].size * B * 8):
+        out[rows] = f(X[rows, None], X[None, :]).sum(2)
+    return out
+
+
+def _pair_row_sums(off: np.ndarray, f) -> np.ndarray:
+    """:func:`_pair_sums` of the merge of rows r and s over the other blocks, u ∉ {r, s}:
+    ``Σ_u f(off[r, u], off[s, u])`` minus the u = r and u = s terms."""
+    B = off.shape[0]
+    out = np.empty((B, B))
+    idx = np.arange(B)
+    for rows in _chunks(B, 4 * off[0].size * B * 8):
+        T = f(off[rows, None], off[None, :])  # (rows, B, B)
+        r = idx[rows]
+        T[np.arange(len(r))[:, None], idx[None, :], r[:, None]] = 0.0  # u = r
+        T[np.arange(len(r))[:, None], idx[None, :], idx[None, :]] = 0.0  # u = s
+        out[rows] = T.sum(2)
+    return out
 
 
 # =============================================================================================

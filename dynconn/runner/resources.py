@@ -19,7 +19,8 @@ full (stages read their inputs into memory) plus each stage's own arrays:
 ``factorize``    twice the tensor (a working copy) -- or, over ``compute.memory_budget``
                  (streamed from the file), a few blocks of 1024 pairs -- the pair factors and
                  per-pair Gram matrices at the largest rank tried
-``communities``  a few N × N matrices
+``communities``  two N × N matrices and the edges of one component's graph (O(pairs), never
+                 N³: the block-model temporaries are chunked, wsbm.CHUNK_BYTES)
 ``report``       a few N × N matrices per figure
 
 They are deliberately simple upper-side estimates; the point is to refuse a request
@@ -228,7 +229,18 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
             return need, (f"lower compute.memory_budget below the tensor's {format_bytes(tensor)} (it is then "
                           "streamed from affinity.h5), lower factorize.rank / factorize.ranks, or " + remedy_tensor)
         return need, ("lower factorize.rank / factorize.ranks, or " + remedy_tensor)
-    if stage in ("communities", "report"):
+    if stage == "communities":
+        # per component: the (N, N) pair matrix and the graph's edges (≤ all pairs, 7 float64
+        # per edge in the model's CSR and statistics), plus the bounded move/merge temporaries
+        # (dynconn.methods.wsbm.CHUNK_BYTES); components run one after another
+        neurons = upstream_shapes.get("affinity", {}).get("neurons")
+        n = neurons[0][0] if neurons else 0
+        pairs = n * (n - 1) // 2
+        need = loaded + 2 * n * n * F64 + pairs * 16 * F64 + (256 << 20)
+        return need, ("partition fewer neurons per component: raise communities.min_strength "
+                      "(weak neurons leave the component's graph), or choose "
+                      "communities.method: leiden-modularity (no block-model temporaries)")
+    if stage == "report":
         neurons = upstream_shapes.get("affinity", {}).get("neurons")
         n = neurons[0][0] if neurons else 0
         return loaded + 4 * n * n * F64, remedy_tensor

@@ -70,13 +70,35 @@ def floor_rounding_residue(values: np.ndarray) -> np.ndarray:
     return np.where(values < ROUNDING_FLOOR * top, 0.0, values)
 
 
-def component_graph(w: np.ndarray, min_strength: float) -> tuple[ig.Graph, np.ndarray]:
+def strongest_edges(w: np.ndarray, k: int) -> np.ndarray:
+    """(n, n) bool mask of the pairs kept by the kNN rule: (i, j) is kept when w_ij > 0 and
+    it is among i's ``k`` strongest pairs or among j's (union). Ties with a node's k-th
+    strongest weight are all kept, so the rule does not depend on the order of the nodes.
+    Rows are ranked in chunks (memory O(n²) bool, no sort of all pairs)."""
+    n = w.shape[0]
+    mask = np.zeros((n, n), dtype=bool)
+    if n < 2:
+        return mask
+    k = min(int(k), n - 1)
+    step = max(1, (64 << 20) // (8 * n))
+    for a in range(0, n, step):
+        rows = w[a:a + step].copy()
+        rows[np.arange(rows.shape[0]), np.arange(a, a + rows.shape[0])] = -np.inf  # no self-pairs
+        kth = np.partition(rows, n - k, axis=1)[:, n - k]  # the k-th largest of each row
+        mask[a:a + step] = (rows >= kth[:, None]) & (rows > 0)
+    return mask | mask.T
+
+
+def component_graph(w: np.ndarray, min_strength: float,
+                    max_edges_per_node: int = 0) -> tuple[ig.Graph, np.ndarray]:
     """The graph of one component over its non-negligible neurons.
 
     Returns the complete weighted graph (every positive pair is an edge; the measurement
     behind this choice is in docs/communities.md) with vertices renumbered 0..k−1, and the
     original indices of its vertices. A neuron is kept when its strength ``Σ_j w_ij`` is at
-    least ``min_strength`` × the largest strength.
+    least ``min_strength`` × the largest strength. When a kept neuron has more than
+    ``max_edges_per_node`` pairs (0: never), the graph is sparsified by
+    :func:`strongest_edges` (each neuron's ``max_edges_per_node`` strongest pairs, union).
     """
     import igraph as ig
 
@@ -87,7 +109,11 @@ def component_graph(w: np.ndarray, min_strength: float) -> tuple[ig.Graph, np.nd
     if not top > 0:
         return ig.Graph(n=0), np.zeros(0, dtype=int)
     kept = np.flatnonzero(strength >= min_strength * top)
-    return wsbm.graph_from_dense(w[np.ix_(kept, kept)]), kept
+    sub = w[np.ix_(kept, kept)]
+    if max_edges_per_node and kept.size - 1 > max_edges_per_node:
+        # a large component's graph: each neuron keeps its strongest pairs (docs/communities.md)
+        sub = np.where(strongest_edges(sub, max_edges_per_node), sub, 0.0)
+    return wsbm.graph_from_dense(sub), kept
 
 
 # A component's pair pattern is a dense matrix whose group pattern is ~u_i u_j: dividing node
@@ -176,6 +202,7 @@ def partition_components(
     n_runs: int = 3,
     resolution: float = 1.0,
     level: int = 0,
+    max_edges_per_node: int = 0,
     random_state: int = 0,
     advance=None,
 ) -> ComponentPartitions:
@@ -191,6 +218,8 @@ def partition_components(
     min_contrast : communities (and members) no denser than the background are left
         unassigned, :func:`keep_contrasting` (0: keep the partition as it came)
     level : nested level reported as ``membership`` (0 = finest; clipped to the coarsest)
+    max_edges_per_node : sparsify graphs where a neuron has more pairs than this
+        (:func:`component_graph`; 0 = never)
     """
     from ..methods import wsbm
 
@@ -200,7 +229,7 @@ def partition_components(
     seeds = np.random.SeedSequence(random_state).generate_state(n_comp)
     for r in range(n_comp):
         w = pair_matrix(floor_rounding_residue(pair_factors[:, r]), pairs, n_neurons)
-        graph, kept = component_graph(w, min_strength)
+        graph, kept = component_graph(w, min_strength, max_edges_per_node)
         result = None
         if kept.size == 0:
             warn(f"component {r} has an all-zero pair pattern; it has no communities")
@@ -235,7 +264,8 @@ def partition_components(
             if sub.ecount():
                 modularity[r] = sub.modularity(labels[assigned].tolist(), weights="weight")
     params = {"method": method, "min_strength": min_strength, "min_contrast": min_contrast,
-              "n_runs": n_runs, "resolution": resolution, "level": level, "random_state": random_state}
+              "n_runs": n_runs, "resolution": resolution, "level": level,
+              "max_edges_per_node": max_edges_per_node, "random_state": random_state}
     return ComponentPartitions(membership, levels, score, stability, modularity, n_communities, params)
 
 
@@ -318,7 +348,8 @@ def edge_weights(aff, fac, how: str) -> np.ndarray:
 def partition_options(p: dict) -> dict:
     """:func:`partition_components` keywords from the ``communities`` config section ``p``
     (the stage and the report's surrogates partition alike)."""
-    return {k: p[k] for k in ("method", "min_strength", "min_contrast", "n_runs", "resolution", "level")}
+    return {k: p[k] for k in ("method", "min_strength", "min_contrast", "n_runs", "resolution", "level",
+                              "max_edges_per_node")}
 
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
