@@ -423,7 +423,7 @@ SCHEMA: dict[str, Any] = {
             "The network drawings show each neuron's this many strongest edges.",
             low=1,
         ),
-        "dpi": Key("float", 110, "Resolution of the PNG figures (also embedded in report.html).", low=30,
+        "dpi": Key("float", 300, "Resolution of the PNG figures (also embedded in report.html).", low=30,
                    high=600),
         "workers": Key(
             "int",
@@ -462,6 +462,23 @@ SCHEMA: dict[str, Any] = {
             "int",
             999,
             "Behaviour covariates: circular shifts of the covariate behind each correlation's p-value.",
+            low=1,
+            high=10**6,
+        ),
+        "reference_graphs": Key(
+            "str_list",
+            ["auto"],
+            "Reference graphs tested for links inside each cohesive community (permutation p): "
+            "`auto` (C. elegans synapses of White 1986 and Witvliet 2021, chemical and gap "
+            "junctions, and the signal propagation atlas, Randi 2023, when the optional extra "
+            "`dynconn[worm]` is installed; nothing otherwise), such names one by one "
+            "(`white1986:electrical`, `randi2023`, …) or a CSV edge list `source,target,weight` "
+            "(any species; relative to the config file); [] = none.",
+        ),
+        "reference_permutations": Key(
+            "int",
+            999,
+            "Random groups behind each community's reference-enrichment p-value.",
             low=1,
             high=10**6,
         ),

@@ -254,3 +254,33 @@ def test_reversal_module_picks_the_community_with_most_reversal_neurons():
     assert r["component"] == 1 and r["reversal_together"] == ["AVAL", "AVAR", "AIBL"]
     assert r["forward_inside"] == [] and r["community_size"] == 3
     assert r["reversal_present"] == ["AVAL", "AVAR", "AIBL", "RIMR"]
+
+
+def test_report_shows_enrichment_of_a_users_csv_edge_list(tmp_path):
+    """A user's edge list linking the planted group N00–N04 of the report's synthetic run (and
+    two pairs elsewhere): that community holds all 10 of its pairs' links against 12 of the 36
+    pairs among the 9 neurons the list knows (ratio 3), and only 1 of the C(9,5) = 126 groups
+    of 5 is as dense, so p ≈ 1/126; in summary.json and on the page; names match on case and
+    whitespace."""
+    from test_report import PARAMS, synthetic
+
+    from dynconn.io.references import read_edge_list
+    from dynconn.stages import report
+
+    path = tmp_path / "mine.csv"
+    path.write_text("source,target,weight\n" + "".join(
+        f" n{i:02d},N{j:02d} ,1\n" for i in range(5) for j in range(i + 1, 5)) + "N05,N10,1\nN06,N11,1\n")
+    data = report.gather(*synthetic("aligned"))
+    out = report.build(data, {**PARAMS, "reference_permutations": 199},
+                       references=([read_edge_list(path)], []))
+    entry = out["summary"]["references"][0]
+    assert entry["neurons_matched"] == 9 and entry["links"] == 12
+    detail = next(d for d in out["summary"]["components"][0]["communities_detail"] if d["cohesive"])
+    res = detail["references"]["mine"]
+    assert (res["links"], res["pairs"]) == (10, 10)
+    assert res["ratio"] == pytest.approx(3.0, rel=1e-3)  # rounded to 4 digits in summary.json
+    # 199 random groups, each the planted one with probability 1/126: p = (1 + hits) / 200,
+    # hits ~ Binomial(199, 1/126), below 10 with probability > 0.999
+    assert res["p_value"] < 0.05
+    page = out["files"]["report.html"].decode()
+    assert "Reference connectomes" in page and "10/10" in page

@@ -148,3 +148,49 @@ def read_edge_list(path: str | Path, worm_names: bool = False) -> ReferenceGraph
             edges[key] = edges.get(key, 0.0) + w
     return ReferenceGraph(path.stem, f"edge list {path.name}", edges, frozenset(nodes),
                           worm_names=worm_names)
+
+
+# the worm references `report.reference_graphs: [auto]` uses when wormneuroatlas is installed
+DEFAULT_WORM = ("white1986:chemical", "white1986:electrical", "witvliet2020:chemical",
+                "witvliet2020:electrical", SIGNAL_PROPAGATION)
+
+
+def parse_entry(entry: str) -> tuple[str, str]:
+    """``report.reference_graphs`` entry → ``("csv", path)`` or ``("worm", name[:kind])``;
+    a one-line :class:`~dynconn.errors.ConfigError` for an unknown name."""
+    from ..errors import ConfigError
+
+    text = str(entry).strip()
+    if text.lower().endswith((".csv", ".tsv", ".txt")) or "/" in text:
+        return "csv", text
+    name, _, kind = text.partition(":")
+    if name not in REFERENCES or (kind and (name == SIGNAL_PROPAGATION or kind not in SYNAPSE_KINDS)):
+        raise ConfigError(f"report.reference_graphs: unknown entry {text!r}; give auto, a CSV edge list "
+                          f"(source,target,weight) or one of {', '.join(REFERENCES)} (connectomes "
+                          f"optionally :{'|:'.join(SYNAPSE_KINDS)})")
+    return "worm", text
+
+
+def load_references(entries, resolve) -> tuple[list[ReferenceGraph], list[str]]:
+    """The graphs ``report.reference_graphs`` names, and notes on what was left out.
+
+    ``auto`` = :data:`DEFAULT_WORM` when the optional extra is installed (else a note, no
+    graph); a worm reference named explicitly without the extra is an error; a CSV path is
+    made absolute by ``resolve`` (the config's folder) and read by :func:`read_edge_list`
+    (worm name rules off: any species)."""
+    graphs, notes = [], []
+    for entry in entries:
+        if str(entry).strip() == "auto":
+            if worm_references_available():
+                graphs += [load_one(e) for e in DEFAULT_WORM]
+            else:
+                notes.append(f"C. elegans reference connectomes not shown: {EXTRA_HINT}")
+            continue
+        kind, text = parse_entry(entry)
+        graphs.append(read_edge_list(resolve(text)) if kind == "csv" else load_one(text))
+    return graphs, notes
+
+
+def load_one(text: str) -> ReferenceGraph:
+    name, _, kind = text.partition(":")
+    return reference_graph(name) if name == SIGNAL_PROPAGATION else reference_graph(name, kind or "all")

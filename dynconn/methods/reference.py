@@ -12,6 +12,8 @@ communities. Pure: names, arrays and records in, arrays and records out; the fil
   by :func:`canonical_name`;
 * :func:`within_between`: reference weight within vs between communities (pooled over the
   components' partitions), with a permutation p-value (labels shuffled, sizes kept);
+* :func:`community_enrichment`: the same question for one community: links per tested pair
+  inside it against random groups of its size drawn from its component's graph;
 * :func:`homolog_pairs`: the left/right homolog graph, for the same test.
 
 Name matching (:func:`canonical_name`), applied to both sides for the worm references:
@@ -21,6 +23,9 @@ whitespace removed and upper case; zero-padded cell numbers dropped (``VB02`` �
 connectomes by side; ``wormneuroatlas`` maps them so, and we follow it — the ON side is chosen
 at random in each animal, so this pairing is a convention, not an identity). A user's CSV is
 matched on whitespace and case only (other species' names need not follow these rules).
+A run's neuron that is not a node of the reference but whose two sides are (``AVA`` when the
+reference has ``AVAL`` and ``AVAR``: ingest's ``merge_bilateral`` averaged them) stands for both:
+its links are those of either side (:meth:`ReferenceGraph.members`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,17 @@ class ReferenceGraph:
 
     def match(self, name: str) -> str:
         return canonical_name(name) if self.worm_names else plain_name(name)
+
+    def members(self, name: str) -> tuple[str, ...]:
+        """The reference nodes a run's neuron stands for: its own name when the reference has
+        it; else, for worm names, both sides of a merged left/right pair (``AVA`` → ``AVAL``,
+        ``AVAR``) when the reference has both; else none."""
+        key = self.match(name)
+        if key in self.nodes:
+            return (key,)
+        if self.worm_names and f"{key}L" in self.nodes and f"{key}R" in self.nodes:
+            return (f"{key}L", f"{key}R")
+        return ()
 
 
 def plain_name(name: str) -> str:
@@ -125,23 +141,25 @@ def signal_propagation_graph(q: np.ndarray, ids, q_max: float = 0.05) -> Referen
 # ----------------------------------------------------------------------------------------------
 def reference_matrices(ref: ReferenceGraph, names) -> tuple[np.ndarray, np.ndarray]:
     """``(weight, tested)`` (N, N) for the neurons ``names``: the reference weight of each
-    pair (0 = no link) and whether the pair's status is known (both neurons in the reference,
-    and the pair tested where the reference says which were). Symmetric, zero diagonal."""
-    keys = [ref.match(n) for n in names]
-    n = len(keys)
+    pair (0 = no link; a merged left/right neuron sums the links of its sides,
+    :meth:`ReferenceGraph.members`) and whether the pair's status is known (both neurons in
+    the reference, and, where the reference says which pairs it tested, at least one of the
+    pairs between their nodes tested). Symmetric, zero diagonal."""
+    groups = [ref.members(n) for n in names]
+    n = len(groups)
     weight = np.zeros((n, n))
-    known = np.array([k in ref.nodes for k in keys])
-    tested = known[:, None] & known[None, :]
+    tested = np.zeros((n, n), dtype=bool)
     for i in range(n):
+        if not groups[i]:
+            continue
         for j in range(i + 1, n):
-            if not tested[i, j]:
+            if not groups[j]:
                 continue
-            key = pair_key(keys[i], keys[j])
-            if ref.tested is not None and key not in ref.tested:
-                tested[i, j] = tested[j, i] = False
-                continue
-            weight[i, j] = weight[j, i] = ref.edges.get(key, 0.0)
-    np.fill_diagonal(tested, False)
+            keys = [pair_key(a, b) for a in groups[i] for b in groups[j] if a != b]
+            known = keys if ref.tested is None else [k for k in keys if k in ref.tested]
+            if known:
+                tested[i, j] = tested[j, i] = True
+                weight[i, j] = weight[j, i] = sum(ref.edges.get(k, 0.0) for k in known)
     return weight, tested
 
 
@@ -253,6 +271,60 @@ def within_between(labels, weight, tested=None, n_permutations: int = 1000,
     return WithinBetween(w_in, w_all - w_in, int(round(t_in)), int(round(t_all - t_in)), ratio,
                          float(fraction), chance_fraction,
                          float(finite.mean()) if len(finite) else float("nan"), p_value, n_permutations)
+
+
+def community_enrichment(members, pool, linked: np.ndarray, tested: np.ndarray,
+                         n_permutations: int = 999, seed=0) -> dict | None:
+    """Reference links inside one community against random groups of its size.
+
+    ``members``: the community's neuron indices; ``pool``: the indices it could have been
+    drawn from (its component's graph; the members among them); ``linked``, ``tested``:
+    (N, N) bool, :func:`reference_matrices` (a link is ``weight > 0``). Only neurons with at
+    least one tested pair in the pool count (the rest are unknown to the reference). Returns
+    ``{"links", "pairs"}`` (linked and tested pairs inside), ``"density"`` (links / pairs),
+    ``"pool_density"`` (the same over the pool), ``ratio`` (density / pool density; None when
+    the pool has no link), ``matched`` (members known to the reference), ``p_value`` =
+    (1 + groups at least as dense) / (1 + groups) over ``n_permutations`` groups of
+    ``matched`` neurons drawn without replacement from the pool's known neurons (one-sided;
+    groups without a tested pair are left out, ``n_permutations`` in the result counts the
+    rest); None when
+    fewer than 2 members are known or no pair among them was tested.
+    """
+    pool = np.asarray(sorted(set(int(i) for i in pool) | set(int(i) for i in members)), dtype=int)
+    sub_t = tested[np.ix_(pool, pool)]
+    known = pool[sub_t.any(axis=1)]
+    inside = np.asarray(sorted(set(int(i) for i in members) & set(known.tolist())), dtype=int)
+    if inside.size < 2:
+        return None
+    t_in = int(np.triu(tested[np.ix_(inside, inside)], 1).sum())
+    if t_in == 0:
+        return None
+    lk = (linked & tested)[np.ix_(known, known)].astype(float)
+    tk = tested[np.ix_(known, known)].astype(float)
+    l_in = int(np.triu((linked & tested)[np.ix_(inside, inside)], 1).sum())
+    pool_pairs = float(np.triu(tk, 1).sum())
+    pool_links = float(np.triu(lk, 1).sum())
+    density = l_in / t_in
+    pool_density = pool_links / pool_pairs if pool_pairs else float("nan")
+    rng = np.random.default_rng(seed)
+    s, m = inside.size, known.size
+    exceed = valid = 0
+    for start in range(0, n_permutations, 256):  # blocks keep the indicator matrix small
+        k = min(256, n_permutations - start)
+        pick = np.argsort(rng.random((k, m)), axis=1)[:, :s]
+        x = np.zeros((k, m))
+        np.put_along_axis(x, pick, 1.0, axis=1)
+        links = ((x @ lk) * x).sum(axis=1) / 2
+        pairs = ((x @ tk) * x).sum(axis=1) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dens = np.where(pairs > 0, links / np.maximum(pairs, 1), np.nan)
+        # densities are ratios of small integers: a tie with the observed value must count
+        exceed += int(np.sum(dens >= density - 1e-12))
+        valid += int(np.isfinite(dens).sum())  # a group without a tested pair says nothing
+    return {"links": l_in, "pairs": t_in, "matched": int(s), "density": density,
+            "pool_density": pool_density,
+            "ratio": density / pool_density if pool_density > 0 else None,
+            "p_value": (1 + exceed) / (1 + valid), "n_permutations": int(valid)}
 
 
 def homolog_pairs(names, mapping: dict[str, str]) -> np.ndarray:

@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import __version__
 from ..methods import atlas, behaviour, flags, null
+from ..methods import reference as refs
 from ..report import palette
 from ..io.artifacts import atomic_write_bytes
 from .communities import pair_matrix
@@ -492,6 +493,44 @@ def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | 
     return out
 
 
+def reference_enrichment(data: RunData, stats: list[list[dict]], graphs: list, p: dict) -> list[dict]:
+    """Links of each reference graph inside each cohesive community
+    (:func:`dynconn.methods.reference.community_enrichment`, random groups drawn from the
+    run's neurons; set in ``stats`` as ``st["references"]``: ``{graph label: result}``)
+    and pooled over every component's cohesive communities
+    (:func:`~dynconn.methods.reference.within_between`). A link is a pair with any contact or
+    causal link (binary: contact counts are heavy-tailed, a few pairs would decide the ratio).
+    Returns summary.json ``references``: one entry per graph."""
+    out = []
+    for g, graph in enumerate(graphs):
+        weight, tested = refs.reference_matrices(graph, data.neurons)
+        linked = weight > 0
+        matched = int(tested.any(axis=1).sum())
+        entry = {"name": graph.name, "label": graph.short, "description": graph.description,
+                 "neurons_matched": matched, "links": int(np.triu(linked & tested, 1).sum())}
+        labels = np.full((data.rank, len(data.neurons)), -1)
+        for r, comp in enumerate(stats):
+            # random groups from every neuron of the run: a component's graph can be little more
+            # than its cohesive communities (unassigned background is left out), so drawing from
+            # the graph alone would compare a community with itself
+            pool = np.arange(len(data.neurons))
+            for st in comp:
+                if not st["cohesive"]:
+                    continue
+                labels[r, st["members"]] = st["id"]
+                res = refs.community_enrichment(
+                    st["members"], pool, linked, tested, p["reference_permutations"],
+                    seed=np.random.SeedSequence([p["seed"], 11, g, r, int(st["id"])]))
+                st.setdefault("references", {})[graph.short] = None if res is None else {
+                    k: (_rounded(v) if isinstance(v, float) else v) for k, v in res.items()}
+        if matched >= 2 and (labels >= 0).any():
+            pooled = refs.within_between(labels, linked.astype(float), tested,
+                                         n_permutations=p["reference_permutations"], seed=p["seed"]).as_dict()
+            entry["pooled"] = {k: (_rounded(v) if isinstance(v, float) else v) for k, v in pooled.items()}
+        out.append(entry)
+    return out
+
+
 def _rounded(x, digits: int = 4):
     """``digits`` significant digits (p-values span many decades); None for NaN."""
     return None if x is None or not np.isfinite(x) else float(f"{float(x):.{digits}g}")
@@ -504,6 +543,8 @@ def communities_detail(stats: list[dict], neurons: list[str]) -> list[dict]:
         out.append({"id": st["id"], "neurons": [neurons[i] for i in sorted(st["members"])], "size": st["size"],
                     "cohesion": _rounded(st["cohesion"]), "p_value": _rounded(st.get("p_value", np.nan)),
                     "n_null": st.get("n_null", 0), "cohesive": bool(st["cohesive"]), "flags": st.get("flags", [])})
+        if "references" in st:
+            out[-1]["references"] = st["references"]
     return out
 
 
@@ -1080,6 +1121,48 @@ def _states_html(summary: dict, stats: list[list[dict]], comm_chip, neurons: lis
             + _table(["state", "time (animal-s)", "active components and their cohesive communities"], body, (1,)))
 
 
+def _reference_cell(res: dict | None) -> str:
+    """One community × reference graph: links / tested pairs inside, ratio to its component's
+    graph and the permutation p."""
+    if res is None:
+        return "<span class='muted'>—</span>"
+    ratio = "" if res.get("ratio") is None else f" ({res['ratio']:.2g}×)"
+    return f"{res['links']}/{res['pairs']}{ratio}, p {_p_text(res['p_value'])}"
+
+
+def _references_html(summary: dict, stats: list[list[dict]], comm_chip) -> str:
+    """The reference-connectome section: each graph's match, its pooled enrichment and one row
+    per cohesive community."""
+    esc = html.escape
+    graphs = summary.get("references", [])
+    notes = "".join(f"<p class='muted'>{esc(n)}</p>" for n in summary.get("reference_notes", []))
+    if not graphs:
+        return notes or "<p class='muted'>No reference graph was given (<code>report.reference_graphs</code>).</p>"
+    head = ("<table><thead><tr><th>reference</th><th>neurons matched</th><th>links among them</th>"
+            "<th>within cohesive communities: links per tested pair vs between (ratio)</th><th>p</th></tr></thead><tbody>")
+    rows = []
+    for g in graphs:
+        pooled = g.get("pooled") or {}
+        ratio = pooled.get("ratio")
+        rows.append(f"<tr><td title='{esc(g['description'], quote=True)}'>{esc(g['label'])}</td>"
+                    f"<td class='num'>{g['neurons_matched']}</td><td class='num'>{g['links']}</td>"
+                    f"<td class='num'>{'—' if ratio is None else f'{ratio:.2f}×'}</td>"
+                    f"<td class='num'>{_p_text(pooled.get('p_value'))}</td></tr>")
+    table = head + "".join(rows) + "</tbody></table>"
+    labels = [g["label"] for g in graphs]
+    comm_rows = []
+    for r, comp in enumerate(stats):
+        for st in comp:
+            if st["cohesive"] and "references" in st:
+                comm_rows.append([comm_chip(r, st), str(st["size"])]
+                                 + [_reference_cell(st["references"].get(lab)) for lab in labels])
+    per = _table(["community", "size", *[esc(lab) for lab in labels]], comm_rows) if comm_rows else \
+        "<p class='muted'>No cohesive community.</p>"
+    return notes + table + "<p>Per cohesive community: reference links / tested pairs inside it, the ratio to the " \
+        "density of links among all the run's neurons, and the p-value against random groups of its size " \
+        "drawn from them.</p><div class='scroll'>" + per + "</div>"
+
+
 def render_html(ctx: dict) -> str:
     """The report page. ``ctx``: ``summary``, ``data`` (RunData), ``stats``, ``view``,
     ``figures`` {stem: (data URI, caption)}, ``facts``, ``versions``, ``config_text``,
@@ -1268,7 +1351,7 @@ def render_html(ctx: dict) -> str:
 <li><a href="#data">2 Data overview</a></li>
 <li><a href="#rank">3 Rank selection</a></li>
 <li><a href="#atlas">4 Atlas</a></li>
-<li><a href="#components">5 Components</a><ol>{toc_comps}</ol></li>
+<li><a href="#components">5 Components</a><ol>{toc_comps}<li><a href="#references">Reference connectomes</a></li></ol></li>
 <li><a href="#neurons">6 Neuron view</a></li>
 <li><a href="#files">7 Files</a></li>
 </ol></nav>
@@ -1338,6 +1421,14 @@ edges (<code>report.network_neighbors</code>). Grey: diffuse communities, no den
 {_table(['component', 'weight', 'active in', 'animals', 'cohesive communities (size)', 'neurons', 'modularity',
          'stability', 'p', 'red flags'], overview_rows, (1, 5, 6, 7, 8))}
 {''.join(comps_html)}
+<h3 id="references">Reference connectomes</h3>
+<p class="how"><b>How to read this.</b> A community of co-active neurons is more credible when known links —
+anatomical synapses, gap junctions, causal links measured by stimulating one neuron and imaging the others — fall
+inside it more often than elsewhere in its component. For each reference: how many of the run's neurons it knows
+(names matched as in docs/report.md), then, pooled, the density of its links within cohesive communities against
+between them, and per community its links among its members against random groups of the same size (permutation
+p-values, <code>report.reference_permutations</code>). A link is any contact, whatever its count.</p>
+{_references_html(s, stats, comm_chip)}
 </section>
 
 <section id="neurons"><h2>6 Neuron view</h2>
@@ -1403,7 +1494,7 @@ def params(config: Config) -> dict:
 
 
 def analyse(data: RunData, p: dict, null_pool: dict | None = None,
-            shares: np.ndarray | None = None) -> dict:
+            shares: np.ndarray | None = None, references: tuple[list, list] | None = None) -> dict:
     """What the report computes before drawing (pure): ``matrices`` (R neuron × neuron pair
     loadings), community ``stats`` per component, the ``summary`` (summary.json's content
     without provenance), the neuron ``order`` and ``view``, and the figure ``jobs``
@@ -1413,7 +1504,11 @@ def analyse(data: RunData, p: dict, null_pool: dict | None = None,
     stats = [community_stats(matrices[r], data.membership[r], p["cohesion_threshold"]) for r in range(data.rank)]
     strengths = np.stack([m.sum(axis=1) for m in matrices]) if matrices else np.zeros((0, n))
     trust = evidence(data, stats, p, null_pool, shares)
+    graphs, ref_notes = references or ([], [])
+    enrichment = reference_enrichment(data, stats, graphs, p)
     summary = summarize(data, stats, p["active_threshold"])
+    summary["references"] = enrichment
+    summary["reference_notes"] = list(ref_notes)
     for comp, extra in zip(summary["components"], trust):
         comp.update(extra)
         comp["communities_detail"] = communities_detail(stats[comp["id"]], data.neurons)
@@ -1429,13 +1524,14 @@ def analyse(data: RunData, p: dict, null_pool: dict | None = None,
 
 
 def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", workers: int = 1,
-          previous: dict | None = None, null_pool: dict | None = None, shares: np.ndarray | None = None) -> dict:
+          previous: dict | None = None, null_pool: dict | None = None, shares: np.ndarray | None = None,
+          references: tuple[list, list] | None = None) -> dict:
     """Every output of the report stage, from the run's data: ``{"files": {path: bytes},
     "summary": dict, "timings": {step: seconds}}``. ``previous``: figures of the last
     report, reused where their inputs did not change (:func:`render_figures`)."""
     timings = {}
     t0 = time.perf_counter()
-    an = analyse(data, p, null_pool, shares)
+    an = analyse(data, p, null_pool, shares, references)
     matrices, stats, summary, view, jobs = an["matrices"], an["stats"], an["summary"], an["view"], an["jobs"]
     files = export_tables(membership=data.membership, neurons=data.neurons, time_s=data.time_s,
                           factors_time=data.f_time, animals=data.animals, factors_animal=data.f_animal,
@@ -1495,9 +1591,36 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> dict
         aff = upstream["affinity"]
         shares = null.component_shares(data.weights, np.asarray(aff["affinity"]), np.asarray(aff["mask"]),
                                        data.time_animal)
+    references = load_references(config)
     return build(data, p, config_text=yaml.safe_dump(config.values, sort_keys=False, allow_unicode=True),
                  title=title, workers=workers, previous=previous_figures(workdir), null_pool=null_pool,
-                 shares=shares)
+                 shares=shares, references=references)
+
+
+def load_references(config: Config) -> tuple[list, list[str]]:
+    """The graphs of ``report.reference_graphs`` and notes on those left out
+    (:func:`dynconn.io.references.load_references`)."""
+    from ..io import references as refio
+
+    return refio.load_references(config["report"]["reference_graphs"], config.resolve)
+
+
+def preflight(config: Config) -> None:
+    """Checked before any stage runs: every ``report.reference_graphs`` entry is known, a CSV
+    edge list exists, and a worm reference named explicitly has its optional extra."""
+    from ..errors import ConfigError
+    from ..io import references as refio
+
+    for entry in config["report"]["reference_graphs"]:
+        if str(entry).strip() == "auto":
+            continue
+        kind, text = refio.parse_entry(entry)
+        if kind == "csv" and not config.resolve(text).is_file():
+            raise ConfigError(f"report.reference_graphs: {config.resolve(text)}: no such file (a CSV edge "
+                              "list source,target,weight)")
+        if kind == "worm" and not refio.worm_references_available():
+            raise ConfigError(f"report.reference_graphs: {text} needs the C. elegans reference graphs: "
+                              f"{refio.EXTRA_HINT}")
 
 
 def significance_record(p: dict, null_pool: dict | None) -> dict:
