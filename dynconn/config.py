@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ MAX_FITS = 10_000  # restarts, Leiden runs
 class Key:
     """One config key: what it holds, its default and what it means (for docs and errors)."""
 
-    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | size | animals | stimuli | states
+    kind: str  # int | float | bool | str | str_list | choice | path | rank | int_range | size | walltime | animals | stimuli | states
     default: Any = REQUIRED
     doc: str = ""
     choices: tuple = ()
@@ -508,8 +509,56 @@ SCHEMA: dict[str, Any] = {
             "results do not depend on it.",
             nullable=True,
         ),
+        "scheduler": Key(
+            "choice",
+            "local",
+            "`local`: every task runs in this process, one after another; `dask`: independent "
+            "tasks (restarts, the rank sweep's fits, community fits, surrogates) run on a Dask "
+            "cluster (needs `pip install 'dynconn[dask]'`; docs/scaling.md). The results do not "
+            "depend on it.",
+            choices=("local", "dask"),
+        ),
+        "address": Key(
+            "str",
+            None,
+            "dask: address of a running Dask scheduler (`tcp://host:8786`) whose workers run the "
+            "tasks; null = start a cluster (compute.cluster).",
+            nullable=True,
+        ),
+        "cluster": Key(
+            "choice",
+            None,
+            "dask: the cluster this command starts and stops: `local` (a LocalCluster of "
+            "compute.workers single-threaded processes on this machine) or `slurm` "
+            "(dask-jobqueue's SLURMCluster, compute.slurm; `pip install 'dynconn[slurm]'`); "
+            "null = local, unless compute.address is given.",
+            choices=("local", "slurm"),
+            nullable=True,
+        ),
+        "workers": Key(
+            "int",
+            2,
+            "dask: worker processes of the cluster started (local: on this machine; slurm: one "
+            "per job). Not with compute.address (a running scheduler has its own workers).",
+            low=1,
+            high=100_000,
+        ),
+        "slurm": {
+            "queue": Key("str", None, "SLURM partition of the worker jobs (`--partition`); null = the "
+                         "site's default.", nullable=True),
+            "account": Key("str", None, "SLURM account charged (`--account`); null = your default.",
+                           nullable=True),
+            "cores": Key("int", 1, "Cores per worker job; each job runs one worker process with this "
+                         "many threads.", low=1, high=4096),
+            "memory": Key("size", 4 << 30, "Memory per worker job (`4GB`, `16GiB`; `--mem`).", ),
+            "walltime": Key("walltime", "01:00:00", "Time limit of each worker job (`HH:MM:SS`, "
+                            "`D-HH:MM:SS` or minutes; `--time`)."),
+        },
     },
 }
+
+#: compute keys that only apply with ``compute.scheduler: dask``
+DASK_KEYS = ("address", "cluster", "workers", "slurm")
 
 
 # ----------------------------------------------------------------------------- validation
@@ -600,6 +649,8 @@ def _check_value(path: str, key: Key, value: Any, base: Path | None, error=Confi
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"{path}: expected a size like 10GB or 512MiB (or bytes), got {_describe(value)}")
         return parse_size(value, path, allow_zero=True)
+    if kind == "walltime":
+        return _check_walltime(path, value, error)
     if kind == "animals":
         return _check_animals(path, value, base)
     if kind == "stimuli":
@@ -632,6 +683,49 @@ def _check_section(path: str, schema: dict, given: Any, base: Path) -> dict:
         else:
             out[name] = copy.deepcopy(spec.default)
     return out
+
+
+_WALLTIME = re.compile(r"^(\d+-)?\d+(:[0-5]\d){0,2}$")
+
+
+def _check_walltime(path: str, value: Any, error=ConfigError) -> str:
+    """A SLURM time limit: ``MM``, ``HH:MM:SS``, ``D-HH:MM:SS`` (what ``sbatch --time`` takes)."""
+    # a string only: YAML reads an unquoted 1:30 as the number 90 (base 60), which sbatch would take
+    # as 90 minutes
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or not _WALLTIME.match(text):
+        raise error(f"{path}: expected a time limit like 01:30:00 (HH:MM:SS), 2-00:00:00 or minutes, "
+                    f"got {_describe(value)} (quote it in YAML: walltime: '01:30:00')")
+    return text
+
+
+def _check_compute(values: dict, raw: dict) -> None:
+    """The compute section's keys together: the dask keys need ``scheduler: dask``, an address
+    excludes a cluster (and its workers), the slurm keys need ``cluster: slurm``."""
+    compute = values["compute"]
+    given = raw.get("compute") if isinstance(raw.get("compute"), dict) else {}
+    if compute["scheduler"] == "local":
+        for key in DASK_KEYS:
+            if key in given and given[key] is not None:
+                raise ConfigError(f"compute.{key}: only used with compute.scheduler: dask; set scheduler: "
+                                  f"dask or remove compute.{key}")
+        return
+    if compute["address"] is not None:
+        for key in ("cluster", "workers", "slurm"):
+            if key in given and given[key] is not None:
+                raise ConfigError(f"compute.{key}: not with compute.address (a running scheduler has its own "
+                                  f"workers); give either compute.address or compute.cluster")
+        if not re.match(r"^[a-z][a-z0-9+]*://\S+$", compute["address"]):
+            raise ConfigError(f"compute.address: expected a scheduler address like tcp://host:8786, "
+                              f"got {_describe(compute['address'])}")
+        return
+    if compute["cluster"] is None:
+        compute["cluster"] = "local"
+    if compute["cluster"] != "slurm" and given.get("slurm") is not None:
+        raise ConfigError("compute.slurm: only used with compute.cluster: slurm; set cluster: slurm or remove "
+                          "compute.slurm")
+    if compute["cluster"] == "slurm" and compute["slurm"]["memory"] <= 0:
+        raise ConfigError("compute.slurm.memory: a worker job needs memory; give a size like 16GB")
 
 
 def _check_animals(path: str, value: Any, base: Path) -> list[dict]:
@@ -811,6 +905,7 @@ def validate(raw: Any, base: Path, source: Path | None = None) -> Config:
     if raw is None:
         raise ConfigError(f"{source or 'config'}: the config is empty; see docs/config.md")
     values = _check_section("", SCHEMA, raw, base)
+    _check_compute(values, raw)
     start, stop = values["ingest"]["start_s"], values["ingest"]["stop_s"]
     if start is not None and stop is not None and stop <= start:
         raise ConfigError(f"ingest.stop_s: {stop:g} must be after ingest.start_s ({start:g})")

@@ -2077,6 +2077,7 @@ def ncp_restarts(
     checkpoint_due=None,
     on_restart: Callable[[int, int, FitInfo], Any] | None = None,
     init="random",
+    mapper: Callable | None = None,
     **fit_kw,
 ) -> RestartsResult:
     """Fit ``rank`` from ``n_restarts`` independent initialisations; keep the lowest loss.
@@ -2097,11 +2098,21 @@ def ncp_restarts(
     ``mask`` and ``time_groups`` as in :func:`ncp_hals`; ``fit_kw`` are passed to it (max_iter,
     tol, backend, dtype, ...).
     Similarity: :func:`factor_congruence` of each restart with the best.
+
+    ``mapper``: run the restarts as independent tasks, ``mapper(fn, items, shared=...,
+    on_result=..., tick=...)`` returning ``[fn(item, **shared) ...]`` in order (e.g.
+    :meth:`dynconn.runner.engine.Engine.map`: Dask workers). Each restart draws from the same
+    seed as in the loop, so the fits are the same; ``on_restart`` is called as each arrives, and
+    checkpoints (taken between restarts only: a restart running elsewhere reports no partial
+    state) record the finished restarts ``0..k-1``. ``on_iteration`` is not called. X must be
+    in memory.
     """
     rank = _check_rank(rank)
     n_restarts = check_int("n_restarts", n_restarts, low=1)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
     data = _as_data(X, mask, dtype, time_groups)  # validate (and upload) X once for all restarts
+    if mapper is not None and data.out_of_core:
+        raise ValueError("mapper= sends X to every task: it needs X in memory (out of core, use client=)")
 
     if resume is not None:
         if not isinstance(resume, Mapping) or resume.get("format") != RESTARTS_STATE_FORMAT:
@@ -2119,10 +2130,35 @@ def ncp_restarts(
     def emit(inner_state):
         on_checkpoint(_restarts_state(entropy, spawn_key, n_restarts, rank, done, inner_state))
 
+    if mapper is not None:
+        tasks = [(rank, k, _restart_init(init, k), restart_seed(entropy, k, spawn_key),
+                  current if k == len(done) else None) for k in range(len(done), n_restarts)]
+        checkpointing = on_checkpoint is not None and bool(checkpoint_every or checkpoint_due)
+        waiting: dict[int, dict] = {}
+
+        def on_result(i, result):
+            k = tasks[i][1]
+            waiting[k] = {"cp": result[0], "info": result[1]}
+            if on_restart is not None:
+                on_restart(k, n_restarts, result[1])
+            grew = False
+            while len(done) in waiting:  # the finished restarts 0..k-1 are what a checkpoint records
+                done.append(waiting.pop(len(done)))
+                grew = True
+            if checkpointing and grew and len(done) < n_restarts and _due(checkpoint_every, checkpoint_due):
+                emit(None)
+
+        def tick():
+            if checkpointing and checkpoint_due is not None and len(done) < n_restarts and checkpoint_due():
+                emit(None)
+
+        mapper(_restart_task, tasks, shared={"data": data, "fit_kw": _task_kw(fit_kw)},
+               on_result=on_result, tick=tick)
+        return _restarts_result(done, entropy, spawn_key)
+
     for k in range(len(done), n_restarts):
-        restart_init = init if (not isinstance(init, str) or init != "nndsvd" or k == 0) else "random"
         cp, info = ncp_hals(
-            data, rank, init=restart_init, random_state=restart_seed(entropy, k, spawn_key),
+            data, rank, init=_restart_init(init, k), random_state=restart_seed(entropy, k, spawn_key),
             resume=current, checkpoint_every=checkpoint_every, checkpoint_due=checkpoint_due,
             on_checkpoint=emit if (on_checkpoint is not None and (checkpoint_every or checkpoint_due)) else None,
             **fit_kw,
@@ -2133,7 +2169,29 @@ def ncp_restarts(
             on_restart(k, n_restarts, info)
         if on_checkpoint is not None and k + 1 < n_restarts and _due(checkpoint_every, checkpoint_due):
             emit(None)
+    return _restarts_result(done, entropy, spawn_key)
 
+
+def _restart_init(init, k: int):
+    """Restart k's init: NNDSVD is deterministic, so only restart 0 uses it; the others start random."""
+    return init if (not isinstance(init, str) or init != "nndsvd" or k == 0) else "random"
+
+
+def _task_kw(fit_kw: dict) -> dict:
+    """The fit's keywords as a task elsewhere takes them: without the caller's callbacks."""
+    if fit_kw.get("client") is not None:
+        raise ValueError("mapper= runs whole fits as tasks; client= (the pass on dask workers) is for one fit")
+    return {k: v for k, v in fit_kw.items() if k not in ("on_iteration",)}
+
+
+def _restart_task(task, data, fit_kw):
+    """One restart as an independent task (``mapper``): ``task = (rank, k, init, seed, resume)``."""
+    rank, _, init, seed, resume = task
+    return ncp_hals(data, rank, init=init, random_state=seed, resume=resume, **fit_kw)
+
+
+def _restarts_result(done: list, entropy: int, spawn_key: tuple) -> RestartsResult:
+    """The best of the finished restarts ``done`` (``{"cp", "info"}`` each, in restart order)."""
     losses = np.asarray([d["info"].loss for d in done])
     # NaN losses (max_iter=0) never win over a real one.
     best = int(np.nanargmin(losses)) if np.isfinite(losses).any() else 0
@@ -2252,6 +2310,7 @@ def select_rank(
     on_checkpoint=None,
     checkpoint_due=None,
     on_rank: Callable[[int, RestartsResult], Any] | None = None,
+    mapper: Callable | None = None,
     **fit_kw,
 ) -> RankSelection:
     """Fit every rank in ``ranks`` with ``n_restarts`` restarts and choose one.
@@ -2294,6 +2353,11 @@ def select_rank(
     running fits' checkpoints (``checkpoint_every`` or ``checkpoint_due``), after each rank, and
     always once when the sweep is finished (``rank_index == len(ranks)``): resuming from that
     state returns the finished selection at once, so a caller that fits further can keep it.
+
+    ``mapper`` (see :func:`ncp_restarts`): every fit of the sweep (each rank's restarts) is one
+    independent task, all sent at once; the same seeds, so the same selection. ``on_rank`` is
+    called in rank order as each rank's restarts are all in; checkpoints record the finished
+    ranks and the next rank's finished restarts ``0..k-1``.
     """
     if rule not in _RULES:
         raise ValueError(f"rule must be one of {_RULES}, got {rule!r}")
@@ -2345,6 +2409,63 @@ def select_rank(
         if inner is not None:
             s["current"] = inner
         return s
+
+    if mapper is not None:
+        if data.out_of_core:
+            raise ValueError("mapper= sends X to every task: it needs X in memory (out of core, use client=)")
+        init = fit_kw.get("init", "random")
+        task_kw = {**_task_kw({key: v for key, v in fit_kw.items() if key != "init"}), "max_iter": max_iter,
+                   "tol": tol}
+        checkpointing = on_checkpoint is not None and bool(checkpoint_every or checkpoint_due)
+        tasks, finished = [], {}  # finished[i]: rank i's restarts in, by restart index
+        for i in range(n_done, n):
+            r = int(ranks_arr[i])
+            prefix = _unpack_restarts(current, r, dtype) if (i == n_done and current is not None) else []
+            partial = current.get("current") if (i == n_done and current is not None) else None
+            finished[i] = dict(enumerate(prefix))
+            tasks += [(r, j, _restart_init(init, j), restart_seed(entropy, j, (r,)),
+                       partial if j == len(prefix) else None) for j in range(len(prefix), k)]
+        position = {(t[0], t[1]): i for i in range(n_done, n) for t in tasks if t[0] == int(ranks_arr[i])}
+        progress = {"next": n_done}
+
+        def prefix_of(i):
+            out = []
+            while len(out) in finished[i]:
+                out.append(finished[i][len(out)])
+            return out
+
+        def sweep_state():
+            i = progress["next"]
+            inner = None
+            if i < n:
+                r = int(ranks_arr[i])
+                inner = _restarts_state(entropy, (r,), k, r, prefix_of(i), None)
+            return state(i, inner)
+
+        def on_result(t, result):
+            r, j = tasks[t][0], tasks[t][1]
+            finished[position[(r, j)]][j] = {"cp": result[0], "info": result[1]}
+            grew = False
+            while progress["next"] < n and len(finished[progress["next"]]) == k:
+                i = progress["next"]
+                res = _restarts_result([finished[i][j] for j in range(k)], entropy, (int(ranks_arr[i]),))
+                for name in ("errors", "similarity", "n_iter", "seconds", "converged"):
+                    arrays[name][i] = getattr(res, "losses" if name == "errors" else name)
+                arrays["best_index"][i] = res.best_index
+                best_fits.append(res.cp)
+                progress["next"] = i + 1
+                grew = True
+                if on_rank is not None:
+                    on_rank(int(ranks_arr[i]), res)
+            if checkpointing and grew and (progress["next"] == n or _due(checkpoint_every, checkpoint_due)):
+                on_checkpoint(sweep_state())
+
+        def tick():
+            if checkpointing and checkpoint_due is not None and progress["next"] < n and checkpoint_due():
+                on_checkpoint(sweep_state())
+
+        mapper(_restart_task, tasks, shared={"data": data, "fit_kw": task_kw}, on_result=on_result, tick=tick)
+        n_done = n  # every rank is in: the loop below has nothing left
 
     for i in range(n_done, n):
         r = int(ranks_arr[i])

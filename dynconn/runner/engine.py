@@ -1,0 +1,243 @@
+"""Where a command's independent tasks run: in this process, or on a Dask cluster.
+
+An :class:`Engine` is made from the ``compute`` section of the config (``compute.scheduler``;
+docs/config.md, docs/scaling.md) and handed by the pipeline to the stages that declare
+``ENGINE = True`` (as the ``engine`` keyword of their ``run``):
+
+- ``scheduler: local`` -- every task runs here, one after another: the stages run exactly as
+  without an engine (they do not even go through :meth:`Engine.map`; ``client`` is None).
+- ``scheduler: dask`` -- a ``distributed.Client``: to a running scheduler (``compute.address``),
+  or to a cluster this engine starts and stops: a ``LocalCluster`` of ``compute.workers``
+  single-threaded worker processes (``cluster: local``) or dask-jobqueue's ``SLURMCluster``
+  scaled to ``compute.workers`` jobs (``cluster: slurm``, ``compute.slurm``). The cluster is
+  started on first use (a command whose stages are all up to date starts none) and closed when
+  the engine's ``with`` block ends, also on an error or a stop signal.
+
+:meth:`Engine.map` runs independent tasks (restarts of a factorization, the rank sweep's fits,
+one component's community fit, one surrogate) and returns their results in order. Each task
+draws from its own seed, so the results do not depend on where or in which order the tasks
+ran. When a worker dies, the scheduler runs its tasks again on another worker (Dask's
+``distributed.scheduler.allowed-failures``, 3 by default); when the whole command is stopped,
+the stages' checkpoints hold every task that had finished, and a rerun resumes from them.
+
+The stages only see ``map``, ``client`` and ``distributed``: stage modules never import the
+runner (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any, Callable, Iterable
+
+from ..errors import ConfigError, DynconnError
+
+#: Longest wait for a result before :meth:`Engine.map` calls its ``tick`` (seconds): how soon a
+#: stop signal is answered (a stage's tick saves its checkpoint and raises the stop).
+TICK_SECONDS = 0.5
+
+DASK_HINT = "pip install 'dynconn[dask]'"
+SLURM_HINT = "pip install 'dynconn[slurm]'"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check(compute: dict) -> None:
+    """What the ``compute`` section asks must be possible here (checked before any stage runs):
+    the Dask packages are installed. One line naming the key and the fix otherwise."""
+    if compute.get("scheduler", "local") != "dask":
+        return
+    if not _installed("distributed"):
+        raise ConfigError(f"compute.scheduler: dask needs dask.distributed, which is not installed here; "
+                          f"{DASK_HINT} (or use scheduler: local)")
+    if compute.get("address") is None and compute.get("cluster") == "slurm" and not _installed("dask_jobqueue"):
+        raise ConfigError(f"compute.cluster: slurm needs dask-jobqueue, which is not installed here; "
+                          f"{SLURM_HINT} (or pip install dask-jobqueue)")
+
+
+def slurm_options(compute: dict) -> dict:
+    """Keyword arguments of ``dask_jobqueue.SLURMCluster`` from the ``compute`` section: one
+    worker process per job with ``slurm.cores`` threads and ``slurm.memory`` bytes."""
+    s = compute["slurm"]
+    options = {"cores": int(s["cores"]), "processes": 1, "memory": f"{int(s['memory'])}B",
+               "walltime": s["walltime"]}
+    if s.get("queue"):
+        options["queue"] = s["queue"]
+    if s.get("account"):
+        options["account"] = s["account"]
+    return options
+
+
+def slurm_job_script(compute: dict) -> str:
+    """The batch script the SLURMCluster would submit for each worker (for checks and docs;
+    submits nothing)."""
+    from dask_jobqueue import SLURMCluster
+
+    cluster = SLURMCluster(**slurm_options(compute), scheduler_options={"dashboard_address": None})
+    try:
+        return cluster.job_script()
+    finally:
+        cluster.close()
+
+
+class Engine:
+    """Runs independent tasks here (``scheduler="local"``) or on a Dask cluster (``"dask"``).
+
+    ``Engine.from_config(config)`` makes one from the ``compute`` section; use it as a context
+    manager (the cluster it started is closed on exit). ``processes=False`` (tests) runs a local
+    cluster's workers as threads of this process.
+    """
+
+    def __init__(self, scheduler: str = "local", *, address: str | None = None, cluster: str | None = None,
+                 workers: int = 2, slurm: dict | None = None, console=None, processes: bool = True):
+        if scheduler not in ("local", "dask"):
+            raise ValueError(f"scheduler must be local or dask, got {scheduler!r}")
+        self.scheduler = scheduler
+        self.address = address
+        self.cluster_kind = None if scheduler == "local" else (None if address else (cluster or "local"))
+        self.workers = int(workers)
+        self.slurm = slurm
+        self.console = console
+        self.processes = processes
+        self._client = None
+        self._cluster = None
+
+    @classmethod
+    def from_config(cls, config, console=None, **kwargs) -> "Engine":
+        c = config["compute"] if "compute" in getattr(config, "values", config) else {}
+        if c.get("scheduler", "local") == "local":
+            return cls("local", console=console)
+        return cls("dask", address=c.get("address"), cluster=c.get("cluster"), workers=c.get("workers", 2),
+                   slurm=c.get("slurm"), console=console, **kwargs)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def distributed(self) -> bool:
+        """True when tasks run on Dask workers."""
+        return self.scheduler == "dask"
+
+    def describe(self) -> str:
+        if not self.distributed:
+            return "this process"
+        if self.address:
+            return f"the Dask scheduler at {self.address}"
+        if self.cluster_kind == "slurm":
+            return f"a SLURM cluster of {self.workers} worker job(s)"
+        return f"a local Dask cluster of {self.workers} worker process(es)"
+
+    @property
+    def client(self):
+        """The ``distributed.Client`` (started on first use); None for the local engine."""
+        if not self.distributed:
+            return None
+        if self._client is None:
+            self._start()
+        return self._client
+
+    def _start(self) -> None:
+        check({"scheduler": "dask", "address": self.address, "cluster": self.cluster_kind})
+        from distributed import Client
+
+        try:
+            if self.address:
+                self._client = Client(self.address, timeout="30s")
+            elif self.cluster_kind == "slurm":
+                from dask_jobqueue import SLURMCluster
+
+                self._cluster = SLURMCluster(**slurm_options({"slurm": self.slurm}))
+                self._cluster.scale(jobs=self.workers)
+                self._client = Client(self._cluster)
+            else:
+                from distributed import LocalCluster
+
+                self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                             processes=self.processes, dashboard_address=None,
+                                             silence_logs=logging.ERROR)
+                self._client = Client(self._cluster)
+        except OSError as exc:  # the scheduler cannot be reached (timeout, refused)
+            self.close()
+            where = "compute.address" if self.address else "compute.cluster"
+            raise DynconnError(f"{where}: could not connect to {self.describe()} ({exc}); check that the "
+                               "scheduler runs and is reachable from here") from None
+        except BaseException:
+            self.close()
+            raise
+        if self.console is not None:
+            self.console.info(f"  engine: {self.describe()}")
+
+    def close(self) -> None:
+        """Close the client and the cluster this engine started (not a running scheduler)."""
+        client, cluster = self._client, self._cluster
+        self._client = self._cluster = None
+        for thing in (client, cluster):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:  # noqa: BLE001 - closing is best effort (the cluster may be gone)
+                    pass
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ tasks
+    def map(self, fn: Callable, items: Iterable, *, shared: dict | None = None,
+            on_result: Callable[[int, Any], Any] | None = None,
+            tick: Callable[[], Any] | None = None) -> list:
+        """``[fn(item, **shared) for item in items]``, the tasks run where this engine runs them.
+
+        ``shared``: keyword arguments common to every task (e.g. the tensor), sent to each worker
+        once. ``on_result(i, result)`` is called here as each result arrives (in any order on
+        Dask); ``tick()`` after each result and at least every :data:`TICK_SECONDS` while waiting
+        (a stage saves its checkpoint there and raises a pending stop). Tasks still running when
+        an exception leaves ``map`` are cancelled. ``fn`` must be importable by the workers (a
+        module-level function).
+        """
+        items = list(items)
+        shared = dict(shared or {})
+        results: list = [None] * len(items)
+        if not self.distributed:
+            for i, item in enumerate(items):
+                results[i] = fn(item, **shared)
+                if on_result is not None:
+                    on_result(i, results[i])
+                if tick is not None:
+                    tick()
+            return results
+        if not items:
+            return results
+        from distributed import wait
+
+        client = self.client
+        remote_shared = {k: client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()}
+        futures = [client.submit(fn, item, pure=False, **remote_shared) for item in items]
+        index = {f.key: i for i, f in enumerate(futures)}
+        pending = set(futures)
+        try:
+            while pending:
+                try:
+                    done, pending = wait(pending, timeout=TICK_SECONDS, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    done = set()
+                for future in sorted(done, key=lambda f: index[f.key]):
+                    i = index[future.key]
+                    results[i] = future.result()  # a task's exception is raised here
+                    if on_result is not None:
+                        on_result(i, results[i])
+                if tick is not None:
+                    tick()
+        finally:
+            if pending:
+                client.cancel(list(pending))
+        return results
+
+
+#: The engine of code that runs outside the pipeline (a stage called directly): this process.
+LOCAL = Engine("local")
