@@ -22,6 +22,10 @@ each command.
 Before a stage runs, its memory need is estimated (:mod:`dynconn.runner.resources`) and the
 stage is refused when it cannot fit; before an artifact is written, its size is checked
 against the free disk space. Outputs are checked for NaN/Inf (:mod:`dynconn.runner.guards`).
+
+Each command makes one :class:`~dynconn.runner.engine.Engine` from ``compute`` (where the
+stages' independent tasks run: this process, or a Dask cluster started on first use and closed
+when the command ends) and hands it to the stages that take one.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from . import cache, interrupt, resources
+from . import cache, engine as engines, interrupt, resources
 from ..io.artifacts import (
     ArtifactError,
     Checkpoint,
@@ -220,6 +224,7 @@ def preflight(config: Config, names: list[str]) -> None:
     small stimuli file) is checked here, before the first stage runs and before the work
     directory is touched: a mistake costs no computation and changes no artifact
     (:meth:`Stage.preflight` of each)."""
+    engines.check(config["compute"])
     for name in names:
         STAGES[name].preflight(config)
 
@@ -244,10 +249,11 @@ def _judge(name: str, expected: dict, workdir: Path, console: Console, verified:
 
 
 def run_stage(name: str, config: Config, workdir: Path, console: Console, *, force: bool = False,
-              verified: Verified | None = None) -> bool:
+              verified: Verified | None = None, engine: engines.Engine | None = None) -> bool:
     """Run one stage unless it is up to date. Returns True when it ran.
 
     The caller holds the work-directory lock (:func:`run_pipeline`, :func:`run_one`).
+    ``engine``: where the stage's independent tasks run (None: this process).
     """
     stage = STAGES[name]
     verified = verified if verified is not None else Verified()
@@ -289,6 +295,8 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
         with console.capture_warnings() as warnings_seen:
             stage.check_inputs(upstream, expected["params"])
             kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
+            if stage.uses_engine and engine is not None:
+                kwargs["engine"] = engine
             result = stage.run(config, workdir, console, upstream, **kwargs)
             if not stage.writes_files:
                 stage.check_output(result[0], upstream)
@@ -370,13 +378,13 @@ def run_pipeline(
     names = stage_range(start, stop)
     preflight(config, names)
     ran = []
-    with WorkdirLock(workdir, console, command="dynconn run"):
+    with WorkdirLock(workdir, console, command="dynconn run"), engines.Engine.from_config(config, console) as engine:
         _prepare(workdir, console)
         verified = Verified()
         for name in names:
             interrupt.check()  # a stop whose exception was swallowed during the last stage
             if run_stage(name, config, workdir, console, force=force or start is not None,
-                         verified=verified):
+                         verified=verified, engine=engine):
                 ran.append(name)
         _bound_cache(workdir, config["compute"]["cache_size"], console)
     return ran
@@ -387,9 +395,9 @@ def run_one(name: str, config: Config, workdir: Path, console: Console, *, force
     if name not in STAGES:
         raise DynconnError(f"unknown stage {name!r}; stages are {', '.join(ORDER)}")
     preflight(config, [name])
-    with WorkdirLock(workdir, console, command=f"dynconn {name}"):
+    with WorkdirLock(workdir, console, command=f"dynconn {name}"), engines.Engine.from_config(config, console) as engine:
         _prepare(workdir, console)
-        ran = run_stage(name, config, workdir, console, force=force)
+        ran = run_stage(name, config, workdir, console, force=force, engine=engine)
         _bound_cache(workdir, config["compute"]["cache_size"], console)
         return ran
 

@@ -5,7 +5,9 @@ A stage module (``dynconn/stages/<name>.py``) provides ``NAME``, ``OUTPUT``, ``U
 ``run(config, workdir, console, upstream) -> (datasets, attrs)``; optionally ``inputs(config,
 workdir)`` and ``input_files(config)`` (the data files it reads: ingest), ``CHECKPOINTS = True``
 (it saves partial work and receives a :class:`~dynconn.io.artifacts.Checkpoint` as the
-``checkpoint`` keyword), and ``write(...)`` with ``recorded_provenance(workdir)`` for a stage
+``checkpoint`` keyword), ``ENGINE = True`` (it receives the command's
+:class:`~dynconn.runner.engine.Engine` as the ``engine`` keyword: where its independent tasks
+run), and ``write(...)`` with ``recorded_provenance(workdir)`` for a stage
 whose output is files rather than one HDF5 artifact (the report: its ``run`` returns
 ``{"files": {relative path: bytes}, ...}``; it also names the file recording its provenance,
 ``SUMMARY``, and provides ``remove_stale(workdir, files)``). Stage modules know nothing of the runner.
@@ -59,6 +61,13 @@ class Stage:
     @property
     def checkpoints(self) -> bool:
         return getattr(self.module, "CHECKPOINTS", False)
+
+    @property
+    def uses_engine(self) -> bool:
+        """True when ``run`` takes the pipeline's :class:`~dynconn.runner.engine.Engine` (the
+        ``engine`` keyword; module attribute ``ENGINE = True``): its independent tasks can run
+        on a Dask cluster."""
+        return getattr(self.module, "ENGINE", False)
 
     @property
     def writes_files(self) -> bool:

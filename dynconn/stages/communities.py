@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # igraph and the model are imported where used: fast start-up
 NAME = "communities"
 OUTPUT = "communities.h5"
 UPSTREAM = ("affinity", "factorize")
+ENGINE = True  # run() takes the pipeline's engine: each component's fit is a task
 
 
 # ----------------------------------------------------------------------------- pure core
@@ -205,6 +206,7 @@ def partition_components(
     max_edges_per_node: int = 0,
     random_state: int = 0,
     advance=None,
+    mapper=None,
 ) -> ComponentPartitions:
     """Partition every component's neuron × neuron graph (:func:`dynconn.methods.wsbm.partition`).
 
@@ -220,26 +222,33 @@ def partition_components(
     level : nested level reported as ``membership`` (0 = finest; clipped to the coarsest)
     max_edges_per_node : sparsify graphs where a neuron has more pairs than this
         (:func:`component_graph`; 0 = never)
+    mapper : run each component's fit as an independent task, ``mapper(fn, items, shared=...,
+        on_result=...)`` returning the results in order (:meth:`dynconn.runner.engine.Engine.map`:
+        Dask workers). Component r draws from the same seed either way: the same partitions.
     """
-    from ..methods import wsbm
-
     n_comp = pair_factors.shape[1]
-    results = []
-    graphs_w = []
     seeds = np.random.SeedSequence(random_state).generate_state(n_comp)
-    for r in range(n_comp):
-        w = pair_matrix(floor_rounding_residue(pair_factors[:, r]), pairs, n_neurons)
-        graph, kept = component_graph(w, min_strength, max_edges_per_node)
-        result = None
+    fit = {"min_strength": min_strength, "max_edges_per_node": max_edges_per_node, "method": method,
+           "n_runs": n_runs, "resolution": resolution, "keep_matrix": mapper is None}
+    items = [(r, np.ascontiguousarray(pair_factors[:, r]), int(seeds[r] & 0x7FFFFFFF)) for r in range(n_comp)]
+    shared = {"pairs": np.asarray(pairs), "n_neurons": int(n_neurons), "fit": fit}
+    if mapper is None:
+        fits = []
+        for item in items:
+            fits.append(_fit_component(item, **shared))
+            if advance is not None:
+                advance()
+    else:
+        fits = mapper(_fit_component, items, shared=shared,
+                      on_result=(lambda i, _: advance()) if advance is not None else None)
+    results, graphs_w = [], []
+    for r, (w, graph, kept, result) in enumerate(fits):
         if kept.size == 0:
             warn(f"component {r} has an all-zero pair pattern; it has no communities")
-        else:
-            result = wsbm.partition(graph, method=method, n_runs=n_runs, resolution=resolution,
-                                    random_state=int(seeds[r] & 0x7FFFFFFF), **DENSE_GRAPH_OPTIONS.get(method, {}))
+        if w is None and min_contrast > 0:  # (fitted elsewhere: the matrix is not sent back)
+            w = pair_matrix(floor_rounding_residue(pair_factors[:, r]), pairs, n_neurons)
         results.append((kept, graph, result))
         graphs_w.append(w)
-        if advance is not None:
-            advance()
     depth = max([len(res.levels) for _, _, res in results if res is not None] + [1])
     levels = np.full((n_comp, depth, n_neurons), -1, dtype=np.int32)
     score, stability, modularity = (np.full(n_comp, np.nan) for _ in range(3))
@@ -267,6 +276,22 @@ def partition_components(
               "n_runs": n_runs, "resolution": resolution, "level": level,
               "max_edges_per_node": max_edges_per_node, "random_state": random_state}
     return ComponentPartitions(membership, levels, score, stability, modularity, n_communities, params)
+
+
+def _fit_component(item, pairs: np.ndarray, n_neurons: int, fit: dict):
+    """One component's graph and partition (a task of :func:`partition_components`): ``item =
+    (r, pair values (P,), seed)``. Returns ``(w or None, graph, kept, result or None)``: the
+    dense matrix only with ``fit["keep_matrix"]``, the result None for an all-zero pattern."""
+    from ..methods import wsbm
+
+    _, column, seed = item
+    w = pair_matrix(floor_rounding_residue(column), pairs, n_neurons)
+    graph, kept = component_graph(w, fit["min_strength"], fit["max_edges_per_node"])
+    result = None
+    if kept.size:
+        result = wsbm.partition(graph, method=fit["method"], n_runs=fit["n_runs"], resolution=fit["resolution"],
+                                random_state=seed, **DENSE_GRAPH_OPTIONS.get(fit["method"], {}))
+    return (w if fit["keep_matrix"] else None), graph, kept, result
 
 
 def read_graph(path: Path) -> tuple[ig.Graph, list[str], bool]:
@@ -352,13 +377,15 @@ def partition_options(p: dict) -> dict:
                               "max_edges_per_node")}
 
 
-def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tuple[dict, dict]:
+def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=None) -> tuple[dict, dict]:
     aff, fac = upstream["affinity"], upstream["factorize"]
     p = config["communities"]
     weights = edge_weights(aff, fac, p["evidence"])
+    # with a distributed engine each component's fit is one task on its workers
+    mapper = engine.map if engine is not None and engine.distributed else None
     with console.progress("communities (components)", weights.shape[1]) as advance:
         parts = partition_components(weights, aff["pairs"], len(aff["neurons"]), **partition_options(p),
-                                     random_state=p["seed"], advance=advance)
+                                     random_state=p["seed"], advance=advance, mapper=mapper)
     return {
         "membership": parts.membership,
         "levels": parts.levels,

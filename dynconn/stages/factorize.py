@@ -55,6 +55,7 @@ NAME = "factorize"
 OUTPUT = "factors.h5"
 UPSTREAM = ("affinity",)
 CHECKPOINTS = True  # run() takes the pipeline's checkpoint hook
+ENGINE = True  # run() takes the pipeline's engine (docs/scaling.md)
 #: Read by blocks of pairs from affinity.h5 when larger than compute.memory_budget (docs/config.md):
 #: the solver's pass over X then streams it (dynconn.methods.ntf, out-of-core X).
 STREAMED_INPUTS = {"affinity": ("affinity",)}
@@ -193,11 +194,30 @@ def _warn_at_edge(rank: int, lo: int, hi: int) -> None:
              f"(docs/factorization.md) or set factorize.rank")
 
 
-def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple[dict, dict]:
+def distribution(X, p: dict, engine) -> tuple:
+    """How the fits use a distributed engine: ``(mapper, client)``.
+
+    A tensor in memory: every restart (and every fit of the rank sweep) is one task on the
+    workers, each worker holding a copy of the tensor (``mapper``; the chosen rank's refinement
+    runs here). A tensor over ``compute.memory_budget`` (streamed from affinity.h5): the fits run
+    one after another, each iteration's pass over the pairs on the workers, which hold the
+    blocks of pairs (``client``; hals on numpy). Local engine: ``(None, None)``, the fits as
+    without an engine."""
+    if engine is None or not engine.distributed:
+        return None, None
+    if isinstance(X, np.ndarray):
+        return engine.map, None
+    if p["method"] == "hals" and p["backend"] == "numpy":
+        return None, engine.client
+    return None, None
+
+
+def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=None) -> tuple[dict, dict]:
     """Factorize an affinity artifact's tensor with parameters ``p`` (the config section).
 
     ``checkpoint``: the pipeline's :class:`dynconn.io.artifacts.Checkpoint` (or None): the solver's
-    state is saved through it and an interrupted run resumes from it.
+    state is saved through it and an interrupted run resumes from it. ``engine``: the pipeline's
+    :class:`dynconn.runner.engine.Engine` (or None): see :func:`distribution`.
     """
     from ..methods import ntf  # the solver (tensorly, scipy) is imported where used: fast start-up
 
@@ -206,6 +226,10 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
     layout = str(affinity.attrs.get("layout", "aligned"))
     groups = np.asarray(affinity["time_animal"], dtype=np.int64) if layout == "concatenated" else None
     solver = {"mask": mask, "time_groups": groups, "backend": p["backend"], "method": p["method"]}
+    mapper, client = distribution(X, p, engine)
+    if client is not None:
+        solver["client"] = client
+    tasks = {"mapper": mapper} if mapper is not None else {}
     saver = None
     if checkpoint is not None and p["method"] == "hals":  # the reference method has no checkpoints
         saver = _Saver(checkpoint, p.get("checkpoint_seconds", SCHEMA["factorize"]["checkpoint_seconds"].default))
@@ -227,7 +251,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
                     X, ranks, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"], rule=p["rank_rule"],
                     similarity_threshold=p["similarity_threshold"], min_gain=p["min_gain"],
                     max_iter=p["sweep_max_iter"], tol=p["sweep_tol"], resume=state.get("sweep"),
-                    on_rank=lambda *a: advance(), **solver, **(saver.hooks("sweep") if saver else {}))
+                    on_rank=lambda *a: advance(), **solver, **tasks, **(saver.hooks("sweep") if saver else {}))
             rank = int(selection.rank)
             sweep = selection.as_arrays()
             attrs["rank_selection_seconds"] = np.asarray(sweep.pop("seconds")).tolist()
@@ -255,11 +279,13 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
                 attrs["final_fit"] = "the rank sweep's best fit (refining it did not lower the error)"
         else:
             with console.progress(f"factorizing, rank {rank}", p["restarts"] * p["max_iter"]) as advance:
+                # (restarts run as tasks report when each ends: a whole restart's share of the bar)
+                progress = ({"on_restart": lambda *a: advance(p["max_iter"])} if mapper is not None
+                            else {"on_iteration": lambda i, loss: advance()})
                 result = ntf.ncp_restarts(
                     X, rank, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"],
                     max_iter=p["max_iter"], tol=p["tol"], resume=state.get("final"),
-                    on_iteration=lambda i, loss: advance(), **solver,
-                    **(saver.hooks("final") if saver else {}))
+                    **progress, **solver, **tasks, **(saver.hooks("final") if saver else {}))
             cp = result.cp
             attrs["final_fit"] = f"best of {p['restarts']} restarts"
     weights, (f_pairs, f_time, f_animals) = cp
@@ -292,6 +318,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None) -> tuple
     return datasets, attrs
 
 
-def run(config: Config, workdir: Path, console: Console, upstream: dict, checkpoint=None) -> tuple[dict, dict]:
-    return compute(upstream["affinity"], config["factorize"], console, checkpoint)
+def run(config: Config, workdir: Path, console: Console, upstream: dict, checkpoint=None,
+        engine=None) -> tuple[dict, dict]:
+    return compute(upstream["affinity"], config["factorize"], console, checkpoint, engine)
 

@@ -46,6 +46,7 @@ from ..console import Console
 NAME = "report"
 OUTPUT = "report.html"
 UPSTREAM = ("ingest", "affinity", "factorize", "communities")
+ENGINE = True  # run() takes the pipeline's engine: the surrogates are tasks on a distributed one
 SUMMARY = Path("exports") / "summary.json"
 STAGE_NAMES = UPSTREAM  # the stages the page describes: every stage before this one
 # files this stage owns in figures/ and exports/ (stale ones are removed on rewrite)
@@ -1571,7 +1572,7 @@ def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", wor
     return {"files": files, "summary": summary, "timings": timings}
 
 
-def run(config: Config, workdir: Path, console: Console, upstream: dict) -> dict:
+def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=None) -> dict:
     import yaml
 
     from . import surrogates
@@ -1585,7 +1586,9 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> dict
         t0 = time.perf_counter()
         results = surrogates.run(data, surrogates.options(config, data.rank), n=p["surrogates"], seed=p["seed"],
                                  fingerprint=upstream["ingest"].fingerprint, workdir=workdir, workers=workers,
-                                 console=console)
+                                 console=console,
+                                 # a distributed engine runs each surrogate as a task on its workers
+                                 mapper=engine.map if engine is not None and engine.distributed else None)
         null_pool = surrogates.pooled(results)
         null_pool["seconds"] = time.perf_counter() - t0
         aff = upstream["affinity"]

@@ -118,13 +118,23 @@ def _plain_signals() -> None:
 
 def _one(k: int) -> dict:
     job = _JOB
-    result = surrogate(job["traces"], job["present"], job["n_frames"], sampling_rate=job["rate"],
-                            layout=job["layout"], random_state=np.random.SeedSequence([job["seed"], k]),
-                            **job["opts"])
+    result = _surrogate_task(k, job["traces"], job["present"], job["n_frames"], job["rate"], job["layout"],
+                             job["seed"], job["opts"])
+    _keep(job["folder"], k, result)
+    return result
+
+
+def _surrogate_task(k: int, traces, present, n_frames, rate, layout, seed, opts) -> dict:
+    """Surrogate ``k`` as an independent task (a distributed engine's ``map``); the caller keeps
+    the result in the cache, so the workers need not see the work directory."""
+    return surrogate(traces, present, n_frames, sampling_rate=rate, layout=layout,
+                     random_state=np.random.SeedSequence([seed, k]), **opts)
+
+
+def _keep(folder: Path, k: int, result: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, **result)
-    atomic_write_bytes(job["folder"] / f"{k:05d}.npz", buf.getvalue())
-    return result
+    atomic_write_bytes(folder / f"{k:05d}.npz", buf.getvalue())
 
 
 def _load(path: Path) -> dict | None:
@@ -136,9 +146,11 @@ def _load(path: Path) -> dict | None:
 
 
 def run(data, opts: dict, *, n: int, seed: int, fingerprint: str, workdir: Path, workers: int,
-        console=None) -> list[dict]:
+        console=None, mapper=None) -> list[dict]:
     """The ``n`` surrogates of a run (``data``: the report's :class:`RunData`), cached and
-    computed in ``workers`` forked processes. Caches of other keys are removed."""
+    computed in ``workers`` forked processes, or each as a task of ``mapper`` (a distributed
+    engine's ``map``: Dask workers; each kept in the cache as it arrives). Caches of other keys
+    are removed."""
     if n <= 0:
         return []
     root = Path(workdir) / CACHE_DIR
@@ -159,6 +171,17 @@ def run(data, opts: dict, *, n: int, seed: int, fingerprint: str, workdir: Path,
     todo = [k for k in range(n) if k not in results]
     if todo and console is not None:
         console.info(f"  surrogates: {len(todo)} to compute" + (f" ({n - len(todo)} cached)" if results else ""))
+    if mapper is not None and todo:
+        shared = {"traces": np.asarray(data.traces), "present": np.asarray(data.present),
+                  "n_frames": np.asarray(data.n_frames), "rate": data.sampling_rate, "layout": data.layout,
+                  "seed": int(seed), "opts": opts}
+
+        def keep(i, result):
+            _keep(folder, todo[i], result)
+            results[todo[i]] = result
+
+        mapper(_surrogate_task, todo, shared=shared, on_result=keep)
+        return [results[k] for k in range(n)]
     _JOB.clear()
     _JOB.update(traces=np.asarray(data.traces), present=np.asarray(data.present), n_frames=np.asarray(data.n_frames),
                 rate=data.sampling_rate, layout=data.layout, seed=int(seed), opts=opts, folder=folder)
