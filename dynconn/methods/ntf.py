@@ -2442,10 +2442,14 @@ def select_rank(
                 inner = _restarts_state(entropy, (r,), k, r, prefix_of(i), None)
             return state(i, inner)
 
+        def mark():  # what a checkpoint would record: finished ranks, the next rank's finished restarts
+            i = progress["next"]
+            return i, (len(prefix_of(i)) if i < n else 0)
+
         def on_result(t, result):
             r, j = tasks[t][0], tasks[t][1]
+            before = mark()
             finished[position[(r, j)]][j] = {"cp": result[0], "info": result[1]}
-            grew = False
             while progress["next"] < n and len(finished[progress["next"]]) == k:
                 i = progress["next"]
                 res = _restarts_result([finished[i][j] for j in range(k)], entropy, (int(ranks_arr[i]),))
@@ -2454,10 +2458,9 @@ def select_rank(
                 arrays["best_index"][i] = res.best_index
                 best_fits.append(res.cp)
                 progress["next"] = i + 1
-                grew = True
                 if on_rank is not None:
                     on_rank(int(ranks_arr[i]), res)
-            if checkpointing and grew and (progress["next"] == n or _due(checkpoint_every, checkpoint_due)):
+            if checkpointing and mark() != before and (progress["next"] == n or _due(checkpoint_every, checkpoint_due)):
                 on_checkpoint(sweep_state())
 
         def tick():
