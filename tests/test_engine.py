@@ -143,6 +143,17 @@ def test_dask_engine_returns_results_in_order_and_raises_task_errors():
     assert eng._client is None  # closed on exit
 
 
+def test_an_unreachable_scheduler_is_one_line_naming_the_address(monkeypatch):
+    pytest.importorskip("distributed")
+    from dynconn.errors import DynconnError
+
+    monkeypatch.setattr(engines, "CONNECT_TIMEOUT", "1s")
+    with Engine("dask", address="tcp://127.0.0.1:1") as eng:  # (port 1: nothing listens there)
+        with pytest.raises(DynconnError, match=r"^compute.address: could not connect to the Dask scheduler at "
+                                               r"tcp://127.0.0.1:1 .*check that the scheduler runs"):
+            eng.map(_square, [1])
+
+
 def _dies_once(x, marker):
     if x == 1 and not os.path.exists(marker):
         Path(marker).touch()
@@ -254,3 +265,17 @@ def test_two_dask_workers_give_the_local_run(tmp_path):
         with np.load(a) as za, np.load(b) as zb:
             np.testing.assert_array_equal(za["size"], zb["size"])
             np.testing.assert_allclose(za["cohesion"], zb["cohesion"], rtol=1e-4)
+
+
+def _describe(item, options, table):
+    return f"{item}:{options['method']}:{table[item]}"
+
+
+def test_shared_mappings_and_lists_reach_every_task_whole():
+    """A dict or list in `shared` is one value (scatter would otherwise spread it over keys named
+    after its entries, which a later map's entries of the same names could replace)."""
+    pytest.importorskip("distributed")
+    with Engine("dask", workers=2, processes=False) as eng:
+        assert eng.map(_describe, [0, 1], shared={"options": {"method": "hals"}, "table": ["a", "b"]}) == \
+            ["0:hals:a", "1:hals:b"]
+        assert eng.map(_describe, [1], shared={"options": {"method": "wsbm"}, "table": ["c", "d"]}) == ["1:wsbm:d"]

@@ -36,6 +36,9 @@ from ..errors import ConfigError, DynconnError
 #: stop signal is answered (a stage's tick saves its checkpoint and raises the stop).
 TICK_SECONDS = 0.5
 
+#: How long connecting to ``compute.address`` may take before the command gives up.
+CONNECT_TIMEOUT = "30s"
+
 DASK_HINT = "pip install 'dynconn[dask]'"
 SLURM_HINT = "pip install 'dynconn[slurm]'"
 
@@ -145,7 +148,7 @@ class Engine:
 
         try:
             if self.address:
-                self._client = Client(self.address, timeout="30s")
+                self._client = Client(self.address, timeout=CONNECT_TIMEOUT)
             elif self.cluster_kind == "slurm":
                 from dask_jobqueue import SLURMCluster
 
@@ -216,7 +219,9 @@ class Engine:
         from distributed import wait
 
         client = self.client
-        remote_shared = {k: client.scatter(v, broadcast=True, hash=False) for k, v in shared.items()}
+        # each value is scattered as one piece of data: inside a list, since scatter would spread a
+        # dict or a list over keys of their own (a dict's keys as the data's names)
+        remote_shared = {k: client.scatter([v], broadcast=True, hash=False)[0] for k, v in shared.items()}
         futures = [client.submit(fn, item, pure=False, **remote_shared) for item in items]
         index = {f.key: i for i, f in enumerate(futures)}
         pending = set(futures)
