@@ -43,7 +43,7 @@ def run(config: Path, workdir: Path, extra: list[str]) -> tuple[dict, float]:
     wall = time.perf_counter() - started
     if proc.returncode:
         sys.exit(f"dynconn run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    stages = {m.group(1): float(m.group(2)) for m in STAGE_LINE.finditer(proc.stdout)}
+    stages = {m.group(1): float(m.group(2)) for m in STAGE_LINE.finditer(proc.stdout + proc.stderr)}
     return stages, wall
 
 

@@ -158,9 +158,11 @@ class Engine:
             else:
                 from distributed import LocalCluster
 
+                # worker processes ignore Ctrl-C: this process stops them (runner/worker.py)
+                setup = {"preload": ["dynconn.runner.worker"]} if self.processes else {}
                 self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
                                              processes=self.processes, dashboard_address=None,
-                                             silence_logs=logging.ERROR)
+                                             silence_logs=logging.ERROR, **setup)
                 self._client = Client(self._cluster)
         except OSError as exc:  # the scheduler cannot be reached (timeout, refused)
             self.close()
