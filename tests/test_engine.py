@@ -279,3 +279,25 @@ def test_shared_mappings_and_lists_reach_every_task_whole():
         assert eng.map(_describe, [0, 1], shared={"options": {"method": "hals"}, "table": ["a", "b"]}) == \
             ["0:hals:a", "1:hals:b"]
         assert eng.map(_describe, [1], shared={"options": {"method": "wsbm"}, "table": ["c", "d"]}) == ["1:wsbm:d"]
+
+
+class _FakeEngine:
+    distributed = True
+    client = "the client"
+
+    def map(self, fn, items, **kw):  # pragma: no cover - never called here
+        raise AssertionError
+
+
+def test_factorize_sends_fits_as_tasks_and_a_streamed_tensor_by_blocks():
+    """A tensor in memory: restarts and sweep fits as tasks (each worker a copy); one over the memory
+    budget (a row-block handle on affinity.h5): each fit's pass on the workers holding the blocks."""
+    from dynconn.stages import factorize
+
+    eng, p = _FakeEngine(), {"method": "hals", "backend": "numpy"}
+    mapper, client = factorize.distribution(np.zeros((3, 2, 1), np.float32), p, eng)
+    assert mapper.__func__ is _FakeEngine.map and client is None
+    assert factorize.distribution(object(), p, eng) == (None, "the client")
+    assert factorize.distribution(object(), {**p, "backend": "pytorch"}, eng) == (None, None)
+    assert factorize.distribution(np.zeros(1), p, Engine("local")) == (None, None)
+    assert factorize.distribution(np.zeros(1), p, None) == (None, None)
