@@ -2425,7 +2425,7 @@ def select_rank(
             finished[i] = dict(enumerate(prefix))
             tasks += [(r, j, _restart_init(init, j), restart_seed(entropy, j, (r,)),
                        partial if j == len(prefix) else None) for j in range(len(prefix), k)]
-        position = {(t[0], t[1]): i for i in range(n_done, n) for t in tasks if t[0] == int(ranks_arr[i])}
+        index_of = {int(r): i for i, r in enumerate(ranks_arr)}
         progress = {"next": n_done}
 
         def prefix_of(i):
@@ -2449,7 +2449,7 @@ def select_rank(
         def on_result(t, result):
             r, j = tasks[t][0], tasks[t][1]
             before = mark()
-            finished[position[(r, j)]][j] = {"cp": result[0], "info": result[1]}
+            finished[index_of[r]][j] = {"cp": result[0], "info": result[1]}
             while progress["next"] < n and len(finished[progress["next"]]) == k:
                 i = progress["next"]
                 res = _restarts_result([finished[i][j] for j in range(k)], entropy, (int(ranks_arr[i]),))

@@ -320,5 +320,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict, checkpoint=None,
         engine=None) -> tuple[dict, dict]:
-    return compute(upstream["affinity"], config["factorize"], console, checkpoint, engine)
+    # a local engine changes nothing: the fits run here exactly as without one
+    distributed = {"engine": engine} if engine is not None and engine.distributed else {}
+    return compute(upstream["affinity"], config["factorize"], console, checkpoint, **distributed)
 
