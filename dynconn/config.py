@@ -401,6 +401,14 @@ SCHEMA: dict[str, Any] = {
             "is more than this multiple of its mean weight to the other neurons; the rest are "
             "unassigned (0 keeps the partition as it came).", low=0,
         ),
+        "join_fraction": Key(
+            "float", 0.0, "After the contrast test, an unassigned neuron joins the community it is closest "
+            "to when its mean weight to the members is at least this fraction of the community's mean "
+            "weight inside (a neuron shared with another motif; docs/communities.md, \"Shared neurons\"); "
+            "0 never (the default: measured to add more wrong neurons than shared ones on data with a "
+            "background network).",
+            low=0, high=1,
+        ),
     },
     "report": {
         "active_threshold": Key(

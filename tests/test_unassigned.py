@@ -5,7 +5,7 @@ import pytest
 
 from conftest import cli
 from dynconn.io.artifacts import read_h5
-from dynconn.stages.communities import background_contrast, keep_contrasting
+from dynconn.stages.communities import background_contrast, join_close_neurons, keep_contrasting
 from methods_data import jittered_motif, two_motifs
 
 
@@ -34,6 +34,30 @@ def test_background_block_and_stray_member_are_unassigned():
     stray = np.array([0, 0, 0, 0, 1, 1])  # neuron 3 (background) put in the block
     assert keep_contrasting(w, stray, 2.0).tolist() == [0, 0, 0, -1, -1, -1]
     assert keep_contrasting(w, labels, 0.0).tolist() == labels.tolist()  # 0: as partitioned
+
+
+def test_a_shared_neuron_joins_the_community_it_is_close_to():
+    # neurons 0-3 a community (inside 1.0); 4 shared with another motif (0.5 to each member);
+    # 5 a stray neuron (0.15 to the members), 6-7 background (0.05 everywhere else)
+    w = np.full((8, 8), 0.05)
+    w[:4, :4] = 1.0
+    w[4, :4] = w[:4, 4] = 0.5
+    w[5, :4] = w[:4, 5] = 0.15
+    np.fill_diagonal(w, 0.0)
+    labels = np.array([0, 0, 0, 0, -1, -1, -1, -1])
+    # closeness of 4: 0.5 / 1.0 = 0.5; of 5: 0.15; of 6, 7: 0.05; contrast of 4 as a member:
+    # 0.5 over its mean weight 0.05 to the three neurons outside = 10
+    assert join_close_neurons(w, labels, 0.4, 2.0).tolist() == [0, 0, 0, 0, 0, -1, -1, -1]
+    assert join_close_neurons(w, labels, 0.1, 2.0).tolist() == [0, 0, 0, 0, 0, 0, -1, -1]
+    assert join_close_neurons(w, labels, 0.6, 2.0).tolist() == labels.tolist()
+    assert join_close_neurons(w, labels, 0.0, 2.0).tolist() == labels.tolist()  # 0: never
+    # a close neuron that is no more tied to the members than to the rest stays out
+    assert join_close_neurons(w, labels, 0.4, 20.0).tolist() == labels.tolist()
+    # only candidates may join; two communities: each neuron goes to its closest one
+    assert join_close_neurons(w, labels, 0.4, 2.0, candidates=np.array([5, 6])).tolist() == labels.tolist()
+    two = np.array([0, 0, 1, 1, -1, -1, -1, -1])
+    w[4, 2:4] = w[2:4, 4] = 0.9  # 4 closer to community 1 (0.9) than to 0 (0.5)
+    assert join_close_neurons(w, two, 0.4, 2.0).tolist()[4] == 1
 
 
 def assigned_in(workdir, component: int) -> set:

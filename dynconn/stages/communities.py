@@ -192,6 +192,44 @@ def keep_contrasting(w: np.ndarray, labels: np.ndarray, min_contrast: float) -> 
     return out
 
 
+def join_close_neurons(w: np.ndarray, labels: np.ndarray, fraction: float,
+                       min_contrast: float = 0.0, candidates: np.ndarray | None = None) -> np.ndarray:
+    """``labels`` (N,) with each unassigned neuron (−1) added to the community it is closest to,
+    when it is close enough to be a member.
+
+    A neuron's closeness to a community is its mean weight to the members over the community's
+    mean weight inside (mean over ordered pairs of distinct members). An unassigned neuron with
+    a positive weight joins the community of highest closeness when that closeness is at least
+    ``fraction`` and its own contrast as a member (:func:`background_contrast`) is more than
+    ``min_contrast``. Only ``candidates`` (indices; default all) may join. The communities are those of ``labels`` (their inside means are not
+    updated as neurons join, so the order of the neurons does not matter). ``fraction`` 0 adds
+    nothing.
+
+    Why: a neuron shared by two motifs takes part in both components, but in each it carries
+    a share of its activity, so its pairs with one motif weigh a fraction of that motif's inside
+    pairs; the block model may then give it (with other stray neurons) a block of its own,
+    which the contrast test dissolves. Background neurons sit far lower (docs/communities.md,
+    "Shared neurons").
+    """
+    out = np.array(labels, dtype=np.int32, copy=True)
+    if not fraction > 0:
+        return out
+    ids = np.unique(out[out >= 0])
+    groups = [np.flatnonzero(out == c) for c in ids]
+    inside = np.array([(w[np.ix_(m, m)].sum() - np.trace(w[np.ix_(m, m)])) / (m.size * (m.size - 1))
+                       for m in groups])
+    pool = np.arange(out.size) if candidates is None else np.asarray(candidates)
+    for i in pool[out[pool] < 0]:
+        if not groups or not w[i].any():
+            continue
+        closeness = np.array([w[i, m].mean() for m in groups]) / inside
+        best = int(np.argmax(closeness))
+        if closeness[best] >= fraction and \
+                background_contrast(w, np.append(groups[best], i), node=i) > min_contrast:
+            out[i] = ids[best]
+    return out
+
+
 def partition_components(
     pair_factors: np.ndarray,
     pairs: np.ndarray,
@@ -200,6 +238,7 @@ def partition_components(
     method: str = "wsbm",
     min_strength: float = 0.05,
     min_contrast: float = 0.0,
+    join_fraction: float = 0.0,
     n_runs: int = 3,
     resolution: float = 1.0,
     level: int = 0,
@@ -219,6 +258,8 @@ def partition_components(
     method, n_runs, resolution : passed to :func:`dynconn.methods.wsbm.partition`
     min_contrast : communities (and members) no denser than the background are left
         unassigned, :func:`keep_contrasting` (0: keep the partition as it came)
+    join_fraction : an unassigned neuron this close to a community joins it,
+        :func:`join_close_neurons` (0: none)
     level : nested level reported as ``membership`` (0 = finest; clipped to the coarsest)
     max_edges_per_node : sparsify graphs where a neuron has more pairs than this
         (:func:`component_graph`; 0 = never)
@@ -263,6 +304,11 @@ def partition_components(
     if min_contrast > 0:
         for r in range(n_comp):
             membership[r] = keep_contrasting(graphs_w[r], membership[r], min_contrast)
+    if join_fraction > 0:
+        for r, (kept, _, res) in enumerate(results):
+            if res is not None:  # only neurons of the component's graph (not below min_strength)
+                membership[r] = join_close_neurons(graphs_w[r], membership[r], join_fraction,
+                                                   min_contrast, candidates=kept)
     for r, (kept, graph, res) in enumerate(results):
         labels = membership[r][kept] if res is not None else np.zeros(0, dtype=np.int32)
         n_communities[r] = len(np.unique(labels[labels >= 0]))
@@ -273,7 +319,7 @@ def partition_components(
             if sub.ecount():
                 modularity[r] = sub.modularity(labels[assigned].tolist(), weights="weight")
     params = {"method": method, "min_strength": min_strength, "min_contrast": min_contrast,
-              "n_runs": n_runs, "resolution": resolution, "level": level,
+              "join_fraction": join_fraction, "n_runs": n_runs, "resolution": resolution, "level": level,
               "max_edges_per_node": max_edges_per_node, "random_state": random_state}
     return ComponentPartitions(membership, levels, score, stability, modularity, n_communities, params)
 
@@ -373,8 +419,8 @@ def edge_weights(aff, fac, how: str) -> np.ndarray:
 def partition_options(p: dict) -> dict:
     """:func:`partition_components` keywords from the ``communities`` config section ``p``
     (the stage and the report's surrogates partition alike)."""
-    return {k: p[k] for k in ("method", "min_strength", "min_contrast", "n_runs", "resolution", "level",
-                              "max_edges_per_node")}
+    return {k: p[k] for k in ("method", "min_strength", "min_contrast", "join_fraction", "n_runs",
+                              "resolution", "level", "max_edges_per_node")}
 
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=None) -> tuple[dict, dict]:
