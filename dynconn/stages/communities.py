@@ -286,7 +286,7 @@ def partition_components(
     for r, (w, graph, kept, result) in enumerate(fits):
         if kept.size == 0:
             warn(f"component {r} has an all-zero pair pattern; it has no communities")
-        if w is None and min_contrast > 0:  # (fitted elsewhere: the matrix is not sent back)
+        if w is None and (min_contrast > 0 or join_fraction > 0):  # fitted elsewhere: not sent back
             w = pair_matrix(floor_rounding_residue(pair_factors[:, r]), pairs, n_neurons)
         results.append((kept, graph, result))
         graphs_w.append(w)
