@@ -27,7 +27,7 @@ from dynconn.stages import communities  # noqa: E402
 from dynconn.io.artifacts import read_h5  # noqa: E402
 
 EVIDENCE = ("none", "evidence", "sqrt", "shrink")
-CONTRASTS = (0.0, 2.0)
+CONTRASTS = (0.0, 1.5, 2.0)
 
 
 def coinciding(membership: np.ndarray, sets) -> int:
