@@ -31,9 +31,12 @@ def _pairs(n):
 
 
 def synthetic(layout: str = "aligned", *, covariates: bool = True, rank_selection: bool = True,
-              stability: bool = True, n: int = 12):
+              stability: bool = True, n: int = 12, n_animals: int | None = None, groups=None):
     """Upstream artifacts with two planted motifs: neurons 0–4 interact early (epoch ``a``,
-    or the first half of each animal's recording), neurons 5–9 late."""
+    or the first half of each animal's recording), neurons 5–9 late. ``n_animals`` (default 2
+    concatenated, 3 aligned) and ``groups`` (default ``GROUPS``; neurons 10 and 11 of the
+    default stay special: 10 missing in the last animal, 11 in no component's graph)."""
+    groups = GROUPS if groups is None else groups
     rng = np.random.default_rng(0)
     names = [f"N{i:02d}" for i in range(n)]
     pairs = _pairs(n)
@@ -42,6 +45,9 @@ def synthetic(layout: str = "aligned", *, covariates: bool = True, rank_selectio
         animals, n_frames = ["w1", "w2"], np.array([400, 300])
     else:
         animals, n_frames = ["w1", "w2", "w3"], np.array([400, 400, 400])
+    if n_animals is not None:
+        animals = [f"worm{a + 1:02d}" for a in range(n_animals)]
+        n_frames = np.array([400 - 100 * (a % 2) if concatenated else 400 for a in range(n_animals)])
     n_animals, f_max = len(animals), int(n_frames.max())
     bins = n_frames // FPB
     present = np.ones((n, n_animals), dtype=bool)
@@ -61,12 +67,12 @@ def synthetic(layout: str = "aligned", *, covariates: bool = True, rank_selectio
     f_time = np.stack([np.where(early, 1.0, 0.02), np.where(early, 0.02, 1.0)], axis=1)
     f_time += rng.uniform(0, 0.05, size=f_time.shape)
     f_pairs = np.full((pairs.shape[0], 2), 0.01, dtype=np.float32)
-    for r, group in enumerate(GROUPS):
+    for r, group in enumerate(groups):
         inside = np.isin(pairs[:, 0], group) & np.isin(pairs[:, 1], group)
         f_pairs[inside, r] = 1.0
     f_pairs += rng.uniform(0, 0.005, size=f_pairs.shape).astype(np.float32)
     membership = np.ones((2, n), dtype=np.int32)
-    for r, group in enumerate(GROUPS):
+    for r, group in enumerate(groups):
         membership[r, group] = 0
     membership[:, 11] = -1
     ing = {"traces": traces, "present": present, "neurons": np.array(names, dtype=object),
@@ -92,7 +98,8 @@ def synthetic(layout: str = "aligned", *, covariates: bool = True, rank_selectio
         aff["covariates/names"] = np.array(["speed", "never recorded"], dtype=object)
         aff["covariates/values"] = values
     fac = {"weights": np.array([3.0, 2.0]), "factors/time": f_time, "factors/pairs": f_pairs,
-           "factors/animals": np.ones((1, 2)) if concatenated else np.array([[1.0, 0.2], [0.9, 1.0], [0.1, 0.9]]),
+           "factors/animals": np.ones((1, 2)) if concatenated else
+           np.array([[1.0, 0.2], [0.9, 1.0], [0.1, 0.9]]) if n_animals is None else rng.uniform(0.1, 1, (n_animals, 2)),
            "fit/losses": np.array([0.31, 0.33]), "fit/best_index": np.array([0]), "fit/n_iter": np.array([40, 52]),
            "fit/converged": np.array([True, True])}
     fac_attrs = dict(attrs, warnings=json.dumps(["a factorize warning"]))

@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .palette import ABSENT, COMMUNITY_COLOURS, DIFFUSE, MIN_FONT, ROW_POINTS, readable_rows  # noqa: E402
+from .palette import ABSENT, COMMUNITY_COLOURS, DIFFUSE, MIN_FONT, ROW_POINTS, readable_rows, rows_note  # noqa: E402
 
 LINE = "#0072B2"
 ACCENT = "#D55E00"
@@ -86,6 +86,15 @@ def render(fig: Figure, dpi: float, key: str = "") -> tuple[bytes, bytes]:
     fig.savefig(png, format="png", dpi=dpi, metadata=png_meta)
     fig.savefig(svg, format="svg", metadata=svg_meta)
     return png.getvalue(), svg.getvalue()
+
+
+CHAR_W = 0.07  # inches per character of 8-pt text, generous (DejaVu Sans averages 0.063)
+
+
+def clipped(text: str, n_chars: int) -> str:
+    """``text`` cut to ``n_chars`` characters (an ellipsis marks the cut): one line that stays
+    inside its figure (the page has the whole text)."""
+    return text if len(text) <= n_chars else text[: max(n_chars - 1, 0)].rstrip(" ,;") + "…"
 
 
 def shade_epochs(ax, epochs: list[dict], label: bool = True) -> None:
@@ -176,22 +185,24 @@ def missing_neurons(present: np.ndarray, neurons: list[str], animals: list[str])
     animal (dark = missing). ``present`` is (N, A)."""
     partial = np.flatnonzero(~present.all(axis=1))
     n, n_animals = partial.size, present.shape[1]
-    cell = 0.16 if n <= 80 else max(0.02, 8.6 / max(n, 1))
-    width = max(4.0, 1.2 + n * cell + 0.4)
-    c = Canvas(width, 0.35 + n_animals * 0.22 + (0.75 if n <= MAX_LABELS * 2 else 0.35))
+    cell = min(0.16, 8.4 / max(n, 1))
+    labelled = n and cell * 72.0 >= ROW_POINTS  # a name per column, rotated
+    note = (f"dark = missing; {present.shape[0] - n} of {present.shape[0]} neurons are recorded in every animal "
+            "(not shown)")
+    width = max(4.0, 1.2 + n * cell + 0.4, 0.3 + CHAR_W * len(note))
+    c = Canvas(width, 0.35 + n_animals * 0.22 + (0.75 if labelled else 0.35))
     ax = c.axes(1.1, 0.3, max(n * cell, 0.5), n_animals * 0.22)
     grid = np.where(present[partial].T, 0.0, 1.0) if n else np.zeros((n_animals, 1))
     ax.imshow(grid, aspect="auto", cmap="Greys", vmin=-0.15, vmax=1.15, interpolation="nearest")
     ax.set_yticks(range(n_animals), animals)
     ax.tick_params(length=0)
-    if n and n <= MAX_LABELS * 2:
+    if labelled:
         ax.set_xticks(range(n), [neurons[i] for i in partial], rotation=90, fontsize=SMALL)
     else:
         ax.set_xticks([])
     for side in ax.spines.values():
         side.set_visible(False)
-    c.text(0.1, 0.06, f"dark = missing; {present.shape[0] - n} of {present.shape[0]} neurons are recorded "
-                      "in every animal (not shown)", fontsize=SMALL, color="#333333")
+    c.text(0.1, 0.06, note, fontsize=SMALL, color="#333333")
     return c.fig
 
 
@@ -204,8 +215,8 @@ def rank_selection(ranks: np.ndarray, errors: np.ndarray, similarity: np.ndarray
     panels = [p for p in ("error", "similarity", "gain")
               if p == "error" or (p == "similarity" and (similarity is not None or mean_similarity is not None))
               or (p == "gain" and gain is not None)]
-    w = 3.1
-    c = Canvas(0.3 + len(panels) * (w + 0.45), 2.55)
+    w = 2.75
+    c = Canvas(0.2 + len(panels) * (w + 0.45), 2.55)
     elig = np.ones(ranks.size, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     for p, name in enumerate(panels):
         ax = c.axes(0.6 + p * (w + 0.45), 0.35, w - 0.15, 1.7)
@@ -220,7 +231,7 @@ def rank_selection(ranks: np.ndarray, errors: np.ndarray, similarity: np.ndarray
                        label="best (not eligible)")
             ax.set_ylabel("relative error")
             ax.set_title("Fit error", fontsize=FONT + 0.5)
-            ax.legend(frameon=False, loc="upper right", handletextpad=0.2)
+            ax.legend(frameon=False, loc="lower left", handletextpad=0.2)  # errors fall: the corner stays free
         elif name == "similarity":
             if similarity is not None and similarity.ndim == 2 and similarity.shape[1] > 1:
                 xs = np.repeat(ranks, similarity.shape[1])
@@ -252,23 +263,24 @@ def atlas_heatmap(row_labels: list[str], relative: np.ndarray, active: np.ndarra
     """Epoch rows × components: mean temporal loading over the epoch relative to the
     component's largest epoch mean; a dot marks the cells counted active."""
     n_rows, n_comp = relative.shape
-    cell = min(0.42, max(0.2, 7.5 / max(n_comp, 1)))
     row_h = min(0.32, max(0.16, 6.0 / max(n_rows, 1)))
     left = 0.3 + 0.062 * max((len(s) for s in row_labels), default=4)
-    c = Canvas(left + n_comp * cell + 1.1, 0.75 + n_rows * row_h + 0.2)
+    cell = min(0.42, max(0.2, 7.5 / max(n_comp, 1)), (10.0 - left - 1.2) / max(n_comp, 1))
+    legend = "● active in the epoch (threshold rule)"
+    c = Canvas(max(left + n_comp * cell + 1.1, left + CHAR_W * len(legend) + 0.1), 0.75 + n_rows * row_h + 0.2)
     ax = c.axes(left, 0.55, n_comp * cell, n_rows * row_h)
     im = ax.imshow(np.nan_to_num(relative, nan=0.0), aspect="auto", cmap=HEATMAP, vmin=0, vmax=1)
     rr, cc = np.nonzero(active)
     ax.scatter(cc, rr, s=14, facecolor="white", edgecolor="#222222", lw=0.6, zorder=3)
     ax.set_yticks(range(n_rows), row_labels)
-    ax.set_xticks(range(n_comp), component_labels, fontsize=SMALL if n_comp > 12 else SMALL)
+    ax.set_xticks(range(n_comp), component_labels, fontsize=SMALL)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
     cax = c.axes(left + n_comp * cell + 0.15, 0.55, 0.1, min(1.6, n_rows * row_h))
     c.fig.colorbar(im, cax=cax).set_label("loading / peak epoch", fontsize=SMALL)
-    c.text(left, 0.08, "● active in the epoch (threshold rule)", fontsize=SMALL, color="#333333")
+    c.text(left, 0.08, legend, fontsize=SMALL, color="#333333")
     return c.fig
 
 
@@ -279,13 +291,14 @@ def neuron_view(colours: np.ndarray, neuron_labels: list[str], slot_labels: list
     joins there. ``colours`` is (N, S, 3) RGB; ``groups`` ``[(epoch label, first slot,
     stop slot)]``; ``hidden`` neurons (in no cohesive community anywhere) are not drawn."""
     n, s = colours.shape[:2]
-    slot_w = min(0.55, max(0.12, 8.0 / max(s, 1)))
     row_h = min(0.14, max(0.012, 8.0 / max(n, 1)), 9.0 / max(n, 1))  # at most 9 in of rows
     named = readable_rows(n, n * row_h)
     left = 0.35 + (0.1 + 0.062 * max((len(x) for x in neuron_labels), default=0) if named else 0.0)
+    slot_w = min(0.55, max(0.12, 8.0 / max(s, 1)), (9.5 - left) / max(s, 1))
     rotate = any(len(g[0]) * 0.062 > (g[2] - g[1]) * slot_w for g in groups)
     dense = s > 20  # slot labels rotated
-    head = (1.25 if rotate else 0.7) + (0.2 if dense else 0.0)
+    longest = max((len(g[0]) for g in groups), default=0)
+    head = (0.45 + 0.062 * longest if rotate else 0.7) + (0.2 if dense else 0.0)
     c = Canvas(max(4.6, left + s * slot_w + 0.5), head + n * row_h + 1.0 + (0.2 if not named else 0.0))
     ax = c.axes(left, head, s * slot_w, n * row_h)
     ax.imshow(colours if s and n else np.ones((max(n, 1), max(s, 1), 3)), aspect="auto", interpolation="nearest")
@@ -303,8 +316,8 @@ def neuron_view(colours: np.ndarray, neuron_labels: list[str], slot_labels: list
     for label, first, stop in groups:
         x = (first + stop - 1) / 2
         ax.text(x, 1.0 + (0.42 if dense else 0.25) / max(n * row_h, 0.1), label, transform=ax.get_xaxis_transform(),
-                ha="left" if rotate else "center", va="bottom", fontsize=SMALL, rotation=40 if rotate else 0,
-                rotation_mode="anchor")
+                ha="center", va="bottom", fontsize=SMALL, rotation=90 if rotate else 0,
+                rotation_mode="default")
     for side in ax.spines.values():
         side.set_visible(False)
     y = head + n * row_h + 0.15
@@ -366,8 +379,8 @@ def component_figure(*, title: str, subtitle: str = "", tracks: list[dict], epoc
     width = 10.0
     multi = len(tracks) > 1
     many = len(tracks) > MANY_ANIMALS
-    load_h = 0.42 if many else 0.72 if multi else 1.45
-    cov_h = 0.42
+    load_h = 0.36 if many else 0.72 if multi else 1.45
+    cov_h = 0.3 if many else 0.42
     gap = 0.06 if many else 0.2
     block = sum(load_h + 0.08 + cov_h * len(tr["covariates"]) + gap for tr in tracks)
     n_bars = len(bars["values"])
@@ -377,7 +390,7 @@ def component_figure(*, title: str, subtitle: str = "", tracks: list[dict], epoc
     c = Canvas(width, 0.7 + block + 0.5 + bars_h + bottom_h + 0.45)
     c.text(0.1, 0.08, title, fontsize=FONT + 2, weight="bold")
     if subtitle:
-        c.text(0.1, 0.36, subtitle, fontsize=SMALL, color="#333333")
+        c.text(0.1, 0.36, clipped(subtitle, int((width - 0.2) / CHAR_W)), fontsize=SMALL, color="#333333")
     handles = [Line2D([], [], color=ACCENT, lw=0.8, ls="--"), Rectangle((0, 0), 1, 1, color=ACCENT, alpha=0.75)]
     labels = ["activity threshold", "active bins"]
     if any(tr.get("spread") is not None for tr in tracks):
