@@ -298,3 +298,62 @@ def test_search_box_in_chromium(browser, tmp_path):
     assert hostile_bold == HOSTILE and hostile["items"][0].startswith(HOSTILE)  # shown as text
     assert scripts == 2 and not dialogs
     assert none["items"] == ["no neuron named XYZ"]
+
+
+# ----------------------------------------------------------------------------- at scale
+def overlapping(fig) -> list[tuple[str, str]]:
+    renderer = fig.canvas.get_renderer()
+    texts = shown_texts(fig)
+    boxes = np.array([t.get_window_extent(renderer).extents for t in texts]).reshape(-1, 4) + [0.5, 0.5, -0.5, -0.5]
+    x0, y0, x1, y1 = boxes.T
+    hit = (x0[:, None] < x1[None, :]) & (x0[None, :] < x1[:, None]) & (y0[:, None] < y1[None, :]) & (y0[None, :] < y1[:, None])
+    w, h = fig.canvas.get_width_height()
+    outside = [(t.get_text(), "outside") for t, (a, b, c, d) in zip(texts, boxes) if a < -1 or b < -1 or c > w + 1 or d > h + 1]
+    return [(texts[a].get_text(), texts[b].get_text()) for a, b in zip(*np.nonzero(np.triu(hit, 1)))] + outside
+
+
+def test_a_large_run_gets_aggregated_views(monkeypatch):
+    """700 neurons (the views switch at the same thresholds for 5,000: benchmarks/report_scale.py,
+    docs/benchmarks.md): the component matrix community by community, the overview's rows averaged
+    (thresholds lowered here, to stay fast), no names where rows are under 8 pt, the neuron-view
+    table left to the search box, and the page far below 20 MB."""
+    monkeypatch.setattr(report, "OVERVIEW_ROWS", 300)
+    monkeypatch.setattr(report, "NEURON_TABLE_ROWS", 200)  # 240 neurons in cohesive communities here
+    n = 700
+    data = report.gather(*synthetic("aligned", n=n, groups=[list(range(0, 120)), list(range(120, 240))]))
+    out = report.build(data, PARAMS)
+    page = out["files"]["report.html"].decode()
+    assert len(page) < 2e6  # 20 MB at 5,000 neurons and 300 dpi; here 60 dpi
+    assert "too many for a table on this page" in page and "Find a neuron" in page
+    jobs = {j[0]: j for j in report.analyse(data, PARAMS)["jobs"]}
+    matrix = jobs["component_00"][2]["matrix"]
+    assert "w" not in matrix and matrix["blocks"]["values"].shape == (2, 2)
+    assert matrix["blocks"]["edges"].tolist() == [0, 119, n - 1]  # C0·0 (N11 is in no graph), then the diffuse rest
+    # block means: the planted pairs (1.0 + noise), the rest 0.01 + noise
+    assert matrix["blocks"]["values"][0, 0] == pytest.approx(1.0, abs=0.01)
+    assert matrix["blocks"]["values"][1, 1] == pytest.approx(0.0125, abs=0.003)
+    assert all(t.shape[0] <= 300 for t in jobs["data_traces"][2]["traces"])
+    for stem in ("component_00", "data_traces", "neuron_view", "evidence_00"):
+        fig = draw(jobs[stem])
+        texts = [t.get_text() for t in shown_texts(fig)]
+        assert not any(re.fullmatch(r"N\d+", t) for t in texts), stem
+        assert not overlapping(fig), (stem, overlapping(fig)[:5])
+        assert all(t.get_fontsize() >= palette.MIN_FONT for t in shown_texts(fig))
+
+
+def test_graphml_of_a_large_graph_keeps_each_nodes_strongest_edges():
+    import xml.etree.ElementTree as ET
+
+    data = report.gather(*synthetic("aligned"))
+    an = report.analyse(data, PARAMS)
+    w, stats = an["matrices"][0], an["stats"][0]
+    backbone = {(0, 1), (2, 3)}
+    full = ET.fromstring(report.graphml(0, w, data.membership[0], stats, data.neurons, backbone))
+    small = ET.fromstring(report.graphml(0, w, data.membership[0], stats, data.neurons, backbone, max_edges=20))
+    ns = {"g": "http://graphml.graphdrawing.org/xmlns"}
+    n_full, n_small = (len(x.findall("g:graph/g:edge", ns)) for x in (full, small))
+    assert n_full == 55 and n_small <= 20 + len(backbone) and n_small < n_full
+    note = small.find("g:graph/g:data[@key='edges']", ns).text
+    assert "2 strongest" in note and f"of {n_full} positive pairs" in note
+    edges = {(e.get("source"), e.get("target")) for e in small.findall("g:graph/g:edge", ns)}
+    assert ("N00", "N01") in edges and ("N02", "N03") in edges  # the backbone is kept

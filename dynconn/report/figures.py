@@ -137,7 +137,7 @@ def traces_overview(traces: list[np.ndarray], durations: list[float], neuron_lab
     left = 1.0 + name_w
     gap = 0.3
     note = "" if named or not n else rows_note(n, row_h, "the order is neuron_order in summary.json")
-    c = Canvas(width, 0.45 + n_animals * (row_h + gap) + 0.35 + (0.2 if note else 0.0))
+    c = Canvas(width, 0.45 + n_animals * (row_h + gap) + 0.35 + (0.35 if note else 0.0))
     span = max(durations) if durations else 1.0
     cmap = matplotlib.colormaps[HEATMAP].with_extremes(bad="#FFFFFF")
     im, ax = None, None
@@ -176,7 +176,7 @@ def traces_overview(traces: list[np.ndarray], durations: list[float], neuron_lab
         cax = c.axes(width - 0.7, 0.45, 0.12, min(2.0, row_h))
         c.fig.colorbar(im, cax=cax).set_label("normalised trace", fontsize=SMALL)
     if note:
-        c.text(0.1, c.height - 0.22, "Neuron names: " + note + ".", fontsize=SMALL, color=MUTED)
+        c.text(0.1, c.height - 0.36, "Neuron names: " + note, fontsize=SMALL, color=MUTED)
     return c.fig
 
 
@@ -299,7 +299,7 @@ def neuron_view(colours: np.ndarray, neuron_labels: list[str], slot_labels: list
     dense = s > 20  # slot labels rotated
     longest = max((len(g[0]) for g in groups), default=0)
     head = (0.45 + 0.062 * longest if rotate else 0.7) + (0.2 if dense else 0.0)
-    c = Canvas(max(4.6, left + s * slot_w + 0.5), head + n * row_h + 1.0 + (0.2 if not named else 0.0))
+    c = Canvas(max(4.6, left + s * slot_w + 0.5), head + n * row_h + 1.0 + (0.35 if not named else 0.0))
     ax = c.axes(left, head, s * slot_w, n * row_h)
     ax.imshow(colours if s and n else np.ones((max(n, 1), max(s, 1), 3)), aspect="auto", interpolation="nearest")
     if named:
@@ -519,7 +519,7 @@ def _draw_matrix(c: Canvas, ax, m: dict, cbar: tuple[float, float, float]) -> No
         texts = [(first, stop, text or label) for (first, stop, text), label
                  in zip(m["groups"], m.get("group_labels", [""] * len(m["groups"])))]
         if named.size or blocks:
-            ax.text(0.0, -0.02, rows_note(n, height, "members in the table below") or "names in the table below",
+            ax.text(0.0, -0.02, rows_note(n, height, "members: table below") or "names in the table below",
                     transform=ax.transAxes, fontsize=SMALL, color=MUTED, va="top", ha="left", clip_on=False)
     for first, stop, text in texts:
         if text and (stop - first) / n * height * 72.0 >= len(text) * SMALL * 0.62:
@@ -587,7 +587,7 @@ def _draw_network(ax, net: dict) -> None:
             ax.text(xy[i, 0], xy[i, 1], "  " + net["labels"][i], fontsize=SMALL, ha="left", va="center",
                     zorder=3, color="#111111")
     if net.get("hidden"):
-        ax.text(0.0, 0.0, f"+{net['hidden']} diffuse neurons without strong edges (not drawn)",
+        ax.text(0.0, 0.0, f"+{net['hidden']} diffuse neurons without\nstrong edges (not drawn)",
                 transform=ax.transAxes, fontsize=SMALL, color=MUTED, va="top")
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     size = max(float((hi - lo).max()), 1e-9)

@@ -40,8 +40,8 @@ def rows_note(n_rows: int, height_in: float, where: str = "") -> str:
     """Why row names are left out of a figure (empty when they are drawn)."""
     if readable_rows(n_rows, height_in) or n_rows == 0:
         return ""
-    return (f"{n_rows} rows of {height_in * 72.0 / n_rows:.2g} pt: too small for names at {MIN_FONT:g} pt, left out"
-            + (f" ({where})" if where else ""))
+    return (f"{n_rows} rows of {height_in * 72.0 / n_rows:.2g} pt: too small for names at {MIN_FONT:g} pt"
+            + (f"\n({where})" if where else ""))
 
 
 def time_decimals(resolution_s: float) -> int:

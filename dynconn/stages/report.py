@@ -750,18 +750,37 @@ def export_tables(
     return files
 
 
+GRAPHML_MAX_EDGES = 200_000  # beyond this many positive pairs a GraphML file keeps each node's strongest
+
+
 def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: list[dict],
-            neurons: list[str], backbone: set[tuple[int, int]]) -> bytes:
+            neurons: list[str], backbone: set[tuple[int, int]], max_edges: int | None = GRAPHML_MAX_EDGES) -> bytes:
     """One component's graph as GraphML (Cytoscape, Gephi): the neurons of its graph with
     ``label``, ``community``, ``cohesive``, ``cohesion``, ``strength``, ``colour``; every
     positive pair among them with ``weight`` and ``backbone`` (true: drawn in the report;
-    false by default)."""
+    false by default). A graph of more than ``max_edges`` positive pairs (thousands of
+    neurons: a dense graph is GBs of XML no tool opens) keeps each neuron's ``k`` strongest
+    edges, ``k = ceil(max_edges / neurons)`` (:func:`backbone_edges`; the union, so at most
+    ``max_edges``), plus the backbone; the graph's ``edges`` attribute says which."""
     inside = np.flatnonzero(membership_row >= 0)
     by_id = {s["id"]: s for s in stats}
     strength = w.sum(axis=1)
+    sub = w[np.ix_(inside, inside)]
+    ii, jj = np.nonzero(np.triu(sub, k=1) > 0)
+    kept = f"all {ii.size} positive pairs"
+    if max_edges is not None and ii.size > max_edges:
+        k = int(np.ceil(max_edges / max(inside.size, 1)))
+        strongest, _ = backbone_edges(sub, k)
+        position = np.full(w.shape[0], -1)
+        position[inside] = np.arange(inside.size)
+        drawn_pairs = np.array([sorted((position[a], position[b])) for a, b in backbone
+                                if position[a] >= 0 and position[b] >= 0], dtype=int).reshape(-1, 2)
+        both = np.unique(np.concatenate([strongest.reshape(-1, 2), drawn_pairs]), axis=0)
+        kept = f"each neuron's {k} strongest edges and the drawn backbone ({len(both)} of {ii.size} positive pairs)"
+        ii, jj = both[:, 0], both[:, 1]
     keys = [("label", "node", "string"), ("community", "node", "int"), ("cohesive", "node", "boolean"),
             ("cohesion", "node", "double"), ("strength", "node", "double"), ("colour", "node", "string"),
-            ("weight", "edge", "double"), ("backbone", "edge", "boolean")]
+            ("weight", "edge", "double"), ("backbone", "edge", "boolean"), ("edges", "graph", "string")]
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
@@ -771,6 +790,7 @@ def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: li
             if name != "backbone"]
     out.append('  <key id="backbone" for="edge" attr.name="backbone" attr.type="boolean"><default>false</default></key>')
     out.append(f'  <graph id="component_{component}" edgedefault="undirected">')
+    out.append(f'    <data key="edges">{xml_escape(kept)}</data>')
     for i in inside:
         s = by_id[int(membership_row[i])]
         coh = s["cohesion"] if np.isfinite(s["cohesion"]) else 0.0
@@ -778,8 +798,6 @@ def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: li
                    f'<data key="community">{s["id"]}</data><data key="cohesive">{str(s["cohesive"]).lower()}</data>'
                    f'<data key="cohesion">{coh:.6g}</data><data key="strength">{strength[i]:.6g}</data>'
                    f'<data key="colour">{s["colour"]}</data></node>')
-    sub = w[np.ix_(inside, inside)]
-    ii, jj = np.nonzero(np.triu(sub, k=1) > 0)
     names = [quoteattr(neurons[i]) for i in inside]
     drawn = '<data key="backbone">true</data>'
     for a, b, value in zip(ii.tolist(), jj.tolist(), sub[ii, jj].tolist()):
