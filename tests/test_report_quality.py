@@ -229,9 +229,11 @@ def test_merged_components_are_shown():
 def test_neuron_names_are_data_in_the_page_and_figures():
     data = report.gather(*synthetic("aligned"))
     data.neurons = [HOSTILE] + data.neurons[1:]
+    data.epochs[0]["label"] = "<script>epoch()</script>"
     out = report.build(data, PARAMS)
     page = out["files"]["report.html"].decode()
-    assert HOSTILE not in page and "<script>alert" not in page
+    assert HOSTILE not in page and "<script>alert" not in page and "<script>epoch" not in page
+    assert "&lt;script&gt;epoch()&lt;/script&gt;" in page  # shown as text
     # exactly two scripts: the index (JSON, not run) and the inline search code; nothing external
     scripts = re.findall(r"<script([^>]*)>", page)
     assert scripts == [' type="application/json" id="dynconn-index"', ""]
@@ -241,6 +243,7 @@ def test_neuron_names_are_data_in_the_page_and_figures():
     index = json.loads(raw)
     assert index["neurons"][HOSTILE] == [[0, 0, True], [1, 1, False]]
     assert index["neurons"]["N11"] == []  # in no component's graph
+    assert "<script>epoch()</script>" in index["components"][0]  # the epoch label, as data
     assert "<" not in raw  # the name is written with JSON escapes
     assert "id='neuron-search'" in page and "type='search'" in page
     for name, blob in out["files"].items():
