@@ -5,6 +5,11 @@ Two cases, each run once end to end through the command line (as a user would):
 - ``demo``: the simulator's standard preset, seed 0 (what ``make demo`` runs): the whole
   run's time (simulate + run) against ``dynconn report --force`` alone.
 - ``large``: the ``large`` preset, 300 neurons and rank 20: report size and time.
+- ``neurons``: the report alone at scale (issue 15 part 5): ``--neurons N`` (default 5,000)
+  neurons, 3 animals, 400 frames, two planted motifs of N/6 neurons each, the report's inputs
+  built directly (the synthetic artifacts of ``tests/test_report.py``; no pipeline run), then
+  ``report.build`` at 300 dpi in one process and the files written: wall time of each step,
+  peak memory, page and figure sizes. ``--keep DIR`` keeps the written report.
 
 ``dynconn report --force`` is timed twice per case: *cold* (``figures/`` deleted first, so
 every figure is drawn) and *warm* (the figures of the previous report are reused where their
@@ -15,8 +20,10 @@ included.
 Usage::
 
     python benchmarks/report_scale.py [--out DIR] [--cases demo large] [--write-docs]
+    python benchmarks/report_scale.py --cases neurons [--neurons 5000] [--keep DIR]
 
-``--write-docs`` replaces the "Report" section of docs/benchmarks.md with the results.
+``--write-docs`` replaces the "Report" section of docs/benchmarks.md with the results (the
+``neurons`` case prints its own table, for the "Report at scale" section).
 """
 
 from __future__ import annotations
@@ -84,6 +91,43 @@ def case(name: str, preset: str, out: Path) -> dict:
     }
 
 
+def at_scale(n: int, keep: Path | None) -> dict:
+    """The report of ``n`` neurons from synthetic inputs (no pipeline): times, memory, sizes."""
+    sys.path.insert(0, str(ROOT / "tests"))  # the synthetic artifacts of the report's tests
+    from test_report import PARAMS, synthetic
+
+    from dynconn.stages import report
+
+    t0 = time.perf_counter()
+    arts = synthetic("aligned", n=n, groups=[list(range(0, n // 6)), list(range(n // 6, n // 3))])
+    t1 = time.perf_counter()
+    data = report.gather(*arts)
+    out = report.build(data, {**PARAMS, "dpi": 300, "workers": 1})
+    t2 = time.perf_counter()
+    folder = keep or Path(os.environ.get("TMPDIR", "/tmp")) / f"dynconn-report-{n}"
+    shutil.rmtree(folder, ignore_errors=True)
+    report.write(folder, out, provenance={}, seconds=t2 - t1, warnings=[])
+    t3 = time.perf_counter()
+    page = out["files"]["report.html"]
+    figs = {k: len(v) for k, v in out["files"].items() if k.startswith("figures/")}
+    return {"case": "neurons", "neurons": n, "rank": data.rank, "animals": len(data.animals),
+            "inputs_s": t1 - t0, "build_s": t2 - t1, "write_s": t3 - t2, "timings": out["timings"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "html_bytes": len(page), "figures_png_bytes": sum(v for k, v in figs.items() if k.endswith(".png")),
+            "largest_png": max(((v, k) for k, v in figs.items() if k.endswith(".png")), default=(0, ""))[::-1],
+            "graphml_bytes": sum(len(v) for k, v in out["files"].items() if k.endswith(".graphml")),
+            "folder": str(folder)}
+
+
+def markdown_scale(r: dict) -> str:
+    mb = lambda b: f"{b / 1e6:.1f} MB"  # noqa: E731
+    t = r["timings"]
+    return (f"| {r['neurons']} | {r['animals']} | {r['rank']} | {r['build_s']:.1f} s (summaries and exports "
+            f"{t['summaries']:.1f}, figures {t['figures']:.1f}, page {t['html']:.2f}) | {r['write_s']:.1f} s | "
+            f"{r['peak_rss_mb']:.0f} MB | **{mb(r['html_bytes'])}** | {mb(r['figures_png_bytes'])} "
+            f"(largest {r['largest_png'][0]} {mb(r['largest_png'][1])}) | {mb(r['graphml_bytes'])} |")
+
+
 def markdown(results: list[dict]) -> str:
     mb = lambda b: f"{b / 1e6:.1f} MB"  # noqa: E731
     lines = [
@@ -132,12 +176,23 @@ def write_docs(section: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/dynconn-report-bench"))
-    ap.add_argument("--cases", nargs="+", default=["demo", "large"], choices=["demo", "large"])
+    ap.add_argument("--cases", nargs="+", default=["demo", "large"], choices=["demo", "large", "neurons"])
+    ap.add_argument("--neurons", type=int, default=5000)
+    ap.add_argument("--keep", type=Path, default=None)
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     presets = {"demo": "standard", "large": "large"}
     results = []
+    if "neurons" in args.cases:
+        r = at_scale(args.neurons, args.keep)
+        print(json.dumps(r, indent=1), file=sys.stderr)
+        print("| neurons | animals | rank | report.build | write | peak RSS | report.html | figures (PNG) | GraphML |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print(markdown_scale(r))
+        args.cases = [c for c in args.cases if c != "neurons"]
+        if not args.cases:
+            return
     for name in args.cases:
         print(f"{name}: simulating and running the pipeline …", file=sys.stderr)
         results.append(case(name, presets[name], args.out))

@@ -2,6 +2,7 @@
 
     python benchmarks/scale.py --neurons 2000 --budget 2GB [--stages ingest affinity factorize]
     python benchmarks/scale.py --neurons 200 500 1000 2000 --budget 2GB
+    python benchmarks/scale.py --neurons 200 500 1000 --set compute.scheduler=dask compute.workers=2
 
 For each N, writes a dataset with the realistic generator (``dynconn simulate``'s ``standard``
 preset, scaled: N neurons, 4 animals, 1,200 s at 2 Hz = 240 bins of 5 s; the planted motifs and
@@ -73,14 +74,16 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", default="2GB")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--max-iter", type=int, default=50)
-    ap.add_argument("--stages", nargs="+", default=["ingest", "affinity", "factorize"])
+    ap.add_argument("--stages", nargs="+", default=["ingest", "affinity", "factorize", "communities"])
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="more config overrides, e.g. compute.scheduler=dask compute.workers=2")
     ap.add_argument("--keep", type=Path, help="write the datasets here (default: a temporary folder)")
     args = ap.parse_args(argv)
     budget = parse_size(args.budget, "--budget")
     sets = [f"compute.memory_budget={args.budget}", f"factorize.rank={args.rank}", "factorize.restarts=1",
-            f"factorize.max_iter={args.max_iter}", "compute.cache_size=0"]
+            f"factorize.max_iter={args.max_iter}", "compute.cache_size=0", *args.set]
     print(f"budget {format_bytes(budget)}; rank {args.rank}, {args.max_iter} iterations; {N_ANIMALS} animals, "
-          f"{DURATION_S:g} s at 2 Hz (240 bins)")
+          f"{DURATION_S:g} s at 2 Hz (240 bins); overrides {' '.join(args.set) or 'none'}")
     print(f"{'N':>6} {'tensor':>10} {'stage':>10} {'wall s':>8} {'peak RSS':>10} {'RSS/budget':>10}")
     for n in args.neurons:
         folder = Path(tempfile.mkdtemp(prefix=f"dynconn-scale-{n}-")) if args.keep is None else args.keep / f"n{n}"

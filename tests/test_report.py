@@ -31,9 +31,13 @@ def _pairs(n):
 
 
 def synthetic(layout: str = "aligned", *, covariates: bool = True, rank_selection: bool = True,
-              stability: bool = True, n: int = 12):
+              stability: bool = True, n: int = 12, n_animals: int | None = None, groups=None):
     """Upstream artifacts with two planted motifs: neurons 0–4 interact early (epoch ``a``,
-    or the first half of each animal's recording), neurons 5–9 late."""
+    or the first half of each animal's recording), neurons 5–9 late. ``n_animals`` (default 2
+    concatenated, 3 aligned) and ``groups`` (default ``GROUPS``; neurons 10 and 11 of the
+    default stay special: 10 missing in the last animal, 11 in no component's graph)."""
+    groups = GROUPS if groups is None else groups
+    default_animals = n_animals is None
     rng = np.random.default_rng(0)
     names = [f"N{i:02d}" for i in range(n)]
     pairs = _pairs(n)
@@ -42,6 +46,9 @@ def synthetic(layout: str = "aligned", *, covariates: bool = True, rank_selectio
         animals, n_frames = ["w1", "w2"], np.array([400, 300])
     else:
         animals, n_frames = ["w1", "w2", "w3"], np.array([400, 400, 400])
+    if n_animals is not None:
+        animals = [f"worm{a + 1:02d}" for a in range(n_animals)]
+        n_frames = np.array([400 - 100 * (a % 2) if concatenated else 400 for a in range(n_animals)])
     n_animals, f_max = len(animals), int(n_frames.max())
     bins = n_frames // FPB
     present = np.ones((n, n_animals), dtype=bool)
@@ -61,12 +68,12 @@ def synthetic(layout: str = "aligned", *, covariates: bool = True, rank_selectio
     f_time = np.stack([np.where(early, 1.0, 0.02), np.where(early, 0.02, 1.0)], axis=1)
     f_time += rng.uniform(0, 0.05, size=f_time.shape)
     f_pairs = np.full((pairs.shape[0], 2), 0.01, dtype=np.float32)
-    for r, group in enumerate(GROUPS):
+    for r, group in enumerate(groups):
         inside = np.isin(pairs[:, 0], group) & np.isin(pairs[:, 1], group)
         f_pairs[inside, r] = 1.0
     f_pairs += rng.uniform(0, 0.005, size=f_pairs.shape).astype(np.float32)
     membership = np.ones((2, n), dtype=np.int32)
-    for r, group in enumerate(GROUPS):
+    for r, group in enumerate(groups):
         membership[r, group] = 0
     membership[:, 11] = -1
     ing = {"traces": traces, "present": present, "neurons": np.array(names, dtype=object),
@@ -92,7 +99,8 @@ def synthetic(layout: str = "aligned", *, covariates: bool = True, rank_selectio
         aff["covariates/names"] = np.array(["speed", "never recorded"], dtype=object)
         aff["covariates/values"] = values
     fac = {"weights": np.array([3.0, 2.0]), "factors/time": f_time, "factors/pairs": f_pairs,
-           "factors/animals": np.ones((1, 2)) if concatenated else np.array([[1.0, 0.2], [0.9, 1.0], [0.1, 0.9]]),
+           "factors/animals": np.ones((1, 2)) if concatenated else
+           np.array([[1.0, 0.2], [0.9, 1.0], [0.1, 0.9]]) if default_animals else rng.uniform(0.1, 1, (n_animals, 2)),
            "fit/losses": np.array([0.31, 0.33]), "fit/best_index": np.array([0]), "fit/n_iter": np.array([40, 52]),
            "fit/converged": np.array([True, True])}
     fac_attrs = dict(attrs, warnings=json.dumps(["a factorize warning"]))
@@ -235,7 +243,7 @@ def test_figures_are_png_and_svg(aligned):
     data, out = aligned
     stems = {Path(p).stem for p in out["files"] if p.startswith("figures/")}
     assert stems == {"data_traces", "data_missing", "rank_selection", "atlas", "component_00", "component_01",
-                     "neuron_view"}
+                     "evidence_00", "evidence_01", "neuron_view"}
     for stem in stems:
         png, svg = out["files"][f"figures/{stem}.png"], out["files"][f"figures/{stem}.svg"]
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -246,8 +254,9 @@ def test_figures_are_png_and_svg(aligned):
 def test_html_page(aligned):
     data, out = aligned
     page = out["files"]["report.html"].decode()
-    assert page.count("data:image/png;base64,") == 7
-    assert "<script" not in page and "http://" not in page.replace("http://graphml", "")
+    assert page.count("data:image/png;base64,") == 9
+    # scripts: the neuron search only (its index as JSON data and its inline code; test_report_quality.py)
+    assert page.count("<script") == 2 and "http://" not in page.replace("http://graphml", "")
     for anchor in ("summary", "data", "rank", "atlas", "components", "neurons", "component-0", "component-1"):
         assert f"id='{anchor}'" in page or f'id="{anchor}"' in page, anchor
     assert page.count("How to read this") >= 7
@@ -263,9 +272,10 @@ def test_figures_are_reused_only_when_their_inputs_match(aligned):
     assert again["timings"]["figures_drawn"] == 0
     assert again["files"]["figures/component_00.png"] == out["files"]["figures/component_00.png"]
     changed = report.build(data, {**PARAMS, "active_threshold": 0.01}, previous=previous)
-    # a lower threshold: both components active in both epochs. The component figures, the
-    # atlas and the neuron view change; the data overview and the rank selection do not
-    assert changed["timings"]["figures_drawn"] == 4
+    # a lower threshold: both components active in both epochs. The component and evidence
+    # figures (shaded active stretches), the atlas and the neuron view change; the data overview
+    # and the rank selection do not
+    assert changed["timings"]["figures_drawn"] == 6
     for stem in ("data_traces", "rank_selection"):
         assert changed["files"][f"figures/{stem}.png"] == out["files"][f"figures/{stem}.png"]
     for stem in ("atlas", "component_00", "neuron_view"):

@@ -60,6 +60,34 @@ def _profile(weights, time_f, animal_f, time_groups, n_animals, members) -> np.n
     return _unit(np.sqrt(energy))
 
 
+def combine(group: list[int], weights: np.ndarray, pair_f: np.ndarray | None, time_f: np.ndarray,
+            animal_f: np.ndarray) -> tuple[float, np.ndarray | None, np.ndarray, np.ndarray]:
+    """One reported component from the fitted components ``group``: ``(weight, pair factor
+    (P,) or None when ``pair_f`` is None, temporal loading (T,), animal loading (A,))``. A
+    single component is itself; a group is its weight-averaged unit pair factor and the best
+    rank-one fit of its combined temporal x animal slab (module docstring)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if len(group) == 1:
+        r = group[0]
+        return (float(weights[r]), None if pair_f is None else pair_f[:, r], np.asarray(time_f[:, r], dtype=np.float64),
+                np.asarray(animal_f[:, r], dtype=np.float64))
+    u = None if pair_f is None else _unit(np.asarray(pair_f, dtype=np.float64)[:, group] @ weights[group])
+    slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in group)
+    left, sv, right = np.linalg.svd(slab, full_matrices=False)
+    # the leading singular vectors of a non-negative matrix are one-signed (Perron-Frobenius);
+    # abs() fixes the arbitrary sign and round-off at zero entries
+    return float(sv[0]), u, np.abs(left[:, 0]), np.abs(right[0])
+
+
+def reported_time(groups: list[list[int]], weights: np.ndarray, time_f: np.ndarray,
+                  animal_f: np.ndarray) -> np.ndarray:
+    """(T, len(groups)) the temporal loadings of the reported components ``groups`` (as
+    :attr:`MergedCP.groups`) built from another fit whose components are in the same order as
+    the fit that was merged (e.g. a restart matched to the best one)."""
+    return np.stack([combine(g, weights, None, time_f, animal_f)[2] for g in groups], axis=1) if groups \
+        else np.zeros((time_f.shape[0], 0))
+
+
 def merge_duplicates(
     weights: np.ndarray, pair_f: np.ndarray, time_f: np.ndarray, animal_f: np.ndarray, *,
     time_groups: np.ndarray | None = None, n_animals: int | None = None,
@@ -98,18 +126,8 @@ def merge_duplicates(
 
     out_w, out_u, out_v, out_a = [], [], [], []
     for g in groups:
-        if len(g) == 1:
-            r = g[0]
-            out_w.append(weights[r]); out_u.append(pair_f[:, r]); out_v.append(time_f[:, r])
-            out_a.append(animal_f[:, r])
-            continue
-        u = _unit(pair_f[:, g] @ weights[g])
-        slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in g)
-        left, sv, right = np.linalg.svd(slab, full_matrices=False)
-        # the leading singular vectors of a non-negative matrix are one-signed (Perron-Frobenius);
-        # abs() fixes the arbitrary sign and round-off at zero entries
-        out_w.append(float(sv[0])); out_u.append(u); out_v.append(np.abs(left[:, 0]))
-        out_a.append(np.abs(right[0]))
+        w, u, v, a = combine(g, weights, pair_f, time_f, animal_f)
+        out_w.append(w); out_u.append(u); out_v.append(v); out_a.append(a)
     order = np.argsort(-np.asarray(out_w), kind="stable")
     merged_from = np.empty(n_comp, dtype=np.int32)
     for new, old in enumerate(order):

@@ -1924,6 +1924,20 @@ def factor_congruence(cp_a, cp_b) -> tuple[float, np.ndarray, np.ndarray]:
     return float(sim[rows, cols].mean()), per_component, permutation
 
 
+def match_components(reference, cp) -> tuple[CPTensor, np.ndarray]:
+    """``cp``'s components put in ``reference``'s order (matched by :func:`factor_congruence`)
+    and the congruence of each matched pair (reference's order). A component of ``reference``
+    without a match (``cp`` has fewer) gets zero columns and congruence 0."""
+    _, per_component, permutation = factor_congruence(reference, cp)
+    weights = np.asarray(cp[0], dtype=np.float64)
+    factors = [np.asarray(f) for f in cp[1]]
+    found = permutation >= 0
+    take = np.where(found, permutation, 0)
+    out_w = np.where(found, weights[take], 0.0)
+    out_f = [np.where(found[None, :], f[:, take], 0) for f in factors]
+    return CPTensor((out_w, out_f)), per_component
+
+
 def relative_error(X, cp, mask=None, time_groups=None) -> float:
     """Exact ``||M*(X - Xhat)||_F / ||M*X||_F`` in float64, chunked over pairs (one pass over X).
 

@@ -22,6 +22,49 @@ DIFFUSE = "#CFCFCF"  # diffuse communities and singletons
 ABSENT = "#FFFFFF"  # not in the component's graph
 
 
+#: Print size: every figure is drawn at the size it prints at (its ``figsize``, at most
+#: ``MAX_PRINT_WIDTH`` inches wide: a landscape page), and no text is smaller than ``MIN_FONT``
+#: points there. A row of a heatmap carries a name only when it is at least ``ROW_POINTS`` tall
+#: (8 pt text and a little leading); otherwise names are left out and the figure says why.
+MIN_FONT = 8.0
+ROW_POINTS = 8.5
+MAX_PRINT_WIDTH = 10.0
+
+
+def readable_rows(n_rows: int, height_in: float) -> bool:
+    """Whether ``n_rows`` rows spread over ``height_in`` inches are each tall enough for a name."""
+    return n_rows > 0 and height_in * 72.0 / n_rows >= ROW_POINTS
+
+
+def rows_note(n_rows: int, height_in: float, where: str = "") -> str:
+    """Why row names are left out of a figure (empty when they are drawn)."""
+    if readable_rows(n_rows, height_in) or n_rows == 0:
+        return ""
+    return (f"{n_rows} rows of {height_in * 72.0 / n_rows:.2g} pt: too small for names at {MIN_FONT:g} pt"
+            + (f"\n({where})" if where else ""))
+
+
+def time_decimals(resolution_s: float) -> int:
+    """Decimals that show a time to its resolution (a frame): 0.25 s -> 1, 2 s -> 0, 0.02 s -> 2."""
+    if not resolution_s or not np.isfinite(resolution_s) or resolution_s <= 0:
+        return 2
+    return int(max(0, min(6, np.ceil(-np.log10(resolution_s) - 1e-9))))
+
+
+def seconds(x: float, decimals: int = 1) -> str:
+    """A time in seconds, rounded to ``decimals`` (trailing zeros dropped; -0 and round-off at
+    zero shown as 0): ``2.220446e-16`` -> ``0``, ``480.659`` -> ``480.7``."""
+    text = f"{float(x):.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def span(start: float, stop: float, decimals: int = 1) -> str:
+    """``start–stop s`` rounded (:func:`seconds`)."""
+    return f"{seconds(start, decimals)}–{seconds(stop, decimals)} s"
+
+
 def palette_colour(rank: int) -> str:
     """Colour of the ``rank``-th cohesive community (0 = most cohesive)."""
     return COMMUNITY_COLOURS[rank] if rank < len(COMMUNITY_COLOURS) else EXTRA_COHESIVE

@@ -33,6 +33,14 @@ reads; ``/merged_from`` (R_fit,) gives the reported component of each fitted one
 ``merged_components`` the groups merged; the fitted CP model itself is kept under
 ``/fit/raw/{weights,pairs,time,animals}``.
 
+Restarts (the spread the report draws around each temporal loading): ``/fit/restarts/time``
+(K, T, R) is every restart's temporal loading in the reported components' order — each restart's
+components matched to the kept fit's (:func:`dynconn.methods.ntf.match_components`), then merged
+like it (:func:`dynconn.methods.merging.reported_time`) — and ``/fit/restarts/congruence`` (K, R)
+each matched component's congruence with the kept one (for a merged component the mean over its
+fitted components). With ``rank: auto`` the restarts are the chosen rank's restarts in the sweep
+(the kept one as refined).
+
 Checkpoints: the stage saves the solver's state through the pipeline's checkpoint hook
 (``<workdir>/checkpoints/factorize.h5``) every ``checkpoint_seconds`` and when a stop signal
 arrives; the next run resumes from it and reaches the same factors, bit for bit.
@@ -61,8 +69,9 @@ ENGINE = True  # run() takes the pipeline's engine (docs/scaling.md)
 STREAMED_INPUTS = {"affinity": ("affinity",)}
 
 #: Format of the stage's checkpoint state: ``{"format", "sweep": select state, "final": fit or
-#: restarts state}`` (the solver states of :mod:`dynconn.methods.ntf`, nested).
-STATE_FORMAT = "dynconn.factorize/1"
+#: restarts state, "restarts": {"r<rank>": matched restarts of a finished sweep rank}}`` (the
+#: solver states of :mod:`dynconn.methods.ntf`, nested).
+STATE_FORMAT = "dynconn.factorize/2"  # /2: with "restarts" (the sweep's matched restarts)
 
 #: Keys that do not change the result: left out of the stage's parameters (its provenance),
 #: so changing them neither reruns the stage nor discards its checkpoint.
@@ -113,6 +122,7 @@ class _Saver:
         self.checkpoint = checkpoint
         checkpoint.interval = float(seconds)
         self.sweep_done = None  # the finished sweep's state
+        self.restarts: dict = {}  # the sweep's matched restarts per rank (kept in the state)
 
     def load(self) -> dict:
         state = self.checkpoint.load()
@@ -121,6 +131,7 @@ class _Saver:
         sweep = state.get("sweep")
         if sweep is not None and int(sweep["rank_index"]) == len(np.atleast_1d(sweep["ranks"])):
             self.sweep_done = sweep
+        self.restarts = dict(state.get("restarts") or {})
         return state
 
     def hooks(self, phase: str) -> dict:
@@ -130,6 +141,8 @@ class _Saver:
             state = {"format": STATE_FORMAT, phase: inner}
             if phase == "final" and self.sweep_done is not None:
                 state["sweep"] = self.sweep_done
+            if self.restarts:
+                state["restarts"] = self.restarts
             self.checkpoint.offer(state)
 
         return {"checkpoint_due": self.checkpoint.due, "on_checkpoint": offer}
@@ -212,6 +225,28 @@ def distribution(X, p: dict, engine) -> tuple:
     return None, None
 
 
+def _matched_restarts(best, fits) -> dict[str, np.ndarray]:
+    """Every fit of ``fits`` with its components in ``best``'s order: ``weights`` (K, R),
+    ``time`` (K, T, R), ``animals`` (K, A, R), ``congruence`` (K, R) (small: no pair factors)."""
+    from ..methods import ntf
+
+    matched = [ntf.match_components(best, cp) for cp in fits]
+    return {"weights": np.stack([np.asarray(m[0][0], dtype=np.float64) for m in matched]),
+            "time": np.stack([np.asarray(m[0][1][1], dtype=np.float64) for m in matched]),
+            "animals": np.stack([np.asarray(m[0][1][2], dtype=np.float64) for m in matched]),
+            "congruence": np.stack([m[1] for m in matched])}
+
+
+def _restarts_datasets(restarts: dict, groups: list[list[int]]) -> dict[str, np.ndarray]:
+    """``/fit/restarts/*`` of the reported components from matched restarts (fitted order)."""
+    from ..methods.merging import reported_time
+
+    times = [reported_time(groups, w, v, a) for w, v, a in
+             zip(restarts["weights"], restarts["time"], restarts["animals"])]
+    congruence = np.stack([[float(np.mean(c[g])) for g in groups] for c in restarts["congruence"]])
+    return {"fit/restarts/time": np.stack(times), "fit/restarts/congruence": congruence}
+
+
 def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=None) -> tuple[dict, dict]:
     """Factorize an affinity artifact's tensor with parameters ``p`` (the config section).
 
@@ -242,6 +277,10 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     attrs: dict = {"layout": layout}
     rank = p["rank"]
     final_loss = None  # set when the kept fit is not the solver's last iterate
+    sweep_restarts = saver.restarts if saver is not None else {}  # rank -> matched restarts of the sweep
+
+    def keep_restarts(r, res) -> None:
+        sweep_restarts[f"r{int(r)}"] = _matched_restarts(res.cp, res.fits)
     with saver.stops_deferred() if saver is not None else contextlib.nullcontext():
         if rank == "auto":
             lo, hi = p["ranks"]
@@ -251,7 +290,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
                     X, ranks, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"], rule=p["rank_rule"],
                     similarity_threshold=p["similarity_threshold"], min_gain=p["min_gain"],
                     max_iter=p["sweep_max_iter"], tol=p["sweep_tol"], resume=state.get("sweep"),
-                    on_rank=lambda *a: advance(), **solver, **tasks, **(saver.hooks("sweep") if saver else {}))
+                    on_rank=lambda r, res: (keep_restarts(r, res), advance()), **solver, **tasks,
+                    **(saver.hooks("sweep") if saver else {}))
             rank = int(selection.rank)
             sweep = selection.as_arrays()
             attrs["rank_selection_seconds"] = np.asarray(sweep.pop("seconds")).tolist()
@@ -270,6 +310,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
                     **(saver.hooks("final") if saver else {}))
             cp = result[0]
             attrs["final_fit"] = "refined from the rank sweep's best fit"
+            restarts = sweep_restarts.get(f"r{rank}")
             if not result[1].loss <= start_error:
                 # Refining never ends above its start: an exact HALS step cannot raise the error, so
                 # a refined loss above the sweep's is the loss formula's rounding near convergence
@@ -288,6 +329,17 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
                     **progress, **solver, **tasks, **(saver.hooks("final") if saver else {}))
             cp = result.cp
             attrs["final_fit"] = f"best of {p['restarts']} restarts"
+            restarts = _matched_restarts(cp, result.fits)
+    if p["rank"] == "auto" and restarts is not None:
+        # the sweep's restarts are in its best fit's order; refining may reorder (by weight):
+        # put them in the kept fit's order, the kept restart as refined
+        perm = ntf.factor_congruence(cp, best)[2]
+        restarts = {k: v[..., perm] for k, v in restarts.items()}
+        kept = int(selection.best_index[chosen])
+        restarts["weights"][kept] = np.asarray(cp[0], dtype=np.float64)
+        restarts["time"][kept] = np.asarray(cp[1][1], dtype=np.float64)
+        restarts["animals"][kept] = np.asarray(cp[1][2], dtype=np.float64)
+        restarts["congruence"][kept] = 1.0
     weights, (f_pairs, f_time, f_animals) = cp
     merged = merge_duplicates(weights, f_pairs, f_time, f_animals, time_groups=groups,
                               n_animals=mask.shape[1], similarity=p["merge_similarity"],
@@ -309,6 +361,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     if merges:
         console.info("  merged " + "; ".join("fitted components " + "+".join(map(str, g)) for g in merges)
                      + " (one motif, complementary animals)")
+    if restarts is not None:
+        datasets.update(_restarts_datasets(restarts, merged.groups))
     fit, seconds = _fit_datasets(result)
     if final_loss is not None:
         fit["fit/losses"] = np.asarray([final_loss])  # the kept fit's error; the history is the refinement's

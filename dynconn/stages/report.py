@@ -87,6 +87,7 @@ class RunData:
     stage_versions: dict = field(default_factory=dict)
     stage_created: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
+    merged: list = field(default_factory=list)  # [(reported component, [fitted components])] merged duplicates
 
     @property
     def rank(self) -> int:
@@ -95,6 +96,20 @@ class RunData:
     @property
     def concatenated(self) -> bool:
         return self.layout == "concatenated"
+
+    @property
+    def decimals(self) -> int:
+        """Decimals of a time on the page: a frame's resolution (:func:`palette.time_decimals`)."""
+        return palette.time_decimals(1.0 / self.sampling_rate)
+
+    @property
+    def restart_time(self) -> np.ndarray | None:
+        """(K, T, R) every restart's temporal loading matched to the kept one (factors.h5
+        ``/fit/restarts/time``), or None (older artifacts, a single restart)."""
+        v = self.fit.get("restarts/time")
+        if v is None or np.ndim(v) != 3 or v.shape[0] < 2 or v.shape[1:] != self.f_time.shape:
+            return None
+        return np.asarray(v, dtype=float)
 
 
 def _strings(values) -> list[str]:
@@ -159,7 +174,20 @@ def gather(ing, aff, fac, com) -> RunData:
         stage_versions={k: str(a.attrs.get("dynconn_version", "?")) for k, a in arts.items()},
         stage_created={k: str(a.attrs.get("created", "?")) for k, a in arts.items()},
         fit=fit,
+        merged=merged_groups(fac),
     )
+
+
+def merged_groups(fac) -> list[tuple[int, list[int]]]:
+    """The duplicates the factorize stage merged: ``[(reported component, [fitted ones])]``
+    (factors.h5 attribute ``merged_components`` and ``/merged_from``)."""
+    groups = fac.attrs.get("merged_components", [])
+    if isinstance(groups, (str, bytes)):
+        groups = json.loads(groups or "[]")
+    if not len(groups) or "merged_from" not in fac:
+        return []
+    merged_from = np.asarray(fac["merged_from"]).astype(int)
+    return [(int(merged_from[g[0]]), [int(r) for r in g]) for g in groups if len(g) > 1]
 
 
 # ----------------------------------------------------------------------------- communities
@@ -316,7 +344,7 @@ def network_drawing(sub: np.ndarray, named: np.ndarray, k: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- summaries
-def where_active(component: dict, atlas_rows: list[dict]) -> str:
+def where_active(component: dict, atlas_rows: list[dict], decimals: int = 1) -> str:
     """Where a component is active, in words: its stimulus epochs, else the stretches
     without a stimulus it is active in (per animal in the concatenated layout)."""
     if component["epochs"]:
@@ -327,7 +355,7 @@ def where_active(component: dict, atlas_rows: list[dict]) -> str:
     animals = [r["animal"] for r in rows if "animal" in r]
     if animals:
         return "the spontaneous recordings of " + ", ".join(dict.fromkeys(animals))
-    return ", ".join(f"{r['epoch']} {r['start_s']:g}–{r['stop_s']:g} s" for r in rows)
+    return ", ".join(f"{r['epoch']} {palette.span(r['start_s'], r['stop_s'], decimals)}" for r in rows)
 
 
 def union_intervals(intervals: list[list[float]]) -> list[list[float]]:
@@ -339,6 +367,12 @@ def union_intervals(intervals: list[list[float]]) -> list[list[float]]:
         else:
             out.append([a, b])
     return out
+
+
+def _round_times(intervals: list, digits: int = 9) -> list:
+    """Interval bounds rounded to ``digits`` decimals (a nanosecond: far below a frame), so that
+    arithmetic round-off (``2.2e-16`` for 0) does not reach summary.json."""
+    return [[round(float(a), digits) + 0.0, round(float(b), digits) + 0.0] for a, b in intervals]
 
 
 def _row_label(row: dict) -> str:
@@ -367,7 +401,7 @@ def summarize(data: RunData, stats: list[list[dict]], threshold: float) -> dict:
             "id": r,
             "weight": float(data.weights[r]),
             "animals": [data.animals[a] for a in np.flatnonzero(atlas.active_bins(animal_values[:, r], threshold))],
-            "active_intervals": union_intervals([iv for _, iv in intervals]),
+            "active_intervals": _round_times(union_intervals([iv for _, iv in intervals])),
             "epochs": [row["label"] for row, on in zip(rows, active) if on and row["label"] != atlas.NO_STIMULUS],
             "atlas_rows": [k for k, on in enumerate(active) if on],
             "communities": [[data.neurons[i] for i in sorted(comm_by_id[k]["members"])] for k in ids],
@@ -378,11 +412,12 @@ def summarize(data: RunData, stats: list[list[dict]], threshold: float) -> dict:
         }
         if data.concatenated:
             comp["active_intervals_by_animal"] = {
-                name: [iv for b, iv in intervals if b == a] for a, name in enumerate(data.animals)}
+                name: _round_times([iv for b, iv in intervals if b == a]) for a, name in enumerate(data.animals)}
         if data.stability is not None and r < data.stability.size and np.isfinite(data.stability[r]):
             comp["stability"] = float(data.stability[r])
         components.append(comp)
     for entry in atlas_rows:
+        entry["start_s"], entry["stop_s"] = _round_times([[entry["start_s"], entry["stop_s"]]])[0]
         entry["motifs"] = [
             {"component": r, "community": s["id"], "cohesion": round(float(s["cohesion"]), 4),
              "neurons": [data.neurons[i] for i in s["members"]]}
@@ -615,18 +650,21 @@ def dataset_facts(data: RunData) -> dict:
     """Dataset facts for the run summary (label -> text)."""
     durations = data.n_frames / data.sampling_rate
     same = np.allclose(durations, durations[0]) if durations.size else True
+    d = data.decimals
+    sec = lambda x: palette.seconds(x, d) + " s"  # noqa: E731
     return {
         "animals": f"{len(data.animals)} ({', '.join(data.animals)})",
         "neurons (union over animals)": str(len(data.neurons)),
         "neurons per animal": ", ".join(f"{a}: {int(k)}" for a, k in zip(data.animals, data.present.sum(axis=0))),
         "neurons recorded in every animal": str(int(data.present.all(axis=1).sum())),
-        "duration": (f"{durations[0]:g} s" if same else
-                     ", ".join(f"{a}: {d:g} s" for a, d in zip(data.animals, durations))),
+        "duration": (sec(durations[0]) if same else
+                     ", ".join(f"{a}: {sec(x)}" for a, x in zip(data.animals, durations))),
         "sampling rate": f"{data.sampling_rate:g} Hz",
         "layout": data.layout + (" (each animal on its own clock, bins one after another)" if data.concatenated
                                  else " (animals share one protocol clock)"),
-        "stimulus epochs": ", ".join(f"{e['label']} {e['start_s']:g}–{e['stop_s']:g} s" for e in data.epochs) or "none",
-        "time bins": f"{data.time_s.size} × {data.bin_seconds:g} s",
+        "stimulus epochs": ", ".join(f"{e['label']} {palette.span(e['start_s'], e['stop_s'], d)}"
+                                     for e in data.epochs) or "none",
+        "time bins": f"{data.time_s.size} × {palette.seconds(data.bin_seconds, d + 1)} s",
         "behaviour covariates": ", ".join(data.covariate_names) or "none",
         "rank": f"{data.rank}" + (f" (chosen automatically: {data.rank_rule})" if data.rank_selection else " (fixed)"),
     }
@@ -713,18 +751,37 @@ def export_tables(
     return files
 
 
+GRAPHML_MAX_EDGES = 200_000  # beyond this many positive pairs a GraphML file keeps each node's strongest
+
+
 def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: list[dict],
-            neurons: list[str], backbone: set[tuple[int, int]]) -> bytes:
+            neurons: list[str], backbone: set[tuple[int, int]], max_edges: int | None = GRAPHML_MAX_EDGES) -> bytes:
     """One component's graph as GraphML (Cytoscape, Gephi): the neurons of its graph with
     ``label``, ``community``, ``cohesive``, ``cohesion``, ``strength``, ``colour``; every
     positive pair among them with ``weight`` and ``backbone`` (true: drawn in the report;
-    false by default)."""
+    false by default). A graph of more than ``max_edges`` positive pairs (thousands of
+    neurons: a dense graph is GBs of XML no tool opens) keeps each neuron's ``k`` strongest
+    edges, ``k = ceil(max_edges / neurons)`` (:func:`backbone_edges`; the union, so at most
+    ``max_edges``), plus the backbone; the graph's ``edges`` attribute says which."""
     inside = np.flatnonzero(membership_row >= 0)
     by_id = {s["id"]: s for s in stats}
     strength = w.sum(axis=1)
+    sub = w[np.ix_(inside, inside)]
+    ii, jj = np.nonzero(np.triu(sub, k=1) > 0)
+    kept = f"all {ii.size} positive pairs"
+    if max_edges is not None and ii.size > max_edges:
+        k = int(np.ceil(max_edges / max(inside.size, 1)))
+        strongest, _ = backbone_edges(sub, k)
+        position = np.full(w.shape[0], -1)
+        position[inside] = np.arange(inside.size)
+        drawn_pairs = np.array([sorted((position[a], position[b])) for a, b in backbone
+                                if position[a] >= 0 and position[b] >= 0], dtype=int).reshape(-1, 2)
+        both = np.unique(np.concatenate([strongest.reshape(-1, 2), drawn_pairs]), axis=0)
+        kept = f"each neuron's {k} strongest edges and the drawn backbone ({len(both)} of {ii.size} positive pairs)"
+        ii, jj = both[:, 0], both[:, 1]
     keys = [("label", "node", "string"), ("community", "node", "int"), ("cohesive", "node", "boolean"),
             ("cohesion", "node", "double"), ("strength", "node", "double"), ("colour", "node", "string"),
-            ("weight", "edge", "double"), ("backbone", "edge", "boolean")]
+            ("weight", "edge", "double"), ("backbone", "edge", "boolean"), ("edges", "graph", "string")]
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<graphml xmlns="http://graphml.graphdrawing.org/xmlns" '
            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
@@ -734,6 +791,7 @@ def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: li
             if name != "backbone"]
     out.append('  <key id="backbone" for="edge" attr.name="backbone" attr.type="boolean"><default>false</default></key>')
     out.append(f'  <graph id="component_{component}" edgedefault="undirected">')
+    out.append(f'    <data key="edges">{xml_escape(kept)}</data>')
     for i in inside:
         s = by_id[int(membership_row[i])]
         coh = s["cohesion"] if np.isfinite(s["cohesion"]) else 0.0
@@ -741,8 +799,6 @@ def graphml(component: int, w: np.ndarray, membership_row: np.ndarray, stats: li
                    f'<data key="community">{s["id"]}</data><data key="cohesive">{str(s["cohesive"]).lower()}</data>'
                    f'<data key="cohesion">{coh:.6g}</data><data key="strength">{strength[i]:.6g}</data>'
                    f'<data key="colour">{s["colour"]}</data></node>')
-    sub = w[np.ix_(inside, inside)]
-    ii, jj = np.nonzero(np.triu(sub, k=1) > 0)
     names = [quoteattr(neurons[i]) for i in inside]
     drawn = '<data key="backbone">true</data>'
     for a, b, value in zip(ii.tolist(), jj.tolist(), sub[ii, jj].tolist()):
@@ -766,16 +822,78 @@ def component_tracks(data: RunData, r: int) -> list[dict]:
     cov = data.covariates
     shown = [c for c in range(len(data.covariate_names)) if cov is not None and np.isfinite(cov[c]).any()]
     names = {c: data.covariate_names[c] for c in shown}
+    restarts = data.restart_time
+    band = None if restarts is None else (restarts[:, :, r].min(axis=0), restarts[:, :, r].max(axis=0))
     if not data.concatenated:
         return [{"label": "", "time": data.time_s, "loading": data.f_time[:, r], "duration": _duration(data, None),
-                 "cov_time": data.time_s,
+                 "cov_time": data.time_s, "spread": band,
                  "covariates": [(names[c], cov[c]) for c in shown]}]
     tracks = []
     for a, idx in atlas.animal_segments(data.time_animal, data.time_s.size):
         tracks.append({"label": data.animals[a], "time": data.time_s[idx], "loading": data.f_time[idx, r],
                        "duration": _duration(data, a), "cov_time": data.time_s[idx],
+                       "spread": None if band is None else (band[0][idx], band[1][idx]),
                        "covariates": [(names[c], cov[c][idx, :1]) for c in shown]})
     return tracks
+
+
+EVIDENCE_COLUMNS = 600  # display bins of a community's mean trace (about its panel's width in pixels)
+
+
+def community_evidence(data: RunData, comp: dict, stats: list[dict], r: int) -> dict | None:
+    """What the evidence figure of component r draws (:func:`dynconn.report.figures.community_traces`):
+    for each cohesive community, the mean normalised trace of its members recorded in each
+    animal (display-binned, on the animal's own clock), with the component's active stretches
+    (summary.json ``active_intervals``; per animal when concatenated). None without a
+    cohesive community."""
+    cohesive = [st for st in stats if st["cohesive"]]
+    if not cohesive:
+        return None
+    panels, values = [], []
+    for st in cohesive:
+        traces = []
+        for a in range(len(data.animals)):
+            rows = data.traces[a][st["members"], : int(data.n_frames[a])]
+            recorded = np.isfinite(rows).any(axis=1)
+            if not recorded.any():
+                traces.append(None)
+                continue
+            with np.errstate(invalid="ignore"):
+                mean = np.nanmean(rows[recorded], axis=0)[None, :]
+            binned, factor = palette.downsample_columns(mean, EVIDENCE_COLUMNS)
+            t = (np.arange(binned.shape[1]) * factor + (factor - 1) / 2) / data.sampling_rate
+            traces.append((t, binned[0]))
+            values.append(binned[0][np.isfinite(binned[0])])
+        panels.append({"label": f"C{r}·{st['id']} ({st['size']} neurons)", "colour": st["colour"], "traces": traces})
+    allv = np.concatenate(values) if values else np.zeros(0)
+    lo, hi = (np.percentile(allv, [0.5, 99.5]) if allv.size else (0.0, 1.0))
+    pad = 0.05 * max(hi - lo, 1e-9)
+    if data.concatenated:
+        active = [comp["active_intervals_by_animal"].get(name, []) for name in data.animals]
+    else:
+        active = [comp["active_intervals"]] * len(data.animals)
+    return {"panels": panels, "active": active, "y_range": (float(lo - pad), float(hi + pad)),
+            "durations": [_duration(data, a) for a in range(len(data.animals))]}
+
+
+OVERVIEW_ROWS = 800  # about a data-overview heatmap's height in pixels at 300 dpi
+MATRIX_ROWS = 600  # beyond this many neurons a component's matrix is drawn community by community
+
+
+def matrix_blocks(sub: np.ndarray, groups: list[tuple[int, int, str]], labels: list[str],
+                  colours: list[str]) -> dict:
+    """The community-level view of a community-ordered matrix: the mean pair loading between
+    (and, off the diagonal, within) each block of ``groups`` (:func:`matrix_groups`: each
+    cohesive community, then the diffuse rest). Returns ``{"values" (C, C), "edges" (C+1,),
+    "colours", "labels"}``."""
+    edges = np.asarray([g[0] for g in groups] + [groups[-1][1]] if groups else [0], dtype=int)
+    starts = edges[:-1]
+    sums = np.add.reduceat(np.add.reduceat(sub, starts, axis=0), starts, axis=1) if starts.size else np.zeros((0, 0))
+    sizes = np.diff(edges).astype(float)
+    pairs = np.outer(sizes, sizes) - np.diag(sizes)  # the diagonal of sub is no pair
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(pairs > 0, sums / np.maximum(pairs, 1), np.nan)
+    return {"values": values, "edges": edges, "colours": list(colours), "labels": list(labels)}
 
 
 def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices: list[np.ndarray],
@@ -789,6 +907,8 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
     traces, durations = [], []
     for a in range(len(data.animals)):
         tr, _ = palette.downsample_columns(data.traces[a][order][:, : int(data.n_frames[a])], max_cols)
+        if tr.shape[0] > OVERVIEW_ROWS:  # more neurons than pixel rows: consecutive rows averaged
+            tr = palette.downsample_columns(tr.T, OVERVIEW_ROWS)[0].T
         traces.append(tr)
         durations.append(_duration(data, a))
     finite = data.traces[np.isfinite(data.traces)]
@@ -826,7 +946,8 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
     for k, entry in enumerate(summary["atlas"]):
         active[k, entry["components"]] = True
     jobs.append(("atlas", "atlas_heatmap",
-                 {"row_labels": [_atlas_row_text(e) for e in summary["atlas"]], "relative": rel, "active": active,
+                 {"row_labels": [_atlas_row_text(e, data.decimals) for e in summary["atlas"]], "relative": rel,
+                  "active": active,
                   "component_labels": [f"C{r}" for r in range(data.rank)]},
                  "The atlas at a glance: each component's mean temporal loading over each epoch row, relative "
                  "to its largest; dots mark where it counts as active."))
@@ -851,27 +972,53 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
         else:
             bars = {"labels": data.animals, "values": data.f_animal[:, r], "ylabel": "animal loading"}
         top = float(data.f_time[:, r].max()) if data.f_time.size else 0.0
+        group_labels = [f"C{r}·{st['id']}" for st in stats[r] if st["cohesive"]] + [""] * len(groups)
+        matrix = {"labels": [data.neurons[i] for i in m_order], "colours": [colour_of[int(i)] for i in m_order],
+                  "named": named, "groups": groups, "group_labels": group_labels[:len(groups)]}
+        if len(m_order) > MATRIX_ROWS:  # community by community: per-neuron rows would be sub-pixel
+            block_colours = [st["colour"] for st in stats[r] if st["cohesive"]] + [palette.DIFFUSE]
+            matrix["blocks"] = matrix_blocks(sub, groups, matrix["group_labels"], block_colours[:len(groups)])
+            matrix["named"] = np.zeros(len(m_order), dtype=bool)
+        else:
+            matrix["w"] = sub
+        n_restarts = 0 if data.restart_time is None else data.restart_time.shape[0]
+        merged_note = next((f" · merged from fitted components {'+'.join(map(str, g))}"
+                            for rep_r, g in data.merged if rep_r == r), "")
         jobs.append((f"component_{r:02d}", "component_figure",
                      {"title": f"Component {r}",
-                      "subtitle": "active in " + where_active(summary["components"][r], summary["atlas"])
-                      + f" · weight {data.weights[r]:.3g}", "tracks": component_tracks(data, r), "epochs": data.epochs,
+                      "subtitle": "active in " + where_active(summary["components"][r], summary["atlas"], data.decimals)
+                      + f" · weight {data.weights[r]:.3g}" + merged_note, "tracks": component_tracks(data, r),
+                      "epochs": data.epochs,
                       "threshold_level": threshold * top, "bin_seconds": data.bin_seconds, "bars": bars,
-                      "matrix": {"w": sub, "labels": [data.neurons[i] for i in m_order],
-                                 "colours": [colour_of[int(i)] for i in m_order], "named": named,
-                                 "groups": groups},
+                      "spread_label": f"min–max over {n_restarts} restarts" if n_restarts else "",
+                      "matrix": matrix,
                       "network": {"n": int(nodes.size), "edges": net["edges"], "weights": net["weights"],
                                   "colours": [colour_of[int(m_order[i])] for i in nodes], "sizes": sizes[nodes],
                                   "labels": [data.neurons[m_order[i]] for i in nodes],
                                   "named": [named[i] for i in nodes], "hidden": net["hidden"]}},
                      f"Component {r}. Top: temporal loading (when), stimulus epochs shaded, dashed line the "
                      f"activity threshold ({threshold:g} × its maximum), filled where active"
+                     + (f"; blue band: the loading's range (min–max) over the {n_restarts} restarts of the "
+                        "factorization, each matched to this component" if n_restarts else "")
                      + ("; behaviour covariates beneath" if data.covariate_names else "")
                      + (". One row per animal, each on its own clock" if data.concatenated else "")
                      + ". Bottom: loading per animal (in whom); the neuron × neuron pair loadings (which "
                      "neurons interact) ordered by community, with coloured community bars and white "
                      "boundaries; the network of each neuron's "
                      f"{params['network_neighbors']} strongest edges that are at least {STRONG_EDGE:g} × the "
-                     "component's mean pair loading, nodes coloured by community and sized by strength."))
+                     "component's mean pair loading, nodes coloured by community and sized by strength."
+                     + (f" The matrix shows community means: the graph's {len(m_order)} neurons are more than "
+                        "the panel has pixel rows." if "blocks" in matrix else "")))
+        ev = community_evidence(data, summary["components"][r], stats[r], r)
+        if ev is not None:
+            jobs.append((f"evidence_{r:02d}", "community_traces",
+                         {"title": f"Component {r}: its communities in the traces", "animals": data.animals,
+                          "epochs": data.epochs, **ev},
+                         f"Evidence for component {r}'s cohesive communities: for each (columns), the mean "
+                         "normalised trace of its members in each animal (rows; only the members recorded "
+                         "in that animal), on one scale; shaded: the stretches where the component is "
+                         f"active (temporal loading ≥ {threshold:g} × its maximum). Co-activation of the "
+                         "members shows as large swings of their mean, in the shaded stretches."))
     if view["slots"]:
         rgb = np.asarray([[_rgb(c) for c in row] for row in view["colours"]]).reshape(
             len(view["neurons"]), len(view["slots"]), 3)
@@ -909,8 +1056,8 @@ def _rgb(hex_colour: str) -> tuple[float, float, float]:
     return _RGB_CACHE[hex_colour]
 
 
-def _atlas_row_text(entry: dict) -> str:
-    span = f"{entry['start_s']:g}–{entry['stop_s']:g} s"
+def _atlas_row_text(entry: dict, decimals: int = 1) -> str:
+    span = palette.span(entry["start_s"], entry["stop_s"], decimals)
     return f"{entry['epoch']} ({entry['animal']}, {span})" if "animal" in entry else f"{entry['epoch']} ({span})"
 
 
@@ -1030,6 +1177,10 @@ details summary{cursor:pointer;color:var(--accent)}
 a{color:var(--accent)}
 @media (max-width:900px){.layout{display:block} nav.toc{position:static;max-height:none;border:0;
 border-bottom:1px solid var(--line)} main{padding:1em}}
+.search{margin:0 0 1.2em} .search label{display:block;font-weight:600;margin-bottom:.2em}
+.search input{width:100%;font:inherit;padding:.25em .4em;border:1px solid var(--line);border-radius:4px}
+#neuron-results{list-style:none;padding:0;margin:.4em 0 0;font-size:.92em} #neuron-results li{margin:.2em 0}
+.chip.hit{outline:3px solid #C00000;outline-offset:1px}
 @media print{nav.toc{display:none} .layout{display:block} .scroll{max-height:none;overflow:visible}}
 """
 
@@ -1046,9 +1197,12 @@ def _text_on(colour: str) -> str:
     return "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "#fff"
 
 
-def _chip(text: str, colour: str, title: str = "") -> str:
+CHIP_NAMES = 40  # members named in a chip's tooltip (the rest counted): keeps a large run's page small
+
+
+def _chip(text: str, colour: str, title: str = "", data_attrs: str = "") -> str:
     t = f" title='{html.escape(title)}'" if title else ""
-    return (f"<span class='chip' style='background:{colour};color:{_text_on(colour)}'{t}>"
+    return (f"<span class='chip' style='background:{colour};color:{_text_on(colour)}'{t}{data_attrs}>"
             f"{html.escape(text)}</span>")
 
 
@@ -1113,7 +1267,7 @@ def _states_html(summary: dict, stats: list[list[dict]], comm_chip, neurons: lis
             + ("".join(f"{comm_chip(r, st)} {html.escape(', '.join(neurons[i] for i in st['members']))} "
                        for st in stats[r] if st["cohesive"]) or "<span class='muted'>no cohesive community</span>")
             + "</div>" for r in row["components"]) or "<span class='muted'>none active</span>"
-        body.append([f"<b>{html.escape(row['state'])}</b>", f"{row['seconds']:g}", cells])
+        body.append([f"<b>{html.escape(row['state'])}</b>", palette.seconds(row["seconds"], 1), cells])
     return ("<h3 id='states'>Atlas by behavioural state</h3><p class='how'><b>How to read this.</b> One row per "
             "behavioural state (<code>report.states</code>): the time bins whose covariate mean falls in the state's "
             "range, pooled over animals. A component is listed when its mean loading over the state's bins is at "
@@ -1180,14 +1334,19 @@ def render_html(ctx: dict) -> str:
         uri, caption = figs[stem]
         return _figure(uri, stem, caption, numbers[stem], alt)
 
+    dec = data.decimals
+
     def comm_chip(r: int, st: dict) -> str:
-        names = ", ".join(data.neurons[i] for i in st["members"])
-        return _chip(f"C{r}·{st['id']}", st["colour"], f"component {r}, community {st['id']}: {names}")
+        members = st["members"]
+        names = ", ".join(data.neurons[i] for i in members[:CHIP_NAMES])
+        more = f" … (+{len(members) - CHIP_NAMES})" if len(members) > CHIP_NAMES else ""
+        return _chip(f"C{r}·{st['id']}", st["colour"], f"component {r}, community {st['id']}: {names}{more}",
+                     data_attrs=f" data-comp='{r}' data-comm='{st['id']}'")
 
     n_cohesive = sum(1 for comp in stats for st in comp if st["cohesive"])
     total_warnings = sum(len(v) for v in data.stage_warnings.values())
     cards = [("animals", len(data.animals)), ("neurons", len(data.neurons)),
-             ("duration", f"{max(_duration(data, a) for a in range(len(data.animals))):g} s"),
+             ("duration", palette.seconds(max(_duration(data, a) for a in range(len(data.animals))), dec) + " s"),
              ("components", data.rank), ("cohesive communities", n_cohesive), ("warnings", total_warnings)]
     cards_html = "".join(f"<div class='card'><div class='v'>{esc(str(v))}</div><div class='k'>{esc(k)}</div></div>"
                          for k, v in cards)
@@ -1248,7 +1407,7 @@ def render_html(ctx: dict) -> str:
                          f"<span class='muted'>in {esc(who or 'no animal')}</span>{members}</div>")
         label = esc(entry["epoch"]) + (f" <span class='muted'>({esc(entry['animal'])})</span>"
                                        if "animal" in entry else "")
-        atlas_rows.append([label, f"<span style='white-space:nowrap'>{entry['start_s']:g}–{entry['stop_s']:g} s</span>",
+        atlas_rows.append([label, f"<span style='white-space:nowrap'>{palette.span(entry['start_s'], entry['stop_s'], dec)}</span>",
                            "".join(cells) or "<span class='muted'>none active</span>"])
     atlas_table = _table(["epoch", "time", "active components (in which animals) and their cohesive communities"],
                          atlas_rows)
@@ -1263,7 +1422,7 @@ def render_html(ctx: dict) -> str:
         n_in = int((data.membership[r] >= 0).sum())
         stab = comp.get("stability")
         mod = data.modularity[r] if data.modularity is not None and r < data.modularity.size else float("nan")
-        where = where_active(comp, s["atlas"])
+        where = where_active(comp, s["atlas"], dec)
         overview_rows.append([f"<a href='#component-{r}'>C{r}</a>", f"{comp['weight']:.4g}", esc(where),
                               esc(", ".join(comp["animals"])),
                               "".join(comm_chip(r, st) + f"<span class='muted'>{st['size']}</span> "
@@ -1279,7 +1438,7 @@ def render_html(ctx: dict) -> str:
                                  str(st["size"]), coh, _p_text(st.get("p_value")), kind,
                                  _flag_chips(st.get("flags", []), flags.EXPLAIN),
                                  esc(", ".join(data.neurons[i] for i in st["members"]))])
-        iv_text = stretches_text(comp["active_intervals"], comp.get("active_intervals_by_animal"))
+        iv_text = stretches_text(comp["active_intervals"], comp.get("active_intervals_by_animal"), dec)
         extra = []
         if stab is not None:
             extra.append(f"partition stability (mean ARI between runs): <b>{stab:.2f}</b>")
@@ -1295,8 +1454,11 @@ def render_html(ctx: dict) -> str:
             f"<p>active in: <b>{esc(where)}</b> · in animals: <b>{esc(', '.join(comp['animals']) or 'none')}</b>"
             f" · weight {comp['weight']:.4g}<br>active bins: {esc(iv_text)}<br>{n_in} neurons in its graph, {len(cohesive)} cohesive "
             f"communit{'y' if len(cohesive) == 1 else 'ies'}" + (" · " + " · ".join(extra) if extra else "") + "</p>"
+            + merged_component_html(data, r)
             + _trust_html(comp)
             + fig(f"component_{r:02d}", f"component {r}: temporal loading, animals, pair matrix, network")
+            + (fig(f"evidence_{r:02d}", f"component {r}: mean traces of its communities' members per animal")
+               or "<p class='muted'>No cohesive community: no trace evidence to show.</p>")
             + "<details" + (" open" if data.rank <= 8 else "") + "><summary>Communities of component "
             f"{r} ({len(stats[r])})</summary>"
             + _table(["community", "size", "cohesion", "p", "kind", "red flags", "members (strongest first)"],
@@ -1322,7 +1484,13 @@ def render_html(ctx: dict) -> str:
             cells.append(chips)
         nv_rows.append([f"<b>{esc(name)}</b>", *cells])
     n_silent = len(data.neurons) - len(nv_rows)
-    nv_table = _table(["neuron", *[esc(_row_label(e)) for e in s["atlas"]]], nv_rows)
+    if len(nv_rows) > NEURON_TABLE_ROWS:  # at scale: the search box and summary.json hold the same
+        nv_table = (f"<p class='muted'>{len(nv_rows)} neurons join a cohesive community: too many for a table on "
+                    "this page. Find a neuron with the search box (top left); every neuron's communities per "
+                    "epoch row are in <code>exports/summary.json</code> (<code>neuron_view</code>).</p>")
+    else:
+        nv_table = "<div class='scroll'>" + _table(["neuron", *[esc(_row_label(e)) for e in s["atlas"]]],
+                                                   nv_rows) + "</div>"
 
     glance = []
     for entry in s["atlas"]:
@@ -1347,7 +1515,7 @@ def render_html(ctx: dict) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="dynconn {esc(__version__)}"><style>{CSS}</style></head>
 <body><div class="layout">
-<nav class="toc" aria-label="Contents"><b>Contents</b><ol>
+<nav class="toc" aria-label="Contents">{search_box(s, stats, data.neurons, dec)}<b>Contents</b><ol>
 <li><a href="#summary">1 Run summary</a></li>
 <li><a href="#data">2 Data overview</a></li>
 <li><a href="#rank">3 Rank selection</a></li>
@@ -1377,6 +1545,7 @@ the full resolved configuration, defaults included (what to cite in a methods se
 {facts}
 <h3>Stages</h3>{stage_table}
 {('<p>' + '<br>'.join(esc(t) for t in fit_rows) + '</p>') if fit_rows else ''}
+{merges_html(data)}
 <h3>Warnings</h3><ul>{warn_list or '<li class="muted">none</li>'}</ul>
 <p class="muted">Versions: {esc(versions_text)}</p>
 <details><summary>Resolved configuration (defaults included)</summary><pre>{esc(ctx['config_text'])}</pre></details>
@@ -1438,7 +1607,7 @@ different times. For each neuron (rows), the figure shows, in each epoch row (co
 each component active there (columns), the community it joins (its colour; grey: a diffuse community; white: not in
 that component). The table lists the same for the cohesive communities, by epoch row; hover a chip for its members.</p>
 {fig('neuron_view', 'neuron view: communities per neuron over time')}
-<div class="scroll">{nv_table}</div>
+{nv_table}
 <p class="muted">{n_silent} neuron{'s' if n_silent != 1 else ''} join no cohesive community of an active component.</p>
 </section>
 
@@ -1457,15 +1626,113 @@ and Gephi.</li>
 """
 
 
-def stretches_text(intervals: list, by_animal: dict | None = None) -> str:
+NEURON_TABLE_ROWS = 500  # the neuron-view table is left out of the page beyond this many neurons
+
+SEARCH_SCRIPT = """(function () {
+  var data = JSON.parse(document.getElementById('dynconn-index').textContent);
+  var box = document.getElementById('neuron-search'), out = document.getElementById('neuron-results');
+  var names = Object.keys(data.neurons), lower = {};
+  names.forEach(function (n) { lower[n.toLowerCase()] = n; });
+  function clear() {
+    document.querySelectorAll('.chip.hit').forEach(function (e) { e.classList.remove('hit'); });
+    while (out.firstChild) out.removeChild(out.firstChild);
+  }
+  function item(text) { var li = document.createElement('li'); li.textContent = text; out.appendChild(li); return li; }
+  function show() {
+    clear();
+    var q = box.value.trim().toLowerCase();
+    if (!q) return;
+    var exact = lower[q];
+    var hits = exact !== undefined ? [exact] : names.filter(function (n) { return n.toLowerCase().indexOf(q) === 0; });
+    if (!hits.length) { item('no neuron named ' + box.value.trim()); return; }
+    hits.slice(0, 12).forEach(function (n) {
+      var li = item(''), b = document.createElement('b');
+      b.textContent = n; li.appendChild(b);
+      var joins = data.neurons[n];
+      if (!joins.length) li.appendChild(document.createTextNode(': in no component\u2019s graph'));
+      joins.forEach(function (e) {
+        li.appendChild(document.createTextNode(' '));
+        var a = document.createElement('a');
+        a.href = '#component-' + e[0];
+        a.className = 'found';
+        a.textContent = 'C' + e[0] + '\u00b7' + e[1] + (e[2] ? '' : ' (diffuse)');
+        a.title = data.components[e[0]];
+        li.appendChild(a);
+        if (hits.length === 1) {
+          document.querySelectorAll(".chip[data-comp='" + e[0] + "'][data-comm='" + e[1] + "']")
+            .forEach(function (c) { c.classList.add('hit'); });
+        }
+      });
+    });
+    if (hits.length > 12) item('\u2026 and ' + (hits.length - 12) + ' more: type more of the name');
+  }
+  box.addEventListener('input', show);
+  show();
+})();"""
+
+
+def search_index(summary: dict, stats: list[list[dict]], neurons: list[str], decimals: int = 1) -> dict:
+    """What the page's neuron search reads: ``{"neurons": {name: [[component, community,
+    cohesive], …]}, "components": [where each is active, in words]}`` (every neuron, also those
+    in no component's graph)."""
+    index: dict[str, list] = {name: [] for name in neurons}
+    for r, comp in enumerate(stats):
+        for st in comp:
+            for i in st["members"]:
+                index[neurons[i]].append([r, int(st["id"]), bool(st["cohesive"])])
+    where = [f"component {c['id']}: active in " + where_active(c, summary["atlas"], decimals) for c in summary["components"]]
+    return {"neurons": index, "components": where}
+
+
+def json_script(value, element_id: str) -> str:
+    """``value`` as JSON in a ``<script type="application/json">``: data, never code. ``<``, ``>``
+    and ``&`` are written as JSON escapes, so no name can close the element or start markup."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+def search_box(summary: dict, stats: list[list[dict]], neurons: list[str], decimals: int = 1) -> str:
+    """The neuron search of the page: an input, its results, the index (JSON data) and the
+    inline script (no external resource) that lists the communities a neuron belongs to and
+    outlines their chips everywhere on the page."""
+    return ("<div class='search' role='search'><label for='neuron-search'>Find a neuron</label>"
+            "<input id='neuron-search' type='search' placeholder='name, e.g. AVA' autocomplete='off' spellcheck='false'>"
+            "<ul id='neuron-results' aria-live='polite'></ul></div>"
+            + json_script(search_index(summary, stats, neurons, decimals), "dynconn-index")
+            + f"<script>{SEARCH_SCRIPT}</script>")
+
+
+def merges_html(data: RunData) -> str:
+    """The run summary's note on merged duplicate components (the factorize stage)."""
+    if not data.merged:
+        return ""
+    items = "".join(f"<li><a href='#component-{r}'>C{r}</a> = fitted components {' + '.join(map(str, g))}</li>"
+                    for r, g in data.merged)
+    return ("<p>Merged duplicates: components with near-identical pair patterns carried by complementary animals "
+            "are one motif whose timing differs between animals; the factorize stage merged them "
+            f"(<code>factorize.merge_similarity</code>, docs/method.md):</p><ul>{items}</ul>")
+
+
+def merged_component_html(data: RunData, r: int) -> str:
+    """A component's note when it was merged from several fitted components."""
+    for rep_r, g in data.merged:
+        if rep_r == r:
+            return (f"<p class='muted'>Merged from fitted components {' + '.join(map(str, g))}: near-identical pair "
+                    "patterns in complementary animals (one motif whose timing differs between animals); its "
+                    "temporal loading is their combined best rank-one fit.</p>")
+    return ""
+
+
+def stretches_text(intervals: list, by_animal: dict | None = None, decimals: int = 1) -> str:
     """A short description of a component's active intervals (the full lists are in
     summary.json)."""
     def one(ivs):
         if not ivs:
             return "none"
         total = sum(b - a for a, b in ivs)
-        return (f"{len(ivs)} stretch{'es' if len(ivs) != 1 else ''}, {total:.4g} s in all, "
-                f"from {ivs[0][0]:.4g} to {ivs[-1][1]:.4g} s")
+        return (f"{len(ivs)} stretch{'es' if len(ivs) != 1 else ''}, {palette.seconds(total, decimals)} s in all, "
+                f"from {palette.seconds(ivs[0][0], decimals)} to {palette.seconds(ivs[-1][1], decimals)} s")
     if by_animal is None:
         return one(intervals)
     return "; ".join(f"{a}: {one(ivs)}" for a, ivs in by_animal.items())
