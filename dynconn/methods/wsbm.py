@@ -495,39 +495,49 @@ class SBMState:
         self.b[i] = s
 
     def _insert_costs(self, i, d, cand):
-        """DL of putting the removed node i into each block of ``cand``, up to a common offset."""
+        """DL of putting the removed node i into each block of ``cand``, up to a common offset.
+
+        (Terms of the same kind are evaluated in one call on stacked arrays: the values are
+        elementwise the same, the calls fewer -- this runs once per node visit.)
+        """
         c = d[:, 0]
         nr = self.nr
+        K = len(nr)
         C = len(cand)
         ar = np.arange(C)
-        Bmid = int((nr > 0).sum())
-        newblk = nr[cand] == 0
+        nrc = nr[cand]
+        Bmid = int(np.count_nonzero(nr))
+        lnr1 = np.log(nrc + 1)
         # partition prior: -ln n_s!  ->  -ln(n_s + 1); number of blocks
-        cost = -np.log(nr[cand] + 1) + np.where(
-            newblk, self._b_terms(Bmid + 1) - self._b_terms(Bmid), 0.0)
+        cost = -lnr1 + np.where(nrc == 0, self._b_terms(Bmid + 1) - self._b_terms(Bmid), 0.0)
         if self.topology:
             ki = float(self.k[i])
             ess = self.e[cand, cand]
             cs = c[cand]
             dn = (ess + 2 * cs) / 2
             do = ess / 2
-            cost -= (dn - do) * _LN2 + _lf(dn) - _lf(do)
+            L = _lf(np.concatenate([dn, do]))
+            cost -= (dn - do) * _LN2 + L[:C] - L[C:]
             e = self.e[cand]  # (C, K): -sum_{u != s} [lf(e_su + c_u) - lf(e_su)]
-            F = _lf(e + c[None, :]) - _lf(e)
+            LF = _lf(np.stack([e + c[None, :], e]))
+            F = LF[0] - LF[1]
             F[ar, cand] = 0.0
             cost -= F.sum(1)
             # block terms: e_u grows by c_u for every u, by k_i more for u = s; n_s + 1
             er = self.er
-            base_old = self._block_term(er, nr)
-            A = self._block_term(er + c, nr) - base_old
-            s_new = self._block_term(er[cand] + c[cand] + ki, nr[cand] + 1)
+            T = self._block_term(np.concatenate([er, er + c, er[cand] + cs + ki]),
+                                 np.concatenate([nr, nr, nrc + 1]))
+            base_old = T[:K]
+            A = T[K:2 * K] - base_old
+            s_new = T[2 * K:]
             cost += A.sum() - A[cand] + s_new - base_old[cand]
             if self.degree_prior == "distributed":
                 # + ln n_s! - sum_k ln n_k^s!  ->  + ln(n_s+1) - ln(n^s_{k_i}+1)
-                cost += np.log(nr[cand] + 1) - np.log(self.H[cand, self.kidx[i]] + 1)
+                cost += lnr1 - np.log(self.H[cand, self.kidx[i]] + 1)
         if self.wstruct == "pairs":
             Wc = self.W[cand]  # (C, K, 4)
-            cost -= (self.wm.logmarg(Wc + d[None, :, :]) - self.wm.logmarg(Wc)).sum(1)
+            LM = self.wm.logmarg(np.stack([Wc + d[None, :, :], Wc]))
+            cost -= (LM[0] - LM[1]).sum(1)
         else:
             kk = np.arange(self.cap)
             dsum = self.W[kk, kk].sum(0)  # mid state: node i's edges are out
