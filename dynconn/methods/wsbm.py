@@ -169,7 +169,7 @@ def _lf(x):
     x = np.asarray(x, float)
     if x.size >= _LF_MIN_SIZE:
         i = x.astype(np.intp)
-        if i.min() >= 0 and i.max() < len(_LF_TABLE) and np.array_equal(i, x):
+        if i.min() >= 0 and i.max() < len(_LF_TABLE) and (i == x).all():
             return _LF_TABLE[i]
     return gammaln(x + 1.0)
 
@@ -197,7 +197,7 @@ def _count_index(m, n_table: int):
     if m.size < _LF_MIN_SIZE:
         return None
     i = m.astype(np.intp)
-    if i.min() >= 0 and i.max() < n_table and np.array_equal(i, m):
+    if i.min() >= 0 and i.max() < n_table and (i == m).all():
         return i
     return None
 
