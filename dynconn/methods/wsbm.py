@@ -151,8 +151,27 @@ def log_q(m, n) -> np.ndarray:
     return out
 
 
+# ln k! for k = 0, 1, ...: a cached table, grown on demand (``_grow_lf_table``). Each entry is
+# gammaln(k + 1.0) itself, so a lookup returns bitwise the value gammaln would (the counts the
+# engine feeds to ``_lf`` are integers stored as floats).
+_LF_TABLE = gammaln(np.arange(1024, dtype=float) + 1.0)
+_LF_MIN_SIZE = 48  # below this many elements gammaln is as quick as the checks of a lookup
+
+
+def _grow_lf_table(M: int) -> None:
+    global _LF_TABLE
+    if M > len(_LF_TABLE):
+        _LF_TABLE = gammaln(np.arange(max(int(M), 2 * len(_LF_TABLE)), dtype=float) + 1.0)
+
+
 def _lf(x):
-    return gammaln(np.asarray(x, float) + 1.0)
+    """ln x! (= gammaln(x + 1)); integer x within the table is a lookup, anything else gammaln."""
+    x = np.asarray(x, float)
+    if x.size >= _LF_MIN_SIZE:
+        i = x.astype(np.intp)
+        if i.min() >= 0 and i.max() < len(_LF_TABLE) and (i == x).all():
+            return _LF_TABLE[i]
+    return gammaln(x + 1.0)
 
 
 def _lbinom(n, k):
@@ -172,11 +191,27 @@ def _lmulti(n, k):
 # weight models: log marginal likelihood of the weights of one block pair from sufficient
 # statistics S[..., :] = (m, sum w, sum ln w, sum (ln w)^2). Vectorised over leading axes.
 # ---------------------------------------------------------------------------------------------
+def _count_index(m, n_table: int):
+    """Integer indices of the counts ``m`` (floats) when all are integers in [0, n_table),
+    else None (then the caller evaluates its formula directly)."""
+    if m.size < _LF_MIN_SIZE:
+        return None
+    i = m.astype(np.intp)
+    if i.min() >= 0 and i.max() < n_table and (i == m).all():
+        return i
+    return None
+
+
 class WeightModel:
     name = "none"
+    cols = ()  # columns of S (m, sum w, sum ln w, sum (ln w)^2) the family reads
 
-    def logmarg(self, S: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
-        return np.zeros(S.shape[:-1])
+    def logmarg(self, S: np.ndarray) -> np.ndarray:
+        return self.lm(S[..., 0], S[..., 1], S[..., 2], S[..., 3])
+
+    def lm(self, m, X, Y, Y2) -> np.ndarray:  # pragma: no cover - interface
+        """``logmarg`` from the statistics as separate arrays (unused ones may be None)."""
+        return np.zeros(np.shape(m))
 
     def const(self) -> float:
         """Partition-independent part of -ln P(w) (Jacobian terms), for comparing families."""
@@ -187,16 +222,20 @@ class ExponentialWeights(WeightModel):
     """w ~ Exponential(rate lam) per block pair, lam ~ Gamma(shape a0, rate b0)."""
 
     name = "exponential"
+    cols = (0, 1)
 
     def __init__(self, w: np.ndarray, a0: float = 1.0):
         self.a0 = float(a0)
         self.b0 = float(a0 * np.mean(w))  # prior mean of the rate = 1 / (mean weight)
         self._c = self.a0 * np.log(self.b0) - gammaln(self.a0)
+        # the count-only part for m = 0..E (the same float expression as in lm: exact lookups)
+        mt = np.arange(len(np.atleast_1d(w)) + 1, dtype=float)
+        self._tab = self._c + gammaln(self.a0 + mt)
 
-    def logmarg(self, S):
-        m = S[..., 0]
-        X = S[..., 1]
-        lp = self._c + gammaln(self.a0 + m) - (self.a0 + m) * np.log(self.b0 + X)
+    def lm(self, m, X, Y=None, Y2=None):
+        i = _count_index(m, len(self._tab))
+        G = self._tab[i] if i is not None else self._c + gammaln(self.a0 + m)
+        lp = G - (self.a0 + m) * np.log(self.b0 + X)
         return np.where(m > 0, lp, 0.0)
 
 
@@ -208,6 +247,7 @@ class LogNormalWeights(WeightModel):
     """
 
     name = "lognormal"
+    cols = (0, 2, 3)
 
     def __init__(self, w: np.ndarray, kappa0: float = 1.0, a0: float = 1.0):
         y = np.log(w)
@@ -218,19 +258,26 @@ class LogNormalWeights(WeightModel):
         self.b0 = float(a0 * (var if var > 1e-12 else 1.0))
         self._jac = float(y.sum())  # -ln P(w) = -ln P(ln w) + sum ln w
         self._c = self.a0 * np.log(self.b0) - gammaln(self.a0)
+        # count-only parts for m = 0..E, the same float expressions as in lm (exact lookups)
+        mt = np.arange(np.size(y) + 1, dtype=float)
+        self._tab1 = self._head(mt)
+        self._tabg = gammaln(self.a0 + mt / 2.0)
 
-    def logmarg(self, S):
-        m = S[..., 0]
-        Y = S[..., 2]
-        Y2 = S[..., 3]
+    def _head(self, m):
+        return -0.5 * m * np.log(2 * np.pi) + 0.5 * np.log(self.k0 / (self.k0 + m)) + self._c
+
+    def lm(self, m, X, Y, Y2):
         mm = np.maximum(m, 1.0)
         ybar = Y / mm
         kn = self.k0 + m
         an = self.a0 + m / 2.0
         ss = np.maximum(Y2 - m * ybar * ybar, 0.0)
         bn = self.b0 + 0.5 * ss + self.k0 * m * (ybar - self.mu0) ** 2 / (2.0 * kn)
-        lp = (-0.5 * m * np.log(2 * np.pi) + 0.5 * np.log(self.k0 / kn) + self._c
-              - an * np.log(bn) + gammaln(an))
+        i = _count_index(m, len(self._tabg))
+        if i is not None:
+            lp = self._tab1[i] - an * np.log(bn) + self._tabg[i]
+        else:
+            lp = self._head(m) - an * np.log(bn) + gammaln(an)
         return np.where(m > 0, lp, 0.0)
 
     def const(self):
@@ -296,9 +343,16 @@ class SBMState:
         self.nbr = dst[order]
         self.nst = st[order]
         self.ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=self.N))])
+        _grow_lf_table(2 * self.E + self.N + 2)  # every count the DL takes ln ! of
         self.lk = float(_lf(self.k).sum())
-        self.adj = [sp.csr_matrix((np.concatenate([self.ew[:, j], self.ew[:, j]]), (src, dst)),
-                                  shape=(self.N, self.N)) for j in range(4 if self.has_w else 1)]
+        # the same adjacency with each row's neighbours in increasing order (the order a
+        # scipy CSR matrix keeps): the vectorised move costs sum a node's edge statistics
+        # per block in this order
+        order = np.lexsort((dst, src))
+        self.snbr = dst[order]
+        self.sst = np.ascontiguousarray(st[order].T)  # (4, 2E)
+        self.sdeg = np.diff(self.ptr)
+        self._bterm_cache = {}
         self.set_partition(b)
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -309,20 +363,27 @@ class SBMState:
         self._rebuild()
 
     def _rebuild(self):
+        # block statistics from scratch; bincount adds in index order, as np.add.at would
+        # (each edge to (r, s), then each between-block edge to (s, r)): the same sums
         K = self.cap
         b = self.b
         br, bs = b[self.edges[:, 0]], b[self.edges[:, 1]]
-        self.e = np.zeros((K, K))
-        np.add.at(self.e, (br, bs), 1.0)
-        np.add.at(self.e, (bs, br), 1.0)
-        self.W = np.zeros((K, K, 4))
-        np.add.at(self.W, (br, bs), self.ew)
         off = br != bs
-        np.add.at(self.W, (bs[off], br[off]), self.ew[off])
+        key = np.concatenate([br * K + bs, (bs * K + br)[off]])
+        self.e = np.bincount(np.concatenate([br * K + bs, bs * K + br]),
+                             minlength=K * K).astype(float).reshape(K, K)
+        self.W = np.empty((K, K, 4))
+        self.W[:, :, 0] = np.bincount(key, minlength=K * K).reshape(K, K)
+        for j in range(1, 4):
+            if self.has_w:
+                self.W[:, :, j] = np.bincount(key, weights=np.concatenate(
+                    [self.ew[:, j], self.ew[off, j]]), minlength=K * K).reshape(K, K)
+            else:
+                self.W[:, :, j] = 0.0
         self.nr = np.bincount(b, minlength=K).astype(float)
         self.er = np.bincount(b, weights=self.k, minlength=K).astype(float)
-        self.H = np.zeros((K, len(self.kvals)))
-        np.add.at(self.H, (b, self.kidx), 1.0)
+        nk = len(self.kvals)
+        self.H = np.bincount(b * nk + self.kidx, minlength=K * nk).astype(float).reshape(K, nk)
 
     def compact(self):
         """Relabel blocks 0..B-1 (keeping one empty slot)."""
@@ -335,6 +396,16 @@ class SBMState:
     # -- description length ----------------------------------------------------------------------
     def _b_terms(self, B):
         """Terms that depend on the number of blocks only (partition + edge-count priors)."""
+        if np.ndim(B) == 0:
+            key = int(B)
+            if key == B:
+                val = self._bterm_cache.get(key)
+                if val is None:
+                    val = self._bterm_cache[key] = self._b_terms_calc(float(key))
+                return val
+        return self._b_terms_calc(B)
+
+    def _b_terms_calc(self, B):
         B = np.asarray(B, float)
         out = _lbinom(self.N - 1.0, B - 1.0)
         if self.topology:
@@ -424,39 +495,49 @@ class SBMState:
         self.b[i] = s
 
     def _insert_costs(self, i, d, cand):
-        """DL of putting the removed node i into each block of ``cand``, up to a common offset."""
+        """DL of putting the removed node i into each block of ``cand``, up to a common offset.
+
+        (Terms of the same kind are evaluated in one call on stacked arrays: the values are
+        elementwise the same, the calls fewer -- this runs once per node visit.)
+        """
         c = d[:, 0]
         nr = self.nr
+        K = len(nr)
         C = len(cand)
         ar = np.arange(C)
-        Bmid = int((nr > 0).sum())
-        newblk = nr[cand] == 0
+        nrc = nr[cand]
+        Bmid = int(np.count_nonzero(nr))
+        lnr1 = np.log(nrc + 1)
         # partition prior: -ln n_s!  ->  -ln(n_s + 1); number of blocks
-        cost = -np.log(nr[cand] + 1) + np.where(
-            newblk, self._b_terms(Bmid + 1) - self._b_terms(Bmid), 0.0)
+        cost = -lnr1 + np.where(nrc == 0, self._b_terms(Bmid + 1) - self._b_terms(Bmid), 0.0)
         if self.topology:
             ki = float(self.k[i])
             ess = self.e[cand, cand]
             cs = c[cand]
             dn = (ess + 2 * cs) / 2
             do = ess / 2
-            cost -= (dn - do) * _LN2 + _lf(dn) - _lf(do)
+            L = _lf(np.concatenate([dn, do]))
+            cost -= (dn - do) * _LN2 + L[:C] - L[C:]
             e = self.e[cand]  # (C, K): -sum_{u != s} [lf(e_su + c_u) - lf(e_su)]
-            F = _lf(e + c[None, :]) - _lf(e)
+            LF = _lf(np.stack([e + c[None, :], e]))
+            F = LF[0] - LF[1]
             F[ar, cand] = 0.0
             cost -= F.sum(1)
             # block terms: e_u grows by c_u for every u, by k_i more for u = s; n_s + 1
             er = self.er
-            base_old = self._block_term(er, nr)
-            A = self._block_term(er + c, nr) - base_old
-            s_new = self._block_term(er[cand] + c[cand] + ki, nr[cand] + 1)
+            T = self._block_term(np.concatenate([er, er + c, er[cand] + cs + ki]),
+                                 np.concatenate([nr, nr, nrc + 1]))
+            base_old = T[:K]
+            A = T[K:2 * K] - base_old
+            s_new = T[2 * K:]
             cost += A.sum() - A[cand] + s_new - base_old[cand]
             if self.degree_prior == "distributed":
                 # + ln n_s! - sum_k ln n_k^s!  ->  + ln(n_s+1) - ln(n^s_{k_i}+1)
-                cost += np.log(nr[cand] + 1) - np.log(self.H[cand, self.kidx[i]] + 1)
+                cost += lnr1 - np.log(self.H[cand, self.kidx[i]] + 1)
         if self.wstruct == "pairs":
             Wc = self.W[cand]  # (C, K, 4)
-            cost -= (self.wm.logmarg(Wc + d[None, :, :]) - self.wm.logmarg(Wc)).sum(1)
+            LM = self.wm.logmarg(np.stack([Wc + d[None, :, :], Wc]))
+            cost -= (LM[0] - LM[1]).sum(1)
         else:
             kk = np.arange(self.cap)
             dsum = self.W[kk, kk].sum(0)  # mid state: node i's edges are out
@@ -544,11 +625,17 @@ class SBMState:
         K = self.cap
         N = len(nodes)
         ar = np.arange(N)
-        onehot = sp.csr_matrix((np.ones(self.N), (np.arange(self.N), self.b)),
-                               shape=(self.N, K))
+        # each node's edge statistics per block: sums in neighbour order (see __init__)
+        lens = self.sdeg[nodes]
+        first = np.repeat(self.ptr[nodes] - np.cumsum(lens) + lens, lens)
+        pos = first + np.arange(int(lens.sum()))
+        key = np.repeat(ar * K, lens) + self.b[self.snbr[pos]]
         D4 = np.zeros((N, K, 4))
-        for j, A in enumerate(self.adj):
-            D4[:, :, j] = (A[nodes] @ onehot).toarray()
+        D4[:, :, 0] = np.bincount(key, minlength=N * K).reshape(N, K)
+        if self.has_w:
+            for j in (1, 2, 3):
+                D4[:, :, j] = np.bincount(key, weights=self.sst[j, pos],
+                                          minlength=N * K).reshape(N, K)
         c = D4[:, :, 0]
         nr, er = self.nr, self.er
         B = int((nr > 0).sum())
@@ -558,8 +645,8 @@ class SBMState:
         # number of blocks and (when not cancelled by the degree prior) the partition prior
         r_empties = nr[rr] == 1
         s_new = nr == 0
-        Bp = B - r_empties[:, None].astype(int) + s_new[None, :].astype(int)
-        cost += self._b_terms(Bp) - self._b_terms(B)
+        Bp = r_empties[:, None].astype(int) * -1 + s_new[None, :].astype(int) + 1  # B-1..B+1
+        cost += np.array([self._b_terms(B + x) - self._b_terms(B) for x in (-1, 0, 1)])[Bp]
         if not (self.topology and self.degree_prior == "distributed"):
             cost += np.log(nr[rr])[:, None] - np.log(nr + 1)[None, :]
         if self.topology:
