@@ -100,3 +100,35 @@ def small_dataset(tmp_path) -> Path:
     config = write_dataset(tmp_path / "data", "small", 1)
     without_surrogates(config.parent)
     return config
+
+
+_BLAS = None
+
+
+@pytest.fixture(autouse=True)
+def blas_threads_restored():
+    """Every test starts with the BLAS thread counts the session started with, and leaves the
+    thread variables of os.environ as it found them.
+
+    BLAS's thread count is process-wide; tests that fit in several threads of this process at once
+    (Dask workers with processes=False) can leave it changed (the limit nested across threads is
+    restored in the wrong order), and a later test's in-process fit then sums in another order
+    than its subprocess did (seen under OPENBLAS_CORETYPE=Sandybridge: a resumed artifact's
+    diagnostics differed in the last bit)."""
+    global _BLAS
+    from threadpoolctl import ThreadpoolController
+
+    if _BLAS is None:
+        controller = ThreadpoolController().select(user_api="blas")
+        _BLAS = (controller, [lib.num_threads for lib in controller.lib_controllers])
+    controller, counts = _BLAS
+    for lib, n in zip(controller.lib_controllers, counts):
+        if lib.num_threads != n:
+            lib.set_num_threads(n)
+    environ = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    yield
+    for key, value in environ.items():  # (distributed's nanny sets them in this process: runner/engine.py)
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

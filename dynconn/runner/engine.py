@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError, DynconnError
@@ -88,6 +89,20 @@ def slurm_job_script(compute: dict) -> str:
         cluster.close()
 
 
+# distributed's nanny writes these into this process's os.environ when it spawns worker processes
+# (its "pre-spawn-environ": one BLAS thread per worker) and leaves them there: every later
+# subprocess of this process would then run single-threaded BLAS, and sum in another order.
+DASK_SPAWN_ENVIRON = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+
+
+def _restore_environ(saved: dict) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 class Engine:
     """Runs independent tasks here (``scheduler="local"``) or on a Dask cluster (``"dask"``).
 
@@ -146,6 +161,7 @@ class Engine:
         check({"scheduler": "dask", "address": self.address, "cluster": self.cluster_kind})
         from distributed import Client
 
+        self._environ = {k: os.environ.get(k) for k in DASK_SPAWN_ENVIRON}
         try:
             if self.address:
                 self._client = Client(self.address, timeout=CONNECT_TIMEOUT)
@@ -172,6 +188,8 @@ class Engine:
         except BaseException:
             self.close()
             raise
+        finally:
+            _restore_environ(self._environ)
         if self.console is not None:
             self.console.info(f"  engine: {self.describe()}")
 
@@ -185,6 +203,8 @@ class Engine:
                     thing.close()
                 except Exception:  # noqa: BLE001 - closing is best effort (the cluster may be gone)
                     pass
+        if getattr(self, "_environ", None) is not None:
+            _restore_environ(self._environ)
 
     def __enter__(self) -> "Engine":
         return self
