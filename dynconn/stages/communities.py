@@ -139,6 +139,12 @@ class ComponentPartitions:
     params: dict
 
 
+def inside_mean(w: np.ndarray, members: np.ndarray) -> float:
+    """Mean weight over ordered pairs of distinct ``members`` (≥ 2 of them)."""
+    block = w[np.ix_(members, members)]
+    return float((block.sum() - np.trace(block)) / (members.size * (members.size - 1)))
+
+
 def background_contrast(w: np.ndarray, members: np.ndarray, node: int | None = None) -> float:
     """Mean weight inside ``members`` over the mean weight from them to every other neuron.
 
@@ -154,8 +160,7 @@ def background_contrast(w: np.ndarray, members: np.ndarray, node: int | None = N
     if node is None:
         if members.size < 2:
             return float("nan")
-        block = w[np.ix_(members, members)]
-        within = (block.sum() - np.trace(block)) / (members.size * (members.size - 1))
+        within = inside_mean(w, members)
         outside = w[np.ix_(members, np.flatnonzero(~inside))]
     else:
         others = members[members != node]
@@ -201,9 +206,9 @@ def join_close_neurons(w: np.ndarray, labels: np.ndarray, fraction: float,
     mean weight inside (mean over ordered pairs of distinct members). An unassigned neuron with
     a positive weight joins the community of highest closeness when that closeness is at least
     ``fraction`` and its own contrast as a member (:func:`background_contrast`) is more than
-    ``min_contrast``. Only ``candidates`` (indices; default all) may join. The communities are those of ``labels`` (their inside means are not
-    updated as neurons join, so the order of the neurons does not matter). ``fraction`` 0 adds
-    nothing.
+    ``min_contrast``. Only ``candidates`` (indices; default all) may join. The communities are
+    those of ``labels`` (their inside means, :func:`inside_mean`, are not updated as neurons
+    join, so the order of the neurons does not matter). ``fraction`` 0 adds nothing.
 
     Why: a neuron shared by two motifs takes part in both components, but in each it carries
     a share of its activity, so its pairs with one motif weigh a fraction of that motif's inside
@@ -212,15 +217,14 @@ def join_close_neurons(w: np.ndarray, labels: np.ndarray, fraction: float,
     "Shared neurons").
     """
     out = np.array(labels, dtype=np.int32, copy=True)
-    if not fraction > 0:
-        return out
     ids = np.unique(out[out >= 0])
+    if not fraction > 0 or ids.size == 0:
+        return out
     groups = [np.flatnonzero(out == c) for c in ids]
-    inside = np.array([(w[np.ix_(m, m)].sum() - np.trace(w[np.ix_(m, m)])) / (m.size * (m.size - 1))
-                       for m in groups])
+    inside = np.array([inside_mean(w, m) for m in groups])
     pool = np.arange(out.size) if candidates is None else np.asarray(candidates)
     for i in pool[out[pool] < 0]:
-        if not groups or not w[i].any():
+        if not w[i].any():
             continue
         closeness = np.array([w[i, m].mean() for m in groups]) / inside
         best = int(np.argmax(closeness))
