@@ -66,8 +66,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from tensorly.cp_tensor import CPTensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where a result is built: scipy.optimize and tensorly take ≈ 0.5 s to import
+    from tensorly.cp_tensor import CPTensor
 
 from ..validation import check_int, check_number
 
@@ -613,7 +615,12 @@ def _observed(mask_rows: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
 def _scan_tensor(X: np.ndarray, mask: np.ndarray | None, groups: np.ndarray | None = None):
     """One chunked pass over X: validate, sum of squares of observed entries, unobserved junk.
 
-    Returns ``(norm_sq, needs_zeroing)``; ``norm_sq`` is accumulated in float64.
+    Returns ``(norm_sq, needs_zeroing)``; ``norm_sq`` is accumulated in float64. A block whose
+    entries are all finite and non-negative (an affinity tensor's always are) is checked on
+    whole contiguous reductions, with its unobserved fibres gathered only to see that they are
+    0; the entry-by-entry masked path (:func:`_scan_block`) is for a block that holds NaN,
+    infinities or negative values somewhere, to tell observed ones (an error) from unobserved
+    ones (zeroed), and for one whose unobserved entries are not 0.
     """
     P = X.shape[0]
     norm_sq = 0.0
@@ -621,34 +628,58 @@ def _scan_tensor(X: np.ndarray, mask: np.ndarray | None, groups: np.ndarray | No
     rows = _scan_rows(X)
     for start in range(0, P, rows):
         block = X[start:start + rows]
-        if mask is None:
-            observed_block = block
-        elif groups is not None:
-            m = _observed(mask[start:start + rows], groups)[:, :, 0]  # (rows, T)
-            flat_block = block[:, :, 0]
-            if not needs_zeroing and np.any(flat_block[~m] != 0):
-                needs_zeroing = True
-            observed_block = flat_block[m]
-        else:
-            m = mask[start:start + rows]
-            if not needs_zeroing:
-                # a pair-animal block is unobserved at every time: test each block's values
-                blk_unobs = np.transpose(block, (0, 2, 1))[~m]  # (n_unobserved_blocks, T)
-                if blk_unobs.size and np.any(blk_unobs != 0):
-                    needs_zeroing = True
-            observed_block = np.transpose(block, (0, 2, 1))[m]  # (n_observed_blocks, T)
-        if observed_block.size:
-            flat = observed_block.reshape(-1)
-            lo = flat.min()  # NaN propagates through min, +inf shows in max
-            if not np.isfinite(lo) or not np.isfinite(flat.max()):
-                raise ValueError("X has NaN or infinite values at observed entries")
-            if lo < 0:
-                raise ValueError(
-                    f"X must be non-negative at observed entries; found {float(lo):.3g}"
-                )
-            flat = flat.astype(np.float64)
-            norm_sq += float(np.dot(flat, flat))
+        m = None if mask is None else mask[start:start + rows]
+        lo, hi = block.min(), block.max()
+        if lo >= 0 and np.isfinite(hi):  # (False for NaN)
+            if m is None:
+                unobserved_nonzero = False
+            elif groups is not None:
+                unobserved_nonzero = bool(block[:, :, 0][~_observed(m, groups)[:, :, 0]].any())
+            else:
+                unobserved_nonzero = bool(np.transpose(block, (0, 2, 1))[~m].any())
+            if not unobserved_nonzero:
+                flat = block.reshape(-1)  # zeros at the unobserved entries add nothing
+                norm_sq += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+                continue
+        block_sq, block_zeroing = _scan_block(block, m, groups)
+        norm_sq += block_sq
+        needs_zeroing = needs_zeroing or block_zeroing
     return norm_sq, needs_zeroing
+
+
+def _scan_block(block: np.ndarray, m: np.ndarray | None, groups: np.ndarray | None) -> tuple[float, bool]:
+    """:func:`_scan_tensor` on one block of rows, entry by entry: raises on NaN, infinite or
+    negative observed entries; returns (sum of squares of the observed entries, whether any
+    unobserved entry is not 0)."""
+    needs_zeroing = False
+    if m is None:
+        observed_block = block
+    elif groups is not None:
+        observed = _observed(m, groups)[:, :, 0]  # (rows, T)
+        flat_block = block[:, :, 0]
+        needs_zeroing = bool(np.any(flat_block[~observed] != 0))
+        observed_block = flat_block[observed]
+    else:
+        # a pair-animal block is unobserved at every time: test each block's values
+        blk_unobs = np.transpose(block, (0, 2, 1))[~m]  # (n_unobserved_blocks, T)
+        needs_zeroing = bool(blk_unobs.size and np.any(blk_unobs != 0))
+        observed_block = np.transpose(block, (0, 2, 1))[m]  # (n_observed_blocks, T)
+    if not observed_block.size:
+        return 0.0, needs_zeroing
+    flat = observed_block.reshape(-1)
+    lo = flat.min()  # NaN propagates through min, +inf shows in max
+    if not np.isfinite(lo) or not np.isfinite(flat.max()):
+        raise ValueError("X has NaN or infinite values at observed entries")
+    if lo < 0:
+        raise ValueError(
+            f"X must be non-negative at observed entries; found {float(lo):.3g}"
+        )
+    if needs_zeroing:
+        # summed over the block with its unobserved entries at 0, in the order of the fast path,
+        # so that junk at unobserved entries leaves the sum (and so the fit) bitwise the same
+        block = np.where(_observed(m, groups), block, 0)
+    flat = block.reshape(-1)
+    return float(np.einsum("i,i->", flat, flat, dtype=np.float64)), needs_zeroing
 
 
 def _zero_unobserved(X: np.ndarray, mask: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
@@ -1581,6 +1612,15 @@ def _check_fit_state(state, prob, missing, dtype):
         raise ValueError("checkpoint was made for another mask or other time groups")
 
 
+def _cp_tensor(weights: np.ndarray, factors: list[np.ndarray]) -> CPTensor:
+    """The tensorly ``CPTensor`` (weights, factors), imported here rather than with the module:
+    tensorly imports scipy (≈ 0.5 s), which a process can import in a thread meanwhile
+    (:func:`dynconn.runner.resources.prefetch_imports`)."""
+    from tensorly.cp_tensor import CPTensor
+
+    return CPTensor((weights, factors))
+
+
 def _normalise_sort(factors: list[np.ndarray], dtype) -> CPTensor:
     """Unit-L2 columns, scale in ``weights``, components by weight descending (stable)."""
     norms = [np.linalg.norm(f, axis=0) for f in factors]
@@ -1590,7 +1630,7 @@ def _normalise_sort(factors: list[np.ndarray], dtype) -> CPTensor:
     for f, n in zip(factors, norms):
         unit = np.where(n > 0, f / np.where(n > 0, n, 1.0), 0.0)
         out.append(np.ascontiguousarray(unit[:, order], dtype=dtype))
-    return CPTensor((np.asarray(weights[order], dtype=np.float64), out))
+    return _cp_tensor(np.asarray(weights[order], dtype=np.float64), out)
 
 
 def _default_sweeps(backend: str):
@@ -1859,7 +1899,7 @@ def _tensorly_reference(data, rank, init, max_iter, tol, random_state, backend, 
     prob = _Problem(ops, data, rank, 1)
     rng = _as_generator(random_state)
     factors, init_name = _initial_factors(prob, X, init, rng)
-    init_cp = CPTensor((np.ones(rank, dtype=dt), [np.asarray(f, dtype=dt) for f in factors]))
+    init_cp = _cp_tensor(np.ones(rank, dtype=dt), [np.asarray(f, dtype=dt) for f in factors])
     # tensorly records errors only when tol is truthy; a vanishing tol records them and still
     # runs max_iter iterations.
     cp, errors = non_negative_parafac_hals(
@@ -1916,6 +1956,8 @@ def factor_congruence(cp_a, cp_b) -> tuple[float, np.ndarray, np.ndarray]:
         an = a / np.where(na > 0, na, 1.0)
         bn = b / np.where(nb > 0, nb, 1.0)
         sim *= np.abs(an.T @ bn)
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(-sim)
     permutation = np.full(ra, -1, dtype=np.int64)
     permutation[rows] = cols
@@ -1935,7 +1977,7 @@ def match_components(reference, cp) -> tuple[CPTensor, np.ndarray]:
     take = np.where(found, permutation, 0)
     out_w = np.where(found, weights[take], 0.0)
     out_f = [np.where(found[None, :], f[:, take], 0) for f in factors]
-    return CPTensor((out_w, out_f)), per_component
+    return _cp_tensor(out_w, out_f), per_component
 
 
 def relative_error(X, cp, mask=None, time_groups=None) -> float:
@@ -2067,8 +2109,8 @@ def _unpack_restarts(state, rank, dtype):
     hist = np.asarray(state["fits_loss_history"])
     inits = str(state["init"]).split(",")
     for k in range(int(state["restart"])):
-        cp = CPTensor((np.asarray(state["fits_weights"][k], dtype=np.float64),
-                       [np.asarray(state["fits_" + name][k], dtype=dtype) for name in MODE_NAMES]))
+        cp = _cp_tensor(np.asarray(state["fits_weights"][k], dtype=np.float64),
+                        [np.asarray(state["fits_" + name][k], dtype=dtype) for name in MODE_NAMES])
         h = hist[k][~np.isnan(hist[k])] if hist.size else np.zeros(0)
         info = FitInfo(n_iter=int(state["n_iter"][k]), converged=bool(state["converged"][k]),
                        loss_history=h, seconds=float(state["seconds"][k]), init=inits[k],
@@ -2396,8 +2438,8 @@ def select_rank(
         n_done = int(resume["rank_index"])
         arrays = {name: np.array(resume[name]) for name in ("errors", "similarity", "n_iter", "seconds", "converged", "best_index")}
         best_fits = [
-            CPTensor((np.asarray(resume[f"best_{i}_weights"], dtype=np.float64),
-                      [np.asarray(resume[f"best_{i}_{m}"], dtype=dtype) for m in MODE_NAMES]))
+            _cp_tensor(np.asarray(resume[f"best_{i}_weights"], dtype=np.float64),
+                       [np.asarray(resume[f"best_{i}_{m}"], dtype=dtype) for m in MODE_NAMES])
             for i in range(n_done)
         ]
         current = resume.get("current")

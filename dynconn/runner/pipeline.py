@@ -288,7 +288,7 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
     started = time.perf_counter()
-    with _stage_errors(name, remedy, ckpt):
+    with _stage_errors(name, remedy, ckpt), stage.importing_meanwhile():
         budget = resources.memory_budget(config)
         upstream = {up: read_upstream(up, workdir, verified, stage.streamed_inputs(up), budget)
                     for up in stage.inputs}
@@ -427,13 +427,14 @@ def factorize_file(in_path: Path, out_path: Path, options: dict, console: Consol
         need, remedy = stage.estimate_memory(config, {"affinity": dataset_shapes(in_path)})
         resources.check_memory(stage.name, need, remedy)
         try:
-            # verified against its checksums; over the memory budget the tensor stays on disk
-            lazy = _over_budget(in_path, stage.streamed_inputs("affinity"), resources.memory_budget(config))
-            upstream = {"affinity": read_h5(in_path, lazy=lazy)}
-            stage.check_inputs(upstream, section)
-            with console.capture_warnings() as seen:
-                datasets, attrs = stage.run(config, out_path.parent, console, upstream)
-                stage.check_output(datasets, upstream)
+            with stage.importing_meanwhile():
+                # verified against its checksums; over the memory budget the tensor stays on disk
+                lazy = _over_budget(in_path, stage.streamed_inputs("affinity"), resources.memory_budget(config))
+                upstream = {"affinity": read_h5(in_path, lazy=lazy)}
+                stage.check_inputs(upstream, section)
+                with console.capture_warnings() as seen:
+                    datasets, attrs = stage.run(config, out_path.parent, console, upstream)
+                    stage.check_output(datasets, upstream)
         except MemoryError as exc:
             raise ResourceError(f"factorize: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
         except FloatingPointError as exc:

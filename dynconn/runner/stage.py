@@ -7,7 +7,8 @@ workdir)`` and ``input_files(config)`` (the data files it reads: ingest), ``CHEC
 (it saves partial work and receives a :class:`~dynconn.io.artifacts.Checkpoint` as the
 ``checkpoint`` keyword), ``ENGINE = True`` (it receives the command's
 :class:`~dynconn.runner.engine.Engine` as the ``engine`` keyword: where its independent tasks
-run), and ``write(...)`` with ``recorded_provenance(workdir)`` for a stage
+run), ``SLOW_IMPORTS`` (modules its ``run`` imports that take long to import: the runner
+imports them in a thread while it reads and verifies the stage's inputs), and ``write(...)`` with ``recorded_provenance(workdir)`` for a stage
 whose output is files rather than one HDF5 artifact (the report: its ``run`` returns
 ``{"files": {relative path: bytes}, ...}``; it also names the file recording its provenance,
 ``SUMMARY``, and provides ``remove_stale(workdir, files)``). Stage modules know nothing of the runner.
@@ -20,7 +21,10 @@ stage it is.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import threading
+from collections.abc import MutableMapping
 from pathlib import Path
 from types import ModuleType
 
@@ -79,6 +83,30 @@ class Stage:
     def reads_data_files(self) -> bool:
         """True for the stage that reads the user's data files (ingest)."""
         return hasattr(self.module, "input_files")
+
+    @contextlib.contextmanager
+    def importing_meanwhile(self):
+        """Import the module's ``SLOW_IMPORTS`` in a background thread for the duration of the
+        block (reading and hashing inputs release the GIL, so the imports use the second core).
+        An import that fails there is left to fail again, with its own error, where ``run``
+        imports it; the thread is joined on leaving, so no import outlives the block."""
+        names = tuple(getattr(self.module, "SLOW_IMPORTS", ()))
+
+        def load() -> None:
+            for module in names:
+                try:
+                    importlib.import_module(module)
+                except Exception:  # noqa: BLE001 -- reported by run()'s own import
+                    return
+
+        thread = threading.Thread(target=load, name=f"dynconn-{self.name}-imports", daemon=True)
+        if names:
+            thread.start()
+        try:
+            yield
+        finally:
+            if names:
+                thread.join()
 
     def check_input_files(self, config) -> None:
         """Data inputs must be regular files (a FIFO or a device would hang the fingerprint)."""
@@ -140,5 +168,36 @@ class Stage:
         self.module.remove_stale(workdir, files)
 
 
+class _Stages(MutableMapping):
+    """Stage name -> :class:`Stage`, in pipeline order; a stage's module is imported when the
+    stage is first asked for (``dynconn factorize --in`` needs neither the report's plotting nor
+    the ingest readers)."""
+
+    def __init__(self, names):
+        self._names = tuple(names)
+        self._loaded: dict[str, Stage] = {}
+
+    def __getitem__(self, name: str) -> Stage:
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._loaded:
+            self._loaded[name] = Stage(importlib.import_module(f"dynconn.stages.{name}"))
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, stage: Stage) -> None:  # (tests put a modified stage in)
+        if name not in self._names:
+            raise KeyError(f"unknown stage {name!r}")
+        self._loaded[name] = stage
+
+    def __delitem__(self, name: str) -> None:  # the stage is imported again when next asked for
+        self._loaded.pop(name, None)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 #: every stage, in pipeline order (the order is :data:`dynconn.stages.ORDER`)
-STAGES: dict[str, Stage] = {name: Stage(importlib.import_module(f"dynconn.stages.{name}")) for name in ORDER}
+STAGES: MutableMapping[str, Stage] = _Stages(ORDER)
