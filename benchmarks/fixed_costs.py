@@ -6,14 +6,18 @@ Writes an affinity artifact of the paper's size (planted rank-15 tensor with noi
 neurons missing in each animal: their pairs hold 0 as in a real affinity.h5), then times the
 standalone command as a child process with ``--max-iter 1`` and ``--max-iter 11`` (``--tol 0``,
 one restart): per iteration = (t11 − t1) / 10, fixed cost = t1 − one iteration (interpreter start,
-imports, reading and verifying the input, the solver's set-up, writing the output). A cProfile of
-the 1-iteration run in-process breaks the fixed cost down. Results: docs/benchmarks.md
-("Fixed costs of factorize --in --out").
+imports, reading and verifying the input, the solver's set-up, writing the output). The package is
+byte-compiled first, as ``pip install`` does (where ``PYTHONDONTWRITEBYTECODE`` is set, as on some
+CI machines, every run would otherwise compile dynconn's sources again: ≈ 0.2 s). A cProfile of
+the 1-iteration run in-process breaks the fixed cost down (main thread only: the solver's slow
+imports run in a thread meanwhile). Results: docs/benchmarks.md ("Fixed costs of factorize --in
+--out").
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import cProfile
 import io
 import os
@@ -50,12 +54,19 @@ def command(a_path: Path, out: Path, rank: int, iters: int) -> list[str]:
             str(rank), "--restarts", "1", "--max-iter", str(iters), "--tol", "0", "-q"]
 
 
-def wall(cmd: list[str], repeats: int) -> float:
-    best = np.inf
+def wall(cmd: list[str], repeats: int, label: str) -> float:
+    """Best wall-clock seconds of ``repeats`` runs (the CPU seconds of that run are printed too)."""
+    best, best_cpu = np.inf, np.nan
     for _ in range(repeats):
+        before = os.times()
         t = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
-        best = min(best, time.perf_counter() - t)
+        seconds = time.perf_counter() - t
+        after = os.times()
+        if seconds < best:
+            best = seconds
+            best_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    print(f"  {label}: {best:.2f} s wall, {best_cpu:.2f} s CPU (best of {repeats})")
     return best
 
 
@@ -69,14 +80,17 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile-lines", type=int, default=25)
     args = ap.parse_args(argv)
+    import dynconn
+
+    compileall.compile_dir(os.path.dirname(dynconn.__file__), quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         a_path, out = Path(tmp) / "A.h5", Path(tmp) / "F.h5"
         write_affinity(a_path, args.pairs, args.bins, args.animals, args.rank, args.missing)
         size = a_path.stat().st_size
-        t1 = wall(command(a_path, out, args.rank, 1), args.repeats)
-        t11 = wall(command(a_path, out, args.rank, 11), args.repeats)
+        t1 = wall(command(a_path, out, args.rank, 1), args.repeats, "1 iteration")
+        t11 = wall(command(a_path, out, args.rank, 11), args.repeats, "11 iterations")
         per_iter = (t11 - t1) / 10
-        start = wall([sys.executable, "-c", "import dynconn.cli"], args.repeats)
+        start = wall([sys.executable, "-c", "import dynconn.cli"], args.repeats, "import dynconn.cli")
         print(f"tensor {args.pairs} × {args.bins} × {args.animals} ({size / 2**20:.0f} MiB file), rank {args.rank}, "
               f"{args.missing:.0%} of neurons missing; best of {args.repeats}")
         print(f"1 iteration: {t1:.2f} s; 11 iterations: {t11:.2f} s; per iteration {per_iter * 1e3:.0f} ms")

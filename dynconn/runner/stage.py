@@ -97,7 +97,7 @@ class Stage:
                 try:
                     importlib.import_module(module)
                 except Exception:  # noqa: BLE001 -- reported by run()'s own import
-                    return
+                    continue
 
         thread = threading.Thread(target=load, name=f"dynconn-{self.name}-imports", daemon=True)
         if names:
