@@ -196,6 +196,39 @@ def test_corrupted_artifact_with_valid_metadata_is_never_used(data):
     read_h5(workdir / "factors.h5")  # verifies
 
 
+def test_inputs_checksummed_in_a_thread_are_read_only_and_give_the_same_run(data, monkeypatch):
+    """Big inputs are checksummed in a thread while a stage starts on them (read_h5's
+    ``meanwhile``); here every dataset takes that path: no stage may write into its inputs, and
+    the run must be the same."""
+    workdir = data / "run"
+    before = fingerprints(workdir)
+    monkeypatch.setattr(artifacts, "_MEANWHILE_BYTES", 0)
+    result = cli("run", data / "config.yaml", "-q", "--force", "--from", "affinity")
+    assert result.exit_code == 0, result.output
+    assert fingerprints(workdir) == before
+    art = read_h5(workdir / "affinity.h5", meanwhile=True)
+    assert art.pending and not art["affinity"].flags.writeable
+    art.wait_verified()
+    assert not art.pending and art["affinity"].flags.writeable
+
+
+def test_damage_found_by_the_checksum_thread_is_the_error_reported(data, monkeypatch, tmp_path):
+    """Computing on damaged data can fail in its own way (here: NaN in the tensor); the error
+    reported is the damage, and nothing is written."""
+    monkeypatch.setattr(artifacts, "_MEANWHILE_BYTES", 0)
+    damaged = tmp_path / "affinity.h5"
+    shutil.copy(data / "run" / "affinity.h5", damaged)
+    with h5py.File(damaged, "r+") as f:  # the data change, their recorded checksum does not
+        f["affinity"][0, :, :] = np.nan
+    result = cli("factorize", "--in", damaged, "--out", tmp_path / "factors.h5", "--rank", "2")
+    assert result.exit_code == 1
+    assert last_line(result) == f"error: {damaged}: dataset /affinity fails its checksum (corrupted); recompute it"
+    assert not (tmp_path / "factors.h5").exists()
+    with pytest.raises(artifacts.ArtifactError, match="fails its checksum"):
+        with artifacts.verified_on_exit([read_h5(damaged, meanwhile=True)]):
+            raise ValueError("X has NaN")  # what the solver would have said
+
+
 def test_modified_report_file_is_rewritten(data):
     workdir = data / "run"
     original = (workdir / "exports" / "communities.csv").read_bytes()

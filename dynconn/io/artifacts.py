@@ -19,8 +19,11 @@ the real name.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import datetime as _dt
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -386,6 +389,23 @@ class Artifact:
     path: Path
     data: dict[str, np.ndarray]
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: checksums still being computed (``read_h5(..., meanwhile=True)``): (dataset, expected, future)
+    pending: list = field(default_factory=list, repr=False)
+    #: appended to the error of a checksum found wrong by :meth:`wait_verified` (how to recompute it)
+    hint: str = ""
+
+    def wait_verified(self) -> None:
+        """Wait for the checksums :func:`read_h5` left computing in a thread; raises
+        ArtifactError (one line naming the file) for a dataset that does not match."""
+        pending, self.pending = self.pending, []
+        for name, digest, future in pending:
+            try:
+                actual = future.result()
+            finally:
+                self.data[name].flags.writeable = True
+            if actual != digest:
+                raise ArtifactError(f"{self.path}: dataset /{name} fails its checksum (corrupted); "
+                                    f"recompute it{self.hint}")
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]
@@ -484,13 +504,17 @@ def _check_names(path: Path, expected: dict, present: list[str]) -> None:
 
 
 def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = (),
-            lazy: tuple[str, ...] = ()) -> Artifact:
+            lazy: tuple[str, ...] = (), meanwhile: bool = False) -> Artifact:
     """Read a whole artifact; with ``verify`` every dataset's checksum is checked.
 
     ``skip``: datasets left unread (e.g. the affinity tensor, when only its names and times
     are needed); the others are read and verified as usual. ``lazy``: datasets left on disk,
     given as :class:`RowBlocks` handles read by blocks of rows (a tensor over
     ``compute.memory_budget``); with ``verify`` each is checksummed by one streamed read.
+    ``meanwhile``: the checksums of big numeric datasets (over ``_MEANWHILE_BYTES``) are
+    computed in a thread (hashlib releases the GIL) while the caller starts on the data, which
+    stay read-only until :meth:`Artifact.wait_verified`; the caller must call it before it
+    trusts or writes anything computed from them (:func:`verified_on_exit`).
 
     Raises ArtifactError (one line naming the file) when it is missing, not HDF5,
     truncated, or a checksum does not match.
@@ -511,6 +535,7 @@ def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = (),
                 data[name] = RowBlocks(path, name)
     except _H5_ERRORS as exc:
         raise ArtifactError(f"{path}: unreadable or truncated HDF5 file ({_short(exc)}); recompute it") from None
+    pending = []
     if verify:
         expected = _recorded_checksums(path, attrs)
         _check_names(path, {k: v for k, v in expected.items() if k not in skip}, list(data))
@@ -518,6 +543,11 @@ def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = (),
             if name in skip:
                 continue
             value = data[name]
+            if meanwhile and isinstance(value, np.ndarray) and value.dtype.kind not in "UOS" \
+                    and value.nbytes > _MEANWHILE_BYTES:
+                value.flags.writeable = False  # what is hashed must not change before it is
+                pending.append((name, digest, _checksum_thread().submit(checksum, value)))
+                continue
             try:
                 actual = value.checksum() if isinstance(value, RowBlocks) else checksum(value)
             except _H5_ERRORS as exc:
@@ -527,7 +557,33 @@ def read_h5(path: Path, *, verify: bool = True, skip: tuple[str, ...] = (),
                 raise ArtifactError(f"{path}: dataset /{name} fails its checksum (corrupted); recompute it")
         _check_fingerprint(path, attrs, expected)
         _check_attrs(path, attrs)
-    return Artifact(path=path, data=data, attrs=attrs)
+    return Artifact(path=path, data=data, attrs=attrs, pending=pending)
+
+
+_MEANWHILE_BYTES = 32 << 20  # below this a checksum takes < 20 ms: not worth a thread
+
+
+@functools.lru_cache(maxsize=1)
+def _checksum_thread() -> concurrent.futures.ThreadPoolExecutor:
+    """One worker thread for the checksums of ``read_h5(..., meanwhile=True)`` (made once)."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynconn-checksum")
+
+
+@contextlib.contextmanager
+def verified_on_exit(artifacts):
+    """Run a block on artifacts read with ``meanwhile=True``, then wait for their checksums.
+
+    A damaged dataset raises its ArtifactError on leaving the block, also in place of the
+    block's own exception (computing on damaged data can fail in any way; the damage is the
+    error to report)."""
+    try:
+        yield
+    except BaseException:
+        for artifact in artifacts:
+            artifact.wait_verified()
+        raise
+    for artifact in artifacts:
+        artifact.wait_verified()
 
 
 def _check_fingerprint(path: Path, attrs: dict, checksums: dict) -> None:

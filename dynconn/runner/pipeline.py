@@ -46,6 +46,7 @@ from ..io.artifacts import (
     read_attrs,
     read_h5,
     sha256_file,
+    verified_on_exit,
     verify_h5,
     write_h5,
 )
@@ -139,17 +140,21 @@ def _over_budget(path: Path, streamable: tuple[str, ...], budget: int | None) ->
 
 
 def read_upstream(up: str, workdir: Path, verified: Verified | None = None, streamable: tuple[str, ...] = (),
-                  budget: int | None = None):
+                  budget: int | None = None, meanwhile: bool = False):
     """Read an upstream artifact, verified (once per command).
 
     ``streamable`` datasets larger than ``budget`` bytes are left on disk as
-    :class:`~dynconn.io.artifacts.RowBlocks` handles (checksummed by one streamed read)."""
+    :class:`~dynconn.io.artifacts.RowBlocks` handles (checksummed by one streamed read).
+    ``meanwhile``: big datasets are checksummed in a thread (``read_h5``); run the stage in
+    :func:`~dynconn.io.artifacts.verified_on_exit`."""
     path = workdir / STAGES[up].output
     check = verified is None or path not in verified
+    hint = f" (run `dynconn run` or `dynconn {up}` to recompute it)"
     try:
-        art = read_h5(path, verify=check, lazy=_over_budget(path, streamable, budget))
+        art = read_h5(path, verify=check, lazy=_over_budget(path, streamable, budget), meanwhile=meanwhile)
     except ArtifactError as exc:
-        raise ArtifactError(f"{exc} (run `dynconn run` or `dynconn {up}` to recompute it)") from None
+        raise ArtifactError(f"{exc}{hint}") from None
+    art.hint = hint
     if verified is not None:
         verified.add(path)
     return art
@@ -290,9 +295,11 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     started = time.perf_counter()
     with _stage_errors(name, remedy, ckpt), stage.importing_meanwhile():
         budget = resources.memory_budget(config)
-        upstream = {up: read_upstream(up, workdir, verified, stage.streamed_inputs(up), budget)
+        # the checksums of big inputs are computed in a thread while the stage starts on them,
+        # and waited for before anything it computed is checked or written
+        upstream = {up: read_upstream(up, workdir, verified, stage.streamed_inputs(up), budget, meanwhile=True)
                     for up in stage.inputs}
-        with console.capture_warnings() as warnings_seen:
+        with verified_on_exit(upstream.values()), console.capture_warnings() as warnings_seen:
             stage.check_inputs(upstream, expected["params"])
             kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
             if stage.uses_engine and engine is not None:
@@ -430,9 +437,9 @@ def factorize_file(in_path: Path, out_path: Path, options: dict, console: Consol
             with stage.importing_meanwhile():
                 # verified against its checksums; over the memory budget the tensor stays on disk
                 lazy = _over_budget(in_path, stage.streamed_inputs("affinity"), resources.memory_budget(config))
-                upstream = {"affinity": read_h5(in_path, lazy=lazy)}
-                stage.check_inputs(upstream, section)
-                with console.capture_warnings() as seen:
+                upstream = {"affinity": read_h5(in_path, lazy=lazy, meanwhile=True)}
+                with verified_on_exit(upstream.values()), console.capture_warnings() as seen:
+                    stage.check_inputs(upstream, section)
                     datasets, attrs = stage.run(config, out_path.parent, console, upstream)
                     stage.check_output(datasets, upstream)
         except MemoryError as exc:
