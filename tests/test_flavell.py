@@ -71,3 +71,48 @@ def test_reversal_neurons_form_a_community(flavell_run):
     best = max(len({"AVA", "AVE", "AIB", "RIM"} & set(c)) for comp in summary["components"]
                for c in comp["communities"])
     assert best >= 3
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The shipped config exactly as a user runs it (rank auto, 10 surrogates; about 25 CPU s)."""
+    workdir = tmp_path_factory.mktemp("flavell-default")
+    result = cli("run", CONFIG, "-q", "--workdir", workdir)
+    assert result.exit_code == 0, result.output
+    return workdir
+
+
+def test_reversal_component_in_the_report_and_the_state_atlas(default_run):
+    """Issue 12's done-when on the shared worms (numbers: docs/report.md): the reversal
+    component's correlation with the reversal covariate and its p-value are in summary.json and
+    on the page, the state atlas lists it under "reversal", and the reference enrichments are
+    shown (with the optional [worm] extra)."""
+    import html as htmlmod
+    import importlib.util
+
+    summary = json.loads((default_run / "exports" / "summary.json").read_text())
+    page = (default_run / "report.html").read_text()
+    comp = max(summary["components"], key=lambda c: c["covariates"]["reversal"]["r"])
+    rel = comp["covariates"]["reversal"]
+    # measured r = +0.51 (each animal +0.65, +0.43), p = 0.001 (the smallest 999 shifts give)
+    assert rel["r"] > 0.3 and rel["p"] < 0.01 and len(rel["per_animal"]) == 2
+    section = page.split(f"id='component-{comp['id']}'", 1)[1].split("</section>", 1)[0]
+    row = section.split("<b>reversal</b>", 1)[1].split("</tr>", 1)[0]
+    assert f"{rel['r']:+.3f}" in row and "0.001" in row  # r and its p, in the reversal row
+    states = {s["state"]: s["components"] for s in summary["states"]}
+    assert comp["id"] in states["reversal"] and comp["id"] not in states["forward"]
+    atlas = page.split("Atlas by behavioural state", 1)[1].split("</table>", 1)[0]
+    reversal_row = atlas.split("<b>reversal</b>", 1)[1].split("</tr>", 1)[0]
+    assert f"href='#component-{comp['id']}'" in reversal_row
+    # its cohesive community holds the reversal interneurons (AVA, AVE, AIB, RIM)
+    community = next(d for d in comp["communities_detail"] if d["cohesive"])
+    assert len({"AVA", "AVE", "AIB", "RIM"} & set(community["neurons"])) >= 3
+    if importlib.util.find_spec("wormneuroatlas") is None:
+        assert "pip install" in page  # the page says how to get them
+        return
+    refs = community["references"]
+    assert len(refs) == 5 and all(r["pairs"] > 0 and 0 < r["p_value"] <= 1 for r in refs.values())
+    # gap junctions among the reversal interneurons: 9-10x the density among all neurons
+    assert all(refs[k]["ratio"] > 3 and refs[k]["p_value"] < 0.01 for k in refs if "(gap)" in k)
+    shown = htmlmod.unescape(page.split('id="references"', 1)[1])
+    assert all(label in shown for label in refs)

@@ -245,9 +245,12 @@ def test_neuron_names_are_data_in_the_page_and_figures():
     assert "<script>epoch()</script>" in index["components"][0]  # the epoch label, as data
     assert "<" not in raw  # the name is written with JSON escapes
     assert "id='neuron-search'" in page and "type='search'" in page
-    for name, blob in out["files"].items():
-        if name.endswith(".svg"):
-            assert b"<script" not in blob, name
+    svgs = {name: blob for name, blob in out["files"].items() if name.endswith(".svg")}
+    for name, blob in svgs.items():
+        assert b"<script" not in blob, name
+    # ... and the names are there, as escaped text (svg.fonttype none): the check above is not empty
+    assert b"&lt;script&gt;alert('x')&lt;/script&gt;" in svgs["figures/neuron_view.svg"]
+    assert b"&lt;script&gt;epoch()&lt;/script&gt;" in svgs["figures/atlas.svg"]
 
 
 def test_chips_carry_their_component_and_community(aligned_page):
@@ -275,6 +278,7 @@ def test_search_box_in_chromium(browser, tmp_path):
 
     data = report.gather(*synthetic("aligned"))
     data.neurons = [HOSTILE] + data.neurons[1:]
+    data.epochs[0]["label"] = "<script>epoch()</script>"
     out = report.build(data, PARAMS)
     report.write(tmp_path, out, provenance={}, seconds=0.0, warnings=[])
     find = ("(q => { const box = document.getElementById('neuron-search'); box.value = q;"
@@ -289,16 +293,27 @@ def test_search_box_in_chromium(browser, tmp_path):
         hostile = chrome.evaluate(find + "('<script')")
         hostile_bold = chrome.evaluate("document.querySelector('#neuron-results li b').textContent")
         scripts = chrome.evaluate("document.scripts.length")
+        epoch_shown = chrome.evaluate("document.body.innerText.includes('<script>epoch()</script>')")
         none = chrome.evaluate(find + "('XYZ')")
         errors = chrome.console_errors()
         dialogs = [e for e in chrome.events if e.get("method") == "Page.javascriptDialogOpening"]
+        n07_where = chrome.evaluate(find.replace("map(c => c.textContent)", "map(c => (c.closest('section') "
+                                                 "|| {id: 'top'}).id)") + "('N07')")
+        chips = chrome.evaluate("document.querySelectorAll(\".chip[data-comp='1'][data-comm='0']\").length")
     assert len(images) >= 9 and all(i["complete"] and i["width"] > 0 for i in images), images
+    # the evidence figures (each component's communities' mean traces) are among the decoded images
+    alts = [i["alt"] for i in images]
+    assert all(f"component {r}: mean traces of its communities' members per animal" in alts for r in (0, 1)), alts
     assert not errors, errors
-    # case-insensitive exact match: its communities listed, their chips outlined on the page
-    assert n07["items"] == ["N07 C0·1 (diffuse) C1·0"] and n07["hits"] and set(n07["hits"]) <= {"C0·1", "C1·0"}
+    # case-insensitive exact match: its communities listed, their chips outlined on the page --
+    # every chip of its cohesive community C1·0 (the diffuse C0·1 has none), in the atlas' epoch
+    # rows, the components table and the neuron view among them
+    assert n07["items"] == ["N07 C0·1 (diffuse) C1·0"] and n07["hits"] == ["C1·0"] * chips and chips >= 3
+    assert {"atlas", "components", "neurons"} <= set(n07_where["hits"])
+    assert none["hits"] == []  # a new search clears the old outline
     assert len(prefix["items"]) == 9 and prefix["hits"] == []  # N01…N09: listed, nothing outlined
     assert hostile_bold == HOSTILE and hostile["items"][0].startswith(HOSTILE)  # shown as text
-    assert scripts == 2 and not dialogs
+    assert scripts == 2 and not dialogs and epoch_shown  # the names are text on the page, never run
     assert none["items"] == ["no neuron named XYZ"]
 
 

@@ -113,6 +113,10 @@ _FIGURES: dict = {}  # figures drawn by earlier builds, reused where their input
 
 
 def _build(*, change=None, null_pool=None, p=None):
+    """The report of a synthetic run (``change`` edits its artifacts first), written to a work
+    directory: ``(summary.json, report.html)`` as read back from the files."""
+    import tempfile
+
     ing, aff, fac, com = synthetic("aligned")
     if change:
         change(ing.data, aff.data, fac.data, com.data)
@@ -122,7 +126,10 @@ def _build(*, change=None, null_pool=None, p=None):
         if rel.startswith("figures/") and rel.endswith(".png"):
             stem = rel[len("figures/"):-4]
             _FIGURES[stem] = (blob, out["files"][f"figures/{stem}.svg"])
-    return out["summary"], out["files"]["report.html"].decode()
+    with tempfile.TemporaryDirectory() as tmp:
+        report.write(Path(tmp), out, provenance={}, seconds=0.0, warnings=[])
+        return (json.loads((Path(tmp) / "exports" / "summary.json").read_text()),
+                (Path(tmp) / "report.html").read_text())
 
 
 def _flag_shown(page: str, r: int, name: str) -> bool:
@@ -164,7 +171,7 @@ def test_flag_not_significant():
     for c in summary["components"]:
         assert {"not_significant", "community_not_significant"} <= set(c["flags"])
         assert c["p_value"] == 1.0
-    assert _flag_shown(page, 1, "not_significant")
+    assert _flag_shown(page, 1, "not_significant") and _flag_shown(page, 0, "community_not_significant")
     weak = {**chance, "cohesion": np.linspace(0.5, 2.0, 40)}
     summary, page = _build(null_pool=weak)  # far below the data's: significant, no flag
     assert [c["flags"] for c in summary["components"]] == [[], []]
