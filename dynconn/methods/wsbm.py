@@ -417,13 +417,18 @@ class SBMState:
         N = self.N
         occ = self.nr > 0
         B = int(occ.sum())
+        if occ[:B].all():  # compacted (blocks 0..B-1): slices instead of fancy indexing
+            occ = slice(0, B)
+            sub = (occ, occ)
+        else:
+            sub = np.ix_(occ, occ)
         nr = self.nr[occ]
         out = {}
         out["L_partition"] = float(np.log(N) + _lbinom(N - 1.0, B - 1.0) + _lf(N) - _lf(nr).sum())
         if self.topology:
-            e = self.e[np.ix_(occ, occ)]
+            e = self.e[sub]
             er = self.er[occ]
-            iu = np.triu_indices(B, 1)
+            iu = _triu(B, 1)
             diag = np.diag(e)
             out["S_topology"] = float(_lf(er).sum() - (diag / 2 * _LN2 + _lf(diag / 2)).sum()
                                       - self.lk - _lf(e[iu]).sum())
@@ -433,9 +438,9 @@ class SBMState:
                                          - _lf(self.H[occ]).sum())
             else:
                 out["L_degrees"] = float(_lmulti(nr, er).sum())
-        Wo = self.W[np.ix_(occ, occ)]
+        Wo = self.W[sub]
         if self.wstruct == "pairs":
-            iu0 = np.triu_indices(B)
+            iu0 = _triu(B, 0)
             lw = -self.wm.logmarg(Wo[iu0]).sum()
         else:
             Wd = Wo[np.arange(B), np.arange(B)]
@@ -711,25 +716,33 @@ class SBMState:
     def screened_sweeps(self, rng, max_rounds=100, tol=1e-6):
         """Node moves until no single move lowers the DL.
 
-        Each round scores every node's every move at once (``move_costs_all``) and then visits,
-        with exact sequential updates, only the nodes that had an improving move.
+        Each round scores every node's every move at once (``move_costs_all``) and then moves
+        the nodes that had an improving move: all at once when that lowers the DL
+        (``_batch_move``), else by exact sequential visits (``sweep``). The next round scores
+        only the moved nodes and their neighbours; a round with no mover among every node ends.
         Returns the number of rounds.
         """
         active = None  # None = every node
+        dl_now = None  # DL of the current state, when known (saves recomputing it)
+        rebuilt = False  # the state was just rebuilt compacted (by _batch_move)
         for it in range(max_rounds):
-            self.compact()
+            if not rebuilt:
+                self.compact()
             cost = self.move_costs_all(active)
-            movers = np.flatnonzero(cost.min(1) < -tol)
-            if active is not None:
-                movers = active[movers]
+            rows = np.flatnonzero(cost.min(1) < -tol)
+            movers = rows if active is None else active[rows]
             if movers.size == 0:
                 if active is None:
                     return it
                 active = None  # confirm on every node before stopping
                 continue
-            before = self.b.copy()
-            self.sweep(rng, nodes=movers)
-            moved = np.flatnonzero(self.b != before)
+            moved, dl_now = self._batch_move(movers, cost[rows], tol, dl_now)
+            rebuilt = moved is not None
+            if moved is None:
+                before = self.b.copy()
+                self.sweep(rng, nodes=movers)
+                moved = np.flatnonzero(self.b != before)
+                dl_now = None
             if moved.size == 0:
                 active = None
                 continue
@@ -737,6 +750,58 @@ class SBMState:
             nb = np.concatenate([self.nbr[self.ptr[i]:self.ptr[i + 1]] for i in moved])
             active = np.unique(np.concatenate([moved, nb]))
         return max_rounds
+
+    def _batch_move(self, movers, cost, tol, dl0=None):
+        """Move many nodes at once, each to its best block in ``cost`` (rows of
+        ``move_costs_all`` for ``movers``), if that lowers the DL.
+
+        Returns (the nodes moved, the new DL or None if not computed), or (None, the current
+        DL) with the state unchanged when no batch lowered the DL. ``dl0``: the current DL if
+        known. The screening cost of one move from the current state is exact; moves made
+        together interact (through the edges between movers and the blocks' shared totals),
+        so the batch is kept only if the recomputed DL is lower by more than ``tol``: first
+        every mover, then only movers not adjacent to a more improving one taken before. At
+        most one node opens a new block (each was costed as opening its own).
+        """
+        target = np.argmin(cost, axis=1)
+        gain = cost[np.arange(len(movers)), target]
+        order = np.argsort(gain, kind="stable")
+        new_slot = self.nr[target] == 0
+        keep = ~new_slot
+        keep[order[new_slot[order]][:1]] = True
+        before = self.b.copy()
+        everyone = np.flatnonzero(keep)
+        for take in (everyone, None):
+            if take is None:
+                take = self._independent(movers, order, keep)
+                if len(take) == len(everyone):
+                    break
+            nodes = movers[take]
+            b = before.copy()
+            b[nodes] = target[take]
+            if len(take) == 1:  # a single move: its screening cost is exact
+                self.set_partition(b)
+                return nodes, None
+            if dl0 is None:
+                dl0 = self.dl()
+            self.set_partition(b)
+            dl1 = self.dl()
+            if dl1 < dl0 - tol:
+                return nodes, dl1
+            self.set_partition(before)
+        return None, dl0
+
+    def _independent(self, movers, order, keep):
+        """Positions (in ``movers``) of the most improving movers, in ``order``, skipping any
+        node adjacent to one already taken."""
+        blocked = np.zeros(self.N, dtype=bool)
+        take = []
+        for j in order:
+            i = movers[j]
+            if keep[j] and not blocked[i]:
+                take.append(j)
+                blocked[self.nbr[self.ptr[i]:self.ptr[i + 1]]] = True
+        return np.asarray(take, dtype=np.int64)
 
     # -- merges ----------------------------------------------------------------------------------
     def merge_costs(self):
@@ -808,6 +873,17 @@ class SBMState:
         """Merge block s into block r and relabel."""
         self.b[self.b == s] = r
         self.compact()
+
+
+_TRIU = {}
+
+
+def _triu(B: int, k: int):
+    """``np.triu_indices(B, k)``, cached (the DL is evaluated often at the same few B)."""
+    key = (B, k)
+    if key not in _TRIU:
+        _TRIU[key] = np.triu_indices(B, k)
+    return _TRIU[key]
 
 
 # Largest temporary (bytes) of the vectorised move and merge costs: rows are costed in chunks
@@ -1224,6 +1300,9 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
                   topology=use_topology, weight_structure=structure)
     one_dl = st.dl() + offset
     runs, dls = [], []
+    # a seed partition already refined in an earlier run (the one-block partition always,
+    # Leiden's often) is not refined again: its refined partition and DL are reused
+    refined = {}
     for run in range(n_runs):
         cands = first if run == 0 else candidates(seeds[run])
         scored = []
@@ -1235,15 +1314,17 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
                 continue
             seen.add(key)
             st.set_partition(b)
-            scored.append((st.dl(), b))
+            scored.append((st.dl(), key, b))
         scored.sort(key=lambda t: t[0])
         best_dl, best_b = np.inf, None
-        for _, b in scored[:n_refine]:
-            st.set_partition(b)
-            _refine(st, rng, max_sweeps, tol)
-            d = st.dl() + offset
+        for _, key, b in scored[:n_refine]:
+            if key not in refined:
+                st.set_partition(b)
+                _refine(st, rng, max_sweeps, tol)
+                refined[key] = (st.dl() + offset, st.b.copy())
+            d, b_ref = refined[key]
             if d < best_dl:
-                best_dl, best_b = d, st.b.copy()
+                best_dl, best_b = d, b_ref
         runs.append(best_b)
         dls.append(best_dl)
     j = int(np.argmin(dls))
