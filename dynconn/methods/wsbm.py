@@ -36,6 +36,7 @@ ignored; parallel edges are merged by summing their weights; edges of weight 0 a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -894,15 +895,16 @@ class SBMState:
 def _stacked(f, parts, parts2=None, vector=False):
     """``[f(p) for p in parts]`` (or ``f(p, q)`` pairing ``parts`` with ``parts2``) in one
     call of ``f`` on the concatenated arguments, for an elementwise ``f``; with ``vector``,
-    the last axis of each part is a vector of statistics that ``f`` reduces to one value."""
+    the last axis of each part is a vector of statistics that ``f`` reduces to one value.
+    Parts are numpy arrays."""
     tail = 1 if vector else 0
-    shapes = [np.shape(p)[:np.ndim(p) - tail] for p in parts]
+    shapes = [p.shape[:p.ndim - tail] for p in parts]
     flat = lambda ps: np.concatenate(  # noqa: E731
-        [np.reshape(p, (-1,) + np.shape(p)[np.ndim(p) - tail:]) for p in ps])
+        [p.reshape((-1,) + p.shape[p.ndim - tail:]) for p in ps])
     out = f(flat(parts)) if parts2 is None else f(flat(parts), flat(parts2))
     res, a = [], 0
     for sh in shapes:
-        n = int(np.prod(sh))
+        n = math.prod(sh)
         res.append(out[a:a + n].reshape(sh))
         a += n
     return res
