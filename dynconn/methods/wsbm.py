@@ -726,8 +726,9 @@ class SBMState:
         if empty.size > 1:
             cost[:, empty[1:]] = np.inf
         # moving the only node of a block into an empty block changes nothing
-        cost[np.ix_(r_empties, s_new)] = np.where(cost[np.ix_(r_empties, s_new)] == np.inf,
-                                                  np.inf, 0.0)
+        if r_empties.any():
+            cost[np.ix_(r_empties, s_new)] = np.where(cost[np.ix_(r_empties, s_new)] == np.inf,
+                                                      np.inf, 0.0)
         return cost
 
     def screened_sweeps(self, rng, max_rounds=100, tol=1e-6):
