@@ -423,14 +423,37 @@ class SBMState:
 
     def dl_terms(self) -> dict:
         """Description length (nats) split into its parts; see the module docstring."""
-        N = self.N
+        out = self._structure_terms()
+        out["L_weights"] = self.weight_dl()
+        return out
+
+    def _occupied(self):
+        """(B, index of the occupied blocks, index of their block pairs)."""
         occ = self.nr > 0
         B = int(occ.sum())
         if occ[:B].all():  # compacted (blocks 0..B-1): slices instead of fancy indexing
-            occ = slice(0, B)
-            sub = (occ, occ)
+            return B, slice(0, B), (slice(0, B), slice(0, B))
+        return B, occ, np.ix_(occ, occ)
+
+    def structure_dl(self) -> float:
+        """The DL without its weight term (what does not depend on the weight model)."""
+        return float(sum(self._structure_terms().values()))
+
+    def weight_dl(self) -> float:
+        """L_weights: -ln P(weights | partition) under the current weight model."""
+        B, occ, sub = self._occupied()
+        Wo = self.W[sub]
+        if self.wstruct == "pairs":
+            iu0 = _triu(B, 0)
+            lw = -self.wm.logmarg(Wo[iu0]).sum()
         else:
-            sub = np.ix_(occ, occ)
+            Wd = Wo[np.arange(B), np.arange(B)]
+            lw = -self.wm.logmarg(Wd).sum() - self.wm.logmarg(self.Wtot - Wd.sum(0))
+        return float(lw + self.wm.const())
+
+    def _structure_terms(self) -> dict:
+        N = self.N
+        B, occ, sub = self._occupied()
         nr = self.nr[occ]
         out = {}
         out["L_partition"] = float(np.log(N) + _lbinom(N - 1.0, B - 1.0) + _lf(N) - _lf(nr).sum())
@@ -447,14 +470,6 @@ class SBMState:
                                          - _lf(self.H[occ]).sum())
             else:
                 out["L_degrees"] = float(_lmulti(nr, er).sum())
-        Wo = self.W[sub]
-        if self.wstruct == "pairs":
-            iu0 = _triu(B, 0)
-            lw = -self.wm.logmarg(Wo[iu0]).sum()
-        else:
-            Wd = Wo[np.arange(B), np.arange(B)]
-            lw = -self.wm.logmarg(Wd).sum() - self.wm.logmarg(self.Wtot - Wd.sum(0))
-        out["L_weights"] = float(lw + self.wm.const())
         return out
 
     def dl(self) -> float:
@@ -1325,9 +1340,10 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
             vals = {(fam, struct): [] for fam in fams for struct in structs}
             for b in first:
                 s_f.set_partition(b)
+                rest = s_f.structure_dl()  # the same for every family and structure
                 for fam, struct in vals:
                     s_f.set_weight_model(models[fam], struct)
-                    vals[fam, struct].append(s_f.dl())
+                    vals[fam, struct].append(rest + s_f.weight_dl())
             for (fam, struct), v in vals.items():
                 family_dl[f"{ws}/{fam}/{struct}"] = float(min(v)) + extra
         chosen, family, structure = min(family_dl, key=family_dl.get).split("/")
