@@ -746,14 +746,14 @@ class SBMState:
                                                       np.inf, 0.0)
         return cost
 
-    def screened_sweeps(self, rng, max_rounds=100, tol=1e-6):
+    def screened_sweeps(self, rng, max_rounds=100, tol=1e-6, batch=True):
         """Node moves until no single move lowers the DL.
 
         Each round scores every node's every move at once (``move_costs_all``) and then moves
-        the nodes that had an improving move: all at once when that lowers the DL
-        (``_batch_move``), else by exact sequential visits (``sweep``). The next round scores
-        only the moved nodes and their neighbours; a round with no mover among every node ends.
-        Returns the number of rounds.
+        the nodes that had an improving move: with ``batch``, all at once when that lowers the
+        DL (``_batch_move``), else (or without ``batch``) by exact sequential visits in random
+        order (``sweep``). The next round scores only the moved nodes and their neighbours; a
+        round with no mover among every node ends. Returns the number of rounds.
         """
         active = None  # None = every node
         dl_now = None  # DL of the current state, when known (saves recomputing it)
@@ -769,7 +769,9 @@ class SBMState:
                     return it
                 active = None  # confirm on every node before stopping
                 continue
-            moved, dl_now = self._batch_move(movers, cost[rows], tol, dl_now)
+            moved = None
+            if batch:
+                moved, dl_now = self._batch_move(movers, cost[rows], tol, dl_now)
             rebuilt = moved is not None
             if moved is None:
                 before = self.b.copy()
@@ -1193,10 +1195,11 @@ def _greedy_merges(st: SBMState) -> None:
         st.merge(int(occ[x]), int(occ[y]))
 
 
-def _refine(st: SBMState, rng, max_sweeps: int, tol: float) -> None:
-    """Greedy node moves until no single move lowers the DL, then merges; repeat until stable."""
+def _refine(st: SBMState, rng, max_sweeps: int, tol: float, batch: bool = True) -> None:
+    """Greedy node moves until no single move lowers the DL, then merges; repeat until stable.
+    ``batch``: move the improving nodes of a round together (see ``screened_sweeps``)."""
     for _ in range(50):
-        st.screened_sweeps(rng, max_rounds=max_sweeps, tol=tol)
+        st.screened_sweeps(rng, max_rounds=max_sweeps, tol=tol, batch=batch)
         st.compact()
         before = st.B
         _greedy_merges(st)
@@ -1356,8 +1359,15 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
                   topology=use_topology, weight_structure=structure)
     one_dl = st.dl() + offset
     runs, dls = [], []
-    # a seed partition already refined in an earlier run (the one-block partition always,
-    # Leiden's often) is not refined again: its refined partition and DL are reused
+    # Batch node moves where the model has topology terms (sparse graphs: on the weighted-LFR
+    # set they reach as low a DL as sequential visits, 2.5x quicker). On complete graphs
+    # (weights only: a CP component's pattern) they reached higher DLs than the sequential
+    # random-order visits (recovery of the pipeline's planted groups dropped), so those keep
+    # the sequential visits, whose random order also makes the runs differ.
+    batch = use_topology
+    # With batch moves a refinement rarely uses the random stream, so a seed partition
+    # already refined in an earlier run (the one-block partition always, Leiden's often)
+    # is not refined again: its refined partition and DL are reused.
     refined = {}
     for run in range(n_runs):
         cands = first if run == 0 else candidates(seeds[run])
@@ -1374,9 +1384,9 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
         scored.sort(key=lambda t: t[0])
         best_dl, best_b = np.inf, None
         for _, key, b in scored[:n_refine]:
-            if key not in refined:
+            if key not in refined or not batch:
                 st.set_partition(b)
-                _refine(st, rng, max_sweeps, tol)
+                _refine(st, rng, max_sweeps, tol, batch=batch)
                 refined[key] = (st.dl() + offset, st.b.copy())
             d, b_ref = refined[key]
             if d < best_dl:
