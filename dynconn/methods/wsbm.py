@@ -985,6 +985,9 @@ METHODS = ("wsbm", "leiden-modularity", "leiden-rb", "leiden-cpm")
 WEIGHT_MODELS = ("exponential", "lognormal")  # "auto" picks one of these by DL
 WEIGHT_STRUCTURES = ("pairs", "assortative")  # likewise
 SPARSIFY = ("none", "knn", "top")
+# Largest edge density (edges / node pairs) at which refinement moves nodes in batches (see
+# _wsbm and docs/communities.md, "Fitting"); denser graphs use sequential node visits.
+BATCH_MAX_DENSITY = 0.5
 
 
 @dataclass
@@ -1359,12 +1362,15 @@ def _wsbm(graph, weights, *, random_state, n_runs, weight_model, weight_structur
                   topology=use_topology, weight_structure=structure)
     one_dl = st.dl() + offset
     runs, dls = [], []
-    # Batch node moves where the model has topology terms (sparse graphs: on the weighted-LFR
-    # set they reach as low a DL as sequential visits, 2.5x quicker). On complete graphs
-    # (weights only: a CP component's pattern) they reached higher DLs than the sequential
-    # random-order visits (recovery of the pipeline's planted groups dropped), so those keep
-    # the sequential visits, whose random order also makes the runs differ.
-    batch = use_topology
+    # Batch node moves on sparse graphs only. On the weighted-LFR set (edge density 0.06-0.23)
+    # they reach as low a DL as sequential visits, 2.5x quicker. On the pipeline's component
+    # graphs (density ~1: nearly every pair positive, every mover adjacent to every other, so
+    # simultaneous moves interact strongly) they reached higher DLs than the sequential
+    # random-order visits and the recovery of the planted groups dropped, so dense graphs keep
+    # the sequential visits, whose random order also makes the runs differ. (No graph between
+    # the two densities was measured; BATCH_MAX_DENSITY is set midway.)
+    density = len(sedges) / (n * (n - 1) / 2) if n > 1 else 1.0
+    batch = use_topology and density <= BATCH_MAX_DENSITY
     # With batch moves a refinement rarely uses the random stream, so a seed partition
     # already refined in an earlier run (the one-block partition always, Leiden's often)
     # is not refined again: its refined partition and DL are reused.
