@@ -335,7 +335,13 @@ SCHEMA: dict[str, Any] = {
             "choice", "stable-elbow", "`auto`: the rank rule. `stable-elbow`: the largest stable rank "
             "before the gain elbow. `reached-elbow`: stability judged by the restarts that reach the best "
             "fit, the sweep ends at the first ambiguous rank (docs/factorization.md).",
-            choices=("stable-elbow", "reached-elbow"),
+            choices=("stable-elbow", "reached-elbow", "largest-confirmed"),
+        ),
+        "rank_similarity": Key(
+            "choice", "factors", "`auto`: how restarts are compared. `factors`: factor congruence of the "
+            "fitted factors. `observed`: each pair loading weighed by its evidence first, so loadings of "
+            "pairs not recorded where a component lives do not count (docs/factorization.md).",
+            choices=("factors", "observed"),
         ),
         "min_gain": Key(
             "float", 0.002, "`auto`: a rank is worth its components when each added component explains "

@@ -69,3 +69,51 @@ def test_a_rank_at_an_end_of_the_sweep_warns():
         _warn_at_edge(5, 2, 10)  # inside: no warning
         _warn_at_edge(1, 1, 10)  # rank 1 is the smallest there is
         _warn_at_edge(4, 4, 4)   # a one-rank sweep has no edge to speak of
+
+
+# ----------------------------------------------------------------------- rank_similarity: observed
+def test_observed_congruence_ignores_loadings_the_data_do_not_determine():
+    from tensorly.cp_tensor import CPTensor
+
+    rng = np.random.default_rng(0)
+    n_pairs, n_time = 30, 12
+    mask = np.ones((n_pairs, 3), bool)
+    mask[:10, 0] = False  # pairs 0-9 not recorded in animal 0
+    U, V = rng.random((n_pairs, 2)), rng.random((n_time, 2))
+    W = np.array([[1.0, 0.3], [0.0, 0.5], [0.0, 0.8]])  # component 0 lives in animal 0 only
+    # so its loadings at pairs 0-9 are fitted from no entry at all: let them differ
+    free = U.copy()
+    free[:10, 0] = 50 * rng.random(10)
+    a, b = CPTensor((np.ones(2), [U, V, W])), CPTensor((np.ones(2), [free, V, W]))
+    assert ntf.factor_congruence(a, b)[0] < 0.9
+    # evidence 0 at those pairs in both fits: the same weighed factors, congruence 1 to rounding
+    assert ntf.observed_congruence(a, b, mask) == pytest.approx(1.0, abs=1e-12)
+    # the same difference at observed pairs counts
+    seen = U.copy()
+    seen[10:20, 0] = 50 * rng.random(10)
+    assert ntf.observed_congruence(a, CPTensor((np.ones(2), [seen, V, W])), mask) < 0.9
+    assert ntf.observed_congruence(a, b) == ntf.factor_congruence(a, b)[0]  # no mask: nothing to weigh
+
+
+def test_select_rank_compares_restarts_on_what_the_data_determine():
+    rng = np.random.default_rng(3)
+    n, n_time, n_animals = 16, 20, 4
+    i, j = np.triu_indices(n, 1)
+    present = rng.random((n, n_animals)) >= 0.2
+    mask = present[i] & present[j]
+    X = rng.random((len(i), n_time, n_animals)).astype(np.float32) * mask[:, None, :]
+    results = {}
+    kw = dict(mask=mask, n_restarts=3, random_state=0, max_iter=30)
+    sel = ntf.select_rank(X, [2, 3], similarity="observed", on_rank=lambda r, res: results.__setitem__(r, res), **kw)
+    assert sel.rule_params["similarity"] == "observed"
+    for row, r in enumerate((2, 3)):
+        res = results[r]
+        best = res.fits[res.best_index]
+        expected = [1.0 if k == res.best_index else ntf.observed_congruence(best, cp, mask) for k, cp in enumerate(res.fits)]
+        np.testing.assert_allclose(sel.similarity[row], expected, rtol=0, atol=0)  # the same computation
+    # the default compares the fitted factors, as before; same fits (same seeds), other similarity
+    plain = ntf.select_rank(X, [2, 3], **kw)
+    np.testing.assert_array_equal(plain.errors, sel.errors)
+    np.testing.assert_array_equal(plain.similarity[0], results[2].similarity)
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        ntf.select_rank(X, [2], similarity="evidence", **kw)

@@ -1966,6 +1966,31 @@ def factor_congruence(cp_a, cp_b) -> tuple[float, np.ndarray, np.ndarray]:
     return float(sim[rows, cols].mean()), per_component, permutation
 
 
+def observed_congruence(cp_a, cp_b, mask=None, time_groups=None) -> float:
+    """:func:`factor_congruence` of two fits on what the data determine: each fit's pair factor
+    weighed by its evidence (:func:`dynconn.methods.evidence.pair_evidence`: the fraction of the
+    component's energy in the entries where the pair was observed) before the cosines.
+
+    A component carried by one animal has its pair loadings at the pairs *not* recorded in that
+    animal fitted only from the animals where it is nearly absent: those loadings are the ratio of
+    two small numbers, free to differ between restarts that fit the observed entries equally well
+    (on the realistic simulator they held all of such a component's pair norm, docs/factorization.md).
+    Compared raw, they make restarts that agree on every observed entry look different. Without a
+    mask this is :func:`factor_congruence` itself.
+    """
+    if mask is None:
+        return factor_congruence(cp_a, cp_b)[0]
+    from .evidence import pair_evidence
+
+    mask = np.asarray(mask, dtype=bool)
+
+    def weighed(cp):
+        U, V, W = (np.asarray(f, dtype=np.float64) for f in cp[1])
+        return CPTensor((np.asarray(cp[0], dtype=np.float64), [U * pair_evidence(mask, V, W, time_groups), V, W]))
+
+    return factor_congruence(weighed(cp_a), weighed(cp_b))[0]
+
+
 def match_components(reference, cp) -> tuple[CPTensor, np.ndarray]:
     """``cp``'s components put in ``reference``'s order (matched by :func:`factor_congruence`)
     and the congruence of each matched pair (reference's order). A component of ``reference``
@@ -2274,7 +2299,8 @@ def _restarts_result(done: list, entropy: int, spawn_key: tuple) -> RestartsResu
 # Rank selection
 # --------------------------------------------------------------------------------------------
 
-_RULES = ("stable-elbow", "reached-elbow", "min-error")
+_RULES = ("stable-elbow", "reached-elbow", "largest-confirmed", "min-error")
+_SIMILARITIES = ("factors", "observed")
 
 
 def _agreement(errors, similarity, best_index, tie) -> np.ndarray:
@@ -2322,6 +2348,20 @@ def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity
         # Nothing passes: the most stable of the ranks before the elbow (or the smallest).
         pool = np.arange(max(cutoff, 1))
         return int(ranks[pool[np.argmax(np.asarray(mean_similarity)[pool])]]), eligible, gain
+    if rule == "largest-confirmed":
+        # The largest confirmed rank before the gain elbow: ambiguous and unconfirmed ranks are
+        # skipped, neither chosen nor ending the sweep (docs/factorization.md: on the realistic
+        # simulator the motifs get their own components only once every animal's behaviour network
+        # has one, past ranks whose equally good restarts split it differently).
+        confirmed = np.asarray(agreement, dtype=float) >= similarity_threshold  # NaN compares False
+        worth = gain >= min_gain
+        eligible = confirmed & worth
+        bad = np.flatnonzero(~worth)
+        cutoff = int(bad[0]) if bad.size else len(ranks)
+        candidates = np.flatnonzero(eligible[:cutoff])
+        if len(candidates):
+            return int(ranks[candidates[-1]]), eligible, gain
+        return int(ranks[max(cutoff - 1, 0)]), eligible, gain
     # reached-elbow. A rank is *confirmed* when the other restarts that reach its best fit agree
     # with it, *ambiguous* when restarts reach the same error with different factors (the fit
     # splits noise or is not unique), and unconfirmed when no other restart reaches the best (a
@@ -2357,6 +2397,7 @@ def select_rank(
     n_restarts=3,
     random_state=None,
     rule="stable-elbow",
+    similarity="factors",
     similarity_threshold=SIMILARITY_THRESHOLD,
     min_gain=MIN_GAIN,
     max_iter=SWEEP_MAX_ITER,
@@ -2396,7 +2437,15 @@ def select_rank(
     A rank whose best fit no other restart reaches is skipped. If no rank passes, the largest rank
     before the first ambiguous or unworthy one is chosen.
 
+    Rule ``"largest-confirmed"``: the largest confirmed rank before the gain elbow (ambiguous and
+    unconfirmed ranks are skipped, never end the sweep).
+
     Rule ``"min-error"`` picks the lowest error (for comparison; it always favours the largest rank).
+
+    ``similarity``: what restarts are compared on. ``"factors"`` (default): :func:`factor_congruence`
+    of the fitted factors. ``"observed"``: :func:`observed_congruence`, the pair loadings weighed by
+    their evidence first, so loadings the data leave free (pairs not recorded where a component
+    lives) do not count. ``similarity`` in the result holds the one used.
 
     Affordability: the sweep runs each fit with ``max_iter`` (200) and a loose ``tol`` (1e-4),
     enough to rank the errors and compare restarts; refine the chosen rank's ``best_fits`` entry
@@ -2417,6 +2466,8 @@ def select_rank(
     """
     if rule not in _RULES:
         raise ValueError(f"rule must be one of {_RULES}, got {rule!r}")
+    if similarity not in _SIMILARITIES:
+        raise ValueError(f"similarity must be one of {_SIMILARITIES}, got {similarity!r}")
     try:
         ranks_list = [_check_rank(r) for r in ranks]
     except TypeError as exc:
@@ -2466,6 +2517,15 @@ def select_rank(
             s["current"] = inner
         return s
 
+    def restart_similarity(res) -> np.ndarray:
+        """Each restart's similarity to the rank's best: ``res.similarity`` (the factors), or
+        with ``similarity="observed"`` the congruence on what the data determine."""
+        if similarity == "factors" or data.mask is None:
+            return np.asarray(res.similarity)
+        best = res.fits[res.best_index]
+        return np.asarray([1.0 if j == res.best_index else observed_congruence(best, cp, data.mask, data.groups)
+                           for j, cp in enumerate(res.fits)])
+
     if mapper is not None:
         if data.out_of_core:
             raise ValueError("mapper= sends X to every task: it needs X in memory (out of core, use client=)")
@@ -2511,6 +2571,7 @@ def select_rank(
                 res = _restarts_result([finished[i][j] for j in range(k)], entropy, (int(ranks_arr[i]),))
                 for name in ("errors", "similarity", "n_iter", "seconds", "converged"):
                     arrays[name][i] = getattr(res, "losses" if name == "errors" else name)
+                arrays["similarity"][i] = restart_similarity(res)
                 arrays["best_index"][i] = res.best_index
                 best_fits.append(res.cp)
                 progress["next"] = i + 1
@@ -2536,7 +2597,7 @@ def select_rank(
         )
         current = None
         arrays["errors"][i] = res.losses
-        arrays["similarity"][i] = res.similarity
+        arrays["similarity"][i] = restart_similarity(res)
         arrays["n_iter"][i] = res.n_iter
         arrays["seconds"][i] = res.seconds
         arrays["converged"][i] = res.converged
@@ -2578,6 +2639,7 @@ def select_rank(
         best_index=arrays["best_index"],
         eligible=eligible,
         best_fits=best_fits,
-        rule_params={"similarity_threshold": float(similarity_threshold), "min_gain": float(min_gain),
+        rule_params={"similarity": similarity, "similarity_threshold": float(similarity_threshold),
+                     "min_gain": float(min_gain),
                      "max_iter": int(max_iter), "tol": float(tol), "n_restarts": k},
     )
