@@ -180,6 +180,10 @@ class Engine:
                                              processes=self.processes, dashboard_address=None,
                                              silence_logs=logging.ERROR, **setup)
                 self._client = Client(self._cluster)
+                # every worker registered before the first scatter: shared data broadcast to all of
+                # them survive one worker's death (a slow start on a loaded machine could leave it
+                # on one worker only, and lose it with that worker)
+                self._client.wait_for_workers(self.workers, timeout=CONNECT_TIMEOUT)
         except OSError as exc:  # the scheduler cannot be reached (timeout, refused)
             self.close()
             where = "compute.address" if self.address else "compute.cluster"
