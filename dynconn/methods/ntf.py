@@ -1986,7 +1986,7 @@ def observed_congruence(cp_a, cp_b, mask=None, time_groups=None) -> float:
 
     def weighed(cp):
         U, V, W = (np.asarray(f, dtype=np.float64) for f in cp[1])
-        return CPTensor((np.asarray(cp[0], dtype=np.float64), [U * pair_evidence(mask, V, W, time_groups), V, W]))
+        return _cp_tensor(np.asarray(cp[0], dtype=np.float64), [U * pair_evidence(mask, V, W, time_groups), V, W])
 
     return factor_congruence(weighed(cp_a), weighed(cp_b))[0]
 
