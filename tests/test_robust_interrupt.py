@@ -112,6 +112,33 @@ def test_signal_handlers_are_restored():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_stop_raised_in_a_finalizer_prints_no_traceback_and_is_raised_again(monkeypatch):
+    """A signal can arrive while the main thread runs a finalizer (a weakref callback at exit,
+    logging's lock release): what the handler raises there goes to sys.unraisablehook, which
+    prints "Exception ignored in" with a traceback; the stop must stay pending instead and show
+    as the one-line message only (the chaos benchmark saw such a traceback after SIGTERM)."""
+    printed = []  # what would have been printed: the hook in place before the block
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+
+    class Finalized:
+        def __init__(self, error):
+            self.error = error
+
+        def __del__(self):
+            if self.error is None:
+                interrupt._handler(signal.SIGTERM, None)  # what the signal handler does there
+            raise self.error
+
+    with interrupt.signals_handled():
+        Finalized(None)  # collected at once: __del__ runs and raises Interrupted inside it
+        assert printed == [] and interrupt.stop_requested()
+        with pytest.raises(Interrupted):
+            interrupt.check()
+        Finalized(ValueError("other"))  # any other unraisable error is printed as before
+        assert [type(info.exc_value) for info in printed] == [ValueError]
+    assert sys.unraisablehook == printed.append
+
+
 def test_deferred_stop_is_raised_at_the_safe_point():
     with interrupt.signals_handled():
         with pytest.raises(Interrupted):

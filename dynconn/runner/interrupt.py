@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -68,9 +69,20 @@ def signals_handled() -> Iterator[None]:
     for sig in STOP_SIGNALS:
         previous[sig] = signal.signal(sig, _handler)
     _state.pending = None
+    unraisable = sys.unraisablehook
+
+    def quiet_stop(info):
+        # The stop was raised inside a finalizer or weakref callback, which Python cannot pass
+        # on and would print as "Exception ignored in ...": it stays pending and the next
+        # check() raises it again, so the user sees the one-line message only.
+        if not isinstance(info.exc_value, Interrupted):
+            unraisable(info)
+
+    sys.unraisablehook = quiet_stop
     try:
         yield
     finally:
+        sys.unraisablehook = unraisable
         for sig, old in previous.items():
             signal.signal(sig, old)
         _state.pending = None
