@@ -247,7 +247,11 @@ class Engine:
         client = self.client
         # each value is scattered as one piece of data: inside a list, since scatter would spread a
         # dict or a list over keys of their own (a dict's keys as the data's names)
-        remote_shared = {k: client.scatter([v], broadcast=True, hash=False)[0] for k, v in shared.items()}
+        # (a small value goes with each task instead: a task whose inputs are all in its own
+        # description can be rerun anywhere after its worker died, while scattered data lost with
+        # its worker take their dependent tasks with them)
+        remote_shared = {k: v if _small(v) else client.scatter([v], broadcast=True, hash=False)[0]
+                         for k, v in shared.items()}
         futures = [client.submit(fn, item, pure=False, **remote_shared) for item in items]
         index = {f.key: i for i, f in enumerate(futures)}
         pending = set(futures)
@@ -268,6 +272,23 @@ class Engine:
             if pending:
                 client.cancel(list(pending))
         return results
+
+
+#: shared values up to this size travel inside each task rather than being scattered once
+SMALL_SHARED_BYTES = 1 << 20
+
+
+def _small(value) -> bool:
+    """Whether a shared value is small enough to send with every task (``SMALL_SHARED_BYTES``)."""
+    import pickle
+
+    nbytes = getattr(value, "nbytes", None)  # an array: no need to pickle it to know
+    if isinstance(nbytes, int):
+        return nbytes <= SMALL_SHARED_BYTES
+    try:
+        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)) <= SMALL_SHARED_BYTES
+    except Exception:  # noqa: BLE001 -- not picklable here: let distributed's scatter say why
+        return False
 
 
 #: The engine of code that runs outside the pipeline (a stage called directly): this process.
