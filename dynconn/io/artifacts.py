@@ -578,12 +578,9 @@ def verified_on_exit(artifacts):
     error to report)."""
     try:
         yield
-    except BaseException:
+    finally:  # an ArtifactError raised here replaces the block's own exception
         for artifact in artifacts:
             artifact.wait_verified()
-        raise
-    for artifact in artifacts:
-        artifact.wait_verified()
 
 
 def _check_fingerprint(path: Path, attrs: dict, checksums: dict) -> None:
