@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from concurrent.futures import CancelledError
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError, DynconnError
@@ -216,6 +217,27 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ lost data
+    def _lost(self, futures) -> bool:
+        """Whether some of these scattered data are held by no worker any more."""
+        if any(f.status != "finished" for f in futures):
+            return True
+        try:
+            holders = self._client.who_has(futures)
+        except Exception:  # noqa: BLE001 - the scheduler cannot say: take the data as lost
+            return True
+        return any(not holders.get(f.key) for f in futures)
+
+    def _wait_for_workers(self) -> None:
+        """Before scattering again: every worker of a cluster this engine started registered (its
+        nanny restarts a dead one), at least one of a running scheduler's."""
+        n = self.workers if self._cluster is not None else 1
+        try:
+            self._client.wait_for_workers(n, timeout=CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise DynconnError(f"{self.describe()}: no worker came back within {CONNECT_TIMEOUT} after the "
+                               "workers holding the tasks' shared data died; see the workers' logs") from None
+
     # ------------------------------------------------------------------ tasks
     def map(self, fn: Callable, items: Iterable, *, shared: dict | None = None,
             on_result: Callable[[int, Any], Any] | None = None,
@@ -245,27 +267,73 @@ class Engine:
         from distributed import wait
 
         client = self.client
-        # each value is scattered as one piece of data: inside a list, since scatter would spread a
-        # dict or a list over keys of their own (a dict's keys as the data's names)
-        # (a small value goes with each task instead: a task whose inputs are all in its own
-        # description can be rerun anywhere after its worker died, while scattered data lost with
-        # its worker take their dependent tasks with them)
-        remote_shared = {k: v if _small(v) else client.scatter([v], broadcast=True, hash=False)[0]
-                         for k, v in shared.items()}
-        futures = [client.submit(fn, item, pure=False, **remote_shared) for item in items]
-        index = {f.key: i for i, f in enumerate(futures)}
-        pending = set(futures)
+        # a small value goes with each task: a task whose inputs are all in its own description
+        # can be rerun anywhere after its worker died. A bigger one (the tensor) is scattered to
+        # every worker once, as one piece of data: inside a list, since scatter would spread a dict
+        # or a list over keys of their own (a dict's keys as the data's names). Scattered data that
+        # no surviving worker holds (the only worker died, or all that held it) cannot be recomputed:
+        # the scheduler cancels every task that needs it ("already forgotten"); they are then
+        # scattered again and the unfinished tasks submitted again, up to SHARED_DATA_RETRIES times.
+        big = [k for k, v in shared.items() if not _small(v)]
+        remote_shared = dict(shared)
+
+        def scatter():
+            for k in big:
+                remote_shared[k] = client.scatter([shared[k]], broadcast=True, hash=False)[0]
+
+        index: dict = {}  # a future's key -> (its item's index, the scatter it needs)
+        generation = 0  # how many times the big values were scattered again
+
+        def submit(i):
+            future = client.submit(fn, items[i], pure=False, **remote_shared)
+            index[future.key] = (i, generation)
+            return future
+
+        scatter()
+        pending = {submit(i) for i in range(len(items))}
+        losses = 0
         try:
             while pending:
                 try:
                     done, pending = wait(pending, timeout=TICK_SECONDS, return_when="FIRST_COMPLETED")
                 except TimeoutError:
                     done = set()
+                except CancelledError:  # some were cancelled (distributed's wait raises then): below
+                    done = {f for f in pending if f.status != "pending"}
+                    pending -= done
+                redo = []
                 for future in sorted(done, key=lambda f: index[f.key]):
-                    i = index[future.key]
-                    results[i] = future.result()  # a task's exception is raised here
+                    i, scattered = index[future.key]
+                    try:
+                        results[i] = future.result()  # a task's exception is raised here
+                    except CancelledError:
+                        # cancelled by the scheduler when data it needs were lost: the scattered
+                        # values (also after it had finished: its result lived on the dead worker)
+                        if not big:
+                            raise
+                        if scattered == generation:  # not yet scattered again
+                            if not self._lost([remote_shared[k] for k in big]):
+                                raise
+                            losses += 1
+                            if losses > SHARED_DATA_RETRIES:
+                                raise DynconnError(
+                                    f"{self.describe()}: the data shared by the tasks ({', '.join(big)}) were "
+                                    f"lost {losses} times with the workers holding them (every worker that "
+                                    "held them died); see the workers' logs (a worker killed for memory needs "
+                                    "more memory or fewer workers: compute.workers)") from None
+                            if self.console is not None:
+                                self.console.warn(f"engine: the workers holding the tasks' shared data "
+                                                  f"({', '.join(big)}) died; sending it again and running the "
+                                                  "unfinished tasks again")
+                            self._wait_for_workers()
+                            scatter()
+                            generation += 1
+                        redo.append(i)
+                        continue
                     if on_result is not None:
                         on_result(i, results[i])
+                # (the other tasks that needed the lost data arrive here cancelled in turn)
+                pending |= {submit(i) for i in redo}
                 if tick is not None:
                     tick()
         finally:
@@ -276,6 +344,10 @@ class Engine:
 
 #: shared values up to this size travel inside each task rather than being scattered once
 SMALL_SHARED_BYTES = 1 << 20
+
+#: How many times one :meth:`Engine.map` scatters its shared data again after they were lost with
+#: the workers holding them, before it gives up with one line.
+SHARED_DATA_RETRIES = 3
 
 
 def _small(value) -> bool:
