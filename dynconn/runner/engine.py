@@ -357,10 +357,19 @@ def _small(value) -> bool:
     nbytes = getattr(value, "nbytes", None)  # an array: no need to pickle it to know
     if isinstance(nbytes, int):
         return nbytes <= SMALL_SHARED_BYTES
+    # pickled with its arrays' buffers out of band (counted, not copied): measuring a value that
+    # holds the tensor (the solver's prepared data) costs no copy of it
+    out_of_band = 0
+
+    def count(buffer) -> None:
+        nonlocal out_of_band
+        out_of_band += buffer.raw().nbytes
+
     try:
-        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)) <= SMALL_SHARED_BYTES
+        in_band = len(pickle.dumps(value, protocol=5, buffer_callback=count))
     except Exception:  # noqa: BLE001 -- not picklable here: let distributed's scatter say why
         return False
+    return in_band + out_of_band <= SMALL_SHARED_BYTES
 
 
 #: The engine of code that runs outside the pipeline (a stage called directly): this process.
