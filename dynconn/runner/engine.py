@@ -17,7 +17,9 @@ docs/config.md, docs/scaling.md) and handed by the pipeline to the stages that d
 one component's community fit, one surrogate) and returns their results in order. Each task
 draws from its own seed, so the results do not depend on where or in which order the tasks
 ran. When a worker dies, the scheduler runs its tasks again on another worker (Dask's
-``distributed.scheduler.allowed-failures``, 3 by default); when the whole command is stopped,
+``distributed.scheduler.allowed-failures``, 3 by default); shared data over 1 MB, scattered to
+the workers, that no surviving worker holds are scattered again and the tasks that needed them
+resubmitted (:data:`SHARED_DATA_RETRIES` times at most); when the whole command is stopped,
 the stages' checkpoints hold every task that had finished, and a rerun resumes from them.
 
 The stages only see ``map``, ``client`` and ``distributed``: stage modules never import the
@@ -245,7 +247,8 @@ class Engine:
         """``[fn(item, **shared) for item in items]``, the tasks run where this engine runs them.
 
         ``shared``: keyword arguments common to every task (e.g. the tensor), sent to each worker
-        once. ``on_result(i, result)`` is called here as each result arrives (in any order on
+        once (a value over :data:`SMALL_SHARED_BYTES`; a smaller one goes inside each task). When
+        the workers holding it died, it is sent again and the unfinished tasks run again. ``on_result(i, result)`` is called here as each result arrives (in any order on
         Dask); ``tick()`` after each result and at least every :data:`TICK_SECONDS` while waiting
         (a stage saves its checkpoint there and raises a pending stop). Tasks still running when
         an exception leaves ``map`` are cancelled. ``fn`` must be importable by the workers (a
