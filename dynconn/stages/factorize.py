@@ -68,7 +68,7 @@ ENGINE = True  # run() takes the pipeline's engine (docs/scaling.md)
 #: Read by blocks of pairs from affinity.h5 when larger than compute.memory_budget (docs/config.md):
 #: the solver's pass over X then streams it (dynconn.methods.ntf, out-of-core X).
 STREAMED_INPUTS = {"affinity": ("affinity",)}
-# tensorly (the CPTensor result) imports scipy: ≈ 0.5 s, hidden behind reading affinity.h5
+# tensorly (the CPTensor result) imports scipy: ≈ 0.5 s, loaded in a thread while the fit runs
 SLOW_IMPORTS = ("tensorly.cp_tensor",)
 
 #: Format of the stage's checkpoint state: ``{"format", "sweep": select state, "final": fit or
