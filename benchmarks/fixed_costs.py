@@ -6,7 +6,9 @@ Writes an affinity artifact of the paper's size (planted rank-15 tensor with noi
 neurons missing in each animal: their pairs hold 0 as in a real affinity.h5), then times the
 standalone command as a child process with ``--max-iter 1`` and ``--max-iter 11`` (``--tol 0``,
 one restart): per iteration = (t11 − t1) / 10, fixed cost = t1 − one iteration (interpreter start,
-imports, reading and verifying the input, the solver's set-up, writing the output). The package is
+imports, reading and verifying the input, the solver's set-up, writing the output). The file
+carries the solver's scan as the affinity stage records it (``--no-record``: a file made
+otherwise, which the solver scans). The package is
 byte-compiled first, as ``pip install`` does (where ``PYTHONDONTWRITEBYTECODE`` is set, as on some
 CI machines, every run would otherwise compile dynconn's sources again: ≈ 0.2 s). A cProfile of
 the 1-iteration run in-process breaks the fixed cost down (main thread only: the solver's slow
@@ -39,14 +41,27 @@ from dynconn.io.artifacts import write_h5  # noqa: E402
 from dynconn.stages.affinity import pair_index  # noqa: E402
 
 
-def write_affinity(path: Path, pairs: int, bins: int, animals: int, rank: int, missing: float) -> None:
+def write_affinity(path: Path, pairs: int, bins: int, animals: int, rank: int, missing: float,
+                   record: bool = True) -> None:
+    """The paper-size affinity artifact; with ``record`` it carries the solver's scan as the
+    affinity stage records it (root attribute ``observed_scan``), without it is a file made
+    otherwise (the solver scans the tensor)."""
     X = planted_tensor((pairs, bins, animals), rank, seed=0)
     mask = neuron_mask(pairs, animals, missing, seed=1)
     X *= mask[:, None, :]
     n = int(round((1 + np.sqrt(1 + 8 * pairs)) / 2))
+    attrs = {"layout": "aligned"}
+    if record:
+        from dynconn.io.artifacts import checksum
+        from dynconn.methods.ntf import ObservedScan
+        from dynconn.stages.affinity import SCAN_ATTR, scan_record
+
+        scan = ObservedScan(X.shape, mask)
+        scan.add(0, X)
+        attrs[SCAN_ATTR] = scan_record(scan, {"affinity": checksum(X), "mask": checksum(mask)})
     write_h5(path, {"affinity": X, "pairs": pair_index(n), "mask": mask,
                     "neurons": [f"N{i}" for i in range(n)], "animals": [f"a{a}" for a in range(animals)],
-                    "time": np.arange(bins) * 5.0 + 2.5}, stage="affinity", params={}, attrs={"layout": "aligned"})
+                    "time": np.arange(bins) * 5.0 + 2.5}, stage="affinity", params={}, attrs=attrs)
 
 
 def command(a_path: Path, out: Path, rank: int, iters: int) -> list[str]:
@@ -79,13 +94,15 @@ def main(argv=None) -> int:
     ap.add_argument("--missing", type=float, default=0.15)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile-lines", type=int, default=25)
+    ap.add_argument("--no-record", action="store_true",
+                    help="an affinity file without the affinity stage's recorded scan (the solver scans it)")
     args = ap.parse_args(argv)
     import dynconn
 
     compileall.compile_dir(os.path.dirname(dynconn.__file__), quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         a_path, out = Path(tmp) / "A.h5", Path(tmp) / "F.h5"
-        write_affinity(a_path, args.pairs, args.bins, args.animals, args.rank, args.missing)
+        write_affinity(a_path, args.pairs, args.bins, args.animals, args.rank, args.missing, record=not args.no_record)
         size = a_path.stat().st_size
         t1 = wall(command(a_path, out, args.rank, 1), args.repeats, "1 iteration")
         t11 = wall(command(a_path, out, args.rank, 11), args.repeats, "11 iterations")

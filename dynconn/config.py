@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import validation
 from .errors import ConfigError
 
@@ -866,6 +864,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. factorize.rank=12")
     key, raw = text.split("=", 1)
     parts = _key_path(key, f"--set {text}")
+    import yaml  # (where a config is read: not loaded by commands that read none)
+
     try:
         value = validation.yaml_load(raw) if raw.strip() else None
     except (yaml.YAMLError, ValueError, RecursionError):
@@ -951,6 +951,8 @@ def load(path: str | Path, overrides=None) -> Config:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    import yaml  # (where a config is read: not loaded by commands that read none)
+
     try:
         raw = validation.yaml_load(text)
     except yaml.YAMLError as exc:

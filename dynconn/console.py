@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
-from rich.console import Console as RichConsole
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
@@ -32,8 +30,18 @@ class Console:
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.rich = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+        self._rich = None
         self.warnings: list[str] = []
+
+    @property
+    def rich(self):
+        """The rich console on stderr, made when first used (rich is imported then: a quiet
+        command that has nothing to say does not load it, ≈ 50 ms)."""
+        if self._rich is None:
+            from rich.console import Console as RichConsole
+
+            self._rich = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+        return self._rich
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -50,6 +58,8 @@ class Console:
         if self.quiet or not self.rich.is_terminal:
             yield lambda n=1, total=None: None
             return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         with Progress(
             TextColumn("  {task.description}"),
             BarColumn(),

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 # h5py and the artifact writer are imported where used: the CLI imports this module for the
 # preset names at start-up.
@@ -562,6 +561,8 @@ def write_dataset(outdir: Path, preset_name: str = "standard", random_state: int
               "# Ground truth in truth.json. Every key not listed takes its default "
               "(docs/config.md).\n")
     path = outdir / "config.yaml"
+    import yaml  # (here: the command line imports this module for the preset names)
+
     atomic_write_bytes(path, (header + yaml.safe_dump(config, sort_keys=False)).encode())
     return path
 

@@ -301,3 +301,49 @@ def test_factorize_sends_fits_as_tasks_and_a_streamed_tensor_by_blocks():
     assert factorize.distribution(object(), {**p, "backend": "pytorch"}, eng) == (None, None)
     assert factorize.distribution(np.zeros(1), p, Engine("local")) == (None, None)
     assert factorize.distribution(np.zeros(1), p, None) == (None, None)
+
+
+def _dies_once_big(x, data, marker):
+    if x == 2 and not os.path.exists(marker):
+        Path(marker).touch()
+        os._exit(1)  # the worker dies in the middle of the map, with the scattered data it holds
+    return float(data[x]) * 10 + float(data.sum())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_scattered_data_lost_with_their_worker_are_sent_again(workers):
+    """A shared value over SMALL_SHARED_BYTES is scattered; when the only worker holding it dies
+    (one worker: always), the scheduler cancels the tasks needing it. The map scatters it again
+    and runs the unfinished tasks again: the same results, each announced once. (With two workers
+    the other one's copy usually survives: the same results either way.)"""
+    pytest.importorskip("distributed")
+    import tempfile
+
+    data = np.arange(engines.SMALL_SHARED_BYTES // 8 + 1000, dtype=np.float64)  # > 1 MB
+    assert not engines._small(data)
+    marker = os.path.join(tempfile.mkdtemp(), "died")
+    seen = []
+    with Engine("dask", workers=workers) as eng:
+        out = eng.map(_dies_once_big, range(5), shared={"data": data, "marker": marker},
+                      on_result=lambda i, r: seen.append(i))
+    assert os.path.exists(marker)
+    assert out == [_dies_once_big(x, data, marker) for x in range(5)]
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+
+
+def _always_dies(x, data):
+    if x == 1:
+        os._exit(1)
+    return x
+
+
+def test_scattered_data_lost_again_and_again_is_one_line(monkeypatch):
+    pytest.importorskip("distributed")
+    from dynconn.errors import DynconnError
+
+    monkeypatch.setattr(engines, "SHARED_DATA_RETRIES", 1)
+    data = np.zeros(engines.SMALL_SHARED_BYTES // 8 + 1000)
+    with Engine("dask", workers=1) as eng:
+        with pytest.raises(DynconnError, match=r"^a local Dask cluster of 1 worker process\(es\): the data shared "
+                                               r"by the tasks \(data\) were lost 2 times with the workers"):
+            eng.map(_always_dies, range(3), shared={"data": data})

@@ -204,6 +204,7 @@ class StreamedDataset:
         self.blocks = blocks
         self.chunk_rows = max(1, min(int(chunk_rows), self.shape[0] or 1))
         self.checks: list = []
+        self.checksum: str | None = None  # its checksum, once written
 
     @property
     def nbytes(self) -> int:
@@ -237,7 +238,8 @@ def _write_streamed(f: h5py.File, name: str, streamed: StreamedDataset) -> str:
         done += block.shape[0]
     if done != streamed.shape[0]:
         raise ValueError(f"/{name}: blocks covered {done} of {streamed.shape[0]} rows")
-    return h.hexdigest()
+    streamed.checksum = h.hexdigest()  # (for an attribute computed after the datasets: write_h5)
+    return streamed.checksum
 
 
 class RowBlocks:

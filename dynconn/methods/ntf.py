@@ -84,6 +84,8 @@ __all__ = [
     "relative_error",
     "restart_seed",
     "loss_resolution",
+    "prepare",
+    "ObservedScan",
     "MODE_NAMES",
 ]
 
@@ -128,7 +130,9 @@ _SCAN_ELEMENTS = 1 << 20
 
 
 def _scan_rows(X) -> int:
-    return max(1, _SCAN_ELEMENTS // max(1, X.shape[1] * X.shape[2]))
+    """Rows of X per scan block (X: a tensor or its shape)."""
+    shape = getattr(X, "shape", X)
+    return max(1, _SCAN_ELEMENTS // max(1, shape[1] * shape[2]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -629,22 +633,101 @@ def _scan_tensor(X: np.ndarray, mask: np.ndarray | None, groups: np.ndarray | No
     for start in range(0, P, rows):
         block = X[start:start + rows]
         m = None if mask is None else mask[start:start + rows]
-        lo, hi = block.min(), block.max()
-        if lo >= 0 and np.isfinite(hi):  # (False for NaN)
-            if m is None:
-                unobserved_nonzero = False
-            elif groups is not None:
-                unobserved_nonzero = bool(block[:, :, 0][~_observed(m, groups)[:, :, 0]].any())
-            else:
-                unobserved_nonzero = bool(np.transpose(block, (0, 2, 1))[~m].any())
-            if not unobserved_nonzero:
-                flat = block.reshape(-1)  # zeros at the unobserved entries add nothing
-                norm_sq += float(np.einsum("i,i->", flat, flat, dtype=np.float64))
-                continue
+        clean = _clean_block_sq(block, m, groups)
+        if clean is not None:
+            norm_sq += clean
+            continue
         block_sq, block_zeroing = _scan_block(block, m, groups)
         norm_sq += block_sq
         needs_zeroing = needs_zeroing or block_zeroing
     return norm_sq, needs_zeroing
+
+
+def _clean_block_sq(block: np.ndarray, m: np.ndarray | None, groups: np.ndarray | None) -> float | None:
+    """One scan block's sum of squares (float64) when every entry is finite and non-negative and
+    the unobserved ones are 0 (an affinity tensor's always are), checked on whole contiguous
+    reductions; None when the block needs the entry-by-entry path (:func:`_scan_block`)."""
+    lo, hi = block.min(), block.max()
+    if not (lo >= 0 and np.isfinite(hi)):  # (False for NaN)
+        return None
+    if m is not None:
+        if groups is not None:
+            unobserved_nonzero = bool(block[:, :, 0][~_observed(m, groups)[:, :, 0]].any())
+        else:
+            unobserved_nonzero = bool(np.transpose(block, (0, 2, 1))[~m].any())
+        if unobserved_nonzero:
+            return None
+    flat = block.reshape(-1)  # zeros at the unobserved entries add nothing
+    return float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+
+
+class ObservedScan:
+    """The solver's scan of X (validation and the sum of squares of the observed entries),
+    fed with consecutive blocks of X's rows as they are made -- by the affinity stage while it
+    writes the tensor, so that the factorization need not read it once more to scan it.
+
+    ``add(start, block)`` takes rows ``start : start + len(block)`` (in order, any block sizes).
+    :meth:`value` is then the sum of squares :func:`prepare` would compute for X in its dtype,
+    bit for bit (the same scan blocks, summed in the same order), or None when some entry is
+    NaN, infinite or negative, or an unobserved one is not 0: :func:`prepare` must scan such a
+    tensor itself (it raises or zeroes them). Holds at most one scan block (about 1M entries).
+    """
+
+    def __init__(self, shape, mask=None, time_groups=None):
+        self.shape = tuple(int(d) for d in shape)
+        self.rows = _scan_rows(self.shape)
+        self.mask = None if mask is None else np.asarray(mask, dtype=bool)
+        self.groups = None if time_groups is None else np.asarray(time_groups, dtype=np.int64)
+        self.done = 0  # rows received
+        self.clean = True
+        self._sum = 0.0
+        self._parts: list[np.ndarray] = []  # rows of the scan block being filled
+        self._filled = 0
+        self._first = 0  # first row of that block
+        self.dtype = None
+
+    def add(self, start: int, block: np.ndarray) -> None:
+        if start != self.done:
+            raise ValueError(f"ObservedScan: rows must come in order (expected row {self.done}, got {start})")
+        block = np.asarray(block)
+        self.done += block.shape[0]
+        if self.dtype is None:
+            self.dtype = block.dtype
+        elif block.dtype != self.dtype:
+            self.clean = False
+        if not self.clean:
+            return
+        i = 0
+        while i < block.shape[0]:
+            take = min(self.rows - self._filled, block.shape[0] - i)
+            part = block[i:i + take]
+            # (kept past this call: a copy, the caller may reuse its buffer for the next rows)
+            self._parts.append(part if self._filled + take == self.rows else part.copy())
+            self._filled += take
+            i += take
+            if self._filled == self.rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Scan the block of rows gathered (rows ``_first : _first + rows``, as in ``_scan_tensor``)."""
+        block = self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
+        block = np.ascontiguousarray(block)
+        m = None if self.mask is None else self.mask[self._first:self._first + block.shape[0]]
+        part = _clean_block_sq(block, m, self.groups)
+        if part is None:
+            self.clean = False
+        else:
+            self._sum += part
+        self._first += block.shape[0]
+        self._parts, self._filled = [], 0
+
+    def value(self) -> float | None:
+        """The observed sum of squares once every row has come (None if not clean, or not all came)."""
+        if self.done != self.shape[0]:
+            return None
+        if self.clean and self._parts:
+            self._flush()
+        return float(self._sum) if self.clean else None
 
 
 def _scan_block(block: np.ndarray, m: np.ndarray | None, groups: np.ndarray | None) -> tuple[float, bool]:
@@ -701,13 +784,19 @@ class _Data:
     restarts upload it once.
     """
 
-    def __init__(self, X, mask, dtype, time_groups=None):
+    def __init__(self, X, mask, dtype, time_groups=None, norm_sq=None):
         self.dtype = np.dtype(dtype)
+        given_dtype = getattr(X, "dtype", None)
         X = _check_tensor(X, self.dtype)
         groups = _check_groups(time_groups, X.shape, mask)
         self.mask = _check_mask(mask, X.shape, groups)
         self.groups = groups if self.mask is not None else None
-        self.norm_sq, needs_zeroing = _scan_tensor(X, self.mask, self.groups)
+        if norm_sq is not None and given_dtype == self.dtype:
+            # recorded by whoever made X (ObservedScan), who vouches that it is finite,
+            # non-negative and 0 at the unobserved entries: the scan's value, without the scan
+            self.norm_sq, needs_zeroing = float(norm_sq), False
+        else:
+            self.norm_sq, needs_zeroing = _scan_tensor(X, self.mask, self.groups)
         if self.norm_sq <= 0:
             raise ValueError("X is zero at every observed entry: nothing to factorize")
         self.out_of_core = isinstance(X, _RowSource)
@@ -743,6 +832,20 @@ class _Data:
             else:
                 self._device_x2[key] = ops.asarray(self.X.reshape(P, T * A))
         return self._device_x2[key]
+
+
+def prepare(X, mask=None, *, time_groups=None, dtype="float32", observed_sum_of_squares=None) -> _Data:
+    """X validated once for several fits: pass the result as X to :func:`ncp_hals`,
+    :func:`ncp_restarts` or :func:`select_rank` (with the same ``dtype``; its mask and time
+    groups come with it).
+
+    ``observed_sum_of_squares``: the value an :class:`ObservedScan` of X gave when X was made
+    (the affinity stage records it in affinity.h5): the scan over X (validation, sum of squares
+    of the observed entries) is then skipped, and the fits are bit for bit those with the scan.
+    It is used only when X is already in ``dtype``; the caller vouches that it belongs to
+    this X and this mask (the pipeline checks it against the artifact's checksums).
+    """
+    return _Data(X, mask, _check_dtype(dtype), time_groups, norm_sq=observed_sum_of_squares)
 
 
 def _as_data(X, mask, dtype, time_groups=None) -> _Data:

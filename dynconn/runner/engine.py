@@ -17,7 +17,9 @@ docs/config.md, docs/scaling.md) and handed by the pipeline to the stages that d
 one component's community fit, one surrogate) and returns their results in order. Each task
 draws from its own seed, so the results do not depend on where or in which order the tasks
 ran. When a worker dies, the scheduler runs its tasks again on another worker (Dask's
-``distributed.scheduler.allowed-failures``, 3 by default); when the whole command is stopped,
+``distributed.scheduler.allowed-failures``, 3 by default); shared data over 1 MB, scattered to
+the workers, that no surviving worker holds are scattered again and the tasks that needed them
+resubmitted (:data:`SHARED_DATA_RETRIES` times at most); when the whole command is stopped,
 the stages' checkpoints hold every task that had finished, and a rerun resumes from them.
 
 The stages only see ``map``, ``client`` and ``distributed``: stage modules never import the
@@ -29,6 +31,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from concurrent.futures import CancelledError
 from typing import Any, Callable, Iterable
 
 from ..errors import ConfigError, DynconnError
@@ -216,6 +219,27 @@ class Engine:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ lost data
+    def _lost(self, futures) -> bool:
+        """Whether some of these scattered data are held by no worker any more."""
+        if any(f.status != "finished" for f in futures):
+            return True
+        try:
+            holders = self._client.who_has(futures)
+        except Exception:  # noqa: BLE001 - the scheduler cannot say: take the data as lost
+            return True
+        return any(not holders.get(f.key) for f in futures)
+
+    def _wait_for_workers(self) -> None:
+        """Before scattering again: every worker of a cluster this engine started registered (its
+        nanny restarts a dead one), at least one of a running scheduler's."""
+        n = self.workers if self._cluster is not None else 1
+        try:
+            self._client.wait_for_workers(n, timeout=CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise DynconnError(f"{self.describe()}: no worker came back within {CONNECT_TIMEOUT} after the "
+                               "workers holding the tasks' shared data died; see the workers' logs") from None
+
     # ------------------------------------------------------------------ tasks
     def map(self, fn: Callable, items: Iterable, *, shared: dict | None = None,
             on_result: Callable[[int, Any], Any] | None = None,
@@ -223,7 +247,8 @@ class Engine:
         """``[fn(item, **shared) for item in items]``, the tasks run where this engine runs them.
 
         ``shared``: keyword arguments common to every task (e.g. the tensor), sent to each worker
-        once. ``on_result(i, result)`` is called here as each result arrives (in any order on
+        once (a value over :data:`SMALL_SHARED_BYTES`; a smaller one goes inside each task). When
+        the workers holding it died, it is sent again and the unfinished tasks run again. ``on_result(i, result)`` is called here as each result arrives (in any order on
         Dask); ``tick()`` after each result and at least every :data:`TICK_SECONDS` while waiting
         (a stage saves its checkpoint there and raises a pending stop). Tasks still running when
         an exception leaves ``map`` are cancelled. ``fn`` must be importable by the workers (a
@@ -245,27 +270,73 @@ class Engine:
         from distributed import wait
 
         client = self.client
-        # each value is scattered as one piece of data: inside a list, since scatter would spread a
-        # dict or a list over keys of their own (a dict's keys as the data's names)
-        # (a small value goes with each task instead: a task whose inputs are all in its own
-        # description can be rerun anywhere after its worker died, while scattered data lost with
-        # its worker take their dependent tasks with them)
-        remote_shared = {k: v if _small(v) else client.scatter([v], broadcast=True, hash=False)[0]
-                         for k, v in shared.items()}
-        futures = [client.submit(fn, item, pure=False, **remote_shared) for item in items]
-        index = {f.key: i for i, f in enumerate(futures)}
-        pending = set(futures)
+        # a small value goes with each task: a task whose inputs are all in its own description
+        # can be rerun anywhere after its worker died. A bigger one (the tensor) is scattered to
+        # every worker once, as one piece of data: inside a list, since scatter would spread a dict
+        # or a list over keys of their own (a dict's keys as the data's names). Scattered data that
+        # no surviving worker holds (the only worker died, or all that held it) cannot be recomputed:
+        # the scheduler cancels every task that needs it ("already forgotten"); they are then
+        # scattered again and the unfinished tasks submitted again, up to SHARED_DATA_RETRIES times.
+        big = [k for k, v in shared.items() if not _small(v)]
+        remote_shared = dict(shared)
+
+        def scatter():
+            for k in big:
+                remote_shared[k] = client.scatter([shared[k]], broadcast=True, hash=False)[0]
+
+        index: dict = {}  # a future's key -> (its item's index, the scatter it needs)
+        generation = 0  # how many times the big values were scattered again
+
+        def submit(i):
+            future = client.submit(fn, items[i], pure=False, **remote_shared)
+            index[future.key] = (i, generation)
+            return future
+
+        scatter()
+        pending = {submit(i) for i in range(len(items))}
+        losses = 0
         try:
             while pending:
                 try:
                     done, pending = wait(pending, timeout=TICK_SECONDS, return_when="FIRST_COMPLETED")
                 except TimeoutError:
                     done = set()
+                except CancelledError:  # some were cancelled (distributed's wait raises then): below
+                    done = {f for f in pending if f.status != "pending"}
+                    pending -= done
+                redo = []
                 for future in sorted(done, key=lambda f: index[f.key]):
-                    i = index[future.key]
-                    results[i] = future.result()  # a task's exception is raised here
+                    i, scattered = index[future.key]
+                    try:
+                        results[i] = future.result()  # a task's exception is raised here
+                    except CancelledError:
+                        # cancelled by the scheduler when data it needs were lost: the scattered
+                        # values (also after it had finished: its result lived on the dead worker)
+                        if not big:
+                            raise
+                        if scattered == generation:  # not yet scattered again
+                            if not self._lost([remote_shared[k] for k in big]):
+                                raise
+                            losses += 1
+                            if losses > SHARED_DATA_RETRIES:
+                                raise DynconnError(
+                                    f"{self.describe()}: the data shared by the tasks ({', '.join(big)}) were "
+                                    f"lost {losses} times with the workers holding them (every worker that "
+                                    "held them died); see the workers' logs (a worker killed for memory needs "
+                                    "more memory or fewer workers: compute.workers)") from None
+                            if self.console is not None:
+                                self.console.warn(f"engine: the workers holding the tasks' shared data "
+                                                  f"({', '.join(big)}) died; sending it again and running the "
+                                                  "unfinished tasks again")
+                            self._wait_for_workers()
+                            scatter()
+                            generation += 1
+                        redo.append(i)
+                        continue
                     if on_result is not None:
                         on_result(i, results[i])
+                # (the other tasks that needed the lost data arrive here cancelled in turn)
+                pending |= {submit(i) for i in redo}
                 if tick is not None:
                     tick()
         finally:
@@ -277,6 +348,10 @@ class Engine:
 #: shared values up to this size travel inside each task rather than being scattered once
 SMALL_SHARED_BYTES = 1 << 20
 
+#: How many times one :meth:`Engine.map` scatters its shared data again after they were lost with
+#: the workers holding them, before it gives up with one line.
+SHARED_DATA_RETRIES = 3
+
 
 def _small(value) -> bool:
     """Whether a shared value is small enough to send with every task (``SMALL_SHARED_BYTES``)."""
@@ -285,10 +360,19 @@ def _small(value) -> bool:
     nbytes = getattr(value, "nbytes", None)  # an array: no need to pickle it to know
     if isinstance(nbytes, int):
         return nbytes <= SMALL_SHARED_BYTES
+    # pickled with its arrays' buffers out of band (counted, not copied): measuring a value that
+    # holds the tensor (the solver's prepared data) costs no copy of it
+    out_of_band = 0
+
+    def count(buffer) -> None:
+        nonlocal out_of_band
+        out_of_band += buffer.raw().nbytes
+
     try:
-        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)) <= SMALL_SHARED_BYTES
+        in_band = len(pickle.dumps(value, protocol=5, buffer_callback=count))
     except Exception:  # noqa: BLE001 -- not picklable here: let distributed's scatter say why
         return False
+    return in_band + out_of_band <= SMALL_SHARED_BYTES
 
 
 #: The engine of code that runs outside the pipeline (a stage called directly): this process.

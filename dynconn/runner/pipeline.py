@@ -293,13 +293,16 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
     remedy = _check_memory(name, config, workdir)
     console.info(f"[bold]→ {name}[/bold]")
     started = time.perf_counter()
-    with _stage_errors(name, remedy, ckpt), stage.importing_meanwhile():
+    with _stage_errors(name, remedy, ckpt):
         budget = resources.memory_budget(config)
         # the checksums of big inputs are computed in a thread while the stage starts on them,
-        # and waited for before anything it computed is checked or written
+        # and waited for before anything it computed is checked or written; the stage's slow
+        # imports load in a thread meanwhile (after the reads: h5py reads holding the GIL, an
+        # import beside them only slows them down)
         upstream = {up: read_upstream(up, workdir, verified, stage.streamed_inputs(up), budget, meanwhile=True)
                     for up in stage.inputs}
-        with verified_on_exit(upstream.values()), console.capture_warnings() as warnings_seen:
+        with stage.importing_meanwhile(), verified_on_exit(upstream.values()), \
+                console.capture_warnings() as warnings_seen:
             stage.check_inputs(upstream, expected["params"])
             kwargs = {"checkpoint": ckpt} if ckpt is not None else {}
             if stage.uses_engine and engine is not None:
@@ -434,14 +437,16 @@ def factorize_file(in_path: Path, out_path: Path, options: dict, console: Consol
         need, remedy = stage.estimate_memory(config, {"affinity": dataset_shapes(in_path)})
         resources.check_memory(stage.name, need, remedy)
         try:
-            with stage.importing_meanwhile():
-                # verified against its checksums; over the memory budget the tensor stays on disk
-                lazy = _over_budget(in_path, stage.streamed_inputs("affinity"), resources.memory_budget(config))
-                upstream = {"affinity": read_h5(in_path, lazy=lazy, meanwhile=True)}
-                with verified_on_exit(upstream.values()), console.capture_warnings() as seen:
-                    stage.check_inputs(upstream, section)
-                    datasets, attrs = stage.run(config, out_path.parent, console, upstream)
-                    stage.check_output(datasets, upstream)
+            # verified against its checksums; over the memory budget the tensor stays on disk
+            lazy = _over_budget(in_path, stage.streamed_inputs("affinity"), resources.memory_budget(config))
+            upstream = {"affinity": read_h5(in_path, lazy=lazy, meanwhile=True)}
+            # the solver's slow imports (tensorly) in a thread while it fits and the tensor's
+            # checksum is computed; not beside the read, which holds the GIL (run_stage)
+            with stage.importing_meanwhile(), verified_on_exit(upstream.values()), \
+                    console.capture_warnings() as seen:
+                stage.check_inputs(upstream, section)
+                datasets, attrs = stage.run(config, out_path.parent, console, upstream)
+                stage.check_output(datasets, upstream)
         except MemoryError as exc:
             raise ResourceError(f"factorize: ran out of memory ({exc or 'allocation failed'}); {remedy}") from None
         except FloatingPointError as exc:

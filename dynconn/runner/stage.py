@@ -87,7 +87,9 @@ class Stage:
     @contextlib.contextmanager
     def importing_meanwhile(self):
         """Import the module's ``SLOW_IMPORTS`` in a background thread for the duration of the
-        block (reading and hashing inputs release the GIL, so the imports use the second core).
+        block (the runner opens it once the inputs are read -- an h5py read holds the GIL, an
+        import beside it slows it down -- around the stage's run: the solver's BLAS and the
+        inputs' checksums, computed meanwhile, release the GIL, so the imports use the second core).
         An import that fails there is left to fail again, with its own error, where ``run``
         imports it; the thread is joined on leaving, so no import outlives the block."""
         names = tuple(getattr(self.module, "SLOW_IMPORTS", ()))

@@ -51,7 +51,7 @@ import numpy as np
 from ..config import Config
 from ..console import Console, plural, warn
 from ..errors import ConfigError
-from ..io.artifacts import StreamedDataset
+from ..io.artifacts import StreamedDataset, checksum
 from ..validation import InvalidArgument
 
 NAME = "affinity"
@@ -646,8 +646,14 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
         with console.progress("affinity (pair blocks × bins × animals)", plan.steps) as advance:
             yield from plan.blocks(advance)
 
+    tensor = StreamedDataset(plan.shape, np.float32, blocks(), plan.chunk_rows)
+    # the solver's scan of the tensor, done here on each block as it is written (SCAN_ATTR)
+    from ..methods.ntf import ObservedScan
+
+    scan = ObservedScan(plan.shape, mask, plan.time_animal if concatenated else None)
+    tensor.checks.append(scan.add)
     datasets = {
-        "affinity": StreamedDataset(plan.shape, np.float32, blocks(), plan.chunk_rows),
+        "affinity": tensor,
         "pairs": plan.pairs,
         "mask": mask,
         "neurons": ing["neurons"],
@@ -665,4 +671,25 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
             binned = np.stack([bin_means(cov[a, :, : n_frames[a]], fpb) for a in range(n_animals)], axis=2)
         datasets["covariates/names"] = ing["covariates/names"]
         datasets["covariates/values"] = binned.astype(np.float64)
-    return datasets, {"sampling_rate": rate, "frames_per_bin": fpb, "layout": layout}
+    bound = {"mask": mask, **({"time_animal": plan.time_animal} if concatenated else {})}
+    return datasets, {"sampling_rate": rate, "frames_per_bin": fpb, "layout": layout,
+                      SCAN_ATTR: lambda: scan_record(scan, {"affinity": tensor.checksum,
+                                                            **{k: checksum(v) for k, v in bound.items()}})}
+
+
+#: Root attribute of affinity.h5: the solver's scan of the tensor (dynconn.methods.ntf.ObservedScan:
+#: finite, non-negative, 0 at the unobserved entries, and the sum of squares of the observed ones),
+#: done while the tensor is written, so that factorize need not read the tensor once more for it.
+#: JSON ``{"format", "scan_rows", "sum_of_squares" (null when the scan found the tensor not clean),
+#: "checksums": {dataset: sha256}}``: valid for the datasets with those checksums only (the
+#: artifact's verified checksums then vouch for the value).
+SCAN_ATTR = "observed_scan"
+SCAN_FORMAT = "dynconn.observed-scan/1"
+
+
+def scan_record(scan, checksums: dict) -> dict:
+    """The :data:`SCAN_ATTR` value of a finished :class:`~dynconn.methods.ntf.ObservedScan`,
+    bound to the checksums of the datasets it depends on (``affinity``, ``mask``, and
+    ``time_animal`` in the concatenated layout)."""
+    return {"format": SCAN_FORMAT, "scan_rows": int(scan.rows), "sum_of_squares": scan.value(),
+            "checksums": dict(checksums)}

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ ENGINE = True  # run() takes the pipeline's engine (docs/scaling.md)
 #: Read by blocks of pairs from affinity.h5 when larger than compute.memory_budget (docs/config.md):
 #: the solver's pass over X then streams it (dynconn.methods.ntf, out-of-core X).
 STREAMED_INPUTS = {"affinity": ("affinity",)}
-# tensorly (the CPTensor result) imports scipy: ≈ 0.5 s, hidden behind reading affinity.h5
+# tensorly (the CPTensor result) imports scipy: ≈ 0.5 s, loaded in a thread while the fit runs
 SLOW_IMPORTS = ("tensorly.cp_tensor",)
 
 #: Format of the stage's checkpoint state: ``{"format", "sweep": select state, "final": fit or
@@ -227,6 +228,33 @@ def distribution(X, p: dict, engine) -> tuple:
     return None, None
 
 
+def recorded_sum_of_squares(affinity) -> float | None:
+    """The observed sum of squares the affinity stage recorded in affinity.h5 (its root attribute
+    ``observed_scan``, :data:`dynconn.stages.affinity.SCAN_ATTR`), or None -- and the solver then
+    scans X itself -- where it is absent (an affinity file made otherwise, or by an older
+    version), found the tensor not clean, was made with other scan blocks, or was made for other
+    data: it counts only when the checksums it names are the artifact's own for /affinity, /mask
+    (and /time_animal), which reading the artifact verifies (before anything is written)."""
+    from .affinity import SCAN_ATTR, SCAN_FORMAT
+    from ..methods import ntf
+
+    attrs = getattr(affinity, "attrs", None) or {}
+    try:
+        record = json.loads(attrs[SCAN_ATTR])
+        own = json.loads(attrs["checksums"])
+        X = affinity["affinity"]
+        names = ("affinity", "mask") + (("time_animal",) if "time_animal" in own else ())
+        if (record.get("format") != SCAN_FORMAT or int(record["scan_rows"]) != ntf.ObservedScan(X.shape).rows
+                or np.dtype(X.dtype) != np.float32
+                or any(record["checksums"].get(name) != own.get(name) or own.get(name) is None
+                       for name in names)):
+            return None
+        value = record["sum_of_squares"]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, float) and value > 0 else None
+
+
 def _matched_restarts(best, fits) -> dict[str, np.ndarray]:
     """Every fit of ``fits`` with its components in ``best``'s order: ``weights`` (K, R),
     ``time`` (K, T, R), ``animals`` (K, A, R), ``congruence`` (K, R) (small: no pair factors)."""
@@ -264,6 +292,9 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     groups = np.asarray(affinity["time_animal"], dtype=np.int64) if layout == "concatenated" else None
     solver = {"mask": mask, "time_groups": groups, "backend": p["backend"], "method": p["method"]}
     mapper, client = distribution(X, p, engine)
+    # validated once for every fit (the sweep, the refinement); the scan of X skipped when the
+    # affinity stage recorded it (recorded_sum_of_squares)
+    X = ntf.prepare(X, mask, time_groups=groups, observed_sum_of_squares=recorded_sum_of_squares(affinity))
     if client is not None:
         solver["client"] = client
     tasks = {"mapper": mapper} if mapper is not None else {}
