@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import resource
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dynconn.methods import null
-from dynconn.simulate import score_recovery, write_dataset
+# this checkout's dynconn, not whichever is installed (the runs use it too: `python -m dynconn`
+# from the working directory)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dynconn.methods import null  # noqa: E402
+from dynconn.simulate import score_recovery, write_dataset  # noqa: E402
 
 ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.5)
 
@@ -87,7 +93,8 @@ def run(config: Path, workdir: Path, sets: list[str] = ()) -> tuple[dict, float,
     seconds and CPU seconds (user + system of the run and every process it started)."""
     t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run([sys.executable, "-m", "dynconn", "run", str(config), "--workdir", str(workdir), "-q",
-                    *[arg for kv in sets for arg in ("--set", kv)]], check=True, capture_output=True)
+                    *[arg for kv in sets for arg in ("--set", kv)]], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     summary = json.loads((workdir / "exports" / "summary.json").read_text())
     return summary, time.perf_counter() - t0, _children_cpu() - c0
 

@@ -24,8 +24,8 @@ those maxima (:func:`community_p_values`): the p-value of the best community of 
 then that of the component (chance would have to produce such a community *anywhere* in a
 graph), and the other communities' are conservative. The comparison is conditional on a
 community being there (null components without one do not count: :func:`tail_p` says why).
-With enough null maxima at least as large as the observation the permutation p-value, else a
-fitted tail, so that a few surrogates can give p < 0.01. A component's p-value is its smallest community p-value
+Within the null's range the permutation p-value; beyond its largest value a fitted tail, so
+that a few surrogates can give p < 0.01. A component's p-value is its smallest community p-value
 (:func:`component_p_value`); its energy share against the surrogate components'
 (:func:`component_p_values`) is reported beside it.
 
@@ -113,10 +113,6 @@ def permutation_p(observed: float, null: np.ndarray) -> float:
     return float((1 + np.count_nonzero(null >= observed)) / (1 + null.size))
 
 
-#: Permutation p-values rest on the null values at least as large as the observation; with fewer
-#: than this many of them the p-value comes from the fitted tail instead (Knijnenburg et al.,
-#: Bioinformatics 2009: a permutation p is well estimated from about 10 exceedances on).
-MIN_EXCEEDANCES = 10
 #: Per-animal contrasts are clipped to [MIN_CONTRAST, 1 / MIN_CONTRAST] before the geometric
 #: mean: an animal where the members' affinity is (nearly) zero, or where nothing else has any,
 #: must not send the mean to 0 or infinity on its own.
@@ -136,30 +132,33 @@ def tail_p(observed: float, null: np.ndarray) -> float:
     the fraction of null graphs with a community (about 5× there), so that far more than α of
     the reported chance communities would reach p < α.
 
-    With ``MIN_EXCEEDANCES`` or more positive null values at least as large: the permutation
-    p-value ``(1 + #positive ≥ observed) / (1 + #positive)``. Beyond that the permutation p is
-    only a bound, so the tail is fitted: with the n positive null values (log mean m, SD s), a
-    new one's log is Student-t distributed around m, ``(x − m) / (s·√(1 + 1/n)) ~ t(n − 1)``
-    (the predictive distribution: it carries the uncertainty of m and s, so few surrogates
-    give wide tails, not small p-values), and ``p = T(log observed)`` with T that
-    distribution's survival function. With fewer than 3 positive null values the
-    permutation form (1 when the surrogates made no community at all: nothing to compare
-    with; raise ``report.surrogates``)."""
+    Within the null's range, the permutation p-value ``(1 + #positive ≥ observed) /
+    (1 + #positive)``: exact under no co-activation (the observation is exchangeable with the
+    surrogates'). Beyond the largest null value the permutation p is only a bound
+    (``1 / (1 + #positive)``), so the tail is extrapolated: with the n positive null values (log
+    mean m, SD s), a new one's log is Student-t distributed around m,
+    ``(x − m) / (s·√(1 + 1/n)) ~ t(n − 1)`` (the predictive distribution: it carries the
+    uncertainty of m and s, so few surrogates give wide tails), and ``p = min(1 / (1 + n),
+    T(log observed))`` with T its survival function. The fit only ever lowers a p-value that
+    is already the smallest the permutation can give, so the p-values stay valid at every
+    α ≥ 1 / (1 + n); a fitted tail that is too light (measured: the log maxima are right-skewed)
+    cannot make chance communities between the null values look significant. With fewer than 3
+    positive null values, the permutation bound (1 when the surrogates made no community at
+    all: nothing to compare with; raise ``report.surrogates``)."""
     from scipy.stats import t as student
 
     null = np.asarray(null, dtype=float)
-    positive = null[np.isfinite(null) & (null > 0)]
     if not np.isfinite(observed) or not np.isfinite(null).any():
         return float("nan")
-    direct = (1 + np.count_nonzero(positive >= observed)) / (1 + positive.size)
-    if np.count_nonzero(positive >= observed) >= MIN_EXCEEDANCES or observed <= 0:
-        return float(direct)
-    if positive.size < 3 or not np.log(positive).std(ddof=1) > 0:
+    positive = null[np.isfinite(null) & (null > 0)]
+    reached = int(np.count_nonzero(positive >= observed))
+    direct = (1 + reached) / (1 + positive.size)
+    if reached or observed <= 0 or positive.size < 3 or not np.log(positive).std(ddof=1) > 0:
         return float(direct)
     logs = np.log(positive)
     n = logs.size
     centre, scale = logs.mean(), logs.std(ddof=1) * np.sqrt(1 + 1 / n)
-    return float(min(1.0, student.sf((np.log(observed) - centre) / scale, n - 1)))
+    return float(min(direct, student.sf((np.log(observed) - centre) / scale, n - 1)))
 
 
 def projected_affinity(X, mask: np.ndarray | None, f_time: np.ndarray,
