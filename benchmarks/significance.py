@@ -13,7 +13,10 @@ with the group's intervals (``dynconn.simulate.score_recovery``) is not also the
 another group: with fewer components than groups, two groups share one, and the community standing
 in for one of them need not be cohesive.
 
-    python benchmarks/significance.py [--preset standard] [--seeds 0 1 2] [--set KEY=VALUE] [--out DIR] [--json FILE]
+    python benchmarks/significance.py [--preset standard] [--seeds 0 1 2] [--shifts 1] [--set KEY=VALUE] [--out DIR] [--json FILE]
+
+``--shifts K``: K shifted copies per seed (independent lags), for more chance communities: on
+the realistic presets the communities stage leaves about one community per shifted run.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import resource
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +34,26 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dynconn.simulate import score_recovery, write_dataset
+# this checkout's dynconn, not whichever is installed (the runs use it too: `python -m dynconn`
+# from the working directory)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dynconn.methods import null  # noqa: E402
+from dynconn.simulate import score_recovery, write_dataset  # noqa: E402
+
+ALPHAS = (0.01, 0.05, 0.1, 0.2, 0.5)
+
+
+def leave_one_out(workdir: Path) -> np.ndarray:
+    """Calibration from a run's cached surrogates (no new computation): each surrogate taken as
+    the data, its components' best communities (replication > 0: a component without one reports
+    nothing) against the other surrogates as the null. Under no co-activation these p-values
+    are uniform: the fraction below alpha should be at most alpha."""
+    cached = sorted((workdir / "checkpoints" / "surrogates").glob("*/*.npz"))
+    maxima = [np.load(f)["replication"] for f in cached]
+    return np.asarray([null.tail_p(v, np.concatenate(maxima[:k] + maxima[k + 1:]))
+                       for k in range(len(maxima)) for v in maxima[k] if v > 0])
 
 
 def shift_columns(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -70,7 +93,8 @@ def run(config: Path, workdir: Path, sets: list[str] = ()) -> tuple[dict, float,
     seconds and CPU seconds (user + system of the run and every process it started)."""
     t0, c0 = time.perf_counter(), _children_cpu()
     subprocess.run([sys.executable, "-m", "dynconn", "run", str(config), "--workdir", str(workdir), "-q",
-                    *[arg for kv in sets for arg in ("--set", kv)]], check=True, capture_output=True)
+                    *[arg for kv in sets for arg in ("--set", kv)]], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     summary = json.loads((workdir / "exports" / "summary.json").read_text())
     return summary, time.perf_counter() - t0, _children_cpu() - c0
 
@@ -113,12 +137,13 @@ def main() -> None:
     ap.add_argument("--preset", default="standard", help="simulator preset (docs/simulator.md)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/dynconn-significance"))
     ap.add_argument("--json", type=Path, help="also write every number to this file")
+    ap.add_argument("--shifts", type=int, default=1, help="shifted copies per seed")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for both runs, e.g. report.surrogates=40 (repeatable)")
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     false_pos = total = 0
-    own_p, shared_p, records = [], [], []
+    own_p, shared_p, records, calibration = [], [], [], []
     for seed in args.seeds:
         config = write_dataset(args.out / f"s{seed}" / "data", args.preset, seed)
         truth = json.loads((config.parent / "truth.json").read_text())
@@ -132,31 +157,41 @@ def main() -> None:
         print(f"seed {seed} ({args.preset}): rank {summary['rank']} for {len(truth['groups'])} groups, "
               f"run {seconds:.1f} s wall / {cpu:.1f} s CPU, {sig['surrogates']} surrogates "
               f"{summary['provenance']['timings'].get('surrogates', 0.0):.1f} s wall; "
-              f"planted (group, Jaccard, p, cohesive, own component): {planted}")
-        shifted = shifted_copy(config.parent, args.out / f"s{seed}" / "shifted", 1000 + seed)
-        s_summary, s_seconds, s_cpu = run(shifted, args.out / f"s{seed}" / "shifted-run", args.sets)
-        ps = [d["p_value"] for c in s_summary["components"] for d in c["communities_detail"]
-              if d["p_value"] is not None]
-        cohesive = [d["p_value"] for c in s_summary["components"] for d in c["communities_detail"]
-                    if d["p_value"] is not None and d["cohesive"]]
-        low = sum(p < 0.05 for p in ps)
-        false_pos += low
-        total += len(ps)
-        print(f"  shifted: rank {s_summary['rank']}, run {s_seconds:.1f} s wall / {s_cpu:.1f} s CPU, "
-              f"{len(ps)} communities with a p-value, {low} with p < 0.05 "
-              f"(cohesive: {sum(p < 0.05 for p in cohesive)} of {len(cohesive)}); "
-              f"p-values {sorted(round(p, 3) for p in ps)}")
-        records.append({"seed": seed, "rank": summary["rank"], "groups": len(truth["groups"]),
-                        "wall_s": seconds, "cpu_s": cpu,
-                        "surrogates_wall_s": summary["provenance"]["timings"].get("surrogates", 0.0),
-                        "planted": [{"group": g, "jaccard": j, "p": p, "cohesive": c, "own_component": m}
-                                    for g, j, p, c, m in planted],
-                        "shifted": {"rank": s_summary["rank"], "wall_s": s_seconds, "cpu_s": s_cpu,
-                                    "p_values": ps, "cohesive_p_values": cohesive}})
+              f"planted (group, Jaccard, p, cohesive, own component): {planted}", flush=True)
+        record = {"seed": seed, "rank": summary["rank"], "groups": len(truth["groups"]),
+                  "wall_s": seconds, "cpu_s": cpu,
+                  "surrogates_wall_s": summary["provenance"]["timings"].get("surrogates", 0.0),
+                  "planted": [{"group": g, "jaccard": j, "p": p, "cohesive": c, "own_component": m}
+                              for g, j, p, c, m in planted], "shifted": []}
+        for k in range(args.shifts):
+            name = "shifted" if k == 0 else f"shifted{k}"
+            shifted = shifted_copy(config.parent, args.out / f"s{seed}" / name, 1000 + seed + 100 * k)
+            s_summary, s_seconds, s_cpu = run(shifted, args.out / f"s{seed}" / f"{name}-run", args.sets)
+            ps = [d["p_value"] for c in s_summary["components"] for d in c["communities_detail"]
+                  if d["p_value"] is not None]
+            cohesive = [d["p_value"] for c in s_summary["components"] for d in c["communities_detail"]
+                        if d["p_value"] is not None and d["cohesive"]]
+            low = sum(p < 0.05 for p in ps)
+            false_pos += low
+            total += len(ps)
+            print(f"  {name}: rank {s_summary['rank']}, run {s_seconds:.1f} s wall / {s_cpu:.1f} s CPU, "
+                  f"{len(ps)} communities with a p-value, {low} with p < 0.05 "
+                  f"(cohesive: {sum(p < 0.05 for p in cohesive)} of {len(cohesive)}); "
+                  f"p-values {sorted(round(p, 3) for p in ps)}", flush=True)
+            loo = leave_one_out(args.out / f"s{seed}" / f"{name}-run")
+            calibration.append(loo)
+            record["shifted"].append({"rank": s_summary["rank"], "wall_s": s_seconds, "cpu_s": s_cpu,
+                                      "p_values": ps, "cohesive_p_values": cohesive,
+                                      "leave_one_out_p": loo.tolist()})
+        records.append(record)
     print(f"planted groups with a component of their own: {sum(p is not None and p < 0.05 for p in own_p)} "
           f"of {len(own_p)} with p < 0.05; the other groups: {shared_p}")
     print(f"shifted data, all seeds: {false_pos} of {total} communities with p < 0.05 "
           f"({100 * false_pos / max(total, 1):.1f} %)")
+    loo = np.concatenate(calibration) if calibration else np.zeros(0)
+    print(f"leave-one-out over the shifted runs' surrogates: {loo.size} null communities; below alpha: "
+          + ", ".join(f"{a:g}: {np.count_nonzero(loo < a)} ({100 * np.mean(loo < a) if loo.size else 0:.1f} %)"
+                      for a in ALPHAS))
     if args.json:
         args.json.write_text(json.dumps({"preset": args.preset, "sets": args.sets, "seeds": records}, indent=2))
 

@@ -446,7 +446,7 @@ SCHEMA: dict[str, Any] = {
         ),
         "surrogates": Key(
             "int",
-            10,
+            20,
             "Surrogate datasets (each neuron's trace circularly shifted by its own random lag) run "
             "through affinity, factorize and communities for the p-values of communities and "
             "components; 0 = none (no p-values, no significance flags).",

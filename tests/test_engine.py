@@ -263,8 +263,10 @@ def test_two_dask_workers_give_the_local_run(tmp_path):
     assert len(caches[0]) == len(caches[1]) == 2
     for a, b in zip(*caches):
         with np.load(a) as za, np.load(b) as zb:
-            np.testing.assert_array_equal(za["size"], zb["size"])
-            np.testing.assert_allclose(za["cohesion"], zb["cohesion"], rtol=1e-4)
+            # the same partitions (a community found in one and not the other would be 0 vs > 0);
+            # replications are means of the tensor weighted by float32 time factors that agree to ~1e-5
+            np.testing.assert_array_equal(za["replication"] > 0, zb["replication"] > 0)
+            np.testing.assert_allclose(za["replication"], zb["replication"], rtol=1e-4)
 
 
 def _describe(item, options, table):

@@ -75,7 +75,7 @@ def test_reversal_neurons_form_a_community(flavell_run):
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    """The shipped config exactly as a user runs it (rank auto, 10 surrogates; about 25 CPU s)."""
+    """The shipped config exactly as a user runs it (rank auto, 20 surrogates; about 35 CPU s)."""
     workdir = tmp_path_factory.mktemp("flavell-default")
     result = cli("run", CONFIG, "-q", "--workdir", workdir)
     assert result.exit_code == 0, result.output

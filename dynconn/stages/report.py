@@ -466,10 +466,19 @@ def behaviour_series(data: RunData, c: int, r: int | None = None) -> tuple[list,
     return loads, covs
 
 
+def observed_replication(data: RunData, aff) -> list[dict[int, float]]:
+    """Each component's ``{community id: replication}`` (:func:`dynconn.methods.null.community_replication`)
+    from the affinity artifact ``aff``'s tensor (read by blocks of pairs)."""
+    Y = null.projected_affinity(aff["affinity"], np.asarray(aff["mask"]), data.f_time,
+                                data.time_animal if data.concatenated else None)
+    return [null.community_replication(Y[:, :, r], data.pairs, data.membership[r]) for r in range(data.rank)]
+
+
 def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | None,
-             shares: np.ndarray | None) -> list[dict]:
-    """How far to trust each component: its communities' p-values (set in ``stats`` too:
-    ``p_value``, ``n_null``, ``flags``), its own p-value, energy share, red flags
+             shares: np.ndarray | None, replication: list[dict] | None = None) -> list[dict]:
+    """How far to trust each component: its communities' replication and p-values (set in
+    ``stats`` too: ``replication``, ``p_value``, ``n_null``, ``flags``; ``replication``: per
+    component ``{community id: value}``, :func:`observed_replication`), its own p-value, energy share, red flags
     (:mod:`dynconn.methods.flags`) and covariate relations (:mod:`dynconn.methods.behaviour`). One dict of
     summary.json keys per component."""
     alpha = p["alpha"]
@@ -481,15 +490,14 @@ def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | 
     dups = flags.duplicates(cohesive_sets)
     out = []
     for r, comp_stats in enumerate(stats):
-        sizes = np.asarray([st["size"] for st in comp_stats], dtype=int)
-        cohesions = np.asarray([st["cohesion"] for st in comp_stats], dtype=float)
+        reps = replication[r] if replication is not None and r < len(replication) else {}
+        observed = np.asarray([reps.get(st["id"], np.nan) for st in comp_stats], dtype=float)
         if null_pool and null_pool["n"]:
-            pv, n_null = null.community_p_values(sizes, cohesions, null_pool["size"], null_pool["cohesion"],
-                                                 floor=max(p["cohesion_threshold"], 1e-12))
+            pv, n_null = null.community_p_values(observed, null_pool["replication"])
         else:
-            pv, n_null = np.full(sizes.size, np.nan), np.zeros(sizes.size, dtype=int)
-        for st, pk, nk in zip(comp_stats, pv, n_null):
-            st["p_value"], st["n_null"] = float(pk), int(nk)
+            pv, n_null = np.full(observed.size, np.nan), np.zeros(observed.size, dtype=int)
+        for st, rk, pk, nk in zip(comp_stats, observed, pv, n_null):
+            st["replication"], st["p_value"], st["n_null"] = float(rk), float(pk), int(nk)
             st["flags"] = flags.community_flags(st["members"], data.present, st["p_value"], alpha) \
                 if st["cohesive"] else []
         cohesive_p = [st["p_value"] for st in comp_stats if st["cohesive"]]
@@ -577,7 +585,8 @@ def communities_detail(stats: list[dict], neurons: list[str]) -> list[dict]:
     out = []
     for st in sorted(stats, key=lambda s: s["id"]):
         out.append({"id": st["id"], "neurons": [neurons[i] for i in sorted(st["members"])], "size": st["size"],
-                    "cohesion": _rounded(st["cohesion"]), "p_value": _rounded(st.get("p_value", np.nan)),
+                    "cohesion": _rounded(st["cohesion"]), "replication": _rounded(st.get("replication", np.nan)),
+                    "p_value": _rounded(st.get("p_value", np.nan)),
                     "n_null": st.get("n_null", 0), "cohesive": bool(st["cohesive"]), "flags": st.get("flags", [])})
         if "references" in st:
             out[-1]["references"] = st["references"]
@@ -1433,9 +1442,11 @@ def render_html(ctx: dict) -> str:
         members_rows = []
         for st in stats[r]:
             coh = f"{st['cohesion']:.2f}" if np.isfinite(st["cohesion"]) else "—"
+            rep = st.get("replication", np.nan)
             kind = "cohesive" if st["cohesive"] else ("single neuron" if st["size"] == 1 else "diffuse")
             members_rows.append([f"<span class='sw' style='background:{st['colour']}'></span>{st['id']}",
-                                 str(st["size"]), coh, _p_text(st.get("p_value")), kind,
+                                 str(st["size"]), coh, f"{rep:.2f}" if np.isfinite(rep) else "—",
+                                 _p_text(st.get("p_value")), kind,
                                  _flag_chips(st.get("flags", []), flags.EXPLAIN),
                                  esc(", ".join(data.neurons[i] for i in st["members"]))])
         iv_text = stretches_text(comp["active_intervals"], comp.get("active_intervals_by_animal"), dec)
@@ -1461,8 +1472,8 @@ def render_html(ctx: dict) -> str:
                or "<p class='muted'>No cohesive community: no trace evidence to show.</p>")
             + "<details" + (" open" if data.rank <= 8 else "") + "><summary>Communities of component "
             f"{r} ({len(stats[r])})</summary>"
-            + _table(["community", "size", "cohesion", "p", "kind", "red flags", "members (strongest first)"],
-                     members_rows, (1, 2, 3))
+            + _table(["community", "size", "cohesion", "replication", "p", "kind", "red flags",
+                      "members (strongest first)"], members_rows, (1, 2, 3, 4))
             + f"<p class='muted'>Graph file: <a href='exports/component_{r:02d}.graphml'>"
               f"exports/component_{r:02d}.graphml</a></p></details></section>")
     stab_note = ("" if data.stability is not None else
@@ -1762,7 +1773,8 @@ def params(config: Config) -> dict:
 
 
 def analyse(data: RunData, p: dict, null_pool: dict | None = None,
-            shares: np.ndarray | None = None, references: tuple[list, list] | None = None) -> dict:
+            shares: np.ndarray | None = None, references: tuple[list, list] | None = None,
+            replication: list[dict] | None = None) -> dict:
     """What the report computes before drawing (pure): ``matrices`` (R neuron × neuron pair
     loadings), community ``stats`` per component, the ``summary`` (summary.json's content
     without provenance), the neuron ``order`` and ``view``, and the figure ``jobs``
@@ -1771,7 +1783,7 @@ def analyse(data: RunData, p: dict, null_pool: dict | None = None,
     matrices = [pair_matrix(data.f_pairs[:, r], data.pairs, n) for r in range(data.rank)]
     stats = [community_stats(matrices[r], data.membership[r], p["cohesion_threshold"]) for r in range(data.rank)]
     strengths = np.stack([m.sum(axis=1) for m in matrices]) if matrices else np.zeros((0, n))
-    trust = evidence(data, stats, p, null_pool, shares)
+    trust = evidence(data, stats, p, null_pool, shares, replication)
     graphs, ref_notes = references or ([], [])
     enrichment = reference_enrichment(data, stats, graphs, p)
     summary = summarize(data, stats, p["active_threshold"])
@@ -1793,13 +1805,14 @@ def analyse(data: RunData, p: dict, null_pool: dict | None = None,
 
 def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", workers: int = 1,
           previous: dict | None = None, null_pool: dict | None = None, shares: np.ndarray | None = None,
-          references: tuple[list, list] | None = None) -> dict:
+          references: tuple[list, list] | None = None, replication: list[dict] | None = None) -> dict:
     """Every output of the report stage, from the run's data: ``{"files": {path: bytes},
     "summary": dict, "timings": {step: seconds}}``. ``previous``: figures of the last
-    report, reused where their inputs did not change (:func:`render_figures`)."""
+    report, reused where their inputs did not change (:func:`render_figures`);
+    ``replication``: :func:`observed_replication` (with ``null_pool``, the p-values')."""
     timings = {}
     t0 = time.perf_counter()
-    an = analyse(data, p, null_pool, shares, references)
+    an = analyse(data, p, null_pool, shares, references, replication)
     matrices, stats, summary, view, jobs = an["matrices"], an["stats"], an["summary"], an["view"], an["jobs"]
     files = export_tables(membership=data.membership, neurons=data.neurons, time_s=data.time_s,
                           factors_time=data.f_time, animals=data.animals, factors_animal=data.f_animal,
@@ -1848,7 +1861,7 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=
     p = params(config)
     workers = p["workers"] or default_workers()
     title = str(config.source) if config.source else str(workdir)
-    null_pool = shares = None
+    null_pool = shares = replication = None
     if p["surrogates"] > 0:
         t0 = time.perf_counter()
         results = surrogates.run(data, surrogates.options(config, data.rank), n=p["surrogates"], seed=p["seed"],
@@ -1861,10 +1874,11 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=
         aff = upstream["affinity"]
         shares = null.component_shares(data.weights, np.asarray(aff["affinity"]), np.asarray(aff["mask"]),
                                        data.time_animal)
+        replication = observed_replication(data, aff)
     references = load_references(config)
     return build(data, p, config_text=yaml.safe_dump(config.values, sort_keys=False, allow_unicode=True),
                  title=title, workers=workers, previous=previous_figures(workdir), null_pool=null_pool,
-                 shares=shares, references=references)
+                 shares=shares, references=references, replication=replication)
 
 
 def load_references(config: Config) -> tuple[list, list[str]]:
@@ -1899,13 +1913,15 @@ def significance_record(p: dict, null_pool: dict | None) -> dict:
         "surrogates": int(null_pool["n"]) if null_pool else 0,
         "alpha": p["alpha"],
         "seed": p["seed"],
-        "null_communities": int(null_pool["size"].size) if null_pool else 0,
+        "null_components": int(null_pool["replication"].size) if null_pool else 0,
         "rule": ("surrogates: each neuron's trace circularly shifted by its own random lag in each animal, then "
                  "affinity, factorize (the sweep's iterations, one start) and communities (one run) at the run's "
-                 "rank; a community's p-value compares its cohesion with the surrogate communities of ceil(s/2) to s "
-                 "neurons (2 to s when fewer than 20): (1 + #null >= observed) / (1 + #null) when >= 10 null values reach it, "
-                 "else from the Student-t predictive tail of the log null cohesions above the cohesion threshold; a component's p-value is its most "
-                 "significant cohesive community's times its number of cohesive communities (1 without one)"),
+                 "rank; a community's replication is the geometric mean over animals of the contrast of its members' "
+                 "affinity with each other against their affinity with the other recorded neurons, both weighted by the "
+                 "component's temporal loading; its p-value compares it with the largest replication of each surrogate "
+                 "component's communities (0 without one): (1 + #null >= observed) / (1 + #null) when >= 10 null values "
+                 "reach it, else (n positive / n) times the Student-t predictive tail of the log positive null values; "
+                 "a component's p-value is its most significant cohesive community's (1 without one)"),
     }
 
 

@@ -56,7 +56,7 @@ def options(config, rank: int) -> dict:
 
 
 def cache_key(fingerprint: str, opts: dict, seed: int) -> str:
-    text = json.dumps({"input": fingerprint, "options": opts, "seed": int(seed), "format": 1}, sort_keys=True)
+    text = json.dumps({"input": fingerprint, "options": opts, "seed": int(seed), "format": 2}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -71,11 +71,11 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     min_strength, n_runs, resolution, level). ``random_state``: a SeedSequence (or int) from
     which the shifts, the factorization's start and the partitions draw their own streams.
 
-    Returns ``{"size" (K,), "cohesion" (K,) of every community of ≥ 2 neurons of every
-    component, "share" (R,) each component's energy share}``."""
+    Returns ``{"replication" (R,): each component's largest community replication
+    (:func:`dynconn.methods.null.graph_maxima`), "share" (R,): each component's energy share}``."""
     from ..methods import ntf
     from . import affinity as aff
-    from .communities import edge_weights, pair_matrix, partition_components
+    from .communities import edge_weights, partition_components
 
     seq = random_state if isinstance(random_state, np.random.SeedSequence) else np.random.SeedSequence(random_state)
     shift_seq, fit_seq, part_seq = seq.spawn(3)
@@ -92,14 +92,10 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
                          evidence)
     parts = partition_components(edges, pairs, n_neurons,
                                  random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
-    sizes, cohesions = [], []
-    for r in range(parts.membership.shape[0]):
-        w = pair_matrix(np.asarray(f_pairs)[:, r], pairs, n_neurons)
-        for size, _, coh in null.cohesion_of(w, parts.membership[r]).values():
-            if size > 1 and np.isfinite(coh):
-                sizes.append(size)
-                cohesions.append(coh)
-    return {"size": np.asarray(sizes, dtype=np.int64), "cohesion": np.asarray(cohesions, dtype=np.float64),
+    Y = null.projected_affinity(X, mask, f_time, groups)
+    maxima = null.graph_maxima([null.community_replication(Y[:, :, r], pairs, parts.membership[r])
+                                for r in range(parts.membership.shape[0])])
+    return {"replication": maxima,
             "share": null.component_shares(weights, X, mask, groups)}
 
 
@@ -140,7 +136,7 @@ def _keep(folder: Path, k: int, result: dict) -> None:
 def _load(path: Path) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in ("size", "cohesion", "share")}
+            return {k: np.asarray(z[k]) for k in ("replication", "share")}
     except (OSError, ValueError, KeyError, EOFError):
         return None  # a damaged cache entry is recomputed
 
@@ -201,10 +197,9 @@ def run(data, opts: dict, *, n: int, seed: int, fingerprint: str, workdir: Path,
 
 
 def pooled(results: list[dict]) -> dict:
-    """The surrogates' null values pooled: ``size``, ``cohesion`` (every community of ≥ 2
-    neurons), ``share`` (every component)."""
+    """The surrogates' null values pooled: ``replication`` (every surrogate component's largest
+    community replication), ``share`` (every component's energy share), ``n`` surrogates."""
     if not results:
-        return {"size": np.zeros(0, int), "cohesion": np.zeros(0), "share": np.zeros(0), "n": 0}
-    return {"size": np.concatenate([r["size"] for r in results]),
-            "cohesion": np.concatenate([r["cohesion"] for r in results]),
+        return {"replication": np.zeros(0), "share": np.zeros(0), "n": 0}
+    return {"replication": np.concatenate([r["replication"] for r in results]),
             "share": np.concatenate([r["share"] for r in results]), "n": len(results)}
