@@ -265,7 +265,7 @@ class NonNegativeCP:
     init : {"random", "nndsvd"}, default "random"
     backend : {"numpy", "pytorch"}, default "numpy"
     method : {"hals", "tensorly-hals"}, default "hals"
-    unobserved_penalty : float, default 0.03
+    unobserved_penalty : float, default 0
         Config ``factorize.unobserved_penalty``: weight of the entries where a pair was not
         recorded, as zeros, on the diagonal of the pair's Gram (docs/factorization.md); 0 = ignored.
 

@@ -1498,9 +1498,9 @@ def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_swee
     p's Gram diagonal becomes ``G_p[r, r] + lam * (Gfull[r, r] - G_p[r, r])`` (computed as
     ``(1 - lam) G_p[r, r] + g[r]``), the right-hand side unchanged: the entries p was not observed
     at count as zeros of weight lam, on the diagonal only (docs/factorization.md, "Unobserved
-    penalty"). EM minimises the same penalised loss: its surrogate's Gram ``Gfull`` gets the same
-    per-row diagonal term, so the rows are solved with their own Grams. None (or lam = 0): the
-    unpenalised update, bit for bit."""
+    penalty"). EM solves the same penalised row problems: its surrogate's Gram ``Gfull`` gets the
+    same per-row diagonal term, so the rows are solved with their own Grams. None (or lam = 0):
+    the unpenalised update, bit for bit."""
     R, n = Y.shape
     if Mt_rows is None:
         _hals_shared(ops, Y, F, shared, n_sweeps, stop_ratio, work)
@@ -1907,9 +1907,13 @@ def ncp_hals(
         row p's Gram diagonal gets ``lambda * (Gfull[r, r] - G_p[r, r])`` added, ``Gfull`` the Gram
         of a fully observed row -- the (time, animal) entries where p was not recorded count as
         zeros of weight lambda, so a pair seen in few animals is shrunk toward 0 where the data
-        are silent. The time and animal modes are unchanged. 0 (the default here; the
-        ``factorize`` stage's default is the config key ``factorize.unobserved_penalty``) is the
-        unpenalised solver, bit for bit. ``missing="em"`` minimises the same penalised loss.
+        are silent. 0 (the default, as the config key ``factorize.unobserved_penalty``'s) is the
+        unpenalised solver, bit for bit. The time and
+        animal modes are not penalised, so the fit is a fixed point of the iteration rather than
+        the minimum of one loss: the observed error may rise while it converges, and the fit
+        depends slightly on the pairs mode's inner-sweep schedule (``inner_sweeps``,
+        ``inner_stop``, the blocks of pairs; ~1e-3 at 0.03). ``missing="em"`` applies the same
+        term to its pair rows (and converges to a slightly different fixed point).
 
     Returns
     -------
