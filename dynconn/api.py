@@ -265,6 +265,9 @@ class NonNegativeCP:
     init : {"random", "nndsvd"}, default "random"
     backend : {"numpy", "pytorch"}, default "numpy"
     method : {"hals", "tensorly-hals"}, default "hals"
+    unobserved_penalty : float, default 0
+        Config ``factorize.unobserved_penalty``: weight of the entries where a pair was not
+        recorded, as zeros, on the diagonal of the pair's Gram (docs/factorization.md); 0 = ignored.
 
     Attributes
     ----------
@@ -305,7 +308,8 @@ class NonNegativeCP:
                  n_restarts: int = _default("factorize", "restarts"),
                  max_iter: int = _default("factorize", "max_iter"), tol: float = _default("factorize", "tol"),
                  init: str = _default("factorize", "init"), backend: str = _default("factorize", "backend"),
-                 method: str = _default("factorize", "method")):
+                 method: str = _default("factorize", "method"),
+                 unobserved_penalty: float = _default("factorize", "unobserved_penalty")):
         self.rank = rank
         self.random_state = random_state
         self.n_restarts = n_restarts
@@ -314,6 +318,7 @@ class NonNegativeCP:
         self.init = init
         self.backend = backend
         self.method = method
+        self.unobserved_penalty = unobserved_penalty
         self._checked()  # fail at construction, not after loading the data
 
     def _checked(self) -> dict:
@@ -328,12 +333,13 @@ class NonNegativeCP:
             "init": check_argument("factorize", "init", self.init),
             "backend": check_argument("factorize", "backend", self.backend),
             "method": check_argument("factorize", "method", self.method),
+            "unobserved_penalty": check_argument("factorize", "unobserved_penalty", self.unobserved_penalty),
         }
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments (scikit-learn's estimator protocol)."""
         return {k: getattr(self, k) for k in ("rank", "random_state", "n_restarts", "max_iter", "tol",
-                                              "init", "backend", "method")}
+                                              "init", "backend", "method", "unobserved_penalty")}
 
     def set_params(self, **params) -> NonNegativeCP:
         for k, v in params.items():
@@ -369,7 +375,8 @@ class NonNegativeCP:
         result = ntf.ncp_restarts(X, p["rank"], mask=mask, time_groups=time_groups,
                                   n_restarts=p["n_restarts"], random_state=p["random_state"], init=p["init"],
                                   max_iter=p["max_iter"], tol=p["tol"], backend=p["backend"],
-                                  method=p["method"], **({"client": client} if client is not None else {}))
+                                  method=p["method"], unobserved_penalty=p["unobserved_penalty"],
+                                  **({"client": client} if client is not None else {}))
         self.result_ = result
         self.cp_ = result.cp
         self.weights_, self.factors_ = result.cp.weights, list(result.cp.factors)
@@ -390,7 +397,8 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
                 tol: float = _default("factorize", "sweep_tol"),
                 similarity_threshold: float = _default("factorize", "similarity_threshold"),
                 min_gain: float = _default("factorize", "min_gain"),
-                init: str = _default("factorize", "init"), backend: str = _default("factorize", "backend")):
+                init: str = _default("factorize", "init"), backend: str = _default("factorize", "backend"),
+                unobserved_penalty: float = _default("factorize", "unobserved_penalty")):
     """Choose the number of components from a rank sweep (the stage's ``rank: auto``).
 
     Fits every rank in ``ranks`` ``n_restarts`` times and picks the largest rank whose restarts
@@ -412,7 +420,7 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     max_iter, tol : default 200, 1e-4
         Of each fit of the sweep (config ``factorize.sweep_max_iter``, ``sweep_tol``).
     similarity_threshold, min_gain : float, default 0.85, 0.002
-    init, backend : as :class:`NonNegativeCP`
+    init, backend, unobserved_penalty : as :class:`NonNegativeCP`
 
     Returns
     -------
@@ -443,7 +451,8 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
         tol=check_argument("factorize", "sweep_tol", tol, "tol"),
         similarity_threshold=check_argument("factorize", "similarity_threshold", similarity_threshold),
         min_gain=check_argument("factorize", "min_gain", min_gain),
-        init=check_argument("factorize", "init", init), backend=check_argument("factorize", "backend", backend))
+        init=check_argument("factorize", "init", init), backend=check_argument("factorize", "backend", backend),
+        unobserved_penalty=check_argument("factorize", "unobserved_penalty", unobserved_penalty))
 
 
 # ----------------------------------------------------------------------------- communities

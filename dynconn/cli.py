@@ -199,9 +199,11 @@ _stage_command("report", "The HTML atlas and the exports, from the artifacts.")
 @click.option("--restarts", type=int, help="Random restarts (best kept).")
 @click.option("--backend", type=click.Choice(["numpy", "pytorch"]),
               help="Array library of the solver (pytorch: CUDA when available).")
+@click.option("--unobserved-penalty", type=float,
+              help="Weight of a pair's unrecorded entries as zeros (factorize.unobserved_penalty; 0 = ignored).")
 @user_errors
 def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, rank, max_iter, tol, seed, restarts,
-              backend):
+              backend, unobserved_penalty):
     """Non-negative CP factorization of the affinity tensor → factors.h5.
 
     \b
@@ -209,7 +211,7 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
     Standalone:      dynconn factorize --in affinity.h5 --out factors.h5 --rank 8
     """
     options = {"rank": rank, "max_iter": max_iter, "tol": tol, "seed": seed, "restarts": restarts,
-               "backend": backend}
+               "backend": backend, "unobserved_penalty": unobserved_penalty}
     options = {k: v for k, v in options.items() if v is not None}
     if "rank" in options and options["rank"] != "auto":
         try:

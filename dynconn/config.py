@@ -354,6 +354,12 @@ SCHEMA: dict[str, Any] = {
             "float", 0.5, "Animals are complementary when the cosine of two components' per-animal "
             "energy profiles is at most this.", low=0, high=1,
         ),
+        "unobserved_penalty": Key(
+            "float", 0.0, "Weight of the (time, animal) entries where a pair was not recorded, as "
+            "zeros, on the diagonal of that pair's Gram only: a pair seen in few animals carries less "
+            "evidence and is shrunk toward 0 (docs/factorization.md); 0 = the entries are ignored "
+            "(the default: 0.03 was measured and not adopted, docs/benchmarks.md).", low=0,
+        ),
         "checkpoint_seconds": Key(
             "float", 30.0, "Seconds between checkpoints of a running factorization (an interrupted "
             "run resumes from the last one). Does not change the result.", low=0, high=MAX_SECONDS,

@@ -268,6 +268,10 @@ def test_partition_is_the_cli(tmp_path):
     (lambda: dynconn.partition(np.ones((3, 3)), n_runs=1.5), "n_runs: expected an integer, got 1.5"),
     (lambda: dynconn.partition(np.ones((2, 3))), r"W: expected a square \(n, n\) matrix"),
     (lambda: dynconn.select_rank(np.ones((3, 4, 2)), [1], tol=-1), "tol: expected a value ≥ 0, got -1"),
+    (lambda: dynconn.NonNegativeCP(2, unobserved_penalty=-0.5), "unobserved_penalty: expected a value ≥ 0, got -0.5"),
+    (lambda: dynconn.NonNegativeCP(2, unobserved_penalty="0.1"), 'unobserved_penalty: expected a number, got "0.1"'),
+    (lambda: dynconn.select_rank(np.ones((3, 4, 2)), [1], unobserved_penalty=-1),
+     "unobserved_penalty: expected a value ≥ 0, got -1"),
 ])
 def test_bad_keywords_name_themselves(call, message):
     with pytest.raises(InvalidArgument, match=message) as err:

@@ -39,6 +39,9 @@ def test_defaults_are_filled(tmp_path):
     ({"data": {"sampling_rate": 4, "animals": [{"name": "w", "path": "a"}, {"name": "w", "path": "b"}]}},
      "data.animals[1].name: animal name 'w' already used"),
     ({**MINIMAL, "factorize": {"ranks": [5, 2]}}, "factorize.ranks: expected [smallest, largest]"),
+    ({**MINIMAL, "factorize": {"unobserved_penalty": -0.1}}, "factorize.unobserved_penalty: expected a value ≥ 0, got -0.1"),
+    ({**MINIMAL, "factorize": {"unobserved_penalty": "lots"}}, 'factorize.unobserved_penalty: expected a number, got "lots"'),
+    ({**MINIMAL, "factorize": {"unobserved_penalty": True}}, "factorize.unobserved_penalty: expected a number, got True"),
 ])
 def test_bad_values_name_the_key(tmp_path, raw, message):
     with pytest.raises(ConfigError) as err:

@@ -1,5 +1,6 @@
 """Tests of the factorization core (dynconn.methods.ntf): exactness, missing data, checkpoints, restarts, rank."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -769,3 +770,181 @@ def test_checkpoint_survives_an_hdf5_round_trip(tmp_path):
     np.testing.assert_array_equal(resumed.losses, full.losses)
     for a, b in zip(resumed.cp.factors, full.cp.factors):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# the unobserved penalty (issue 11 part 6: a pair seen in few animals carries less evidence)
+# ------------------------------------------------------------------------------------------------
+
+
+def rank_one_one_animal(dtype="float64"):
+    """A rank-1 tensor (10 pairs, 6 bins, 4 animals, animal loadings w = 1, 2, 1, 1) in which
+    pair 0 is recorded in animal 0 only; every other pair everywhere. Returns X, mask, truth."""
+    rng = np.random.default_rng(3)
+    u, v, w = rng.uniform(0.5, 1.5, 10), rng.uniform(0.5, 1.5, 6), np.array([1.0, 2.0, 1.0, 1.0])
+    mask = np.ones((10, 4), bool)
+    mask[0, 1:] = False
+    X = np.einsum("p,t,a->pta", u, v, w) * mask[:, None, :]
+    return X.astype(dtype), mask, (u[:, None], v[:, None], w[:, None])
+
+
+@pytest.mark.parametrize("missing", ["exact", "em"])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 2e-6)])
+def test_unobserved_penalty_shrinks_a_pair_seen_in_one_animal_by_the_predicted_factor(missing, dtype, rtol):
+    """One iteration from the true factors. Pair 0's Gram is G_0 = |v|^2 w_0^2 = |v|^2, the full
+    one Gfull = |v|^2 |w|^2 = 7 |v|^2, and its right-hand side F_0 = u_0 G_0 (the data are exact).
+    Exact update: u_0 <- F_0 / (G_0 + lam (Gfull - G_0)) = u_0 / (1 + 6 lam). EM imputes the
+    unobserved entries with the model first (F~_0 = F_0 + (Gfull - G_0) u_0 = u_0 Gfull), then
+    u_0 <- F~_0 / (Gfull + lam (Gfull - G_0)) = u_0 / (1 + 6 lam / 7). The fully observed pairs
+    keep their values (no penalty: Gfull - G_p = 0), so the ratios to them show the factor.
+    Tolerance: float64 ~10 roundings of 1e-16; float32 ~10 roundings of 6e-8 each (2e-6)."""
+    X, mask, truth = rank_one_one_animal(dtype)
+    lam = 0.1
+    expected = 1 / (1 + 6 * lam) if missing == "exact" else 1 / (1 + 6 * lam / 7)
+    for penalty, factor in ((0.0, 1.0), (lam, expected)):
+        cp, _ = ntf.ncp_hals(X, 1, mask=mask, init=truth_cp(truth), max_iter=1, tol=0, dtype=dtype,
+                             missing=missing, unobserved_penalty=penalty)
+        u = cp.factors[0][:, 0].astype(np.float64)
+        ratio = (u / u[1:].mean()) / (truth[0][:, 0] / truth[0][1:, 0].mean())
+        np.testing.assert_allclose(ratio[0], factor, rtol=rtol)
+        np.testing.assert_allclose(ratio[1:], 1.0, rtol=rtol)
+
+
+def test_unobserved_penalty_with_time_groups_shrinks_by_the_predicted_factor():
+    """The same with time groups (concatenated layout, A = 1): pair 0 recorded in group 0's bins
+    only; its Gram is w^2 |v_0|^2 (v_0: group 0's bins), the full one w^2 |v|^2."""
+    rng = np.random.default_rng(4)
+    groups = np.repeat([0, 1, 2], [5, 7, 6])
+    u, v = rng.uniform(0.5, 1.5, 10), rng.uniform(0.5, 1.5, groups.size)
+    mask = np.ones((10, 3), bool)
+    mask[0, 1:] = False
+    X = (np.einsum("p,t->pt", u, v) * mask[:, groups])[:, :, None]
+    lam = 0.2
+    share = np.sum(v[groups == 0] ** 2) / np.sum(v ** 2)
+    cp, _ = ntf.ncp_hals(X, 1, mask=mask, time_groups=groups, init=truth_cp((u[:, None], v[:, None], np.ones((1, 1)))),
+                         max_iter=1, tol=0, dtype="float64", unobserved_penalty=lam)
+    got = cp.factors[0][:, 0]
+    ratio = (got / got[1:].mean()) / (u / u[1:].mean())
+    np.testing.assert_allclose(ratio[0], share / (share + lam * (1 - share)), rtol=1e-12)
+    np.testing.assert_allclose(ratio[1:], 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["exact", "em", "groups"])
+def test_unobserved_penalty_zero_is_the_unpenalised_solver_bit_for_bit(monkeypatch, case):
+    """lam = 0 takes the unpenalised code path: the same bits as a fit that does not pass the
+    option, on the fused pass with threads and on the two-GEMM path."""
+    X, kw = block_case(case)
+    kw.update(random_state=5, max_iter=10, tol=0)
+    monkeypatch.setattr(ntf, "PAIRS_BLOCK", 64)
+    for fused, threads in ((True, 2), (False, 1)):
+        monkeypatch.setattr(ntf, "_FUSED_PASS", fused)
+        monkeypatch.setattr(ntf, "_PASS_THREADS", threads)
+        a, ia = ntf.ncp_hals(X, 3, **kw)
+        b, ib = ntf.ncp_hals(X, 3, unobserved_penalty=0.0, **kw)
+        c, _ = ntf.ncp_hals(X, 3, unobserved_penalty=0.05, **kw)
+        np.testing.assert_array_equal(ia.loss_history, ib.loss_history)
+        for fa, fb in zip(a.factors, b.factors):
+            np.testing.assert_array_equal(fa, fb)
+        assert np.abs(a.factors[0] - c.factors[0]).max() > 1e-3  # and lam > 0 does change the fit
+        assert ib.unobserved_penalty == 0.0
+
+
+@pytest.mark.parametrize("case", ["exact", "em", "groups", "groups-em"])
+def test_unobserved_penalty_is_the_same_on_every_solver_path(monkeypatch, case):
+    """The fused pass (1 and 3 threads: bitwise, as without the penalty), the two-GEMM path (what
+    torch runs), a 2-worker Dask pass (_remote_block) and, where installed, torch all apply it.
+    float32, 15 iterations: the paths sum the same products in other orders, a float32 rounding
+    (6e-8) per product, which the iterations carry further the farther the fit is from converged.
+    Measured on unit-norm columns against the fused pass (two GEMMs / Dask / torch CPU): exact
+    2e-7, groups 9e-7, EM 5e-6 / 6e-6 / 1.6e-5 (EM without the penalty: 4e-6 / 3e-6 / 8e-6 already).
+    5e-5 (~400 ulps of 1) as
+    tests/test_scale.py::test_pass_on_two_dask_workers_equals_the_local_fit; the penalty's own
+    effect on these fits is > 1e-2, so a path that ignored it would fail by 200x.
+    Losses: within the loss formula's float32 resolution (ntf.loss_resolution), 4x."""
+    X, kw = block_case(case)
+    # no early stop of the inner sweeps: torch solves all pairs as one block, numpy by blocks of
+    # 64 rows, and each block stops its sweeps on its own (as test_pytorch_two_gemms_match_...)
+    kw.update(random_state=2, max_iter=15, tol=0, unobserved_penalty=0.1, inner_stop=0.0)
+    monkeypatch.setattr(ntf, "PAIRS_BLOCK", 64)
+
+    def fit(fused=True, threads=1, **extra):
+        monkeypatch.setattr(ntf, "_FUSED_PASS", fused)
+        monkeypatch.setattr(ntf, "_PASS_THREADS", threads)
+        return ntf.ncp_hals(X, 3, **{**kw, **extra})
+
+    ref, info = fit()
+    assert info.unobserved_penalty == 0.1
+    unpenalised, _ = fit(unobserved_penalty=0.0)
+    assert max(np.abs(a - b).max() for a, b in zip(ref.factors, unpenalised.factors)) > 1e-2
+    runs = {"gemms": fit(fused=False)}
+    threads3, info3 = fit(threads=3)
+    np.testing.assert_array_equal(info3.loss_history, info.loss_history)
+    for a, b in zip(threads3.factors, ref.factors):
+        np.testing.assert_array_equal(a, b)
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        runs["dask"] = fit(client=client)
+    if importlib.util.find_spec("torch") is not None:
+        runs["pytorch"] = fit(fused=False, backend="pytorch", device="cpu")
+    for name, (cp, other) in runs.items():
+        for a, b in zip(cp.factors, ref.factors):
+            np.testing.assert_allclose(a, b, atol=5e-5, err_msg=name)
+        np.testing.assert_allclose(other.loss_history, info.loss_history,
+                                   atol=4 * ntf.loss_resolution(info.loss_history).max(), err_msg=name)
+
+
+def test_penalised_fixed_point_shrinks_the_pair_by_its_evidence():
+    """Where the fit converges with the penalty (rank 1, exact data, pair 0 in animal 0 only).
+    The penalty is on the pairs mode only: each iteration the pair update shrinks U and the
+    unpenalised time and animal updates re-inflate V and W, so the fit is no stationary point of
+    one loss (and the observed error may rise while it converges). At the fixed point the pair
+    row is the penalised solution for the fitted v, w: u_p = F_p / (G_p + lam (Gfull - G_p)),
+    with F_p = u*_p (v*.v)(w*.w over p's animals). Against a fully observed pair q (v* and |v|
+    cancel): u_0 / u_q = (u*_0 / u*_q) (w*_0 / w_0) (|w|^2 / w*.w) / (1 + lam (|w|^2 / w_0^2 - 1)),
+    w the fitted animal loadings (animal 0's moves by ~1 % at lam = 0.1). float64: rounding 1e-16,
+    the fit converged to tol 1e-14 -> 1e-10."""
+    X, mask, truth = rank_one_one_animal()
+    lam = 0.1
+    cp, info = ntf.ncp_hals(X, 1, mask=mask, dtype="float64", random_state=0, max_iter=5000, tol=1e-14,
+                            unobserved_penalty=lam)
+    assert info.converged
+    u, w = cp.factors[0][:, 0], cp.factors[2][:, 0]
+    u_true, w_true = truth[0][:, 0], truth[2][:, 0]
+    predicted = (u_true[0] / u_true[1:]) * (w_true[0] / w[0]) * (w @ w / (w_true @ w)) / (
+        1 + lam * (w @ w / w[0] ** 2 - 1))
+    np.testing.assert_allclose(u[0] / u[1:], predicted, rtol=1e-10)
+    assert np.all(u[0] / u[1:] < 0.7 * u_true[0] / u_true[1:])  # shrunk by ~1 / (1 + 6 lam) = 0.62
+
+
+def test_unobserved_penalty_is_checked_and_recorded_in_checkpoints():
+    X, mask, _ = planted(12)
+    kw = dict(mask=mask, random_state=1, max_iter=12, tol=0)
+    for bad in (-0.1, float("nan"), "0.1", True, None):
+        with pytest.raises(ValueError, match="unobserved_penalty"):
+            ntf.ncp_hals(X, 3, unobserved_penalty=bad, **kw)
+    states = []
+    full, _ = ntf.ncp_hals(X, 3, unobserved_penalty=0.03, **kw)
+    ntf.ncp_hals(X, 3, unobserved_penalty=0.03, checkpoint_every=4, on_checkpoint=states.append, **kw)
+    assert states[0]["unobserved_penalty"] == 0.03
+    resumed, _ = ntf.ncp_hals(X, 3, unobserved_penalty=0.03, resume=states[0], **kw)
+    for a, b in zip(full.factors, resumed.factors):
+        np.testing.assert_array_equal(a, b)
+    # a resumed fit with another lam must not silently continue; a state made before the option
+    # existed was made without the penalty (lam = 0)
+    with pytest.raises(ValueError, match="unobserved_penalty 0.03, asked 0"):
+        ntf.ncp_hals(X, 3, unobserved_penalty=0.0, resume=states[0], **kw)
+    old = {k: v for k, v in states[0].items() if k != "unobserved_penalty"}
+    ntf.ncp_hals(X, 3, resume=old, **kw)
+    with pytest.raises(ValueError, match="unobserved_penalty 0, asked 0.03"):
+        ntf.ncp_hals(X, 3, unobserved_penalty=0.03, resume=old, **kw)
+    # restarts and rank-sweep states too (their finished fits were made with the state's lam)
+    rkw = dict(mask=mask, random_state=1, max_iter=6, tol=0, unobserved_penalty=0.03)
+    r_states, s_states = [], []
+    ntf.ncp_restarts(X, 2, n_restarts=2, checkpoint_every=3, on_checkpoint=r_states.append, **rkw)
+    ntf.select_rank(X, [1, 2], n_restarts=2, checkpoint_every=3, on_checkpoint=s_states.append, **rkw)
+    assert r_states[-1]["unobserved_penalty"] == 0.03 and s_states[-1]["unobserved_penalty"] == 0.03
+    with pytest.raises(ValueError, match="unobserved_penalty"):
+        ntf.ncp_restarts(X, 2, n_restarts=2, resume=r_states[-1], **{**rkw, "unobserved_penalty": 0.1})
+    with pytest.raises(ValueError, match="unobserved_penalty"):
+        ntf.select_rank(X, [1, 2], n_restarts=2, resume=s_states[-1], **{**rkw, "unobserved_penalty": 0.1})

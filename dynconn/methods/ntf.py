@@ -207,6 +207,7 @@ class FitInfo:
     missing: str = "exact"
     rank: int = 0
     phase_seconds: dict = field(default_factory=dict)
+    unobserved_penalty: float = 0.0
 
     @property
     def loss(self) -> float:
@@ -1113,11 +1114,13 @@ class _RemoteBlock:
     mt: np.ndarray | None
 
 
-def _remote_block(block: _RemoteBlock, scale, kr, WW, G_shared, G_full, missing, n_sweeps, stop_ratio, dtype):
+def _remote_block(block: _RemoteBlock, scale, kr, WW, G_shared, G_full, missing, n_sweeps, stop_ratio, dtype,
+                  penalty=None):
     """A worker's part of one iteration (runs where ``block`` lives): rescale U's rows by the last
     balancing ``scale`` (R,), update them (:func:`_update_pair_rows`), and return the block with
     its partial products ``U[blk]' X2[blk]`` (R, T*A), ``U[blk]' U[blk]`` (R, R), the masked
-    ``U[r] U[s]`` sums (R(R+1)/2, A) (host float64) and the squared row norms (R,)."""
+    ``U[r] U[s]`` sums (R(R+1)/2, A) (host float64) and the squared row norms (R,). ``penalty``:
+    ``(lam, lam * diag(Gfull))`` of the unobserved penalty (host float64), or None."""
     ops = _NumpyOps(np.dtype(dtype))
     u, x = block.u, block.x
     R, n = u.shape
@@ -1126,7 +1129,10 @@ def _remote_block(block: _RemoteBlock, scale, kr, WW, G_shared, G_full, missing,
     F = (x @ kr.T)[:, :R].T  # (R, n)
     shared = _SharedGram(ops, G_shared) if G_shared is not None else None
     grows = ops.empty((R * R, n)) if block.mt is not None else None
-    _update_pair_rows(ops, u, F, block.mt, WW, shared, G_full, missing, n_sweeps, stop_ratio, _Work(ops, R, n), grows)
+    if penalty is not None:
+        penalty = (penalty[0], ops.asarray(np.asarray(penalty[1])[:, None]))
+    _update_pair_rows(ops, u, F, block.mt, WW, shared, G_full, missing, n_sweeps, stop_ratio, _Work(ops, R, n), grows,
+                      penalty=penalty)
     z = np.asarray(u @ x, dtype=np.float64)
     utu = np.asarray(u @ u.T, dtype=np.float64)
     tri = None
@@ -1168,7 +1174,7 @@ class _DaskPass:
             block = _RemoteBlock(x, np.ascontiguousarray(Ut[:, start:stop]).copy(), mt)
             self.blocks.append(client.scatter(block))
 
-    def run_pass(self, kr, WW, shared, missing, n_sweeps, stop_ratio):
+    def run_pass(self, kr, WW, shared, missing, n_sweeps, stop_ratio, penalty=None):
         """One pass: returns ``Z`` (R, T, A), ``U'U`` (R, R) and the masked Grams (R, R, A or G) or None."""
         prob = self.prob
         P, T, A = prob.shape
@@ -1178,7 +1184,7 @@ class _DaskPass:
         G_shared = shared.G if shared is not None else None
         G_full = shared.G if (shared is not None and prob.mask is not None) else None
         results = [self.client.submit(_remote_block, b, self.scale, kr, WW_np, G_shared, G_full, missing,
-                                      n_sweeps, stop_ratio, dtype, pure=False) for b in self.blocks]
+                                      n_sweeps, stop_ratio, dtype, penalty, pure=False) for b in self.blocks]
         self.scale = None
         self.blocks = [self.client.submit(_block_of, r, pure=False) for r in results]
         parts = self.client.gather([self.client.submit(_partials_of, r, pure=False) for r in results])
@@ -1364,7 +1370,8 @@ def _shared_pass(n_blocks: int, n_threads: int, one_block, scratch: list, timer:
     timer.stop("pass")
 
 
-def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, timer: _Timer) -> float:
+def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, timer: _Timer,
+               penalty: float = 0.0) -> float:
     """One outer HALS iteration, in place on ``Ut (R,P)`` (backend) and ``Vt (R,T)``, ``Wt (R,A)`` (host).
 
     Returns the relative error on observed entries after the update. With time groups (A = 1) the
@@ -1378,6 +1385,9 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
     once for both products: ``F_blk = X2[blk] @ KR``, update ``U[blk]``, then
     ``Z += U[blk]' X2[blk]`` while ``X2[blk]`` is still in cache. Otherwise (torch) both products
     are single GEMMs over all rows, the block being all P rows.
+
+    ``penalty`` (the unobserved penalty lambda, with a mask only): each pair row's Gram gets
+    ``lam * (Gfull[r, r] - G_p[r, r])`` added to its diagonal (:func:`_update_pair_rows`).
     """
     ops = prob.ops
     P, T, A = prob.shape
@@ -1406,10 +1416,16 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         WW = prob.upload(WW)
     shared = _SharedGram(ops, VtV * WtW) if (not masked or missing == "em") else None
     Gfull_dev = ops.asarray(shared.G) if masked and missing == "em" else None
+    pen_host = pen = None
+    if masked and penalty > 0:
+        # lam * diag(Gfull), Gfull = (V'V) * (W'W); with time groups sum_g (V_g'V_g) * (w w') is
+        # the same matrix (the groups partition the time bins)
+        pen_host = (float(penalty), float(penalty) * np.diag(VtV) * np.diag(WtW))
+        pen = (pen_host[0], prob.upload(pen_host[1][:, None]))
     timer.stop("grams")
     if prob.remote is not None:  # the pass on the workers that hold the blocks (_DaskPass)
         Z, UtU, UMU = prob.remote.run_pass(prob.kr_host, WW if masked else None, shared, missing, sweeps[0],
-                                           stop_ratio)
+                                           stop_ratio, pen_host)
         timer.stop("pass")
         return _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer)
 
@@ -1419,7 +1435,7 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
         work = scratch.work if n == prob.block else scratch.work.cols(n)
         _update_pair_rows(ops, Ut[:, start:stop], F, prob.Mt[:, start:stop] if masked else None, WW, shared,
                           Gfull_dev, missing, sweeps[0], stop_ratio, work,
-                          scratch.grows[:, :n] if masked else None, timer)
+                          scratch.grows[:, :n] if masked else None, timer, penalty=pen)
 
     if prob.fused:
         # ---- one pass over X by blocks: F = X2[blk] @ KR, update U[blk], Z_blk = U[blk]' X2[blk]
@@ -1473,10 +1489,18 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
 
 
 def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_sweeps, stop_ratio, work: _Work,
-                      grows, timer: _Timer | None = None) -> None:
+                      grows, timer: _Timer | None = None, penalty=None) -> None:
     """Update the pair-factor rows ``Y`` (R, n) in place from their MTTKRP rows ``F`` (R, n): one shared
     Gram ``shared`` without a mask; with one (``Mt_rows`` (A, n) float), each row's Gram
-    ``WW @ Mt_rows`` (R*R, n) into ``grows`` -- exact, or EM with the full Gram ``Gfull_dev``."""
+    ``WW @ Mt_rows`` (R*R, n) into ``grows`` -- exact, or EM with the full Gram ``Gfull_dev``.
+
+    ``penalty`` (with a mask): ``(lam, g)``, g = lam * diag(Gfull) as an (R, 1) backend array. Row
+    p's Gram diagonal becomes ``G_p[r, r] + lam * (Gfull[r, r] - G_p[r, r])`` (computed as
+    ``(1 - lam) G_p[r, r] + g[r]``), the right-hand side unchanged: the entries p was not observed
+    at count as zeros of weight lam, on the diagonal only (docs/factorization.md, "Unobserved
+    penalty"). EM solves the same penalised row problems: its surrogate's Gram ``Gfull`` gets the
+    same per-row diagonal term, so the rows are solved with their own Grams. None (or lam = 0):
+    the unpenalised update, bit for bit."""
     R, n = Y.shape
     if Mt_rows is None:
         _hals_shared(ops, Y, F, shared, n_sweeps, stop_ratio, work)
@@ -1484,7 +1508,14 @@ def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_swee
     Grows = ops.matmul(WW, Mt_rows, out=grows)  # (R*R, n)
     if timer is not None:
         timer.stop("grams")
+    if penalty is not None and not penalty[0] > 0:
+        penalty = None
     if missing == "exact":
+        if penalty is not None:
+            lam, g = penalty
+            diag = Grows[:: R + 1]  # (R, n) view of G_p[r, r]
+            diag *= 1.0 - lam
+            diag += g
         _hals_rows(ops, Y, F, Grows.reshape(R, R, n), n_sweeps, stop_ratio, work, overwrite=True)
         return
     # EM: impute the unobserved entries with the current model, then a full-data update:
@@ -1494,7 +1525,19 @@ def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_swee
     for r in range(R):
         ops.rowdot(Grows[r * R:(r + 1) * R], Y, out=work.vec)
         Fe[r] -= work.vec
-    _hals_shared(ops, Y, Fe, shared, n_sweeps, stop_ratio, work)
+    if penalty is None:
+        _hals_shared(ops, Y, Fe, shared, n_sweeps, stop_ratio, work)
+        return
+    # penalised EM: Gram Gfull + diag(lam * (Gfull[r, r] - G_p[r, r])) per row (work.inv holds the
+    # term until _hals_rows overwrites it with the inverse diagonal)
+    lam, g = penalty
+    term = work.inv
+    ops.copyto(term, Grows[:: R + 1])
+    term *= -lam
+    term += g
+    ops.copyto(Grows, Gfull_dev.reshape(R * R, 1))  # broadcast over the rows
+    Grows[:: R + 1] += term
+    _hals_rows(ops, Y, Fe, Grows.reshape(R, R, n), n_sweeps, stop_ratio, work, overwrite=True)
 
 
 def _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer: _Timer) -> float:
@@ -1677,7 +1720,8 @@ def _initial_factors(prob: _Problem, X: np.ndarray, init, rng: np.random.Generat
     return factors, name
 
 
-def _fit_state(prob, Ut, Vt, Wt, iteration, history, seconds, init_name, method, missing, dtype):
+def _fit_state(prob, Ut, Vt, Wt, iteration, history, seconds, init_name, method, missing, dtype,
+               unobserved_penalty=0.0):
     ops = prob.ops
     return {
         "format": FIT_STATE_FORMAT,
@@ -1695,10 +1739,19 @@ def _fit_state(prob, Ut, Vt, Wt, iteration, history, seconds, init_name, method,
         "method": method,
         "missing": missing,
         "dtype": np.dtype(dtype).name,
+        "unobserved_penalty": float(unobserved_penalty),
     }
 
 
-def _check_fit_state(state, prob, missing, dtype):
+def _check_penalty_state(state, unobserved_penalty) -> None:
+    """A checkpoint continues only with the unobserved penalty it was made with (a state from
+    before the option existed was made with none, i.e. 0)."""
+    made = float(state.get("unobserved_penalty", 0.0))
+    if made != float(unobserved_penalty):
+        raise ValueError(f"checkpoint was made with unobserved_penalty {made:g}, asked {float(unobserved_penalty):g}")
+
+
+def _check_fit_state(state, prob, missing, dtype, unobserved_penalty=0.0):
     if not isinstance(state, Mapping) or state.get("format") != FIT_STATE_FORMAT:
         raise ValueError(f"resume must be a checkpoint state of format {FIT_STATE_FORMAT!r}")
     if tuple(np.asarray(state["shape"]).tolist()) != prob.shape:
@@ -1713,6 +1766,7 @@ def _check_fit_state(state, prob, missing, dtype):
         raise ValueError("checkpoint was made for different data (the norm of X differs)")
     if "mask_digest" in state and str(state["mask_digest"]) != prob.mask_digest:
         raise ValueError("checkpoint was made for another mask or other time groups")
+    _check_penalty_state(state, unobserved_penalty)
 
 
 def _cp_tensor(weights: np.ndarray, factors: list[np.ndarray]) -> CPTensor:
@@ -1768,6 +1822,7 @@ def ncp_hals(
     scale_init=None,
     profile=False,
     client=None,
+    unobserved_penalty=0.0,
 ) -> tuple[CPTensor, FitInfo]:
     """Non-negative CP decomposition of ``X`` by HALS, fitting observed entries only.
 
@@ -1847,6 +1902,18 @@ def ncp_hals(
         blocks' R x T x A parts of ``U' X`` (and R x R Grams) come back, summed in block order.
         numpy backend, ``method="hals"``. The factors equal the local run's to float32 rounding
         (the pair Grams and norms are summed block by block instead of in one product).
+    unobserved_penalty : float >= 0
+        lambda of the unobserved penalty (with a mask; docs/factorization.md): in the pairs mode,
+        row p's Gram diagonal gets ``lambda * (Gfull[r, r] - G_p[r, r])`` added, ``Gfull`` the Gram
+        of a fully observed row -- the (time, animal) entries where p was not recorded count as
+        zeros of weight lambda, so a pair seen in few animals is shrunk toward 0 where the data
+        are silent. 0 (the default, as the config key ``factorize.unobserved_penalty``'s) is the
+        unpenalised solver, bit for bit. The time and
+        animal modes are not penalised, so the fit is a fixed point of the iteration rather than
+        the minimum of one loss: the observed error may rise while it converges, and the fit
+        depends slightly on the pairs mode's inner-sweep schedule (``inner_sweeps``,
+        ``inner_stop``, the blocks of pairs; ~1e-3 at 0.03). ``missing="em"`` applies the same
+        term to its pair rows (and converges to a slightly different fixed point).
 
     Returns
     -------
@@ -1877,6 +1944,7 @@ def ncp_hals(
         raise ValueError(f"inner_stop must be a number in [0, 1), got {inner_stop!r}")
     if gemm_pad is not None:
         gemm_pad = check_int("gemm_pad", gemm_pad, low=1)
+    unobserved_penalty = check_number("unobserved_penalty", unobserved_penalty, low=0)
 
     data = _as_data(X, mask, dt, time_groups)
     X, mask_arr, norm_sq = data.X, data.mask, data.norm_sq
@@ -1892,7 +1960,7 @@ def ncp_hals(
     timer = _Timer(ops, profile)
 
     if resume is not None:
-        _check_fit_state(resume, prob, missing, dt)
+        _check_fit_state(resume, prob, missing, dt, unobserved_penalty)
         factors = [np.asarray(resume[name]) for name in MODE_NAMES]
         history = [float(v) for v in np.asarray(resume["loss_history"])]
         start_iter = int(resume["iteration"])
@@ -1939,7 +2007,7 @@ def ncp_hals(
     # which then spin on the cores the pass needs (measured, docs/factorization.md).
     with _blas_single_threaded() if prob.threads > 1 else contextlib.nullcontext():
         while not converged and iteration < max_iter:
-            loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer)
+            loss = _iteration(prob, Ut, Vt, Wt, missing, sweeps, inner_stop, timer, unobserved_penalty)
             _balance_(prob, Ut, Vt, Wt)
             iteration += 1
             history.append(loss)
@@ -1953,7 +2021,7 @@ def ncp_hals(
             if on_checkpoint is not None and iteration < max_iter and _due(checkpoint_every, checkpoint_due, iteration):
                 on_checkpoint(_fit_state(prob, current_u(), Vt, Wt, iteration, history,
                                          seconds_before + time.perf_counter() - t_start,
-                                         init_name, "hals", missing, dt))
+                                         init_name, "hals", missing, dt, unobserved_penalty))
 
     final = [ops.to_numpy(current_u()).T.astype(np.float64), Vt.T, Wt.T]
     cp = _normalise_sort(final, dt)
@@ -1970,6 +2038,7 @@ def ncp_hals(
         missing=missing if mask_arr is not None else "none",
         rank=rank,
         phase_seconds=dict(timer.seconds),
+        unobserved_penalty=float(unobserved_penalty) if mask_arr is not None else 0.0,
     )
     return cp, info
 
@@ -2199,9 +2268,10 @@ def restart_seed(entropy: int, k: int, spawn_key: tuple = ()) -> np.random.SeedS
     return np.random.SeedSequence(int(entropy), spawn_key=tuple(spawn_key) + (int(k),))
 
 
-def _restarts_state(entropy, spawn_key, n_restarts, rank, done: list, current):
+def _restarts_state(entropy, spawn_key, n_restarts, rank, done: list, current, unobserved_penalty=0.0):
     state = {
         "format": RESTARTS_STATE_FORMAT,
+        "unobserved_penalty": float(unobserved_penalty),
         "seed_entropy": int(entropy),
         "seed_spawn_key": np.asarray(spawn_key, dtype=np.int64),
         "n_restarts": int(n_restarts),
@@ -2294,6 +2364,7 @@ def ncp_restarts(
     rank = _check_rank(rank)
     n_restarts = check_int("n_restarts", n_restarts, low=1)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
+    penalty = check_number("unobserved_penalty", fit_kw.get("unobserved_penalty", 0.0), low=0)
     data = _as_data(X, mask, dtype, time_groups)  # validate (and upload) X once for all restarts
     if mapper is not None and data.out_of_core:
         raise ValueError("mapper= sends X to every task: it needs X in memory (out of core, use client=)")
@@ -2303,6 +2374,7 @@ def ncp_restarts(
             raise ValueError(f"resume must be a checkpoint state of format {RESTARTS_STATE_FORMAT!r}")
         if int(resume["rank"]) != rank or int(resume["n_restarts"]) != n_restarts:
             raise ValueError("checkpoint was made for another rank or number of restarts")
+        _check_penalty_state(resume, penalty)
         entropy = int(resume["seed_entropy"])
         spawn_key = tuple(int(k) for k in np.asarray(resume["seed_spawn_key"]).tolist())
         done = _unpack_restarts(resume, rank, dtype)
@@ -2312,7 +2384,7 @@ def ncp_restarts(
         done, current = [], None
 
     def emit(inner_state):
-        on_checkpoint(_restarts_state(entropy, spawn_key, n_restarts, rank, done, inner_state))
+        on_checkpoint(_restarts_state(entropy, spawn_key, n_restarts, rank, done, inner_state, penalty))
 
     if mapper is not None:
         tasks = [(rank, k, _restart_init(init, k), restart_seed(entropy, k, spawn_key),
@@ -2580,6 +2652,7 @@ def select_rank(
     ranks_arr = np.unique(ranks_list)
     n_restarts = check_int("n_restarts", n_restarts, low=1)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
+    penalty = check_number("unobserved_penalty", fit_kw.get("unobserved_penalty", 0.0), low=0)
     data = _as_data(X, mask, dtype, time_groups)  # validate (and upload) X once for the whole sweep
     n, k = len(ranks_arr), int(n_restarts)
 
@@ -2588,6 +2661,7 @@ def select_rank(
             raise ValueError(f"resume must be a checkpoint state of format {SELECT_STATE_FORMAT!r}")
         if not np.array_equal(np.asarray(resume["ranks"]), ranks_arr) or int(resume["n_restarts"]) != k:
             raise ValueError("checkpoint was made for another set of ranks or number of restarts")
+        _check_penalty_state(resume, penalty)
         entropy = int(resume["seed_entropy"])
         n_done = int(resume["rank_index"])
         arrays = {name: np.array(resume[name]) for name in ("errors", "similarity", "n_iter", "seconds", "converged", "best_index")}
@@ -2610,7 +2684,7 @@ def select_rank(
 
     def state(i, inner):
         s = {"format": SELECT_STATE_FORMAT, "ranks": ranks_arr.copy(), "n_restarts": k,
-             "seed_entropy": int(entropy), "rank_index": int(i)}
+             "seed_entropy": int(entropy), "rank_index": int(i), "unobserved_penalty": float(penalty)}
         s.update({name: a.copy() for name, a in arrays.items()})
         for j, cp in enumerate(best_fits):
             s[f"best_{j}_weights"] = np.asarray(cp[0])
@@ -2658,7 +2732,7 @@ def select_rank(
             inner = None
             if i < n:
                 r = int(ranks_arr[i])
-                inner = _restarts_state(entropy, (r,), k, r, prefix_of(i), None)
+                inner = _restarts_state(entropy, (r,), k, r, prefix_of(i), None, penalty)
             return state(i, inner)
 
         def mark():  # what a checkpoint would record: finished ranks, the next rank's finished restarts

@@ -290,7 +290,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     _check_options(p, mask, X)
     layout = str(affinity.attrs.get("layout", "aligned"))
     groups = np.asarray(affinity["time_animal"], dtype=np.int64) if layout == "concatenated" else None
-    solver = {"mask": mask, "time_groups": groups, "backend": p["backend"], "method": p["method"]}
+    solver = {"mask": mask, "time_groups": groups, "backend": p["backend"], "method": p["method"],
+              "unobserved_penalty": float(p["unobserved_penalty"])}
     mapper, client = distribution(X, p, engine)
     # validated once for every fit (the sweep, the refinement); the scan of X skipped when the
     # affinity stage recorded it (recorded_sum_of_squares)
@@ -345,10 +346,12 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
             cp = result[0]
             attrs["final_fit"] = "refined from the rank sweep's best fit"
             restarts = sweep_restarts.get(f"r{rank}")
-            if not result[1].loss <= start_error:
+            if not result[1].loss <= start_error and not p["unobserved_penalty"] > 0:
                 # Refining never ends above its start: an exact HALS step cannot raise the error, so
                 # a refined loss above the sweep's is the loss formula's rounding near convergence
                 # (ntf.loss_resolution) -- keep the sweep's fit, whose error is the lower estimate.
+                # Not with the unobserved penalty: its pair updates shrink what the data leave
+                # uncertain, so the observed error may rise as the fit converges (ntf.ncp_hals).
                 cp = best
                 final_loss = start_error
                 attrs["final_fit"] = "the rank sweep's best fit (refining it did not lower the error)"

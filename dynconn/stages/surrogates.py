@@ -49,7 +49,8 @@ def options(config, rank: int) -> dict:
         "affinity": {k: aff[k] for k in ("method", "bin_seconds", "smooth_seconds", "noise_threshold",
                                          "window_seconds")},
         "factorize": {"max_iter": int(fac["sweep_max_iter"]), "tol": float(fac["sweep_tol"]),
-                      "init": fac["init"], "backend": fac["backend"]},
+                      "init": fac["init"], "backend": fac["backend"],
+                      "unobserved_penalty": float(fac["unobserved_penalty"])},
         "communities": {**partition_options(com), "n_runs": 1},
         "evidence": com["evidence"],
     }
@@ -66,7 +67,8 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     """One surrogate through affinity → factorize → communities at ``rank``.
 
     ``affinity``: :func:`dynconn.stages.affinity.compute_affinity` options (method, bin_seconds, …);
-    ``factorize``: :func:`dynconn.methods.ntf.ncp_hals` options (max_iter, tol, init, backend);
+    ``factorize``: :func:`dynconn.methods.ntf.ncp_hals` options (max_iter, tol, init, backend,
+    unobserved_penalty);
     ``communities``: :func:`dynconn.stages.communities.partition_components` options (method,
     min_strength, n_runs, resolution, level). ``random_state``: a SeedSequence (or int) from
     which the shifts, the factorization's start and the partitions draw their own streams.
