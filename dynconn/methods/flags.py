@@ -9,8 +9,8 @@ their thresholds (docs/report.md, "Red flags"):
 ``missing_neurons``     a cohesive community of ≥ ``MISSING_MIN_SIZE`` neurons overlaps the
                         neurons missing in some animal with Jaccard ≥ ``MISSING_JACCARD``: the
                         "group" may be the pattern of what was not recorded, not of co-activation.
-``not_significant``     the component's energy share is not above the surrogates'
-                        (p ≥ alpha); for a community: its cohesion is not (p ≥ alpha).
+``not_significant``     the component's p-value (its best cohesive community's) is ≥ alpha;
+                        for a community: its replication's p-value is ≥ alpha.
 ``community_not_significant``  a cohesive community of the component is ``not_significant``.
 ``unstable``            the partition's stability across community-detection runs (mean ARI)
                         is below ``MIN_STABILITY``.
@@ -38,7 +38,7 @@ EXPLAIN = {
     "rank_at_edge": "the chosen rank is at the edge of the sweep (factorize.ranks): widen the sweep",
     "missing_neurons": "a community coincides with the neurons missing in an animal",
     "not_significant": "not above the surrogates (no co-activation needed to explain it)",
-    "community_not_significant": "a cohesive community is not more cohesive than the surrogates'",
+    "community_not_significant": "a cohesive community does not replicate across animals more than the surrogates' best",
     "unstable": "the communities differ between community-detection runs",
     "negative_modularity": "the partition's modularity is negative",
     "one_animal": "carried by one animal",

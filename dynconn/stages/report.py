@@ -1919,8 +1919,9 @@ def significance_record(p: dict, null_pool: dict | None) -> dict:
                  "rank; a community's replication is the geometric mean over animals of the contrast of its members' "
                  "affinity with each other against their affinity with the other recorded neurons, both weighted by the "
                  "component's temporal loading; its p-value compares it with the largest replication of each surrogate "
-                 "component's communities (0 without one): (1 + #null >= observed) / (1 + #null) when >= 10 null values "
-                 "reach it, else (n positive / n) times the Student-t predictive tail of the log positive null values; "
+                 "component that has a community: (1 + #null >= observed) / (1 + #null) within the null's range, "
+                 "beyond its largest value the smaller of 1 / (1 + #null) and the Student-t predictive tail of the "
+                 "log null values; "
                  "a component's p-value is its most significant cohesive community's (1 without one)"),
     }
 
