@@ -5,7 +5,7 @@ import pytest
 
 from conftest import cli
 from dynconn.io.artifacts import read_h5
-from dynconn.methods.evidence import component_energy_by_animal, pair_evidence, weigh_by_evidence
+from dynconn.methods.evidence import component_energy_by_animal, pair_evidence, unobserved_mass, weigh_by_evidence
 from methods_data import structureless
 
 
@@ -62,3 +62,37 @@ def test_missingness_alone_makes_no_community(tmp_path, layout):
         com = read_h5(config.parent / "run" / "communities.h5")
         found += coinciding(np.asarray(com["membership"]), sets)
     assert found == []
+
+
+def test_unobserved_mass_by_hand():
+    # u^2 = (1, 4, 9); the pairs' missing shares of the animal energy (1/2, 1/2): 0, 1/2, 1
+    mask = np.array([[True, True], [True, False], [False, False]])
+    pairs = np.array([[1.0, 1.0], [2.0, 0.0], [3.0, 0.0]])
+    animals = np.array([[1.0, 0.0], [1.0, 1.0]])
+    m = unobserved_mass(mask, pairs, np.ones((4, 2)), animals)
+    # component 1: only pair 0 loads, and W = (0, 1) lives in animal 1 where pair 0 is recorded
+    np.testing.assert_allclose(m, [(0 + 2 + 9) / 14, 0.0], atol=1e-12)
+    assert unobserved_mass(mask, np.zeros((3, 1)), np.ones((4, 1)), np.ones((2, 1)))[0] == 0.0
+
+
+@pytest.mark.parametrize("layout", ["aligned", "concatenated"])
+def test_unobserved_mass_is_the_model_mass_off_the_mask(layout):
+    """Against the brute-force sum of the squared model tensor over the unobserved entries."""
+    rng = np.random.default_rng(3)
+    P, R = 7, 3
+    if layout == "aligned":
+        T, A, groups = 5, 4, None
+        mask = rng.random((P, A)) < 0.6
+        U, V, W = rng.random((P, R)), rng.random((T, R)), rng.random((A, R))
+        full = np.broadcast_to(mask[:, None, :], (P, T, A))
+    else:
+        groups = np.array([0, 0, 1, 1, 1, 2])
+        T, A = groups.size, 3
+        mask = rng.random((P, A)) < 0.6
+        U, V, W = rng.random((P, R)), rng.random((T, R)), rng.random((1, R))
+        full = mask[:, groups][:, :, None]
+    for r in range(R):
+        model2 = np.einsum("p,t,a->pta", U[:, r], V[:, r], W[:, r]) ** 2
+        expected = model2[~full].sum() / model2.sum()
+        got = unobserved_mass(mask, U, V, W, groups)[r]
+        assert abs(got - expected) < 1e-12  # float64 sums of 7*6*3 terms: rounding only
