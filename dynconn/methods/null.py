@@ -153,12 +153,14 @@ def tail_p(observed: float, null: np.ndarray) -> float:
     positive = null[np.isfinite(null) & (null > 0)]
     reached = int(np.count_nonzero(positive >= observed))
     direct = (1 + reached) / (1 + positive.size)
-    if reached or observed <= 0 or positive.size < 3 or not np.log(positive).std(ddof=1) > 0:
+    if reached or observed <= 0 or positive.size < 3:
         return float(direct)
     logs = np.log(positive)
-    n = logs.size
-    centre, scale = logs.mean(), logs.std(ddof=1) * np.sqrt(1 + 1 / n)
-    return float(min(direct, student.sf((np.log(observed) - centre) / scale, n - 1)))
+    n, spread = logs.size, logs.std(ddof=1)
+    if not spread > 0:
+        return float(direct)
+    scale = spread * np.sqrt(1 + 1 / n)
+    return float(min(direct, student.sf((np.log(observed) - logs.mean()) / scale, n - 1)))
 
 
 def projected_affinity(X, mask: np.ndarray | None, f_time: np.ndarray,
@@ -239,6 +241,15 @@ def community_replication(Y: np.ndarray, pairs: np.ndarray, membership_row: np.n
         if members.size > 1:
             out[int(k)] = replication(animal_contrasts(Y, pairs, members))
     return out
+
+
+def component_replications(X, mask: np.ndarray | None, f_time: np.ndarray, pairs: np.ndarray,
+                           membership: np.ndarray, time_groups: np.ndarray | None = None) -> list[dict[int, float]]:
+    """Per component, ``{community id: replication}`` (:func:`community_replication`) of the
+    partitions ``membership`` (R, N), from the tensor ``X`` (:func:`projected_affinity`'s
+    arguments): the data's and each surrogate's, the same way."""
+    Y = projected_affinity(X, mask, f_time, time_groups)
+    return [community_replication(Y[:, :, r], pairs, membership[r]) for r in range(np.shape(membership)[0])]
 
 
 def graph_maxima(per_component: list[dict[int, float]]) -> np.ndarray:

@@ -466,19 +466,11 @@ def behaviour_series(data: RunData, c: int, r: int | None = None) -> tuple[list,
     return loads, covs
 
 
-def observed_replication(data: RunData, aff) -> list[dict[int, float]]:
-    """Each component's ``{community id: replication}`` (:func:`dynconn.methods.null.community_replication`)
-    from the affinity artifact ``aff``'s tensor (read by blocks of pairs)."""
-    Y = null.projected_affinity(aff["affinity"], np.asarray(aff["mask"]), data.f_time,
-                                data.time_animal if data.concatenated else None)
-    return [null.community_replication(Y[:, :, r], data.pairs, data.membership[r]) for r in range(data.rank)]
-
-
 def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | None,
              shares: np.ndarray | None, replication: list[dict] | None = None) -> list[dict]:
     """How far to trust each component: its communities' replication and p-values (set in
     ``stats`` too: ``replication``, ``p_value``, ``n_null``, ``flags``; ``replication``: per
-    component ``{community id: value}``, :func:`observed_replication`), its own p-value, energy share, red flags
+    component ``{community id: value}``, :func:`dynconn.methods.null.component_replications`), its own p-value, energy share, red flags
     (:mod:`dynconn.methods.flags`) and covariate relations (:mod:`dynconn.methods.behaviour`). One dict of
     summary.json keys per component."""
     alpha = p["alpha"]
@@ -1809,7 +1801,7 @@ def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", wor
     """Every output of the report stage, from the run's data: ``{"files": {path: bytes},
     "summary": dict, "timings": {step: seconds}}``. ``previous``: figures of the last
     report, reused where their inputs did not change (:func:`render_figures`);
-    ``replication``: :func:`observed_replication` (with ``null_pool``, the p-values')."""
+    ``replication``: :func:`dynconn.methods.null.component_replications` (with ``null_pool``, the p-values')."""
     timings = {}
     t0 = time.perf_counter()
     an = analyse(data, p, null_pool, shares, references, replication)
@@ -1872,9 +1864,10 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=
         null_pool = surrogates.pooled(results)
         null_pool["seconds"] = time.perf_counter() - t0
         aff = upstream["affinity"]
-        shares = null.component_shares(data.weights, np.asarray(aff["affinity"]), np.asarray(aff["mask"]),
-                                       data.time_animal)
-        replication = observed_replication(data, aff)
+        X, mask = np.asarray(aff["affinity"]), np.asarray(aff["mask"])  # read once, for both
+        shares = null.component_shares(data.weights, X, mask, data.time_animal)
+        replication = null.component_replications(X, mask, data.f_time, data.pairs, data.membership,
+                                                  data.time_animal)
     references = load_references(config)
     return build(data, p, config_text=yaml.safe_dump(config.values, sort_keys=False, allow_unicode=True),
                  title=title, workers=workers, previous=previous_figures(workdir), null_pool=null_pool,

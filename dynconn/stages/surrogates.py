@@ -94,10 +94,8 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
                          evidence)
     parts = partition_components(edges, pairs, n_neurons,
                                  random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
-    Y = null.projected_affinity(X, mask, f_time, groups)
-    maxima = null.graph_maxima([null.community_replication(Y[:, :, r], pairs, parts.membership[r])
-                                for r in range(parts.membership.shape[0])])
-    return {"replication": maxima,
+    return {"replication": null.graph_maxima(null.component_replications(X, mask, f_time, pairs, parts.membership,
+                                                                        groups)),
             "share": null.component_shares(weights, X, mask, groups)}
 
 
