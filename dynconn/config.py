@@ -522,9 +522,10 @@ SCHEMA: dict[str, Any] = {
             "size",
             None,
             "Memory the affinity tensor may take (`2GB`, `512MiB` or bytes): a larger tensor is "
-            "written to affinity.h5 by blocks of pairs and streamed from it by the factorization, "
-            "never held whole. null = half of the memory available when the stage starts. The "
-            "results do not depend on it.",
+            "written to affinity.h5 by blocks of pairs and streamed from it by the factorization "
+            "and the report, never held whole; the report's surrogates (each holds a tensor) run at "
+            "most budget ÷ tensor at a time, none over it. null = half of the memory available "
+            "when the stage starts. The results do not depend on it.",
             nullable=True,
         ),
         "scheduler": Key(

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import cli, edit_config
+from conftest import cli, cli_subprocess, edit_config
 from dynconn.io import artifacts
 from dynconn.io.artifacts import RowBlocks, StreamedDataset, checksum, read_h5, verify_h5, write_h5
 from dynconn.methods import ntf
@@ -185,3 +185,62 @@ def test_pass_on_two_dask_workers_equals_the_local_fit(missing):
     for a, b in zip(local[0][1], remote[0][1]):
         np.testing.assert_allclose(a, b, atol=5e-5)
     np.testing.assert_allclose(local[1].loss_history, remote[1].loss_history, rtol=1e-4)
+
+
+def test_report_statistics_read_by_blocks_equal_the_in_memory_ones(tmp_path):
+    """The report's energy shares and community replications from a RowBlocks handle on
+    affinity.h5 (a tensor over the budget) are the in-memory ones bit for bit: the same
+    blocks of pairs, summed in the same order."""
+    from dynconn.methods import null
+
+    X, mask = _planted(P=20_000, T=12, A=3, R=2)  # over null.PROJECT_BLOCK pairs: several blocks
+    path = tmp_path / "a.h5"
+    write_h5(path, {"affinity": X, "mask": mask}, stage="affinity", params={})
+    handle = read_h5(path, lazy=("affinity",))["affinity"]
+    assert isinstance(handle, RowBlocks)
+    weights = np.array([3.0, 1.5])
+    assert np.array_equal(null.component_shares(weights, handle, mask), null.component_shares(weights, X, mask))
+    n = int(round((1 + np.sqrt(1 + 8 * X.shape[0])) / 2))  # 200 neurons: 19,900 pairs
+    pairs = np.column_stack(np.triu_indices(n, 1))[: X.shape[0]]
+    f_time = np.random.default_rng(1).random((X.shape[1], 2))
+    membership = np.full((2, n), -1)
+    membership[0, :10], membership[1, 20:35] = 0, 1
+    from_file = null.component_replications(handle, mask, f_time, pairs, membership)
+    assert from_file == null.component_replications(X, mask, f_time, pairs, membership)
+    assert set(from_file[0]) == {0} and set(from_file[1]) == {1}  # a value for each community
+
+
+def test_whole_run_over_a_tiny_memory_budget(tmp_path, monkeypatch):
+    """`compute.memory_budget` far below the tensor, ingest to report: the communities stage does
+    not read the tensor at all and gives the in-memory communities; the report's surrogates,
+    which would each hold a tensor of that size, are refused in one line naming the keys, with
+    every artifact kept."""
+    from dynconn.stages import communities
+
+    config = write_dataset(tmp_path / "data", "tiny", 0)
+    edit_config(config.parent, lambda c: c.update(factorize={"rank": 3, "restarts": 1, "max_iter": 40},
+                                                  report={"surrogates": 0}))
+    assert cli("run", config, "-q", "--set", "compute.memory_budget=10GB").exit_code == 0
+    run = config.parent / "run"
+    names = ("affinity.h5", "factors.h5", "communities.h5")
+    in_memory = {n: read_h5(run / n).fingerprint for n in names}
+    table = (run / "exports" / "communities.csv").read_bytes()
+    seen = []
+    real = communities.run
+
+    def spy(config, workdir, console, upstream, **kw):
+        seen.append(sorted(upstream["affinity"].data))
+        return real(config, workdir, console, upstream, **kw)
+
+    monkeypatch.setattr(communities, "run", spy)
+    assert cli("run", config, "-q", "--force", "--set", "compute.memory_budget=1KB").exit_code == 0
+    assert seen and "affinity" not in seen[0] and "mask" in seen[0]
+    assert {n: read_h5(run / n).fingerprint for n in names} == in_memory
+    assert (run / "exports" / "communities.csv").read_bytes() == table  # the report's table too
+    before = {n: (run / n).stat().st_mtime_ns for n in names}
+    result = cli_subprocess("report", config, "-q", "--force", "--set", "compute.memory_budget=1KB",
+                            "--set", "report.surrogates=5")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "report.surrogates" in lines[0] and "compute.memory_budget" in lines[0]
+    assert {n: (run / n).stat().st_mtime_ns for n in names} == before

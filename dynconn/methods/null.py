@@ -83,23 +83,28 @@ def cohesion_of(w: np.ndarray, membership_row: np.ndarray) -> dict[int, tuple[in
     return out
 
 
-def component_shares(weights: np.ndarray, X: np.ndarray, mask: np.ndarray | None = None,
+def component_shares(weights: np.ndarray, X, mask: np.ndarray | None = None,
                      time_groups: np.ndarray | None = None) -> np.ndarray:
     """Each component's share of the observed tensor's energy: ``weight_r² / ‖M∘X‖²`` (R,).
 
     Factors are unit-norm, so ``weight_r²`` is the squared norm of component r; the share is
     the "gain" a component brings, on a scale that is comparable between the data and a
-    surrogate of it (same traces, so nearly the same ‖X‖)."""
-    X = np.asarray(X)
-    if mask is None:
-        total = float(np.sum(np.asarray(X, dtype=np.float64) ** 2))
-    else:
-        m = np.asarray(mask, dtype=bool)
-        if time_groups is not None:
-            m = m[:, np.asarray(time_groups)][:, :, None]  # (P, T, 1)
-        else:
-            m = m[:, None, :]  # (P, 1, A)
-        total = float(np.sum(np.where(m, np.asarray(X, dtype=np.float64), 0.0) ** 2))
+    surrogate of it (same traces, so nearly the same ‖X‖). ``X`` (P, T, A), any array or a
+    handle read by row ranges (``X[start:stop]``: an h5py dataset, a
+    :class:`~dynconn.io.artifacts.RowBlocks`), summed by ``PROJECT_BLOCK`` pairs in float64, so
+    the memory is a block's whatever P."""
+    P = X.shape[0]
+    m = None if mask is None else np.asarray(mask, dtype=bool)
+    groups = None if time_groups is None else np.asarray(time_groups, dtype=np.int64)
+    total = 0.0
+    for start in range(0, P, PROJECT_BLOCK):
+        stop = min(P, start + PROJECT_BLOCK)
+        block = np.asarray(X[start:stop], dtype=np.float64)  # (b, T, A)
+        if m is not None:
+            seen = m[start:stop]
+            # (b, T, 1) with time groups (each bin belongs to one animal's group), else (b, 1, A)
+            block = np.where(seen[:, groups][:, :, None] if groups is not None else seen[:, None, :], block, 0.0)
+        total += float(np.einsum("bta,bta->", block, block))
     w = np.asarray(weights, dtype=np.float64)
     return w ** 2 / total if total > 0 else np.zeros_like(w)
 

@@ -140,8 +140,8 @@ def _over_budget(path: Path, streamable: tuple[str, ...], budget: int | None) ->
 
 
 def read_upstream(up: str, workdir: Path, verified: Verified | None = None, streamable: tuple[str, ...] = (),
-                  budget: int | None = None, meanwhile: bool = False):
-    """Read an upstream artifact, verified (once per command).
+                  budget: int | None = None, meanwhile: bool = False, skip: tuple[str, ...] = ()):
+    """Read an upstream artifact, verified (once per command); ``skip``: datasets left unread.
 
     ``streamable`` datasets larger than ``budget`` bytes are left on disk as
     :class:`~dynconn.io.artifacts.RowBlocks` handles (checksummed by one streamed read).
@@ -151,11 +151,11 @@ def read_upstream(up: str, workdir: Path, verified: Verified | None = None, stre
     check = verified is None or path not in verified
     hint = f" (run `dynconn run` or `dynconn {up}` to recompute it)"
     try:
-        art = read_h5(path, verify=check, lazy=_over_budget(path, streamable, budget), meanwhile=meanwhile)
+        art = read_h5(path, verify=check, skip=skip, lazy=_over_budget(path, streamable, budget), meanwhile=meanwhile)
     except ArtifactError as exc:
         raise ArtifactError(f"{exc}{hint}") from None
     art.hint = hint
-    if verified is not None:
+    if verified is not None and not skip:  # a dataset left unread is not verified
         verified.add(path)
     return art
 
@@ -216,8 +216,9 @@ def _check_memory(name: str, config: Config, workdir: Path) -> str:
     """Refuse a stage whose estimated memory need exceeds what is available; returns the
     remedy text (for a MemoryError that happens anyway)."""
     stage = STAGES[name]
-    shapes = {up: dataset_shapes(workdir / STAGES[up].output) for up in stage.inputs
-              if not STAGES[up].writes_files}
+    shapes = {up: {k: v for k, v in dataset_shapes(workdir / STAGES[up].output).items()
+                   if k not in stage.unread_inputs(up)}
+              for up in stage.inputs if not STAGES[up].writes_files}
     need, remedy = stage.estimate_memory(config, shapes)
     resources.check_memory(name, need, remedy)
     return remedy
@@ -299,7 +300,8 @@ def run_stage(name: str, config: Config, workdir: Path, console: Console, *, for
         # and waited for before anything it computed is checked or written; the stage's slow
         # imports load in a thread meanwhile (after the reads: h5py reads holding the GIL, an
         # import beside them only slows them down)
-        upstream = {up: read_upstream(up, workdir, verified, stage.streamed_inputs(up), budget, meanwhile=True)
+        upstream = {up: read_upstream(up, workdir, verified, stage.streamed_inputs(up), budget, meanwhile=True,
+                                      skip=stage.unread_inputs(up))
                     for up in stage.inputs}
         with stage.importing_meanwhile(), verified_on_exit(upstream.values()), \
                 console.capture_warnings() as warnings_seen:

@@ -9,8 +9,9 @@ Available memory is the smallest of
 - ``DYNCONN_MAX_MEMORY`` when set (e.g. ``8G``, ``500M``): a cap a user can give on a
   shared server.
 
-Estimates (bytes; documented in ``docs/robustness.md``) count every upstream artifact in
-full (stages read their inputs into memory) plus each stage's own arrays:
+Estimates (bytes; documented in ``docs/robustness.md``) count every upstream dataset a stage
+reads in full (stages read their inputs into memory; not those it never reads, the stage
+protocol's ``UNREAD_INPUTS``) plus each stage's own arrays:
 
 ``ingest``       10 × the size of text inputs (CSV parsing keeps every cell as a Python
                  string), 3 × binary inputs, plus the aligned float32 output
@@ -20,8 +21,11 @@ full (stages read their inputs into memory) plus each stage's own arrays:
                  (streamed from the file), a few blocks of 1024 pairs -- the pair factors and
                  per-pair Gram matrices at the largest rank tried
 ``communities``  two N × N matrices and the edges of one component's graph (O(pairs), never
-                 N³: the block-model temporaries are chunked, wsbm.CHUNK_BYTES)
-``report``       a few N × N matrices per figure
+                 N³: the block-model temporaries are chunked, wsbm.CHUNK_BYTES); the tensor is
+                 not read
+``report``       a few N × N matrices per figure, each pair's projected affinity (pairs × animals ×
+                 rank), the tensor unless it is over ``compute.memory_budget`` (then read by
+                 blocks), and with surrogates one surrogate's tensor and its working copy
 
 They are deliberately simple upper-side estimates; the point is to refuse a request
 that is off by orders of magnitude (a ``bin_seconds`` of 1 ms, a rank of 10⁶) with the
@@ -243,7 +247,19 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
     if stage == "report":
         neurons = upstream_shapes.get("affinity", {}).get("neurons")
         n = neurons[0][0] if neurons else 0
-        return loaded + 4 * n * n * F64, remedy_tensor
+        need = loaded + 4 * n * n * F64
+        aff = upstream_shapes.get("affinity", {}).get("affinity")
+        weights = upstream_shapes.get("factorize", {}).get("weights")
+        if aff is not None:
+            (pairs, _, n_animals), _ = aff
+            rank = int(weights[0][0]) if weights else 1
+            need += pairs * n_animals * rank * F64  # each pair's projected affinity per animal and component
+            tensor = _nbytes(*aff)
+            if tensor > memory_budget(config):
+                need -= tensor  # read by blocks of pairs (and no surrogates: stages.surrogates.local_workers)
+            elif config["report"]["surrogates"] > 0:
+                need += 2 * tensor  # a surrogate's own tensor and the solver's copy, one at a time at least
+        return need, remedy_tensor + ", or set report.surrogates: 0"
     return loaded, remedy_tensor
 
 

@@ -11,7 +11,10 @@ run), ``SLOW_IMPORTS`` (modules its ``run`` imports that take long to import: th
 imports them in a thread while it reads and verifies the stage's inputs), and ``write(...)`` with ``recorded_provenance(workdir)`` for a stage
 whose output is files rather than one HDF5 artifact (the report: its ``run`` returns
 ``{"files": {relative path: bytes}, ...}``; it also names the file recording its provenance,
-``SUMMARY``, and provides ``remove_stale(workdir, files)``). Stage modules know nothing of the runner.
+``SUMMARY``, and provides ``remove_stale(workdir, files)``). ``STREAMED_INPUTS`` and
+``UNREAD_INPUTS`` (``{upstream stage: (dataset, ...)}``) name the upstream datasets it reads by
+blocks of rows when they exceed ``compute.memory_budget``, and those it never reads (left on
+disk). Stage modules know nothing of the runner.
 
 :class:`Stage` wraps such a module with what the runner adds per stage (memory estimate,
 input and output guards), so that :mod:`dynconn.runner.pipeline` and the standalone
@@ -61,6 +64,12 @@ class Stage:
         file (a :class:`~dynconn.io.artifacts.RowBlocks` handle) instead of whole, when they
         exceed ``compute.memory_budget`` (module attribute ``STREAMED_INPUTS``)."""
         return tuple(getattr(self.module, "STREAMED_INPUTS", {}).get(upstream, ()))
+
+    def unread_inputs(self, upstream: str) -> tuple[str, ...]:
+        """Datasets of the ``upstream`` artifact this stage never reads (module attribute
+        ``UNREAD_INPUTS``): the runner leaves them on disk, neither loaded nor counted in the
+        stage's memory estimate (the communities stage and the affinity tensor)."""
+        return tuple(getattr(self.module, "UNREAD_INPUTS", {}).get(upstream, ()))
 
     @property
     def checkpoints(self) -> bool:

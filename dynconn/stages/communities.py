@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # igraph and the model are imported where used: fast start-up
 NAME = "communities"
 OUTPUT = "communities.h5"
 UPSTREAM = ("affinity", "factorize")
+# the pair loadings, the mask and the pairs make the graphs: the tensor itself stays on disk
+UNREAD_INPUTS = {"affinity": ("affinity",)}
 ENGINE = True  # run() takes the pipeline's engine: each component's fit is a task
 
 

@@ -46,6 +46,9 @@ from ..console import Console
 NAME = "report"
 OUTPUT = "report.html"
 UPSTREAM = ("ingest", "affinity", "factorize", "communities")
+# the shares and replications read the tensor by blocks of pairs: over compute.memory_budget it
+# stays on disk
+STREAMED_INPUTS = {"affinity": ("affinity",)}
 ENGINE = True  # run() takes the pipeline's engine: the surrogates are tasks on a distributed one
 SUMMARY = Path("exports") / "summary.json"
 STAGE_NAMES = UPSTREAM  # the stages the page describes: every stage before this one
@@ -1856,15 +1859,18 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=
     null_pool = shares = replication = None
     if p["surrogates"] > 0:
         t0 = time.perf_counter()
+        # a distributed engine runs each surrogate as a task on its workers (their memory, not ours)
+        mapper = engine.map if engine is not None and engine.distributed else None
+        if mapper is None:
+            workers = surrogates.local_workers(upstream["affinity"]["affinity"], workers,
+                                               config["compute"].get("memory_budget"))
         results = surrogates.run(data, surrogates.options(config, data.rank), n=p["surrogates"], seed=p["seed"],
                                  fingerprint=upstream["ingest"].fingerprint, workdir=workdir, workers=workers,
-                                 console=console,
-                                 # a distributed engine runs each surrogate as a task on its workers
-                                 mapper=engine.map if engine is not None and engine.distributed else None)
+                                 console=console, mapper=mapper)
         null_pool = surrogates.pooled(results)
         null_pool["seconds"] = time.perf_counter() - t0
         aff = upstream["affinity"]
-        X, mask = np.asarray(aff["affinity"]), np.asarray(aff["mask"])  # read once, for both
+        X, mask = aff["affinity"], np.asarray(aff["mask"])  # an array, or a handle read by blocks of pairs
         shares = null.component_shares(data.weights, X, mask, data.time_animal)
         replication = null.component_replications(X, mask, data.f_time, data.pairs, data.membership,
                                                   data.time_animal)
