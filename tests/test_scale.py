@@ -244,3 +244,28 @@ def test_whole_run_over_a_tiny_memory_budget(tmp_path, monkeypatch):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "report.surrogates" in lines[0] and "compute.memory_budget" in lines[0]
     assert {n: (run / n).stat().st_mtime_ns for n in names} == before
+
+
+def test_run_refuses_surrogates_over_the_budget_right_after_the_affinity_stage(tmp_path):
+    """`dynconn run` with the report's surrogates on and the tensor over compute.memory_budget
+    stops as soon as the tensor exists (one line naming both keys, exit 1), before factorize and
+    communities spend their time; the artifacts made so far are kept. With a distributed engine
+    the surrogates run on its workers, and the check does not apply."""
+    from dynconn.config import load as load_config
+    from dynconn.runner.pipeline import check_ahead
+
+    config = write_dataset(tmp_path / "data", "tiny", 0)
+    edit_config(config.parent, lambda c: c.update(factorize={"rank": 3, "restarts": 1, "max_iter": 40},
+                                                  report={"surrogates": 5}))
+    result = cli_subprocess("run", config, "-q", "--set", "compute.memory_budget=1KB")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "report.surrogates" in lines[0] and "compute.memory_budget" in lines[0], lines
+    run = config.parent / "run"
+    assert (run / "affinity.h5").is_file() and not (run / "factors.h5").exists()
+    cfg = load_config(config, overrides=["compute.memory_budget=1KB", "compute.scheduler=dask"])
+    assert cfg["compute"]["scheduler"] == "dask"
+    check_ahead("affinity", ["factorize", "report"], cfg, run)  # no error: the workers hold the tensors
+    with pytest.raises(Exception, match="report.surrogates"):
+        check_ahead("affinity", ["report"], load_config(config, overrides=["compute.memory_budget=1KB"]), run)
+    check_ahead("ingest", ["report"], load_config(config, overrides=["compute.memory_budget=1KB"]), run)

@@ -235,6 +235,19 @@ def preflight(config: Config, names: list[str]) -> None:
         STAGES[name].preflight(config)
 
 
+def check_ahead(done: str, later: list[str], config: Config, workdir: Path) -> None:
+    """The ``later`` stages' checks that need the artifacts of ``done`` and the stages before it
+    (:meth:`Stage.check_ahead`; an artifact further on may be stale): run after each stage of
+    ``dynconn run``, so a setting that cannot work stops the run before the stages in between
+    spend their time."""
+    if not later:
+        return
+    shapes = {name: dataset_shapes(workdir / STAGES[name].output)
+              for name in ORDER[:ORDER.index(done) + 1] if not STAGES[name].writes_files}
+    for name in later:
+        STAGES[name].check_ahead(config, shapes)
+
+
 # ----------------------------------------------------------------------------- stages
 def _judge(name: str, expected: dict, workdir: Path, console: Console, verified: Verified) -> bool:
     """True when the stage's output is up to date and verifies; warns about damaged outputs."""
@@ -393,11 +406,12 @@ def run_pipeline(
     with WorkdirLock(workdir, console, command="dynconn run"), engines.Engine.from_config(config, console) as engine:
         _prepare(workdir, console)
         verified = Verified()
-        for name in names:
+        for i, name in enumerate(names):
             interrupt.check()  # a stop whose exception was swallowed during the last stage
             if run_stage(name, config, workdir, console, force=force or start is not None,
                          verified=verified, engine=engine):
                 ran.append(name)
+            check_ahead(name, names[i + 1:], config, workdir)
         _bound_cache(workdir, config["compute"]["cache_size"], console)
     return ran
 

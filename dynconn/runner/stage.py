@@ -134,6 +134,15 @@ class Stage:
         if check is not None:
             check(config)
 
+    def check_ahead(self, config, shapes: dict) -> None:
+        """What this stage can check once earlier stages' artifacts exist (``shapes[stage]``:
+        their datasets' shapes), before the stages in between run: ``dynconn run`` asks every
+        later stage after each stage. The module's own ``check_ahead(config, shapes, budget)``, if
+        any (``budget``: ``compute.memory_budget`` in bytes, resolved)."""
+        check = getattr(self.module, "check_ahead", None)
+        if check is not None:
+            check(config, shapes, resources.memory_budget(config))
+
     def params(self, config) -> dict:
         return self.module.params(config)
 

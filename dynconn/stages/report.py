@@ -1888,6 +1888,23 @@ def load_references(config: Config) -> tuple[list, list[str]]:
     return refio.load_references(config["report"]["reference_graphs"], config.resolve)
 
 
+def check_ahead(config: Config, shapes: dict, budget: int) -> None:
+    """Checked by ``dynconn run`` as soon as the affinity tensor exists, before the stages between
+    run: surrogates run in this machine's processes need the tensor in memory, so over the memory
+    budget (``budget`` bytes, ``compute.memory_budget`` resolved) they are refused now rather than
+    after factorize and communities (on 2,000 neurons, 20 minutes later). ``shapes[stage][dataset]
+    = (shape, itemsize)`` of each earlier stage's artifact."""
+    from .surrogates import over_budget_error
+
+    aff = shapes.get("affinity", {}).get("affinity")
+    if aff is None or config["report"]["surrogates"] <= 0 or config["compute"]["scheduler"] == "dask":
+        return
+    shape, itemsize = aff
+    tensor = int(np.prod(shape, dtype=np.int64)) * int(itemsize)
+    if tensor > budget:
+        raise over_budget_error(tensor)
+
+
 def preflight(config: Config) -> None:
     """Checked before any stage runs: every ``report.reference_graphs`` entry is known, a CSV
     edge list exists, and a worm reference named explicitly has its optional extra."""

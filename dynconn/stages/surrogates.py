@@ -141,20 +141,26 @@ def _load(path: Path) -> dict | None:
         return None  # a damaged cache entry is recomputed
 
 
+def over_budget_error(tensor_bytes: int):
+    """The error for surrogates that cannot run here: the data's tensor (``tensor_bytes``) is over
+    ``compute.memory_budget``, and each surrogate would hold one like it in memory."""
+    from ..errors import ConfigError
+
+    return ConfigError(f"report.surrogates: each surrogate holds its own affinity tensor in memory "
+                       f"({tensor_bytes / 2**30:.1f} GiB, like the data's), more than compute.memory_budget; "
+                       "set report.surrogates: 0 (no p-values), raise compute.memory_budget, or run the "
+                       "surrogates on a Dask cluster (compute.scheduler: dask)")
+
+
 def local_workers(X, workers: int, budget: int | None) -> int:
     """How many surrogates run at once in this machine's processes: each holds its own affinity
     tensor of ``X``'s shape in memory (and the solver's working copy), so with an explicit
     ``compute.memory_budget`` (bytes) at most ``budget // tensor bytes`` of them, at least one.
     ``X`` is the data's tensor: a handle read by blocks (not an ndarray) means it is over the
-    budget, and a surrogate's copy would be too: refused (ConfigError, naming the keys)."""
-    from ..errors import ConfigError
-
+    budget, and a surrogate's copy would be too: refused (:func:`over_budget_error`)."""
     tensor = int(np.prod(X.shape, dtype=np.int64)) * np.dtype(np.float32).itemsize
     if not isinstance(X, np.ndarray):
-        raise ConfigError(f"report.surrogates: each surrogate holds its own affinity tensor in memory "
-                          f"({tensor / 2**30:.1f} GiB, like the data's), more than compute.memory_budget; "
-                          "set report.surrogates: 0 (no p-values), raise compute.memory_budget, or run the "
-                          "surrogates on a Dask cluster (compute.scheduler: dask)")
+        raise over_budget_error(tensor)
     if budget is None:
         return workers
     return max(1, min(workers, int(budget) // max(1, tensor)))
