@@ -46,7 +46,8 @@ def group_affinity(truth: dict, aff) -> dict:
     out = {}
     for g in truth["groups"]:
         members = np.zeros(len(neurons), dtype=bool)
-        members[[index[n] for n in g["neuron_names"]]] = True
+        # a planted neuron recorded in no animal is not in the artifact (ingest drops it)
+        members[[index[n] for n in g["neuron_names"] if n in index]] = True
         within = members[pairs[:, 0]] & members[pairs[:, 1]]
         inside = _indicator_of(time, group_intervals(g, truth)) > 0
         energy, x_in, x_out, slots = 0.0, [], [], 0
