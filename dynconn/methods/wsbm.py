@@ -639,12 +639,21 @@ class SBMState:
         Exact for a single move from the current state. Call on a compacted state (blocks
         0..B-1 and at least one empty slot). Returns an (n, cap) array for ``nodes`` (default:
         all); 0 where a node stays; only the first empty slot is a candidate (+inf for the
-        other empty slots). Nodes are costed in chunks whose (chunk, cap, cap, 4) temporaries
-        stay within ``CHUNK_BYTES`` (each node's row is computed alike in any chunk).
+        other empty slots). The work is O(cap) per node and O(cap) per (node, block with an
+        edge of the node) pair: the sums over the blocks u that a moved node's edges reach
+        skip the blocks it has no edge into (their terms are exactly 0). Nodes are costed in
+        chunks whose temporaries stay within ``CHUNK_BYTES`` (a node's row needs
+        O(cap × min(degree, cap)) bytes; each node's row is computed alike in any chunk).
         """
         nodes = np.arange(self.N) if nodes is None else np.asarray(nodes, dtype=np.int64)
-        per_node = 6 * self.cap * self.cap * (4 if self.has_w else 1) * 8
-        out = np.empty((len(nodes), self.cap))
+        K = self.cap
+        # bytes per row: ~16 (with weights; 6 without) (cap,) temporaries per (node, adjacent
+        # block) pair, at most min(degree, cap) pairs, and ~48 (16) per node
+        if self.has_w:
+            per_node = 8 * K * (16 * np.minimum(self.sdeg[nodes], K) + 48)
+        else:
+            per_node = 8 * K * (6 * np.minimum(self.sdeg[nodes], K) + 16)
+        out = np.empty((len(nodes), K))
         for rows in _chunks(len(nodes), per_node):
             out[rows] = self._move_costs_block(nodes[rows])
         return out
@@ -666,6 +675,30 @@ class SBMState:
                 D4[:, :, j] = np.bincount(key, weights=self.sst[j, pos],
                                           minlength=N * K).reshape(N, K)
         c = D4[:, :, 0]
+        # The terms Z[i, s, u] = lf(e_su + c_iu) - lf(e_su) and lm(W_su + D_iu) - lm(W_su)
+        # (node i moved to block s, summed over the blocks u) are exactly 0 where node i has
+        # no edge into u. With few block slots they are evaluated on dense (nodes, s, u)
+        # arrays (fewest numpy calls), else only on the (node, u) pairs with edges,
+        # node-major (u ascending within a node): O(pairs x cap) instead of O(nodes x cap²).
+        # (The choice depends on cap only: a node's row is the same in any chunk or subset.)
+        dense = K <= _DENSE_CAP
+        if not dense:
+            flat = np.flatnonzero(c.ravel() > 0)
+            pn, pu = np.divmod(flat, K)
+            starts = np.flatnonzero(np.diff(pn, prepend=-1))
+            has = pn[starts]
+
+        def z_sums(Z, lf_sd, lf_sr, diag, col_r):
+            """ZS[i, s] = sum over u not in {s, r_i} of Z[i, s, u], from the dense Z (N, s, u)
+            or the pairs' (s, pair) terms; ``lf_sd``/``lf_sr``, ``diag``/``col_r``: the
+            function at (s, s) and (s, r_i) after/before the move (used for the pairs)."""
+            if dense:
+                return Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
+            S = np.zeros((N, K))
+            if len(flat):
+                S[has] = np.add.reduceat(Z, starts, axis=1).T
+            return S - (lf_sd - diag[None, :]) - (lf_sr - col_r)
+
         nr, er = self.nr, self.er
         B = int((nr > 0).sum())
         rr = self.b[nodes]
@@ -688,14 +721,25 @@ class SBMState:
             err_ = erow[ar, rr]  # e[r_i, r_i]
             ess = np.diag(e)[None, :]
             # ln e! terms; g(x) = x/2 ln 2 + ln (x/2)! for the diagonal (e_rr counts both ends)
-            lf_rm, lf_row, lf_add, lf_e, lf_rs, h_rn, h_r, h_sn, h_s = _stacked(_lf, [
-                erow - c, erow, e[None, :, :] + c[:, None, :], e, erow - c + cr[:, None],
-                (err_ - 2 * cr) / 2, err_ / 2, (ess + 2 * c) / 2, ess / 2])
+            kk = np.arange(K)
+            parts = [erow - c, erow, e, erow - c + cr[:, None], (err_ - 2 * cr) / 2,
+                     err_ / 2, (ess + 2 * c) / 2, ess / 2]
+            if dense:  # Z's arguments (N, s, u) in the same call
+                parts.append(e[None, :, :] + c[:, None, :])
+            else:  # at the pairs (s, pair), and at (s, s) and (s, r_i) (N, s)
+                parts += [ess + c, e[:, rr].T + cr[:, None]]
+                ep = e[:, pu] + c[pn, pu][None, :]
+                if ep.size <= _STACK_MAX:
+                    parts.append(ep)
+            lfs = _stacked(_lf, parts)
+            lf_rm, lf_row, lf_e, lf_rs, h_rn, h_r, h_sn, h_s = lfs[:8]
             X = lf_rm - lf_row  # (N, K), u = r_i excluded below
             XR = X.sum(1) - X[ar, rr]
-            Z = lf_add - lf_e[None, :, :]  # (N, s, u)
-            kk = np.arange(K)
-            ZS = Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
+            if dense:
+                ZS = z_sums(lfs[8] - lf_e[None, :, :], None, None, None, None)
+            else:
+                lf_p = lfs[10] if len(lfs) > 10 else _lf(ep)
+                ZS = z_sums(lf_p - lf_e[:, pu], lfs[8], lfs[9], lf_e[kk, kk], lf_e[:, rr].T)
             rs = lf_rs - lf_row
             dr = ((err_ - 2 * cr) / 2 * _LN2 + h_rn) - (err_ / 2 * _LN2 + h_r)
             ds = ((ess + 2 * c) / 2 * _LN2 + h_sn) - (ess / 2 * _LN2 + h_s)
@@ -707,8 +751,8 @@ class SBMState:
                                                    [nr_r - 1, nr_r, nr_s, nr])
             cost += (bt_rm - bt_r0)[:, None] + (bt_sa - bt_s0[None, :])
             if self.degree_prior == "distributed":
-                kk = self.kidx[nodes]
-                cost += np.log(self.H[rr, kk])[:, None] - np.log(self.H[:, kk].T + 1)
+                kd = self.kidx[nodes]
+                cost += np.log(self.H[rr, kd])[:, None] - np.log(self.H[:, kd].T + 1)
         if self.has_w and self.wstruct == "assortative":
             kk = np.arange(K)
             Wd = self.W[kk, kk]  # (K, 4)
@@ -725,16 +769,31 @@ class SBMState:
             kk = np.arange(K)
             Wrr = W[rr, rr]
             Wss = W[kk, kk]  # (K, 4)
-            lmW, lm_rm, lm_add, lm_rs, lm_rrm, lm_sa = _stacked(self.wm.logmarg, [
-                W, Wr - D4, W[None, :, :, :] + D4[:, None, :, :], Wr - D4 + Drr[:, None, :],
-                Wrr - Drr, Wss[None, :, :] + D4], vector=True)
+            parts = [W, Wr - D4, Wr - D4 + Drr[:, None, :], Wrr - Drr, Wss[None, :, :] + D4]
+            if dense:  # Z's arguments (N, s, u, 4) in the same call
+                parts.append(W[None, :, :, :] + D4[:, None, :, :])
+            else:  # at (s, r_i) (N, s, 4), and at the pairs (s, pair, 4) if few
+                parts.append(W[:, rr].transpose(1, 0, 2) + Drr[:, None, :])
+                Dp = D4[pn, pu]  # (pairs, 4)
+                if K * len(pu) <= _STACK_MAX:
+                    parts.append(W[:, pu, :] + Dp[None, :, :])
+            lms = _stacked(self.wm.logmarg, parts, vector=True)
+            lmW, lm_rm, lm_rs, lm_rrm, lm_sa = lms[:5]
             X = lm_rm - lmW[rr]
             XR = X.sum(1) - X[ar, rr]
-            Z = lm_add - lmW[None, :, :]  # (N, s, u)
-            ZS = Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
             rs = lm_rs - lmW[rr]
             dr = lm_rrm - lmW[rr, rr]
-            ds = lm_sa - lmW[kk, kk][None, :]
+            ds = lm_sa - lmW[kk, kk][None, :]  # = Z[i, s, s]
+            if dense:
+                ZS = z_sums(lms[5] - lmW[None, :, :], None, None, None, None)
+            else:
+                if len(lms) > 6:
+                    lm_p = lms[6]
+                else:  # many: only the statistics the family reads, one (s, pair) array each
+                    lm_p = self.wm.lm(*[W[:, pu, j] + Dp[None, :, j]
+                                        if (j == 0 or j in self.wm.cols) else None
+                                        for j in range(4)])
+                ZS = z_sums(lm_p - lmW[:, pu], lm_sa, lms[5], lmW[kk, kk], lmW[:, rr].T)
             cost -= (XR[:, None] - X) + ZS + rs + dr[:, None] + ds
         cost[ar, rr] = 0.0
         empty = np.flatnonzero(nr == 0)
@@ -943,12 +1002,33 @@ def _triu(B: int, k: int):
 # so memory stays O(cap²) per chunk instead of O(N cap²) or O(B³) (2,000 singleton blocks
 # would otherwise ask for 60 GiB).
 CHUNK_BYTES = 64 << 20
+# The move costs' sums over blocks u (SBMState._move_costs_block): with at most _DENSE_CAP
+# block slots they are evaluated densely, else only where the node has edges; with at most
+# _STACK_MAX (block, pair) values, in the same numpy call as the other terms (the per-call
+# cost dominates small arrays), else apart (no copy into one stacked argument). Elementwise
+# the values are the same either way; only the summation order differs.
+_DENSE_CAP = 8
+_STACK_MAX = 1 << 14
 
 
-def _chunks(n_rows: int, bytes_per_row: int):
-    """Slices of ``range(n_rows)`` whose rows need at most ``CHUNK_BYTES`` together (≥ 1 row)."""
-    step = max(1, CHUNK_BYTES // max(1, bytes_per_row))
-    return [slice(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+def _chunks(n_rows: int, bytes_per_row):
+    """Slices of ``range(n_rows)`` whose rows need at most ``CHUNK_BYTES`` together (≥ 1 row).
+
+    ``bytes_per_row``: one number for every row, or an array of each row's bytes (then each
+    slice takes as many consecutive rows as fit)."""
+    if np.ndim(bytes_per_row) and np.sum(bytes_per_row) <= CHUNK_BYTES:
+        return [slice(0, n_rows)] if n_rows else []
+    if np.ndim(bytes_per_row) == 0:
+        step = max(1, CHUNK_BYTES // max(1, int(bytes_per_row)))
+        return [slice(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+    cum = np.cumsum(np.maximum(np.asarray(bytes_per_row, dtype=np.int64), 1))
+    out, a = [], 0
+    while a < n_rows:
+        base = cum[a - 1] if a else 0
+        z = max(a + 1, int(np.searchsorted(cum, base + CHUNK_BYTES, side="right")))
+        out.append(slice(a, z))
+        a = z
+    return out
 
 
 def _pair_sums(X: np.ndarray, f) -> np.ndarray:
