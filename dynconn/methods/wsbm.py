@@ -647,9 +647,12 @@ class SBMState:
         """
         nodes = np.arange(self.N) if nodes is None else np.asarray(nodes, dtype=np.int64)
         K = self.cap
-        # bytes per row: ~16 (with weights; 6 without) (cap,) temporaries per (node, adjacent
-        # block) pair, at most min(degree, cap) pairs, and ~48 (16) per node
-        if self.has_w:
+        # bytes per row: dense, ~6 (cap, cap, 4) temporaries (without weights, (cap, cap));
+        # else ~16 (6) (cap,) temporaries per (node, adjacent block) pair, at most
+        # min(degree, cap) pairs, and ~48 (16) per node
+        if K <= _DENSE_CAP:
+            per_node = 6 * K * K * (4 if self.has_w else 1) * 8
+        elif self.has_w:
             per_node = 8 * K * (16 * np.minimum(self.sdeg[nodes], K) + 48)
         else:
             per_node = 8 * K * (6 * np.minimum(self.sdeg[nodes], K) + 16)
