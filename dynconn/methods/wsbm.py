@@ -657,12 +657,31 @@ class SBMState:
         else:
             per_node = 8 * K * (6 * np.minimum(self.sdeg[nodes], K) + 16)
         out = np.empty((len(nodes), K))
+        tables = None if K <= _DENSE_CAP else self._screen_tables()
         for rows in _chunks(len(nodes), per_node):
-            out[rows] = self._move_costs_block(nodes[rows])
+            out[rows] = self._move_costs_block(nodes[rows], tables)
         return out
 
-    def _move_costs_block(self, nodes):
-        """:meth:`move_costs_all` for one chunk of ``nodes``."""
+    def _screen_tables(self):
+        """What every chunk of one :meth:`move_costs_all` call reads of the block state, once
+        per call: lf(e) and lm(W) (cap, cap) and transposed copies (row u = column u), so
+        gathering the pairs' (s, u) values reads rows."""
+        t = {}
+        if self.topology:
+            t["lf_e"] = _lf(self.e)
+            t["lf_eT"] = np.ascontiguousarray(t["lf_e"].T)
+            t["eT"] = np.ascontiguousarray(self.e.T)
+        if self.has_w and self.wstruct == "pairs":
+            t["lmW"] = self.wm.logmarg(self.W)
+            t["lmWT"] = np.ascontiguousarray(t["lmW"].T)
+            t["WT"] = np.ascontiguousarray(self.W.transpose(1, 0, 2))  # [u, s] = W[s, u]
+            t["WTc"] = [np.ascontiguousarray(self.W[:, :, j].T)
+                        if (j == 0 or j in self.wm.cols) else None for j in range(4)]
+        return t
+
+    def _move_costs_block(self, nodes, tables=None):
+        """:meth:`move_costs_all` for one chunk of ``nodes`` (``tables``: its
+        :meth:`_screen_tables`, computed here if None)."""
         K = self.cap
         N = len(nodes)
         ar = np.arange(N)
@@ -680,27 +699,36 @@ class SBMState:
         c = D4[:, :, 0]
         # The terms Z[i, s, u] = lf(e_su + c_iu) - lf(e_su) and lm(W_su + D_iu) - lm(W_su)
         # (node i moved to block s, summed over the blocks u) are exactly 0 where node i has
-        # no edge into u. With few block slots they are evaluated on dense (nodes, s, u)
-        # arrays (fewest numpy calls), else only on the (node, u) pairs with edges,
-        # node-major (u ascending within a node): O(pairs x cap) instead of O(nodes x cap²).
-        # (The choice depends on cap only: a node's row is the same in any chunk or subset.)
+        # no edge into u (so are the (node, u) terms of leaving r_i and the (node, s) ones of
+        # joining s's internal edges). With few block slots they are evaluated on dense
+        # (nodes, s, u) arrays (fewest numpy calls), else only on the (node, u) pairs with
+        # edges, node-major (u ascending within a node), and scattered (exact zeros
+        # elsewhere): O(pairs x cap) instead of O(nodes x cap²). The choice depends on cap
+        # only: a node's row is the same in any chunk or subset.
         dense = K <= _DENSE_CAP
         if not dense:
+            if tables is None:
+                tables = self._screen_tables()
             flat = np.flatnonzero(c.ravel() > 0)
             pn, pu = np.divmod(flat, K)
             starts = np.flatnonzero(np.diff(pn, prepend=-1))
             has = pn[starts]
+            cp = c[pn, pu]
 
-        def z_sums(Z, lf_sd, lf_sr, diag, col_r):
-            """ZS[i, s] = sum over u not in {s, r_i} of Z[i, s, u], from the dense Z (N, s, u)
-            or the pairs' (s, pair) terms; ``lf_sd``/``lf_sr``, ``diag``/``col_r``: the
-            function at (s, s) and (s, r_i) after/before the move (used for the pairs)."""
+        def scatter(v):  # values at the pairs -> (N, K), 0 elsewhere
+            S = np.zeros((N, K))
+            S[pn, pu] = v
+            return S
+
+        def z_sums(Z, z_ss=None, z_sr=None):
+            """ZS[i, s] = sum over u not in {s, r_i} of Z[i, s, u]: from the dense Z (N, s, u),
+            or from the pairs' (pair, s) terms less Z[i, s, s] and Z[i, s, r_i] (N, s)."""
             if dense:
                 return Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
             S = np.zeros((N, K))
             if len(flat):
-                S[has] = np.add.reduceat(Z, starts, axis=1).T
-            return S - (lf_sd - diag[None, :]) - (lf_sr - col_r)
+                S[has] = np.add.reduceat(Z, starts, axis=0)
+            return S - z_ss - z_sr
 
         nr, er = self.nr, self.er
         B = int((nr > 0).sum())
@@ -717,6 +745,7 @@ class SBMState:
         # Terms of the same kind are evaluated in one call on their stacked arguments (the
         # values are elementwise the same as term by term; numpy's per-call cost dominates
         # at these sizes, so fewer, larger calls are quicker).
+        kk = np.arange(K)
         if self.topology:
             e = self.e
             ki = self.k[nodes].astype(float)
@@ -724,25 +753,27 @@ class SBMState:
             err_ = erow[ar, rr]  # e[r_i, r_i]
             ess = np.diag(e)[None, :]
             # ln e! terms; g(x) = x/2 ln 2 + ln (x/2)! for the diagonal (e_rr counts both ends)
-            kk = np.arange(K)
-            parts = [erow - c, erow, e, erow - c + cr[:, None], (err_ - 2 * cr) / 2,
+            parts = [erow - c, erow, erow - c + cr[:, None], (err_ - 2 * cr) / 2,
                      err_ / 2, (ess + 2 * c) / 2, ess / 2]
-            if dense:  # Z's arguments (N, s, u) in the same call
-                parts.append(e[None, :, :] + c[:, None, :])
-            else:  # at the pairs (s, pair), and at (s, s) and (s, r_i) (N, s)
-                parts += [ess + c, e[:, rr].T + cr[:, None]]
-                ep = e[:, pu] + c[pn, pu][None, :]
+            if dense:  # lf(e) and Z's arguments (N, s, u) in the same call
+                parts += [e, e[None, :, :] + c[:, None, :]]
+            else:  # at (s, s) and (s, r_i) (N, s), and at the pairs (pair, s) if few
+                parts += [ess + c, tables["eT"][rr] + cr[:, None]]
+                ep = tables["eT"][pu] + cp[:, None]  # e[s, u] + c[i, u]
                 if ep.size <= _STACK_MAX:
                     parts.append(ep)
             lfs = _stacked(_lf, parts)
-            lf_rm, lf_row, lf_e, lf_rs, h_rn, h_r, h_sn, h_s = lfs[:8]
+            lf_rm, lf_row, lf_rs, h_rn, h_r, h_sn, h_s = lfs[:7]
             X = lf_rm - lf_row  # (N, K), u = r_i excluded below
             XR = X.sum(1) - X[ar, rr]
             if dense:
-                ZS = z_sums(lfs[8] - lf_e[None, :, :], None, None, None, None)
+                lf_e = lfs[7]
+                ZS = z_sums(lfs[8] - lf_e[None, :, :])
             else:
-                lf_p = lfs[10] if len(lfs) > 10 else _lf(ep)
-                ZS = z_sums(lf_p - lf_e[:, pu], lfs[8], lfs[9], lf_e[kk, kk], lf_e[:, rr].T)
+                lf_e, lf_eT = tables["lf_e"], tables["lf_eT"]
+                lf_p = lfs[9] if len(lfs) > 9 else _lf(ep)
+                ZS = z_sums(lf_p - lf_eT[pu], lfs[7] - lf_e[kk, kk][None, :],
+                            lfs[8] - lf_eT[rr])
             rs = lf_rs - lf_row
             dr = ((err_ - 2 * cr) / 2 * _LN2 + h_rn) - (err_ / 2 * _LN2 + h_r)
             ds = ((ess + 2 * c) / 2 * _LN2 + h_sn) - (ess / 2 * _LN2 + h_s)
@@ -757,7 +788,6 @@ class SBMState:
                 kd = self.kidx[nodes]
                 cost += np.log(self.H[rr, kd])[:, None] - np.log(self.H[:, kd].T + 1)
         if self.has_w and self.wstruct == "assortative":
-            kk = np.arange(K)
             Wd = self.W[kk, kk]  # (K, 4)
             off = self.Wtot - Wd.sum(0)
             Drr = D4[ar, rr]  # (N, 4)
@@ -767,36 +797,41 @@ class SBMState:
             cost -= (lm_rm - lm_r)[:, None] + (lm_sa - lm_s[None, :]) + (lm_oa - lm_o)
         elif self.has_w:
             W = self.W
-            Wr = W[rr]  # (N, K, 4)
             Drr = D4[ar, rr]  # (N, 4)
-            kk = np.arange(K)
             Wrr = W[rr, rr]
             Wss = W[kk, kk]  # (K, 4)
-            parts = [W, Wr - D4, Wr - D4 + Drr[:, None, :], Wrr - Drr, Wss[None, :, :] + D4]
-            if dense:  # Z's arguments (N, s, u, 4) in the same call
-                parts.append(W[None, :, :, :] + D4[:, None, :, :])
-            else:  # at (s, r_i) (N, s, 4), and at the pairs (s, pair, 4) if few
-                parts.append(W[:, rr].transpose(1, 0, 2) + Drr[:, None, :])
+            if dense:
+                Wr = W[rr]  # (N, K, 4)
+                lmW, lm_rm, lm_add, lm_rs, lm_rrm, lm_sa = _stacked(self.wm.logmarg, [
+                    W, Wr - D4, W[None, :, :, :] + D4[:, None, :, :], Wr - D4 + Drr[:, None, :],
+                    Wrr - Drr, Wss[None, :, :] + D4], vector=True)
+                X = lm_rm - lmW[rr]
+                ds = lm_sa - lmW[kk, kk][None, :]
+                ZS = z_sums(lm_add - lmW[None, :, :])
+            else:
+                lmW, lmWT, WT = tables["lmW"], tables["lmWT"], tables["WT"]
                 Dp = D4[pn, pu]  # (pairs, 4)
+                lm_dd = lmW[kk, kk]
+                # leaving r_i (u with edges) and joining s's internal edges (s with edges)
+                # at the pairs; (N, s) terms through (s, r_i); Z's terms at (pair, s) if few
+                parts = [W[rr[pn], pu] - Dp, Wss[pu] + Dp, W[rr] - D4 + Drr[:, None, :],
+                         Wrr - Drr, WT[rr] + Drr[:, None, :]]
                 if K * len(pu) <= _STACK_MAX:
-                    parts.append(W[:, pu, :] + Dp[None, :, :])
-            lms = _stacked(self.wm.logmarg, parts, vector=True)
-            lmW, lm_rm, lm_rs, lm_rrm, lm_sa = lms[:5]
-            X = lm_rm - lmW[rr]
+                    parts.append(WT[pu] + Dp[:, None, :])
+                lms = _stacked(self.wm.logmarg, parts, vector=True)
+                lm_rmp, lm_sap, lm_rs, lm_rrm, lm_sr = lms[:5]
+                if len(lms) > 5:
+                    lm_p = lms[5]
+                else:  # many: only the statistics the family reads, one (pair, s) array each
+                    WTc = tables["WTc"]
+                    lm_p = self.wm.lm(*[None if WTc[j] is None else WTc[j][pu] + Dp[:, j, None]
+                                        for j in range(4)])
+                X = scatter(lm_rmp - lmW[rr[pn], pu])
+                ds = scatter(lm_sap - lm_dd[pu])  # = Z[i, s, s]
+                ZS = z_sums(lm_p - lmWT[pu], ds, lm_sr - lmWT[rr])
             XR = X.sum(1) - X[ar, rr]
             rs = lm_rs - lmW[rr]
             dr = lm_rrm - lmW[rr, rr]
-            ds = lm_sa - lmW[kk, kk][None, :]  # = Z[i, s, s]
-            if dense:
-                ZS = z_sums(lms[5] - lmW[None, :, :], None, None, None, None)
-            else:
-                if len(lms) > 6:
-                    lm_p = lms[6]
-                else:  # many: only the statistics the family reads, one (s, pair) array each
-                    lm_p = self.wm.lm(*[W[:, pu, j] + Dp[None, :, j]
-                                        if (j == 0 or j in self.wm.cols) else None
-                                        for j in range(4)])
-                ZS = z_sums(lm_p - lmW[:, pu], lm_sa, lms[5], lmW[kk, kk], lmW[:, rr].T)
             cost -= (XR[:, None] - X) + ZS + rs + dr[:, None] + ds
         cost[ar, rr] = 0.0
         empty = np.flatnonzero(nr == 0)
