@@ -1045,7 +1045,7 @@ CHUNK_BYTES = 64 << 20
 # _STACK_MAX (block, pair) values, in the same numpy call as the other terms (the per-call
 # cost dominates small arrays), else apart (no copy into one stacked argument). Elementwise
 # the values are the same either way; only the summation order differs.
-_DENSE_CAP = 8
+_DENSE_CAP = 16
 _STACK_MAX = 1 << 14
 
 
