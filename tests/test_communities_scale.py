@@ -164,6 +164,8 @@ def test_sparse_screening_equals_dense_reference(family, structure, topology, pr
                            degree_prior=prior, topology=topology, weight_structure=structure)
         for _ in range(2):  # as built, then after incremental moves (a sweep)
             st.compact()
+            # the sparse sums read e[s, u] as e[u, s]: the integer counts stay symmetric
+            np.testing.assert_array_equal(st.e, st.e.T)
             costs = st.move_costs_all()
             want = _dense_move_costs_block(st, np.arange(n))
             np.testing.assert_array_equal(np.isinf(costs), np.isinf(want))

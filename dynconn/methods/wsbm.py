@@ -664,17 +664,16 @@ class SBMState:
 
     def _screen_tables(self):
         """What every chunk of one :meth:`move_costs_all` call reads of the block state, once
-        per call: lf(e) and lm(W) (cap, cap) and transposed copies (row u = column u), so
-        gathering the pairs' (s, u) values reads rows."""
+        per call: lf(e) and lm(W) (cap, cap), and lm(W) and the columns of W the weight
+        family reads transposed (row u = column u), so gathering the pairs' (s, u) values
+        reads rows. (e, integer counts, is exactly symmetric, so is lf(e); the weight sums W
+        may differ from their transpose in the last bit, so W[s, u] is read as such.)"""
         t = {}
         if self.topology:
             t["lf_e"] = _lf(self.e)
-            t["lf_eT"] = np.ascontiguousarray(t["lf_e"].T)
-            t["eT"] = np.ascontiguousarray(self.e.T)
         if self.has_w and self.wstruct == "pairs":
             t["lmW"] = self.wm.logmarg(self.W)
             t["lmWT"] = np.ascontiguousarray(t["lmW"].T)
-            t["WT"] = np.ascontiguousarray(self.W.transpose(1, 0, 2))  # [u, s] = W[s, u]
             t["WTc"] = [np.ascontiguousarray(self.W[:, :, j].T)
                         if (j == 0 or j in self.wm.cols) else None for j in range(4)]
         return t
@@ -758,8 +757,8 @@ class SBMState:
             if dense:  # lf(e) and Z's arguments (N, s, u) in the same call
                 parts += [e, e[None, :, :] + c[:, None, :]]
             else:  # at (s, s) and (s, r_i) (N, s), and at the pairs (pair, s) if few
-                parts += [ess + c, tables["eT"][rr] + cr[:, None]]
-                ep = tables["eT"][pu] + cp[:, None]  # e[s, u] + c[i, u]
+                parts += [ess + c, e[rr] + cr[:, None]]  # e[s, r_i] = e[r_i, s]
+                ep = e[pu] + cp[:, None]  # e[s, u] + c[i, u] (e is symmetric)
                 if ep.size <= _STACK_MAX:
                     parts.append(ep)
             lfs = _stacked(_lf, parts)
@@ -770,10 +769,9 @@ class SBMState:
                 lf_e = lfs[7]
                 ZS = z_sums(lfs[8] - lf_e[None, :, :])
             else:
-                lf_e, lf_eT = tables["lf_e"], tables["lf_eT"]
+                lf_e = tables["lf_e"]
                 lf_p = lfs[9] if len(lfs) > 9 else _lf(ep)
-                ZS = z_sums(lf_p - lf_eT[pu], lfs[7] - lf_e[kk, kk][None, :],
-                            lfs[8] - lf_eT[rr])
+                ZS = z_sums(lf_p - lf_e[pu], lfs[7] - lf_e[kk, kk][None, :], lfs[8] - lf_e[rr])
             rs = lf_rs - lf_row
             dr = ((err_ - 2 * cr) / 2 * _LN2 + h_rn) - (err_ / 2 * _LN2 + h_r)
             ds = ((ess + 2 * c) / 2 * _LN2 + h_sn) - (ess / 2 * _LN2 + h_s)
@@ -809,7 +807,8 @@ class SBMState:
                 ds = lm_sa - lmW[kk, kk][None, :]
                 ZS = z_sums(lm_add - lmW[None, :, :])
             else:
-                lmW, lmWT, WT = tables["lmW"], tables["lmWT"], tables["WT"]
+                lmW, lmWT = tables["lmW"], tables["lmWT"]
+                WT = W.transpose(1, 0, 2)  # a view: WT[u, s] = W[s, u]
                 Dp = D4[pn, pu]  # (pairs, 4)
                 lm_dd = lmW[kk, kk]
                 # leaving r_i (u with edges) and joining s's internal edges (s with edges)
