@@ -639,18 +639,48 @@ class SBMState:
         Exact for a single move from the current state. Call on a compacted state (blocks
         0..B-1 and at least one empty slot). Returns an (n, cap) array for ``nodes`` (default:
         all); 0 where a node stays; only the first empty slot is a candidate (+inf for the
-        other empty slots). Nodes are costed in chunks whose (chunk, cap, cap, 4) temporaries
-        stay within ``CHUNK_BYTES`` (each node's row is computed alike in any chunk).
+        other empty slots). The work is O(cap) per node and O(cap) per (node, block with an
+        edge of the node) pair: the sums over the blocks u that a moved node's edges reach
+        skip the blocks it has no edge into (their terms are exactly 0). Nodes are costed in
+        chunks whose temporaries stay within ``CHUNK_BYTES`` (a node's row needs
+        O(cap × min(degree, cap)) bytes; each node's row is computed alike in any chunk).
         """
         nodes = np.arange(self.N) if nodes is None else np.asarray(nodes, dtype=np.int64)
-        per_node = 6 * self.cap * self.cap * (4 if self.has_w else 1) * 8
-        out = np.empty((len(nodes), self.cap))
+        K = self.cap
+        # bytes per row: dense, ~6 (cap, cap, 4) temporaries (without weights, (cap, cap));
+        # else ~16 (6) (cap,) temporaries per (node, adjacent block) pair, at most
+        # min(degree, cap) pairs, and ~48 (16) per node
+        if K <= _DENSE_CAP:
+            per_node = 6 * K * K * (4 if self.has_w else 1) * 8
+        elif self.has_w:
+            per_node = 8 * K * (16 * np.minimum(self.sdeg[nodes], K) + 48)
+        else:
+            per_node = 8 * K * (6 * np.minimum(self.sdeg[nodes], K) + 16)
+        out = np.empty((len(nodes), K))
+        tables = None if K <= _DENSE_CAP else self._screen_tables()
         for rows in _chunks(len(nodes), per_node):
-            out[rows] = self._move_costs_block(nodes[rows])
+            out[rows] = self._move_costs_block(nodes[rows], tables)
         return out
 
-    def _move_costs_block(self, nodes):
-        """:meth:`move_costs_all` for one chunk of ``nodes``."""
+    def _screen_tables(self):
+        """What every chunk of one :meth:`move_costs_all` call reads of the block state, once
+        per call: lf(e) and lm(W) (cap, cap), and lm(W) and the columns of W the weight
+        family reads transposed (row u = column u), so gathering the pairs' (s, u) values
+        reads rows. (e, integer counts, is exactly symmetric, so is lf(e); the weight sums W
+        may differ from their transpose in the last bit, so W[s, u] is read as such.)"""
+        t = {}
+        if self.topology:
+            t["lf_e"] = _lf(self.e)
+        if self.has_w and self.wstruct == "pairs":
+            t["lmW"] = self.wm.logmarg(self.W)
+            t["lmWT"] = np.ascontiguousarray(t["lmW"].T)
+            t["WTc"] = [np.ascontiguousarray(self.W[:, :, j].T)
+                        if (j == 0 or j in self.wm.cols) else None for j in range(4)]
+        return t
+
+    def _move_costs_block(self, nodes, tables=None):
+        """:meth:`move_costs_all` for one chunk of ``nodes`` (``tables``: its
+        :meth:`_screen_tables`, computed here if None)."""
         K = self.cap
         N = len(nodes)
         ar = np.arange(N)
@@ -666,6 +696,39 @@ class SBMState:
                 D4[:, :, j] = np.bincount(key, weights=self.sst[j, pos],
                                           minlength=N * K).reshape(N, K)
         c = D4[:, :, 0]
+        # The terms Z[i, s, u] = lf(e_su + c_iu) - lf(e_su) and lm(W_su + D_iu) - lm(W_su)
+        # (node i moved to block s, summed over the blocks u) are exactly 0 where node i has
+        # no edge into u (so are the (node, u) terms of leaving r_i and the (node, s) ones of
+        # joining s's internal edges). With few block slots they are evaluated on dense
+        # (nodes, s, u) arrays (fewest numpy calls), else only on the (node, u) pairs with
+        # edges, node-major (u ascending within a node), and scattered (exact zeros
+        # elsewhere): O(pairs x cap) instead of O(nodes x cap²). The choice depends on cap
+        # only: a node's row is the same in any chunk or subset.
+        dense = K <= _DENSE_CAP
+        if not dense:
+            if tables is None:
+                tables = self._screen_tables()
+            flat = np.flatnonzero(c.ravel() > 0)
+            pn, pu = np.divmod(flat, K)
+            starts = np.flatnonzero(np.diff(pn, prepend=-1))
+            has = pn[starts]
+            cp = c[pn, pu]
+
+        def scatter(v):  # values at the pairs -> (N, K), 0 elsewhere
+            S = np.zeros((N, K))
+            S[pn, pu] = v
+            return S
+
+        def z_sums(Z, z_ss=None, z_sr=None):
+            """ZS[i, s] = sum over u not in {s, r_i} of Z[i, s, u]: from the dense Z (N, s, u),
+            or from the pairs' (pair, s) terms less Z[i, s, s] and Z[i, s, r_i] (N, s)."""
+            if dense:
+                return Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
+            S = np.zeros((N, K))
+            if len(flat):
+                S[has] = np.add.reduceat(Z, starts, axis=0)
+            return S - z_ss - z_sr
+
         nr, er = self.nr, self.er
         B = int((nr > 0).sum())
         rr = self.b[nodes]
@@ -681,6 +744,7 @@ class SBMState:
         # Terms of the same kind are evaluated in one call on their stacked arguments (the
         # values are elementwise the same as term by term; numpy's per-call cost dominates
         # at these sizes, so fewer, larger calls are quicker).
+        kk = np.arange(K)
         if self.topology:
             e = self.e
             ki = self.k[nodes].astype(float)
@@ -688,14 +752,26 @@ class SBMState:
             err_ = erow[ar, rr]  # e[r_i, r_i]
             ess = np.diag(e)[None, :]
             # ln e! terms; g(x) = x/2 ln 2 + ln (x/2)! for the diagonal (e_rr counts both ends)
-            lf_rm, lf_row, lf_add, lf_e, lf_rs, h_rn, h_r, h_sn, h_s = _stacked(_lf, [
-                erow - c, erow, e[None, :, :] + c[:, None, :], e, erow - c + cr[:, None],
-                (err_ - 2 * cr) / 2, err_ / 2, (ess + 2 * c) / 2, ess / 2])
+            parts = [erow - c, erow, erow - c + cr[:, None], (err_ - 2 * cr) / 2,
+                     err_ / 2, (ess + 2 * c) / 2, ess / 2]
+            if dense:  # lf(e) and Z's arguments (N, s, u) in the same call
+                parts += [e, e[None, :, :] + c[:, None, :]]
+            else:  # at (s, s) and (s, r_i) (N, s), and at the pairs (pair, s) if few
+                parts += [ess + c, e[rr] + cr[:, None]]  # e[s, r_i] = e[r_i, s]
+                ep = e[pu] + cp[:, None]  # e[s, u] + c[i, u] (e is symmetric)
+                if ep.size <= _STACK_MAX:
+                    parts.append(ep)
+            lfs = _stacked(_lf, parts)
+            lf_rm, lf_row, lf_rs, h_rn, h_r, h_sn, h_s = lfs[:7]
             X = lf_rm - lf_row  # (N, K), u = r_i excluded below
             XR = X.sum(1) - X[ar, rr]
-            Z = lf_add - lf_e[None, :, :]  # (N, s, u)
-            kk = np.arange(K)
-            ZS = Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
+            if dense:
+                lf_e = lfs[7]
+                ZS = z_sums(lfs[8] - lf_e[None, :, :])
+            else:
+                lf_e = tables["lf_e"]
+                lf_p = lfs[9] if len(lfs) > 9 else _lf(ep)
+                ZS = z_sums(lf_p - lf_e[pu], lfs[7] - lf_e[kk, kk][None, :], lfs[8] - lf_e[rr])
             rs = lf_rs - lf_row
             dr = ((err_ - 2 * cr) / 2 * _LN2 + h_rn) - (err_ / 2 * _LN2 + h_r)
             ds = ((ess + 2 * c) / 2 * _LN2 + h_sn) - (ess / 2 * _LN2 + h_s)
@@ -707,10 +783,9 @@ class SBMState:
                                                    [nr_r - 1, nr_r, nr_s, nr])
             cost += (bt_rm - bt_r0)[:, None] + (bt_sa - bt_s0[None, :])
             if self.degree_prior == "distributed":
-                kk = self.kidx[nodes]
-                cost += np.log(self.H[rr, kk])[:, None] - np.log(self.H[:, kk].T + 1)
+                kd = self.kidx[nodes]
+                cost += np.log(self.H[rr, kd])[:, None] - np.log(self.H[:, kd].T + 1)
         if self.has_w and self.wstruct == "assortative":
-            kk = np.arange(K)
             Wd = self.W[kk, kk]  # (K, 4)
             off = self.Wtot - Wd.sum(0)
             Drr = D4[ar, rr]  # (N, 4)
@@ -720,21 +795,42 @@ class SBMState:
             cost -= (lm_rm - lm_r)[:, None] + (lm_sa - lm_s[None, :]) + (lm_oa - lm_o)
         elif self.has_w:
             W = self.W
-            Wr = W[rr]  # (N, K, 4)
             Drr = D4[ar, rr]  # (N, 4)
-            kk = np.arange(K)
             Wrr = W[rr, rr]
             Wss = W[kk, kk]  # (K, 4)
-            lmW, lm_rm, lm_add, lm_rs, lm_rrm, lm_sa = _stacked(self.wm.logmarg, [
-                W, Wr - D4, W[None, :, :, :] + D4[:, None, :, :], Wr - D4 + Drr[:, None, :],
-                Wrr - Drr, Wss[None, :, :] + D4], vector=True)
-            X = lm_rm - lmW[rr]
+            if dense:
+                Wr = W[rr]  # (N, K, 4)
+                lmW, lm_rm, lm_add, lm_rs, lm_rrm, lm_sa = _stacked(self.wm.logmarg, [
+                    W, Wr - D4, W[None, :, :, :] + D4[:, None, :, :], Wr - D4 + Drr[:, None, :],
+                    Wrr - Drr, Wss[None, :, :] + D4], vector=True)
+                X = lm_rm - lmW[rr]
+                ds = lm_sa - lmW[kk, kk][None, :]
+                ZS = z_sums(lm_add - lmW[None, :, :])
+            else:
+                lmW, lmWT = tables["lmW"], tables["lmWT"]
+                WT = W.transpose(1, 0, 2)  # a view: WT[u, s] = W[s, u]
+                Dp = D4[pn, pu]  # (pairs, 4)
+                lm_dd = lmW[kk, kk]
+                # leaving r_i (u with edges) and joining s's internal edges (s with edges)
+                # at the pairs; (N, s) terms through (s, r_i); Z's terms at (pair, s) if few
+                parts = [W[rr[pn], pu] - Dp, Wss[pu] + Dp, W[rr] - D4 + Drr[:, None, :],
+                         Wrr - Drr, WT[rr] + Drr[:, None, :]]
+                if K * len(pu) <= _STACK_MAX:
+                    parts.append(WT[pu] + Dp[:, None, :])
+                lms = _stacked(self.wm.logmarg, parts, vector=True)
+                lm_rmp, lm_sap, lm_rs, lm_rrm, lm_sr = lms[:5]
+                if len(lms) > 5:
+                    lm_p = lms[5]
+                else:  # many: only the statistics the family reads, one (pair, s) array each
+                    WTc = tables["WTc"]
+                    lm_p = self.wm.lm(*[None if WTc[j] is None else WTc[j][pu] + Dp[:, j, None]
+                                        for j in range(4)])
+                X = scatter(lm_rmp - lmW[rr[pn], pu])
+                ds = scatter(lm_sap - lm_dd[pu])  # = Z[i, s, s]
+                ZS = z_sums(lm_p - lmWT[pu], ds, lm_sr - lmWT[rr])
             XR = X.sum(1) - X[ar, rr]
-            Z = lm_add - lmW[None, :, :]  # (N, s, u)
-            ZS = Z.sum(2) - Z[:, kk, kk] - Z[ar[:, None], kk[None, :], rr[:, None]]
             rs = lm_rs - lmW[rr]
             dr = lm_rrm - lmW[rr, rr]
-            ds = lm_sa - lmW[kk, kk][None, :]
             cost -= (XR[:, None] - X) + ZS + rs + dr[:, None] + ds
         cost[ar, rr] = 0.0
         empty = np.flatnonzero(nr == 0)
@@ -943,12 +1039,33 @@ def _triu(B: int, k: int):
 # so memory stays O(cap²) per chunk instead of O(N cap²) or O(B³) (2,000 singleton blocks
 # would otherwise ask for 60 GiB).
 CHUNK_BYTES = 64 << 20
+# The move costs' sums over blocks u (SBMState._move_costs_block): with at most _DENSE_CAP
+# block slots they are evaluated densely, else only where the node has edges; with at most
+# _STACK_MAX (block, pair) values, in the same numpy call as the other terms (the per-call
+# cost dominates small arrays), else apart (no copy into one stacked argument). Elementwise
+# the values are the same either way; only the summation order differs.
+_DENSE_CAP = 16
+_STACK_MAX = 1 << 14
 
 
-def _chunks(n_rows: int, bytes_per_row: int):
-    """Slices of ``range(n_rows)`` whose rows need at most ``CHUNK_BYTES`` together (≥ 1 row)."""
-    step = max(1, CHUNK_BYTES // max(1, bytes_per_row))
-    return [slice(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+def _chunks(n_rows: int, bytes_per_row):
+    """Slices of ``range(n_rows)`` whose rows need at most ``CHUNK_BYTES`` together (≥ 1 row).
+
+    ``bytes_per_row``: one number for every row, or an array of each row's bytes (then each
+    slice takes as many consecutive rows as fit)."""
+    if np.ndim(bytes_per_row) and np.sum(bytes_per_row) <= CHUNK_BYTES:
+        return [slice(0, n_rows)] if n_rows else []
+    if np.ndim(bytes_per_row) == 0:
+        step = max(1, CHUNK_BYTES // max(1, int(bytes_per_row)))
+        return [slice(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+    cum = np.cumsum(np.maximum(np.asarray(bytes_per_row, dtype=np.int64), 1))
+    out, a = [], 0
+    while a < n_rows:
+        base = cum[a - 1] if a else 0
+        z = max(a + 1, int(np.searchsorted(cum, base + CHUNK_BYTES, side="right")))
+        out.append(slice(a, z))
+        a = z
+    return out
 
 
 def _pair_sums(X: np.ndarray, f) -> np.ndarray:
