@@ -268,11 +268,19 @@ class NonNegativeCP:
     unobserved_penalty : float, default 0
         Config ``factorize.unobserved_penalty``: weight of the entries where a pair was not
         recorded, as zeros, on the diagonal of the pair's Gram (docs/factorization.md); 0 = ignored.
+    time_courses : {"per_animal", "shared"}, default "per_animal"
+        Config ``factorize.time_courses``. ``per_animal``: each component has its own time course
+        in each animal (X fitted as (P, A·T) with the mask per animal); ``factors_`` are then
+        each component's best rank-one time × animal summary and ``time_by_animal_`` the fitted
+        courses. ``shared``: the CP model above. No effect with ``time_groups`` (already per animal).
 
     Attributes
     ----------
     cp_ : tensorly.cp_tensor.CPTensor
         ``(weights_, factors_)``.
+    time_by_animal_ : ndarray, shape (A, T, R), or None
+        ``per_animal``: component r's course in animal a, ``weights_[r] · time_by_animal_[:, :, r]``
+        its fitted time × animal slab; None otherwise.
     weights_ : ndarray, shape (R,)
         Component weights, descending.
     factors_ : list of ndarray
@@ -309,7 +317,8 @@ class NonNegativeCP:
                  max_iter: int = _default("factorize", "max_iter"), tol: float = _default("factorize", "tol"),
                  init: str = _default("factorize", "init"), backend: str = _default("factorize", "backend"),
                  method: str = _default("factorize", "method"),
-                 unobserved_penalty: float = _default("factorize", "unobserved_penalty")):
+                 unobserved_penalty: float = _default("factorize", "unobserved_penalty"),
+                 time_courses: str = _default("factorize", "time_courses")):
         self.rank = rank
         self.random_state = random_state
         self.n_restarts = n_restarts
@@ -319,6 +328,7 @@ class NonNegativeCP:
         self.backend = backend
         self.method = method
         self.unobserved_penalty = unobserved_penalty
+        self.time_courses = time_courses
         self._checked()  # fail at construction, not after loading the data
 
     def _checked(self) -> dict:
@@ -334,12 +344,13 @@ class NonNegativeCP:
             "backend": check_argument("factorize", "backend", self.backend),
             "method": check_argument("factorize", "method", self.method),
             "unobserved_penalty": check_argument("factorize", "unobserved_penalty", self.unobserved_penalty),
+            "time_courses": check_argument("factorize", "time_courses", self.time_courses),
         }
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor's arguments (scikit-learn's estimator protocol)."""
         return {k: getattr(self, k) for k in ("rank", "random_state", "n_restarts", "max_iter", "tol",
-                                              "init", "backend", "method", "unobserved_penalty")}
+                                              "init", "backend", "method", "unobserved_penalty", "time_courses")}
 
     def set_params(self, **params) -> NonNegativeCP:
         for k, v in params.items():
@@ -370,16 +381,30 @@ class NonNegativeCP:
         """
         from .methods import ntf
 
+        from tensorly.cp_tensor import CPTensor
+
+        from .methods.merging import fold_animals, prepare_unfolded
+
         p = self._checked()
         X, mask, time_groups = _tensor_parts(X, mask, time_groups)
+        per_animal = p["time_courses"] == "per_animal" and time_groups is None
+        if per_animal:
+            X, time_groups = prepare_unfolded(X, mask)
+            n_animals = int(np.max(time_groups)) + 1
         result = ntf.ncp_restarts(X, p["rank"], mask=mask, time_groups=time_groups,
                                   n_restarts=p["n_restarts"], random_state=p["random_state"], init=p["init"],
                                   max_iter=p["max_iter"], tol=p["tol"], backend=p["backend"],
                                   method=p["method"], unobserved_penalty=p["unobserved_penalty"],
                                   **({"client": client} if client is not None else {}))
         self.result_ = result
-        self.cp_ = result.cp
-        self.weights_, self.factors_ = result.cp.weights, list(result.cp.factors)
+        self.cp_, self.time_by_animal_ = result.cp, None
+        if per_animal:
+            weights, time_f, animal_f, courses = fold_animals(result.cp.weights, result.cp.factors[1], n_animals)
+            order = np.argsort(-weights, kind="stable")
+            self.cp_ = CPTensor((weights[order], [result.cp.factors[0][:, order], time_f[:, order],
+                                                  animal_f[:, order]]))
+            self.time_by_animal_ = courses[:, :, order]
+        self.weights_, self.factors_ = self.cp_.weights, list(self.cp_.factors)
         self.loss_history_ = np.asarray(result.info.loss_history)
         self.n_iter_ = int(result.info.n_iter)
         self.loss_ = float(result.info.loss)
@@ -398,7 +423,8 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
                 similarity_threshold: float = _default("factorize", "similarity_threshold"),
                 min_gain: float = _default("factorize", "min_gain"),
                 init: str = _default("factorize", "init"), backend: str = _default("factorize", "backend"),
-                unobserved_penalty: float = _default("factorize", "unobserved_penalty")):
+                unobserved_penalty: float = _default("factorize", "unobserved_penalty"),
+                time_courses: str = _default("factorize", "time_courses")):
     """Choose the number of components from a rank sweep (the stage's ``rank: auto``).
 
     Fits every rank in ``ranks`` ``n_restarts`` times and picks the largest rank whose restarts
@@ -420,7 +446,8 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     max_iter, tol : default 200, 1e-4
         Of each fit of the sweep (config ``factorize.sweep_max_iter``, ``sweep_tol``).
     similarity_threshold, min_gain : float, default 0.85, 0.002
-    init, backend, unobserved_penalty : as :class:`NonNegativeCP`
+    init, backend, unobserved_penalty, time_courses : as :class:`NonNegativeCP` (``per_animal``:
+        the sweep's fits are of the unfolded tensor (P, A·T, 1), each animal's bins in turn)
 
     Returns
     -------
@@ -440,9 +467,12 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     """
     from .methods import ntf
 
-    X, mask, time_groups = _tensor_parts(X, mask, time_groups)
+    from .methods.merging import prepare_unfolded
     from .validation import check_seed
 
+    X, mask, time_groups = _tensor_parts(X, mask, time_groups)
+    if check_argument("factorize", "time_courses", time_courses) == "per_animal" and time_groups is None:
+        X, time_groups = prepare_unfolded(X, mask)
     return ntf.select_rank(
         X, list(ranks), mask=mask, time_groups=time_groups,
         n_restarts=check_argument("factorize", "restarts", n_restarts, "n_restarts"),
@@ -635,6 +665,10 @@ class Run:
         Neuron indices of each pair.
     cp : tensorly.cp_tensor.CPTensor
         ``(weights (R,), [pairs (P, R), time (T, R), animals (A, R)])`` from factors.h5.
+    time_by_animal : ndarray (A, T, R) or None
+        With ``factorize.time_courses: per_animal``: each component's own time course in each
+        animal (``weights[r] · time_by_animal[:, :, r]`` is the fitted time × animal slab; ``cp``
+        holds its rank-one summary); None otherwise.
     membership : ndarray, shape (R, N), int
         Community of each neuron in each component, −1 where not in that component's graph.
     communities : pandas.DataFrame
@@ -690,6 +724,8 @@ class Run:
         self.cp = CPTensor((np.asarray(fac["weights"]), [np.asarray(fac["factors/pairs"]),
                                                           np.asarray(fac["factors/time"]),
                                                           np.asarray(fac["factors/animals"])]))
+        self.time_by_animal = (np.asarray(fac["factors/time_by_animal"]) if "factors/time_by_animal" in fac
+                               else None)
         self.membership = np.asarray(com["membership"])
         self.communities = _read_communities(self.workdir / "exports" / "communities.csv")
         self._analysis = None

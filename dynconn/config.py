@@ -354,6 +354,13 @@ SCHEMA: dict[str, Any] = {
             "float", 0.5, "Animals are complementary when the cosine of two components' per-animal "
             "energy profiles is at most this.", low=0, high=1,
         ),
+        "time_courses": Key(
+            "choice", "per_animal", "`shared`: one time course per component, scaled per animal (CP). "
+            "`per_animal`: each component has its own time course in each animal (for activity not locked "
+            "to the protocol, e.g. behaviour); factors.h5 then also holds `/factors/time_by_animal` "
+            "(docs/method.md). The concatenated layout always fits per-animal courses.",
+            choices=("shared", "per_animal"),
+        ),
         "unobserved_penalty": Key(
             "float", 0.0, "Weight of the (time, animal) entries where a pair was not recorded, as "
             "zeros, on the diagonal of that pair's Gram only: a pair seen in few animals carries less "

@@ -195,7 +195,7 @@ def test_unobserved_penalty_reaches_the_solver_its_provenance_and_the_surrogates
     X, mask = planted(2, missing=0.3, noise=0.05)
     fits = {}
     for lam in (0.0, 0.1):
-        p = section(rank=3, restarts=2, max_iter=40, unobserved_penalty=lam)
+        p = section(rank=3, restarts=2, max_iter=40, unobserved_penalty=lam, time_courses="shared")
         assert factorize.params({"factorize": p})["unobserved_penalty"] == lam
         datasets, _ = factorize.compute(FakeAffinity(X, mask), p, Console(True))
         direct = ntf.ncp_restarts(X, 3, mask=mask, n_restarts=2, random_state=p["seed"], max_iter=40, tol=p["tol"],
@@ -206,5 +206,6 @@ def test_unobserved_penalty_reaches_the_solver_its_provenance_and_the_surrogates
                for name in ("affinity", "communities")}
         cfg["factorize"] = p
         assert surrogates.options(cfg, 3)["factorize"]["unobserved_penalty"] == lam
+        assert surrogates.options(cfg, 3)["factorize"]["time_courses"] == "shared"  # the run's own model
     assert np.abs(fits[0.0] - fits[0.1]).max() > 1e-3
     assert section()["unobserved_penalty"] == config.SCHEMA["factorize"]["unobserved_penalty"].default

@@ -4,7 +4,7 @@ import numpy as np
 
 from conftest import cli
 from dynconn.io.artifacts import read_h5
-from dynconn.methods.merging import merge_duplicates
+from dynconn.methods.merging import fold_animals, merge_duplicates, unfold_animals
 from methods_data import jittered_motif
 
 
@@ -68,9 +68,10 @@ def motif_components(workdir):
 
 
 def test_jittered_motif_is_one_component(tmp_path):
-    """One motif responding 0, 4 and 8 s late in three animals: the fit spends a component on each
-    animal (shown with merging off), the reported result has one component holding the motif."""
-    base = {"affinity": {"bin_seconds": 2.0}, "factorize": {"rank": 3, "restarts": 2}}
+    """One motif responding 0, 4 and 8 s late in three animals, one time course per component
+    (``time_courses: shared``): the fit spends a component on each animal (shown with merging
+    off), the reported result has one component holding the motif."""
+    base = {"affinity": {"bin_seconds": 2.0}, "factorize": {"rank": 3, "restarts": 2, "time_courses": "shared"}}
     config = jittered_motif(tmp_path / "data", [0.0, 4.0, 8.0], config=base)
     assert cli("run", config, "-q", "--until", "communities").exit_code == 0
     workdir = config.parent / "run"
@@ -83,3 +84,54 @@ def test_jittered_motif_is_one_component(tmp_path):
     result = cli("run", config, "-q", "--until", "communities", "--set", "factorize.merge_similarity=2")
     assert result.exit_code == 0
     assert len(motif_components(workdir)) == 3
+
+
+def test_fold_animals_summarises_per_animal_courses_exactly_when_they_share_a_shape():
+    """Per-animal courses (``time_courses: per_animal``) written in the design's shapes: a course
+    that is one shape scaled per animal gives that shape and those scales exactly; one whose
+    timing differs gives its best rank-one summary, and the courses times the weight are the fit."""
+    shape, scale = unit([0, 1, 2, 1]), unit([3, 1, 0])
+    shared = (scale[:, None] * shape[None, :]).reshape(-1)  # (A·T,) animal-major, unit norm
+    shifted = unit(np.concatenate([[0, 1, 2, 1], [1, 2, 1, 0], [0, 0, 1, 2]]))
+    w, v, a, courses = fold_animals(np.array([2.0, 5.0]), np.stack([shared, shifted], 1), 3)
+    assert v.shape == (4, 2) and a.shape == (3, 2) and courses.shape == (3, 4, 2)
+    np.testing.assert_allclose([w[0], *v[:, 0], *a[:, 0]], [2.0, *shape, *scale], atol=1e-12)
+    # timing differs: the rank-one summary keeps less than the fitted weight (singular value 1st of 3)
+    assert 0 < w[1] < 5.0 and (v >= 0).all() and (a >= 0).all()
+    np.testing.assert_allclose(w[1] * courses[:, :, 1], 5.0 * shifted.reshape(3, 4), atol=1e-12)
+    np.testing.assert_allclose(courses[:, :, 0], np.outer(scale, shape), atol=1e-12)
+
+
+def test_unfold_animals_puts_each_animals_bins_one_after_another():
+    X = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # (P, T, A)
+    unfolded, groups = unfold_animals(X)
+    assert unfolded.shape == (2, 12, 1) and groups.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert all(unfolded[p, a * 3 + t, 0] == X[p, t, a] for p in range(2) for t in range(3) for a in range(4))
+
+
+def test_per_animal_time_courses_give_a_jittered_motif_one_component_in_the_design_shapes(tmp_path):
+    """With ``factorize.time_courses: per_animal`` the jittered motif is one component without
+    any merging (merging off), each animal's course peaks at its own latency, and factors.h5
+    keeps the design's (T, R) and (A, R) with the courses beside them."""
+    base = {"affinity": {"bin_seconds": 2.0},
+            "factorize": {"rank": 2, "restarts": 2, "time_courses": "per_animal", "merge_similarity": 2}}
+    config = jittered_motif(tmp_path / "data", [0.0, 8.0, 16.0], config=base)
+    assert cli("run", config, "-q", "--until", "communities").exit_code == 0
+    workdir = config.parent / "run"
+    fac, aff = read_h5(workdir / "factors.h5"), read_h5(workdir / "affinity.h5")
+    P, T, A = np.asarray(aff["affinity"]).shape
+    courses = np.asarray(fac["factors/time_by_animal"])
+    assert courses.shape == (A, T, 2) and np.asarray(fac["factors/time"]).shape == (T, 2)
+    assert np.asarray(fac["factors/animals"]).shape == (A, 2) and fac.attrs["time_courses"] == "per_animal"
+    hits = motif_components(workdir)
+    assert len(hits) == 1
+    # each animal's course, folded over the 40 s pulse period (20 bins of 2 s), peaks 8 s (4 bins)
+    # after the previous animal's
+    period = 20
+    usable = T // period * period
+    folded = courses[:, :usable, hits[0]].reshape(A, -1, period).sum(axis=1)
+    assert folded.argmax(axis=1).tolist() == [5, 9, 13]  # pulses at 10 s + 40 s k: bin 5 + 20 k
+    # control: one shared course per component, merging off, splits the motif (as in the test above)
+    result = cli("run", config, "-q", "--until", "communities", "--set", "factorize.time_courses=shared",
+                 "--set", "factorize.rank=3")
+    assert result.exit_code == 0 and len(motif_components(workdir)) > 1

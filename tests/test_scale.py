@@ -156,7 +156,9 @@ def test_pipeline_with_a_tiny_memory_budget_gives_the_same_artifacts(tmp_path, m
 
     monkeypatch.setattr(ntf._Data, "__init__", spy)
     assert cli("run", config, "--until", "factorize", "-q", "--force", "--set", "compute.memory_budget=1KB").exit_code == 0
-    assert seen == ["RowBlocks"]  # the solver got the handle on the file, not an array
+    # the solver got the handle on the file, not an array, then (per-animal time courses, the
+    # default) that handle unfolded block by block
+    assert seen == ["RowBlocks", "UnfoldedRows"]
     assert {n: read_h5(run / n).fingerprint for n in ("affinity.h5", "factors.h5")} == in_memory
     # and the standalone command, over its budget, too
     out = tmp_path / "f.h5"
@@ -165,7 +167,7 @@ def test_pipeline_with_a_tiny_memory_budget_gives_the_same_artifacts(tmp_path, m
     monkeypatch.setattr(resources, "memory_budget", lambda config: 1024)  # (its default: half the free memory)
     assert cli("factorize", "--in", run / "affinity.h5", "--out", out, "--rank", "3", "--restarts", "2",
                "--max-iter", "60", "-q").exit_code == 0
-    assert seen[-1] == "RowBlocks"
+    assert seen[-2:] == ["RowBlocks", "UnfoldedRows"]
     np.testing.assert_array_equal(read_h5(out)["factors/pairs"], read_h5(run / "factors.h5")["factors/pairs"])
 
 

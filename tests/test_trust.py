@@ -327,6 +327,24 @@ def test_report_covariates_and_state_atlas():
         report.build(data, bad)
 
 
+def test_covariates_follow_each_animals_own_course_with_per_animal_time_courses():
+    """``factorize.time_courses: per_animal``: a component's relation to a covariate is measured on
+    each animal's own course (``/factors/time_by_animal``), not on the rank-one summary that the
+    atlas uses: here the courses follow the covariate (speed, one sine in every animal) and the
+    summary is a step, so the relation is found only through the courses."""
+    ing, aff, fac, com = synthetic("aligned")
+    speed = aff.data["covariates/values"][0]  # (T, A): the sine plus noise, per animal
+    courses = np.stack([np.stack([np.full(speed.shape[0], 0.01), 1.5 + speed[:, a]], axis=1)
+                        for a in range(speed.shape[1])])  # (A, T, R)
+    summary = report.build(report.gather(ing, aff, fac, com), PARAMS)["summary"]
+    # the step against the sine, at its best lag: measured r = -0.62
+    assert abs(summary["components"][1]["covariates"]["speed"]["r"]) < 0.7
+    fac.data["factors/time_by_animal"] = courses
+    rel = report.build(report.gather(ing, aff, fac, com), PARAMS)["summary"]["components"][1]["covariates"]["speed"]
+    assert rel["r"] > 0.95 and rel["p"] < 0.01
+    assert all(v["r"] > 0.95 for v in rel["per_animal"].values()) and len(rel["per_animal"]) == 3
+
+
 # ----------------------------------------------------------------------------- config
 @pytest.mark.parametrize("states, message", [
     ("reversal", "expected exactly the keys covariate, thresholds, labels"),

@@ -73,10 +73,85 @@ def combine(group: list[int], weights: np.ndarray, pair_f: np.ndarray | None, ti
                 np.asarray(animal_f[:, r], dtype=np.float64))
     u = None if pair_f is None else _unit(np.asarray(pair_f, dtype=np.float64)[:, group] @ weights[group])
     slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in group)
-    left, sv, right = np.linalg.svd(slab, full_matrices=False)
+    s, v, a = rank_one(slab)
+    return s, u, v, a
+
+
+def rank_one(slab: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(s, v, a)``: the best rank-one fit ``s · v aᵀ`` of a non-negative (T, A) slab, ``v``
+    (T,) and ``a`` (A,) of unit norm and non-negative."""
+    left, sv, right = np.linalg.svd(np.asarray(slab, dtype=np.float64), full_matrices=False)
     # the leading singular vectors of a non-negative matrix are one-signed (Perron-Frobenius);
     # abs() fixes the arbitrary sign and round-off at zero entries
-    return float(sv[0]), u, np.abs(left[:, 0]), np.abs(right[0])
+    return float(sv[0]), np.abs(left[:, 0]), np.abs(right[0])
+
+
+def fold_animals(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tuple[np.ndarray, ...]:
+    """Per-animal time courses (``factorize.time_courses: per_animal``) in the design's CP shapes.
+
+    ``weights`` (R) and ``time_f`` (A·T, R), unit-norm columns, the animals' bins one after
+    another (animal-major, as :func:`unfold_animals` lays them out; the animal mode of that fit
+    is trivial). Returns ``(weights', time (T, R), animals (A, R), courses (A, T, R))``: each
+    component's best rank-one time × animal summary of its slab (:func:`rank_one`: exact when
+    every animal has the same course up to a scale) with ``weights'`` its norm, and the fitted
+    courses scaled so that ``weights'[r] · courses[:, :, r]`` is the fitted slab — the summary is
+    the CP model the later stages read; the courses are the fit."""
+    weights = np.asarray(weights, dtype=np.float64)
+    time_f = np.asarray(time_f, dtype=np.float64)
+    n_rank = weights.size
+    n_time = time_f.shape[0] // int(n_animals)
+    if n_time * int(n_animals) != time_f.shape[0]:
+        raise ValueError(f"time factor of {time_f.shape[0]} bins is not {n_animals} animals' equal stretches")
+    slabs = weights[None, None, :] * time_f.reshape(int(n_animals), n_time, n_rank)  # (A, T, R)
+    out_w, out_v, out_a = np.zeros(n_rank), np.zeros((n_time, n_rank)), np.zeros((int(n_animals), n_rank))
+    courses = np.zeros_like(slabs)
+    for r in range(n_rank):
+        s, v, a = rank_one(slabs[:, :, r].T)
+        out_w[r], out_v[:, r], out_a[:, r] = s, v, a
+        courses[:, :, r] = slabs[:, :, r] / s if s > 0 else 0.0
+    return out_w, out_v, out_a, courses
+
+
+def unfold_animals(X) -> tuple:
+    """``(X', groups)``: an aligned tensor (P, T, A) as (P, A·T, 1), each animal's bins one after
+    another, and the animal of each bin (A·T,) — the concatenated layout's shape, so that the
+    solver fits a time course per animal (its ``time_groups``). An array is copied; a tensor read
+    by blocks of pairs (anything sliced ``X[start:stop]``, e.g. the solver's out-of-core source)
+    is wrapped, each block unfolded as it is read (:class:`UnfoldedRows`)."""
+    n_pairs, n_time, n_animals = (int(d) for d in X.shape)
+    groups = np.repeat(np.arange(n_animals, dtype=np.int64), n_time)
+    if not isinstance(X, np.ndarray):
+        return UnfoldedRows(X), groups
+    return np.ascontiguousarray(np.swapaxes(X, 1, 2)).reshape(n_pairs, n_animals * n_time, 1), groups
+
+
+def prepare_unfolded(X, mask=None, *, observed_sum_of_squares=None, dtype="float32"):
+    """``(data, groups)``: X (P, T, A) validated and scanned in its own shape
+    (:func:`dynconn.methods.ntf.prepare`, so the observed sum of squares has the same bits as the
+    affinity stage's record of it), then unfolded (:func:`unfold_animals`) and prepared for the
+    solver with its time groups."""
+    from . import ntf
+
+    data = ntf.prepare(X, mask, dtype=dtype, observed_sum_of_squares=observed_sum_of_squares)
+    unfolded, groups = unfold_animals(data.X)
+    if mask is None:  # time groups need one: every pair observed in every animal
+        mask = np.ones((data.shape[0], data.shape[2]), dtype=bool)
+    return ntf.prepare(unfolded, mask, time_groups=groups, dtype=dtype, observed_sum_of_squares=data.norm_sq), groups
+
+
+class UnfoldedRows:
+    """A (P, T, A) tensor read by blocks of pairs, seen as (P, A·T, 1) (:func:`unfold_animals`):
+    the solver's out-of-core protocol (``shape``, ``dtype``, ``read_rows``)."""
+
+    def __init__(self, source):
+        self.source = source
+        n_pairs, self._time, self._animals = (int(d) for d in source.shape)
+        self.shape = (n_pairs, self._animals * self._time, 1)
+        self.dtype = np.dtype(source.dtype)
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        out[...] = np.swapaxes(np.asarray(self.source[start:stop]), 1, 2).reshape(stop - start, -1, 1)
+        return out
 
 
 def reported_time(groups: list[list[int]], weights: np.ndarray, time_f: np.ndarray,

@@ -229,6 +229,8 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
             loaded -= tensor
             tensor = min(tensor, 4 * 1024 * n_bins * n_animals * F32)
         need = loaded + tensor + factors + grams + z_parts
+        if not streamed and p.get("time_courses") == "per_animal" and n_animals > 1:
+            need += tensor  # the unfolded (P, A·T) copy (methods.merging.unfold_animals; streamed: by blocks)
         if not streamed:  # held in memory: a lower budget streams it from the file instead
             return need, (f"lower compute.memory_budget below the tensor's {format_bytes(tensor)} (it is then "
                           "streamed from affinity.h5), lower factorize.rank / factorize.ranks, or " + remedy_tensor)

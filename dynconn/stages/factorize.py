@@ -1,4 +1,4 @@
-"""Stage 3, factorize: non-negative CP decomposition of the affinity tensor.
+"""Stage 3, factorize: non-negative decomposition of the affinity tensor (CP, or a time course per animal).
 
 The maths lives in :mod:`dynconn.methods.ntf` (masked HALS solver, restarts, rank selection);
 this module is the thin wrapper that reads ``affinity.h5`` and writes ``factors.h5``:
@@ -24,6 +24,14 @@ every time. With a concatenated one (P, T_total, 1) the solver gets ``time_group
 one animal is ignored in that animal's bins only. ``/factors/animals`` is then (1, R) (the
 trivial third mode); each component's activity per animal is its temporal loading over
 that animal's bins. Root attribute ``layout``.
+
+Per-animal time courses (``time_courses: per_animal``, the default; docs/method.md): an aligned
+tensor is fitted unfolded, (P, A·T, 1) with the animals' bins in turn and ``time_groups``, as
+the concatenated layout is (:func:`dynconn.methods.merging.prepare_unfolded`); the reported
+components are then written back in the aligned shapes (:func:`_fold`): ``/factors/time`` (T, R)
+and ``/factors/animals`` (A, R) each component's rank-one summary, ``/factors/time_by_animal``
+(A, T, R) its fitted courses; ``/fit/raw/time`` stays the fitted (A·T, R). Root attribute
+``time_courses``.
 
 Duplicates (docs/method.md, "Timing that differs between animals"): components with
 near-identical pair patterns carried by complementary animals are one motif whose timing differs
@@ -58,7 +66,7 @@ import numpy as np
 from ..config import SCHEMA, Config
 from ..console import Console, warn
 from ..errors import ConfigError
-from ..methods.merging import merge_duplicates
+from ..methods.merging import MergedCP, fold_animals, merge_duplicates, prepare_unfolded
 
 NAME = "factorize"
 OUTPUT = "factors.h5"
@@ -267,12 +275,15 @@ def _matched_restarts(best, fits) -> dict[str, np.ndarray]:
             "congruence": np.stack([m[1] for m in matched])}
 
 
-def _restarts_datasets(restarts: dict, groups: list[list[int]]) -> dict[str, np.ndarray]:
-    """``/fit/restarts/*`` of the reported components from matched restarts (fitted order)."""
+def _restarts_datasets(restarts: dict, groups: list[list[int]], fold: int | None = None) -> dict[str, np.ndarray]:
+    """``/fit/restarts/*`` of the reported components from matched restarts (fitted order);
+    ``fold``: the number of animals when the time courses are per animal (:func:`_fold`)."""
     from ..methods.merging import reported_time
 
     times = [reported_time(groups, w, v, a) for w, v, a in
              zip(restarts["weights"], restarts["time"], restarts["animals"])]
+    if fold is not None:
+        times = [fold_animals(np.ones(t.shape[1]), t, fold)[1] for t in times]
     congruence = np.stack([[float(np.mean(c[g])) for g in groups] for c in restarts["congruence"]])
     return {"fit/restarts/time": np.stack(times), "fit/restarts/congruence": congruence}
 
@@ -290,12 +301,16 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     _check_options(p, mask, X)
     layout = str(affinity.attrs.get("layout", "aligned"))
     groups = np.asarray(affinity["time_animal"], dtype=np.int64) if layout == "concatenated" else None
+    per_animal = layout == "aligned" and p["time_courses"] == "per_animal"
     solver = {"mask": mask, "time_groups": groups, "backend": p["backend"], "method": p["method"],
               "unobserved_penalty": float(p["unobserved_penalty"])}
     mapper, client = distribution(X, p, engine)
     # validated once for every fit (the sweep, the refinement); the scan of X skipped when the
     # affinity stage recorded it (recorded_sum_of_squares)
-    X = ntf.prepare(X, mask, time_groups=groups, observed_sum_of_squares=recorded_sum_of_squares(affinity))
+    if per_animal:  # fitted as the concatenated layout is; written back in the aligned shapes (_fold)
+        X, groups = prepare_unfolded(X, mask, observed_sum_of_squares=recorded_sum_of_squares(affinity))
+    else:
+        X = ntf.prepare(X, mask, time_groups=groups, observed_sum_of_squares=recorded_sum_of_squares(affinity))
     if client is not None:
         solver["client"] = client
     tasks = {"mapper": mapper} if mapper is not None else {}
@@ -308,7 +323,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
         console.info(f"  {message}")
 
     datasets: dict[str, np.ndarray] = {}
-    attrs: dict = {"layout": layout}
+    attrs: dict = {"layout": layout, "time_courses": "per_animal" if groups is not None else "shared"}
     rank = p["rank"]
     final_loss = None  # set when the kept fit is not the solver's last iterate
     sweep_restarts = saver.restarts if saver is not None else {}  # rank -> matched restarts of the sweep
@@ -381,6 +396,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     merged = merge_duplicates(weights, f_pairs, f_time, f_animals, time_groups=groups,
                               n_animals=mask.shape[1], similarity=p["merge_similarity"],
                               max_animal_overlap=p["merge_max_overlap"])
+    if per_animal:
+        merged = _fold(merged, mask.shape[1], datasets)
     datasets.update({
         "weights": merged.weights,
         "factors/pairs": np.asarray(merged.pairs, dtype=np.float32),
@@ -399,7 +416,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
         console.info("  merged " + "; ".join("fitted components " + "+".join(map(str, g)) for g in merges)
                      + " (one motif, complementary animals)")
     if restarts is not None:
-        datasets.update(_restarts_datasets(restarts, merged.groups))
+        datasets.update(_restarts_datasets(restarts, merged.groups, mask.shape[1] if per_animal else None))
     fit, seconds = _fit_datasets(result)
     if final_loss is not None:
         fit["fit/losses"] = np.asarray([final_loss])  # the kept fit's error; the history is the refinement's
@@ -407,6 +424,20 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     attrs["fit_seconds"] = seconds
     attrs["rank"] = rank
     return datasets, attrs
+
+
+def _fold(merged, n_animals: int, datasets: dict):
+    """The reported components of a per-animal fit (``time_courses: per_animal``) in the design's
+    shapes: ``/factors/time`` (T, R) and ``/factors/animals`` (A, R) each component's rank-one
+    summary (:func:`dynconn.methods.merging.fold_animals`), sorted by its weight again, and the
+    fitted courses as ``/factors/time_by_animal`` (A, T, R) (into ``datasets``)."""
+    weights, time_f, animal_f, courses = fold_animals(merged.weights, merged.time * merged.animals[0], n_animals)
+    order = np.argsort(-weights, kind="stable")
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    datasets["factors/time_by_animal"] = courses[:, :, order]
+    return MergedCP(weights[order], merged.pairs[:, order], time_f[:, order], animal_f[:, order],
+                    position[merged.merged_from].astype(np.int32), [merged.groups[k] for k in order])
 
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict, checkpoint=None,

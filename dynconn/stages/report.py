@@ -91,6 +91,7 @@ class RunData:
     stage_created: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     merged: list = field(default_factory=list)  # [(reported component, [fitted components])] merged duplicates
+    f_courses: np.ndarray | None = None  # (A, T, R) per-animal courses (factorize.time_courses: per_animal)
 
     @property
     def rank(self) -> int:
@@ -159,6 +160,7 @@ def gather(ing, aff, fac, com) -> RunData:
         f_time=np.asarray(fac["factors/time"], dtype=float),
         f_animal=np.asarray(fac["factors/animals"], dtype=float),
         f_pairs=np.asarray(fac["factors/pairs"]),
+        f_courses=np.asarray(fac["factors/time_by_animal"], dtype=float) if "factors/time_by_animal" in fac else None,
         pairs=np.asarray(aff["pairs"]),
         membership=np.asarray(com["membership"]),
         traces=traces,
@@ -460,12 +462,13 @@ def animal_loadings(data: RunData) -> np.ndarray:
 
 def behaviour_series(data: RunData, c: int, r: int | None = None) -> tuple[list, list]:
     """Per animal: component r's temporal loading (None: skipped) and covariate c, in the
-    animal's bins."""
+    animal's bins; with per-animal time courses, the animal's own course."""
     loads, covs = [], []
     for a in range(len(data.animals)):
         idx = np.flatnonzero(data.time_animal == a) if data.concatenated else np.arange(data.time_s.size)
         covs.append(data.covariates[c, idx, 0] if data.concatenated else data.covariates[c, :, a])
-        loads.append(None if r is None else data.f_time[idx, r])
+        course = data.f_time[idx, r] if data.f_courses is None or r is None else data.f_courses[a, :, r]
+        loads.append(None if r is None else course)
     return loads, covs
 
 

@@ -50,7 +50,7 @@ def options(config, rank: int) -> dict:
                                          "window_seconds")},
         "factorize": {"max_iter": int(fac["sweep_max_iter"]), "tol": float(fac["sweep_tol"]),
                       "init": fac["init"], "backend": fac["backend"],
-                      "unobserved_penalty": float(fac["unobserved_penalty"])},
+                      "unobserved_penalty": float(fac["unobserved_penalty"]), "time_courses": fac["time_courses"]},
         "communities": {**partition_options(com), "n_runs": 1},
         "evidence": com["evidence"],
     }
@@ -68,7 +68,8 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
 
     ``affinity``: :func:`dynconn.stages.affinity.compute_affinity` options (method, bin_seconds, …);
     ``factorize``: :func:`dynconn.methods.ntf.ncp_hals` options (max_iter, tol, init, backend,
-    unobserved_penalty);
+    unobserved_penalty) and ``time_courses`` (``per_animal``: fitted and summarised as the
+    factorize stage does, :func:`dynconn.methods.merging.fold_animals`);
     ``communities``: :func:`dynconn.stages.communities.partition_components` options (method,
     min_strength, n_runs, resolution, level). ``random_state``: a SeedSequence (or int) from
     which the shifts, the factorization's start and the partitions draw their own streams.
@@ -76,6 +77,7 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     Returns ``{"replication" (R,): each component's largest community replication
     (:func:`dynconn.methods.null.graph_maxima`), "share" (R,): each component's energy share}``."""
     from ..methods import ntf
+    from ..methods.merging import fold_animals, prepare_unfolded
     from . import affinity as aff
     from .communities import edge_weights, partition_components
 
@@ -86,8 +88,15 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     tensor = aff.stack_affinity(shifted, present, sampling_rate=sampling_rate, neurons=range(n_neurons),
                                 animals=range(n_animals), n_frames=n_frames, layout=layout, **affinity)
     X, mask, pairs, groups = tensor.affinity, tensor.mask, tensor.pairs, tensor.time_groups
-    cp, _ = ntf.ncp_hals(X, rank, mask=mask, time_groups=groups, random_state=fit_seq, **factorize)
-    weights, (f_pairs, f_time, f_animals) = cp
+    fit = dict(factorize)
+    if fit.pop("time_courses", "shared") == "per_animal" and groups is None:  # as the factorize stage
+        unfolded, _ = prepare_unfolded(X, mask)
+        cp, _ = ntf.ncp_hals(unfolded, rank, random_state=fit_seq, **fit)
+        weights, f_time, f_animals, _ = fold_animals(cp[0], cp[1][1], X.shape[2])
+        f_pairs = cp[1][0]
+    else:
+        cp, _ = ntf.ncp_hals(X, rank, mask=mask, time_groups=groups, random_state=fit_seq, **fit)
+        weights, (f_pairs, f_time, f_animals) = cp
     # the communities stage's own edge weights (evidence of each pair), as for the real data
     edges = edge_weights(_Upstream({"mask": mask, "time_animal": groups}, layout=layout),
                          {"factors/pairs": f_pairs, "factors/time": f_time, "factors/animals": f_animals},
