@@ -418,7 +418,13 @@ def edge_weights(aff, fac, how: str) -> np.ndarray:
         return pair_factors
     layout = str(aff.attrs.get("layout", "aligned"))
     groups = np.asarray(aff["time_animal"], dtype=np.int64) if layout == "concatenated" else None
-    evidence = pair_evidence(aff["mask"], fac["factors/time"], fac["factors/animals"], groups)
+    time_f, animal_f = fac["factors/time"], fac["factors/animals"]
+    if "factors/time_by_animal" in fac:  # per-animal courses: each animal's own energy, not the summary's
+        courses = np.asarray(fac["factors/time_by_animal"], dtype=np.float64)  # (A, T, R)
+        n_animals, n_time, n_rank = courses.shape
+        time_f, animal_f = courses.reshape(n_animals * n_time, n_rank), np.ones((1, n_rank))
+        groups = np.repeat(np.arange(n_animals), n_time)
+    evidence = pair_evidence(aff["mask"], time_f, animal_f, groups)
     return weigh_by_evidence(pair_factors, evidence, how)
 
 

@@ -450,7 +450,9 @@ def summarize(data: RunData, stats: list[list[dict]], threshold: float) -> dict:
 # ----------------------------------------------------------------------------- evidence
 def animal_loadings(data: RunData) -> np.ndarray:
     """(A, R) each component's loading per animal: the animal factor (aligned), or the root
-    energy of its temporal loading over the animal's bins (concatenated)."""
+    energy of its temporal loading over the animal's bins (concatenated, or per-animal courses)."""
+    if data.f_courses is not None:
+        return np.sqrt((data.f_courses ** 2).sum(axis=1))
     if not data.concatenated:
         return data.f_animal
     out = np.zeros((len(data.animals), data.rank))

@@ -92,15 +92,15 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     if fit.pop("time_courses", "shared") == "per_animal" and groups is None:  # as the factorize stage
         unfolded, _ = prepare_unfolded(X, mask)
         cp, _ = ntf.ncp_hals(unfolded, rank, random_state=fit_seq, **fit)
-        weights, f_time, f_animals, _ = fold_animals(cp[0], cp[1][1], X.shape[2])
-        f_pairs = cp[1][0]
+        weights, f_time, f_animals, courses = fold_animals(cp[0], cp[1][1], X.shape[2])
+        factors = {"factors/pairs": cp[1][0], "factors/time": f_time, "factors/animals": f_animals,
+                   "factors/time_by_animal": courses}
     else:
         cp, _ = ntf.ncp_hals(X, rank, mask=mask, time_groups=groups, random_state=fit_seq, **fit)
         weights, (f_pairs, f_time, f_animals) = cp
+        factors = {"factors/pairs": f_pairs, "factors/time": f_time, "factors/animals": f_animals}
     # the communities stage's own edge weights (evidence of each pair), as for the real data
-    edges = edge_weights(_Upstream({"mask": mask, "time_animal": groups}, layout=layout),
-                         {"factors/pairs": f_pairs, "factors/time": f_time, "factors/animals": f_animals},
-                         evidence)
+    edges = edge_weights(_Upstream({"mask": mask, "time_animal": groups}, layout=layout), factors, evidence)
     parts = partition_components(edges, pairs, n_neurons,
                                  random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
     return {"replication": null.graph_maxima(null.component_replications(X, mask, f_time, pairs, parts.membership,
