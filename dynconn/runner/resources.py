@@ -260,7 +260,9 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
             if tensor > memory_budget(config):
                 need -= tensor  # read by blocks of pairs (and no surrogates: stages.surrogates.local_workers)
             elif config["report"]["surrogates"] > 0:
-                need += 2 * tensor  # a surrogate's own tensor and the solver's copy, one at a time at least
+                # a surrogate's own tensor and the solver's copy, one at a time at least (and the
+                # unfolded copy with per-animal time courses)
+                need += (3 if config["factorize"].get("time_courses") == "per_animal" and n_animals > 1 else 2) * tensor
         return need, remedy_tensor + ", or set report.surrogates: 0"
     return loaded, remedy_tensor
 
