@@ -340,8 +340,15 @@ def test_covariates_follow_each_animals_own_course_with_per_animal_time_courses(
     # the step against the sine, at its best lag: measured r = -0.62
     assert abs(summary["components"][1]["covariates"]["speed"]["r"]) < 0.7
     fac.data["factors/time_by_animal"] = courses
-    rel = report.build(report.gather(ing, aff, fac, com), PARAMS)["summary"]["components"][1]["covariates"]["speed"]
+    out = report.build(report.gather(ing, aff, fac, com), PARAMS)
+    rel = out["summary"]["components"][1]["covariates"]["speed"]
     assert rel["r"] > 0.95 and rel["p"] < 0.01
+    # the courses are exported, one row per bin and animal
+    rows = list(csv.reader(io.StringIO(out["files"]["exports/factors_time_by_animal.csv"].decode())))
+    A, T = courses.shape[:2]
+    assert rows[0] == ["time_s", "animal", "component_0", "component_1"] and len(rows) == 1 + A * T
+    # (written with 6 significant digits: a relative rounding of at most 5e-6)
+    assert rows[1 + T][1] == "w2" and float(rows[1 + T][3]) == pytest.approx(courses[1, 0, 1], rel=1e-5)
     assert all(v["r"] > 0.95 for v in rel["per_animal"].values()) and len(rel["per_animal"]) == 3
 
 

@@ -710,13 +710,15 @@ def export_tables(
     *, membership: np.ndarray, neurons: list[str], time_s: np.ndarray, factors_time: np.ndarray,
     animals: list[str], factors_animal: np.ndarray, time_animal: np.ndarray | None = None,
     covariates: tuple[list[str], np.ndarray] | None = None,
-    community_columns: dict | None = None,
+    community_columns: dict | None = None, courses: np.ndarray | None = None,
 ) -> dict[str, bytes]:
     """The CSV exports as bytes, keyed by their path under the workdir. With ``time_animal``
     (concatenated layout) factors_time has an ``animal`` column and factors_animal holds each
     animal's mean temporal loading. ``covariates`` = (names (C), values (C, T, A), or
     (C, T, 1) with ``time_animal``) adds covariates_time.csv: ``time_s,animal,<names>``, one
-    row per bin and animal, binned like the affinity."""
+    row per bin and animal, binned like the affinity. ``courses`` (A, T, R), the per-animal time
+    courses of ``factorize.time_courses: per_animal``, adds factors_time_by_animal.csv:
+    ``time_s,animal,component_0 …``, one row per bin and animal."""
     rank = factors_time.shape[1]
     comp_cols = [f"component_{r}" for r in range(rank)]
     columns = community_columns or {}
@@ -748,6 +750,10 @@ def export_tables(
         "exports/factors_animal.csv": _csv(
             ["animal", *comp_cols], ([a, *(f"{v:.6g}" for v in row)] for a, row in zip(animals, per_animal))),
     }
+    if courses is not None:
+        files["exports/factors_time_by_animal.csv"] = _csv(
+            ["time_s", "animal", *comp_cols], ([f"{t:g}", animals[a], *(f"{v:.6g}" for v in courses[a, k])]
+                                               for a in range(len(animals)) for k, t in enumerate(time_s)))
     if covariates is not None and len(covariates[0]):
         names, values = covariates
         if time_animal is None:
@@ -1816,7 +1822,7 @@ def build(data: RunData, p: dict, *, config_text: str = "", title: str = "", wor
     matrices, stats, summary, view, jobs = an["matrices"], an["stats"], an["summary"], an["view"], an["jobs"]
     files = export_tables(membership=data.membership, neurons=data.neurons, time_s=data.time_s,
                           factors_time=data.f_time, animals=data.animals, factors_animal=data.f_animal,
-                          time_animal=data.time_animal,
+                          time_animal=data.time_animal, courses=data.f_courses,
                           covariates=(data.covariate_names, data.covariates) if data.covariates is not None else None,
                           community_columns={(r, st["id"]): (st["cohesion"], st.get("p_value", np.nan), st["cohesive"])
                                              for r in range(data.rank) for st in stats[r]})
