@@ -1,4 +1,6 @@
-"""One motif, one component: merge CP components that are the same motif in different animals.
+"""One motif, one component: merge CP components that are the same motif in different animals,
+and fit a time course per animal (``factorize.time_courses: per_animal``: :func:`unfold_animals`,
+:func:`prepare_unfolded`, :func:`fold_animals`).
 
 A CP component has one temporal loading shared by the animals that carry it. When a motif's
 timing differs between animals (onset jitter of a few seconds, per-animal latency), one rank-one
