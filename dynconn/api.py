@@ -379,11 +379,10 @@ class NonNegativeCP:
             Run each iteration's pass over the blocks of pairs on its workers (numpy backend;
             the factors equal the local fit's to float32 rounding; see ``ntf.ncp_hals``).
         """
-        from .methods import ntf
-
         from tensorly.cp_tensor import CPTensor
 
-        from .methods.merging import fold_animals, prepare_unfolded
+        from .methods import ntf
+        from .methods.merging import fold_sorted, prepare_unfolded
 
         p = self._checked()
         X, mask, time_groups = _tensor_parts(X, mask, time_groups)
@@ -399,11 +398,9 @@ class NonNegativeCP:
         self.result_ = result
         self.cp_, self.time_by_animal_ = result.cp, None
         if per_animal:
-            weights, time_f, animal_f, courses = fold_animals(result.cp.weights, result.cp.factors[1], n_animals)
-            order = np.argsort(-weights, kind="stable")
-            self.cp_ = CPTensor((weights[order], [result.cp.factors[0][:, order], time_f[:, order],
-                                                  animal_f[:, order]]))
-            self.time_by_animal_ = courses[:, :, order]
+            order, weights, time_f, animal_f, self.time_by_animal_ = fold_sorted(
+                result.cp.weights, result.cp.factors[1], n_animals)
+            self.cp_ = CPTensor((weights, [result.cp.factors[0][:, order], time_f, animal_f]))
         self.weights_, self.factors_ = self.cp_.weights, list(self.cp_.factors)
         self.loss_history_ = np.asarray(result.info.loss_history)
         self.n_iter_ = int(result.info.n_iter)

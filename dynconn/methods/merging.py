@@ -114,6 +114,14 @@ def fold_animals(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tup
     return out_w, out_v, out_a, courses
 
 
+def fold_sorted(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tuple[np.ndarray, ...]:
+    """:func:`fold_animals` with the components sorted by their summary's weight, descending:
+    ``(order, weights', time, animals, courses)``, ``order`` the fitted component of each."""
+    weights, time_f, animal_f, courses = fold_animals(weights, time_f, n_animals)
+    order = np.argsort(-weights, kind="stable")
+    return order, weights[order], time_f[:, order], animal_f[:, order], courses[:, :, order]
+
+
 def unfold_animals(X) -> tuple:
     """``(X', groups)``: an aligned tensor (P, T, A) as (P, A·T, 1), each animal's bins one after
     another, and the animal of each bin (A·T,) — the concatenated layout's shape, so that the

@@ -66,7 +66,7 @@ import numpy as np
 from ..config import SCHEMA, Config
 from ..console import Console, warn
 from ..errors import ConfigError
-from ..methods.merging import MergedCP, fold_animals, merge_duplicates, prepare_unfolded
+from ..methods.merging import MergedCP, fold_animals, fold_sorted, merge_duplicates, prepare_unfolded
 
 NAME = "factorize"
 OUTPUT = "factors.h5"
@@ -431,13 +431,12 @@ def _fold(merged, n_animals: int, datasets: dict):
     shapes: ``/factors/time`` (T, R) and ``/factors/animals`` (A, R) each component's rank-one
     summary (:func:`dynconn.methods.merging.fold_animals`), sorted by its weight again, and the
     fitted courses as ``/factors/time_by_animal`` (A, T, R) (into ``datasets``)."""
-    weights, time_f, animal_f, courses = fold_animals(merged.weights, merged.time * merged.animals[0], n_animals)
-    order = np.argsort(-weights, kind="stable")
+    order, weights, time_f, animal_f, courses = fold_sorted(merged.weights, merged.time * merged.animals[0], n_animals)
     position = np.empty_like(order)
     position[order] = np.arange(order.size)
-    datasets["factors/time_by_animal"] = courses[:, :, order]
-    return MergedCP(weights[order], merged.pairs[:, order], time_f[:, order], animal_f[:, order],
-                    position[merged.merged_from].astype(np.int32), [merged.groups[k] for k in order])
+    datasets["factors/time_by_animal"] = courses
+    return MergedCP(weights, merged.pairs[:, order], time_f, animal_f, position[merged.merged_from].astype(np.int32),
+                    [merged.groups[k] for k in order])
 
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict, checkpoint=None,
