@@ -382,11 +382,11 @@ class NonNegativeCP:
         from tensorly.cp_tensor import CPTensor
 
         from .methods import ntf
-        from .methods.merging import fold_sorted, prepare_unfolded
+        from .methods.merging import fits_per_animal, fold_sorted, prepare_unfolded
 
         p = self._checked()
         X, mask, time_groups = _tensor_parts(X, mask, time_groups)
-        per_animal = p["time_courses"] == "per_animal" and time_groups is None
+        per_animal = fits_per_animal(p["time_courses"], time_groups)
         if per_animal:
             X, time_groups = prepare_unfolded(X, mask)
             n_animals = int(np.max(time_groups)) + 1
@@ -464,11 +464,11 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     """
     from .methods import ntf
 
-    from .methods.merging import prepare_unfolded
+    from .methods.merging import fits_per_animal, prepare_unfolded
     from .validation import check_seed
 
     X, mask, time_groups = _tensor_parts(X, mask, time_groups)
-    if check_argument("factorize", "time_courses", time_courses) == "per_animal" and time_groups is None:
+    if fits_per_animal(check_argument("factorize", "time_courses", time_courses), time_groups):
         X, time_groups = prepare_unfolded(X, mask)
     return ntf.select_rank(
         X, list(ranks), mask=mask, time_groups=time_groups,

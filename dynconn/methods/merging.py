@@ -88,6 +88,12 @@ def rank_one(slab: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     return float(sv[0]), np.abs(left[:, 0]), np.abs(right[0])
 
 
+def fits_per_animal(time_courses: str, time_groups) -> bool:
+    """Whether a fit unfolds the animals (:func:`prepare_unfolded`): ``factorize.time_courses:
+    per_animal`` on an aligned tensor (no ``time_groups``; a concatenated one is per animal already)."""
+    return time_courses == "per_animal" and time_groups is None
+
+
 def fold_animals(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tuple[np.ndarray, ...]:
     """Per-animal time courses (``factorize.time_courses: per_animal``) in the design's CP shapes.
 
@@ -98,20 +104,16 @@ def fold_animals(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tup
     every animal has the same course up to a scale) with ``weights'`` its norm, and the fitted
     courses scaled so that ``weights'[r] · courses[:, :, r]`` is the fitted slab — the summary is
     the CP model the later stages read; the courses are the fit."""
-    weights = np.asarray(weights, dtype=np.float64)
-    time_f = np.asarray(time_f, dtype=np.float64)
-    n_rank = weights.size
-    n_time = time_f.shape[0] // int(n_animals)
-    if n_time * int(n_animals) != time_f.shape[0]:
+    weights, time_f = np.asarray(weights, dtype=np.float64), np.asarray(time_f, dtype=np.float64)
+    n_animals = int(n_animals)
+    n_time = time_f.shape[0] // n_animals
+    if n_time * n_animals != time_f.shape[0]:
         raise ValueError(f"time factor of {time_f.shape[0]} bins is not {n_animals} animals' equal stretches")
-    slabs = weights[None, None, :] * time_f.reshape(int(n_animals), n_time, n_rank)  # (A, T, R)
-    out_w, out_v, out_a = np.zeros(n_rank), np.zeros((n_time, n_rank)), np.zeros((int(n_animals), n_rank))
-    courses = np.zeros_like(slabs)
-    for r in range(n_rank):
-        s, v, a = rank_one(slabs[:, :, r].T)
-        out_w[r], out_v[:, r], out_a[:, r] = s, v, a
-        courses[:, :, r] = slabs[:, :, r] / s if s > 0 else 0.0
-    return out_w, out_v, out_a, courses
+    slabs = weights * time_f.reshape(n_animals, n_time, weights.size)  # (A, T, R)
+    fits = [rank_one(slabs[:, :, r].T) for r in range(weights.size)]
+    out_w = np.array([s for s, _, _ in fits])
+    courses = np.divide(slabs, out_w, out=np.zeros_like(slabs), where=out_w > 0)
+    return out_w, np.stack([v for _, v, _ in fits], axis=1), np.stack([a for _, _, a in fits], axis=1), courses
 
 
 def fold_sorted(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tuple[np.ndarray, ...]:

@@ -229,7 +229,7 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
             loaded -= tensor
             tensor = min(tensor, 4 * 1024 * n_bins * n_animals * F32)
         need = loaded + tensor + factors + grams + z_parts
-        if not streamed and p.get("time_courses") == "per_animal" and n_animals > 1:
+        if not streamed and _unfolds(config, n_animals):
             need += tensor  # the unfolded (P, A·T) copy (methods.merging.unfold_animals; streamed: by blocks)
         if not streamed:  # held in memory: a lower budget streams it from the file instead
             return need, (f"lower compute.memory_budget below the tensor's {format_bytes(tensor)} (it is then "
@@ -262,9 +262,15 @@ def estimate(stage: str, config, upstream_shapes: dict[str, dict[str, tuple[tupl
             elif config["report"]["surrogates"] > 0:
                 # a surrogate's own tensor and the solver's copy, one at a time at least (and the
                 # unfolded copy with per-animal time courses)
-                need += (3 if config["factorize"].get("time_courses") == "per_animal" and n_animals > 1 else 2) * tensor
+                need += (3 if _unfolds(config, n_animals) else 2) * tensor
         return need, remedy_tensor + ", or set report.surrogates: 0"
     return loaded, remedy_tensor
+
+
+def _unfolds(config, n_animals: int) -> bool:
+    """Does the factorization hold an unfolded copy of an aligned tensor (per-animal time courses,
+    :func:`dynconn.methods.merging.fits_per_animal`)? A (P, T, 1) tensor unfolds to itself."""
+    return config["factorize"].get("time_courses") == "per_animal" and n_animals > 1
 
 
 def nbytes(shape, itemsize: int) -> int:

@@ -66,7 +66,8 @@ import numpy as np
 from ..config import SCHEMA, Config
 from ..console import Console, warn
 from ..errors import ConfigError
-from ..methods.merging import MergedCP, fold_animals, fold_sorted, merge_duplicates, prepare_unfolded
+from ..methods.merging import (MergedCP, fits_per_animal, fold_animals, fold_sorted, merge_duplicates,
+                               prepare_unfolded)
 
 NAME = "factorize"
 OUTPUT = "factors.h5"
@@ -301,7 +302,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     _check_options(p, mask, X)
     layout = str(affinity.attrs.get("layout", "aligned"))
     groups = np.asarray(affinity["time_animal"], dtype=np.int64) if layout == "concatenated" else None
-    per_animal = layout == "aligned" and p["time_courses"] == "per_animal"
+    per_animal = fits_per_animal(p["time_courses"], groups)
     solver = {"mask": mask, "time_groups": groups, "backend": p["backend"], "method": p["method"],
               "unobserved_penalty": float(p["unobserved_penalty"])}
     mapper, client = distribution(X, p, engine)

@@ -469,8 +469,10 @@ def behaviour_series(data: RunData, c: int, r: int | None = None) -> tuple[list,
     for a in range(len(data.animals)):
         idx = np.flatnonzero(data.time_animal == a) if data.concatenated else np.arange(data.time_s.size)
         covs.append(data.covariates[c, idx, 0] if data.concatenated else data.covariates[c, :, a])
-        course = data.f_time[idx, r] if data.f_courses is None or r is None else data.f_courses[a, :, r]
-        loads.append(None if r is None else course)
+        if r is None:
+            loads.append(None)
+        else:
+            loads.append(data.f_time[idx, r] if data.f_courses is None else data.f_courses[a, :, r])
     return loads, covs
 
 

@@ -77,7 +77,7 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     Returns ``{"replication" (R,): each component's largest community replication
     (:func:`dynconn.methods.null.graph_maxima`), "share" (R,): each component's energy share}``."""
     from ..methods import ntf
-    from ..methods.merging import fold_animals, prepare_unfolded
+    from ..methods.merging import fits_per_animal, fold_animals, prepare_unfolded
     from . import affinity as aff
     from .communities import edge_weights, partition_components
 
@@ -89,7 +89,7 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
                                 animals=range(n_animals), n_frames=n_frames, layout=layout, **affinity)
     X, mask, pairs, groups = tensor.affinity, tensor.mask, tensor.pairs, tensor.time_groups
     fit = dict(factorize)
-    if fit.pop("time_courses", "shared") == "per_animal" and groups is None:  # as the factorize stage
+    if fits_per_animal(fit.pop("time_courses", "shared"), groups):  # as the factorize stage
         unfolded, _ = prepare_unfolded(X, mask)
         cp, _ = ntf.ncp_hals(unfolded, rank, random_state=fit_seq, **fit)
         weights, f_time, f_animals, courses = fold_animals(cp[0], cp[1][1], X.shape[2])
