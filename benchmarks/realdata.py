@@ -31,11 +31,17 @@ by one:
     Atlas (Randi et al. 2023, q < 0.05, either direction), counting only pairs the atlas
     measured.
 
+``--fit-seeds S …`` runs dynconn once more per seed (``factorize.seed=S``, the seed of the
+rank sweep's and the final fit's restarts; everything else the same) and adds a table of the
+headline numbers per seed with their mean and SD. On these two worms they move more from one
+seed to the next than between most configurations compared on one seed (docs/benchmarks.md,
+"Real worms: one seed is not a measurement"), so compare configurations over seeds.
+
 (c) and (d) need the optional extra ``pip install 'dynconn[worm]'`` (wormneuroatlas); without
 it they are left out with a note. Skipped cleanly (exit 0) when the data folder is absent.
 
     python benchmarks/realdata.py --data ../shared/data/flavell [--config configs/flavell.yaml]
-        [--set key=value ...] [--permutations 2000] [--json out.json] [--keep DIR]
+        [--set key=value ...] [--permutations 2000] [--fit-seeds 1 2 3 4] [--json out.json] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -255,6 +261,42 @@ def table(results: dict, references: list) -> str:
     return "\n".join(lines)
 
 
+def headline(m: dict) -> dict:
+    """The numbers the seed table compares, from one :func:`evaluate` result."""
+    h, r = m["homologs"], m["reversal"]
+    out = {"neurons_assigned": m["neurons_assigned"], "communities": m["communities"],
+           "homologs": h["fraction"],
+           "homolog_margin": None if h["fraction"] is None else h["fraction"] - h["chance_fraction"],
+           "reversal": f"{len(r['reversal_together'])}/{len(r['reversal_present'])} (size {r['community_size']})"}
+    for key in ("white1986:all", ref.SIGNAL_PROPAGATION):
+        if key in m:
+            out[key] = m[key]["ratio"]
+    return out
+
+
+SEED_COLUMNS = (("homolog_margin", "homolog margin", "{:+.2f}"), ("white1986:all", "White 1986 chem+gap", "{:.2f}×"),
+                (ref.SIGNAL_PROPAGATION, "signal propagation", "{:.2f}×"))
+
+
+def seed_table(rows: list[dict], static: dict) -> str:
+    """One row per fit seed (rank, partitions, homolog margin, enrichments, reversal module),
+    then mean ± SD over the seeds and the static baseline's value (it has no fit seed)."""
+    cols = [c for c in SEED_COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    lines = ["| fit seed | rank | neurons × communities | " + " | ".join(c[1] for c in cols) + " | reversal AVA/AVE/AIB/RIM |",
+             "|---|---|---|" + "---|" * len(cols) + "---|"]
+    for r in rows:
+        cells = [_f(r.get(key), fmt) for key, _, fmt in cols]
+        lines.append(f"| {r['seed']} | {r['rank']} | {r['neurons_assigned']} × {'/'.join(map(str, r['communities']))} | "
+                     + " | ".join(cells) + f" | {r['reversal']} |")
+    summary = []
+    for key, _, fmt in cols:
+        vals = np.array([r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])], dtype=float)
+        summary.append("—" if not len(vals) else fmt.format(vals.mean()) + f" ± {vals.std(ddof=1) if len(vals) > 1 else 0:.2f}")
+    lines.append("| mean ± SD | | | " + " | ".join(summary) + " | |")
+    lines.append("| static baseline | | | " + " | ".join(_f(static.get(key), fmt) for key, _, fmt in cols) + " | |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "flavell",
@@ -263,7 +305,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="passed to dynconn run (after ingest.merge_bilateral=false)")
     ap.add_argument("--permutations", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the permutations and of the static baseline's Leiden")
+    ap.add_argument("--fit-seeds", type=int, nargs="+", default=[], metavar="S",
+                    help="also run dynconn with factorize.seed=S for each S and tabulate the headline numbers per seed")
     ap.add_argument("--json", type=Path, help="also write every number to this JSON file")
     ap.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
     args = ap.parse_args(argv)
@@ -313,6 +357,22 @@ def main(argv=None) -> int:
             "static": evaluate(static, names, references, args.permutations, args.seed),
         }
         results["metrics_seconds"] = round(time.perf_counter() - t0, 1)
+        if args.fit_seeds:
+            # the config's own run first (its factorize.seed, default 0), then one run per seed
+            first = yaml.safe_load(config.read_text()).get("factorize", {}).get("seed", 0)
+            for o in args.overrides:
+                if o.split("=", 1)[0].strip() == "factorize.seed":
+                    first = o.split("=", 1)[1].strip()
+            seeds = [dict(seed=str(first), rank=results["rank"], **headline(results["dynconn"]))]
+            for seed in args.fit_seeds:
+                work_s = Path(tmp) / f"run-seed-{seed}"
+                config_s = prepare_config(args.config, args.data.resolve(), work_s, Path(tmp) / f"config-{seed}.yaml")
+                run_dynconn(config_s, args.overrides + [f"factorize.seed={seed}"])
+                labels = read_h5(work_s / "communities.h5")["membership"]
+                seeds.append(dict(seed=str(seed), rank=int(labels.shape[0]),
+                                  **headline(evaluate(labels, names, references, args.permutations, args.seed,
+                                                      per_component=False))))
+            results["fit_seeds"] = seeds
 
     print(f"dynconn run: layout {results['layout']}, rank {results['rank']}, "
           f"{results['neurons']} neurons ({results['shared_neurons']} in every animal), "
@@ -322,6 +382,9 @@ def main(argv=None) -> int:
     if results["dynconn"].get("per_component"):
         print()
         print(component_table(results))
+    if results.get("fit_seeds"):
+        print()
+        print(seed_table(results["fit_seeds"], headline(results["static"])))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
         print(f"→ {args.json}")

@@ -256,6 +256,26 @@ def test_reversal_module_picks_the_community_with_most_reversal_neurons():
     assert r["reversal_present"] == ["AVAL", "AVAR", "AIBL", "RIMR"]
 
 
+def test_seed_table_gives_each_seed_then_mean_and_sample_sd():
+    """Hand-checked: margins 0.10, 0.30 → mean +0.20, sample SD 0.14 (√0.02); a seed whose
+    ratio is undefined (one community: no pair between communities) is left out of its mean;
+    the static baseline's own value in the last row."""
+    realdata = _realdata()
+    hom = {"fraction": 0.9, "chance_fraction": 0.8}
+    rev = {"reversal_together": ["AVAL"], "reversal_present": ["AVAL", "AVAR"], "community_size": 5}
+    one = {"neurons_assigned": 12, "communities": [2, 1], "homologs": hom, "reversal": rev,
+           "white1986:all": {"ratio": 2.0}}
+    first = realdata.headline(one)
+    assert abs(first["homolog_margin"] - 0.10) < 1e-12 and first["reversal"] == "1/2 (size 5)"
+    second = dict(first, homolog_margin=0.30, **{"white1986:all": None})
+    static = dict(first, homolog_margin=0.32, **{"white1986:all": 1.23})
+    text = realdata.seed_table([dict(first, seed="0", rank=2), dict(second, seed="1", rank=3)], static)
+    lines = text.splitlines()
+    assert lines[2].startswith("| 0 | 2 | 12 × 2/1 | +0.10 | 2.00× |") and "| 1 | 3 |" in lines[3]
+    assert "+0.20 ± 0.14" in lines[4] and "2.00× ± 0.00" in lines[4]   # the undefined ratio left out
+    assert lines[5].startswith("| static baseline |") and "+0.32" in lines[5] and "1.23×" in lines[5]
+
+
 def test_report_shows_enrichment_of_a_users_csv_edge_list(tmp_path):
     """A user's edge list linking the planted group N00–N04 of the report's synthetic run (and
     two pairs elsewhere): that community holds all 10 of its pairs' links against 12 of the 36
