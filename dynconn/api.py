@@ -266,8 +266,9 @@ class NonNegativeCP:
     backend : {"numpy", "pytorch"}, default "numpy"
     method : {"hals", "tensorly-hals"}, default "hals"
     unobserved_penalty : float, default 0
-        Config ``factorize.unobserved_penalty``: weight of the entries where a pair was not
-        recorded, as zeros, on the diagonal of the pair's Gram (docs/factorization.md); 0 = ignored.
+        Config ``factorize.unobserved_penalty``: weight, as zeros, of the entries where a pair was
+        not recorded, counting the component's energy there beyond its energy where the pair was
+        recorded, on the diagonal of the pair's Gram (docs/factorization.md); 0 = ignored.
     time_courses : {"per_animal", "shared"}, default "per_animal"
         Config ``factorize.time_courses``. ``per_animal``: each component has its own time course
         in each animal (X fitted as (P, A·T) with the mask per animal); ``factors_`` are then

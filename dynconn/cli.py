@@ -200,7 +200,7 @@ _stage_command("report", "The HTML atlas and the exports, from the artifacts.")
 @click.option("--backend", type=click.Choice(["numpy", "pytorch"]),
               help="Array library of the solver (pytorch: CUDA when available).")
 @click.option("--unobserved-penalty", type=float,
-              help="Weight of a pair's unrecorded entries as zeros (factorize.unobserved_penalty; 0 = ignored).")
+              help="Weight of a pair's unrecorded entries beyond its recorded ones, as zeros (factorize.unobserved_penalty; 0 = ignored).")
 @user_errors
 def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, rank, max_iter, tol, seed, restarts,
               backend, unobserved_penalty):

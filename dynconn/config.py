@@ -362,10 +362,13 @@ SCHEMA: dict[str, Any] = {
             choices=("shared", "per_animal"),
         ),
         "unobserved_penalty": Key(
-            "float", 0.0, "Weight of the (time, animal) entries where a pair was not recorded, as "
-            "zeros, on the diagonal of that pair's Gram only: a pair seen in few animals carries less "
-            "evidence and is shrunk toward 0 (docs/factorization.md); 0 = the entries are ignored "
-            "(the default: 0.03 was measured and not adopted, docs/benchmarks.md).", low=0,
+            "float", 0.0, "Weight, as zeros, of a pair's unrecorded (time, animal) entries, counting only "
+            "the component's energy there beyond its energy where the pair was recorded (on the "
+            "diagonal of that pair's Gram): a loading the data leave free — a pair recorded only where "
+            "the component is weak — is shrunk toward 0, one recorded where the component mostly "
+            "lives is untouched (docs/factorization.md, 'Unobserved penalty'); 0 = the entries are "
+            "ignored (the default: 0.1 lifts the realistic `hard` preset but inflates the chosen rank, "
+            "docs/benchmarks.md 'Penalising only the excess').", low=0,
         ),
         "checkpoint_seconds": Key(
             "float", 30.0, "Seconds between checkpoints of a running factorization (an interrupted "

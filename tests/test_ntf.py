@@ -793,14 +793,15 @@ def rank_one_one_animal(dtype="float64"):
 def test_unobserved_penalty_shrinks_a_pair_seen_in_one_animal_by_the_predicted_factor(missing, dtype, rtol):
     """One iteration from the true factors. Pair 0's Gram is G_0 = |v|^2 w_0^2 = |v|^2, the full
     one Gfull = |v|^2 |w|^2 = 7 |v|^2, and its right-hand side F_0 = u_0 G_0 (the data are exact).
-    Exact update: u_0 <- F_0 / (G_0 + lam (Gfull - G_0)) = u_0 / (1 + 6 lam). EM imputes the
-    unobserved entries with the model first (F~_0 = F_0 + (Gfull - G_0) u_0 = u_0 Gfull), then
-    u_0 <- F~_0 / (Gfull + lam (Gfull - G_0)) = u_0 / (1 + 6 lam / 7). The fully observed pairs
-    keep their values (no penalty: Gfull - G_p = 0), so the ratios to them show the factor.
+    The penalty term is lam max(0, Gfull - 2 G_0) = 5 lam |v|^2 (the unrecorded energy, 6, beyond
+    the recorded, 1). Exact update: u_0 <- F_0 / (G_0 + 5 lam |v|^2) = u_0 / (1 + 5 lam). EM
+    imputes the unobserved entries with the model first (F~_0 = F_0 + (Gfull - G_0) u_0 = u_0
+    Gfull), then u_0 <- F~_0 / (Gfull + 5 lam |v|^2) = u_0 / (1 + 5 lam / 7). The fully observed
+    pairs keep their values (no penalty: Gfull - 2 G_p < 0), so the ratios to them show the factor.
     Tolerance: float64 ~10 roundings of 1e-16; float32 ~10 roundings of 6e-8 each (2e-6)."""
     X, mask, truth = rank_one_one_animal(dtype)
     lam = 0.1
-    expected = 1 / (1 + 6 * lam) if missing == "exact" else 1 / (1 + 6 * lam / 7)
+    expected = 1 / (1 + 5 * lam) if missing == "exact" else 1 / (1 + 5 * lam / 7)
     for penalty, factor in ((0.0, 1.0), (lam, expected)):
         cp, _ = ntf.ncp_hals(X, 1, mask=mask, init=truth_cp(truth), max_iter=1, tol=0, dtype=dtype,
                              missing=missing, unobserved_penalty=penalty)
@@ -810,9 +811,25 @@ def test_unobserved_penalty_shrinks_a_pair_seen_in_one_animal_by_the_predicted_f
         np.testing.assert_allclose(ratio[1:], 1.0, rtol=rtol)
 
 
+@pytest.mark.parametrize("missing", ["exact", "em"])
+def test_unobserved_penalty_leaves_a_pair_recorded_where_the_component_mostly_lives(missing):
+    """Pair 0 recorded in animals 0 and 1 (w = 1, 2: G_0 = 5 |v|^2 of Gfull = 7 |v|^2): the
+    unrecorded energy (2) is below the recorded (5), so max(0, Gfull - 2 G_0) = 0 and one
+    iteration from the true factors keeps every loading, as without the penalty (float64 ~10
+    roundings of 1e-16)."""
+    X, mask, truth = rank_one_one_animal()
+    mask[0, :2] = True
+    X = np.einsum("p,t,a->pta", truth[0][:, 0], truth[1][:, 0], truth[2][:, 0]) * mask[:, None, :]
+    cp, _ = ntf.ncp_hals(X, 1, mask=mask, init=truth_cp(truth), max_iter=1, tol=0, dtype="float64",
+                         missing=missing, unobserved_penalty=10.0)
+    u = cp.factors[0][:, 0]
+    np.testing.assert_allclose((u / u[1:].mean()) / (truth[0][:, 0] / truth[0][1:, 0].mean()), 1.0, rtol=1e-12)
+
+
 def test_unobserved_penalty_with_time_groups_shrinks_by_the_predicted_factor():
     """The same with time groups (concatenated layout, A = 1): pair 0 recorded in group 0's bins
-    only; its Gram is w^2 |v_0|^2 (v_0: group 0's bins), the full one w^2 |v|^2."""
+    only; its Gram is w^2 |v_0|^2 (v_0: group 0's bins), the full one w^2 |v|^2: with s =
+    |v_0|^2 / |v|^2 (0.28 here) the row is shrunk to s / (s + lam max(0, 1 - 2 s))."""
     rng = np.random.default_rng(4)
     groups = np.repeat([0, 1, 2], [5, 7, 6])
     u, v = rng.uniform(0.5, 1.5, 10), rng.uniform(0.5, 1.5, groups.size)
@@ -825,7 +842,8 @@ def test_unobserved_penalty_with_time_groups_shrinks_by_the_predicted_factor():
                          max_iter=1, tol=0, dtype="float64", unobserved_penalty=lam)
     got = cp.factors[0][:, 0]
     ratio = (got / got[1:].mean()) / (u / u[1:].mean())
-    np.testing.assert_allclose(ratio[0], share / (share + lam * (1 - share)), rtol=1e-12)
+    assert share < 0.5
+    np.testing.assert_allclose(ratio[0], share / (share + lam * (1 - 2 * share)), rtol=1e-12)
     np.testing.assert_allclose(ratio[1:], 1.0, rtol=1e-12)
 
 
@@ -899,9 +917,9 @@ def test_penalised_fixed_point_shrinks_the_pair_by_its_evidence():
     The penalty is on the pairs mode only: each iteration the pair update shrinks U and the
     unpenalised time and animal updates re-inflate V and W, so the fit is no stationary point of
     one loss (and the observed error may rise while it converges). At the fixed point the pair
-    row is the penalised solution for the fitted v, w: u_p = F_p / (G_p + lam (Gfull - G_p)),
+    row is the penalised solution for the fitted v, w: u_p = F_p / (G_p + lam max(0, Gfull - 2 G_p)),
     with F_p = u*_p (v*.v)(w*.w over p's animals). Against a fully observed pair q (v* and |v|
-    cancel): u_0 / u_q = (u*_0 / u*_q) (w*_0 / w_0) (|w|^2 / w*.w) / (1 + lam (|w|^2 / w_0^2 - 1)),
+    cancel): u_0 / u_q = (u*_0 / u*_q) (w*_0 / w_0) (|w|^2 / w*.w) / (1 + lam (|w|^2 / w_0^2 - 2)),
     w the fitted animal loadings (animal 0's moves by ~1 % at lam = 0.1). float64: rounding 1e-16,
     the fit converged to tol 1e-14 -> 1e-10."""
     X, mask, truth = rank_one_one_animal()
@@ -912,9 +930,9 @@ def test_penalised_fixed_point_shrinks_the_pair_by_its_evidence():
     u, w = cp.factors[0][:, 0], cp.factors[2][:, 0]
     u_true, w_true = truth[0][:, 0], truth[2][:, 0]
     predicted = (u_true[0] / u_true[1:]) * (w_true[0] / w[0]) * (w @ w / (w_true @ w)) / (
-        1 + lam * (w @ w / w[0] ** 2 - 1))
+        1 + lam * (w @ w / w[0] ** 2 - 2))
     np.testing.assert_allclose(u[0] / u[1:], predicted, rtol=1e-10)
-    assert np.all(u[0] / u[1:] < 0.7 * u_true[0] / u_true[1:])  # shrunk by ~1 / (1 + 6 lam) = 0.62
+    assert np.all(u[0] / u[1:] < 0.7 * u_true[0] / u_true[1:])  # shrunk by ~1 / (1 + 5 lam) = 0.67
 
 
 def test_unobserved_penalty_is_checked_and_recorded_in_checkpoints():

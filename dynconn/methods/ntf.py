@@ -1387,7 +1387,7 @@ def _iteration(prob: _Problem, Ut, Vt, Wt, missing: str, sweeps, stop_ratio, tim
     are single GEMMs over all rows, the block being all P rows.
 
     ``penalty`` (the unobserved penalty lambda, with a mask only): each pair row's Gram gets
-    ``lam * (Gfull[r, r] - G_p[r, r])`` added to its diagonal (:func:`_update_pair_rows`).
+    ``lam * max(0, Gfull[r, r] - 2 G_p[r, r])`` added to its diagonal (:func:`_excess_unobserved`).
     """
     ops = prob.ops
     P, T, A = prob.shape
@@ -1495,12 +1495,12 @@ def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_swee
     ``WW @ Mt_rows`` (R*R, n) into ``grows`` -- exact, or EM with the full Gram ``Gfull_dev``.
 
     ``penalty`` (with a mask): ``(lam, g)``, g = lam * diag(Gfull) as an (R, 1) backend array. Row
-    p's Gram diagonal becomes ``G_p[r, r] + lam * (Gfull[r, r] - G_p[r, r])`` (computed as
-    ``(1 - lam) G_p[r, r] + g[r]``), the right-hand side unchanged: the entries p was not observed
-    at count as zeros of weight lam, on the diagonal only (docs/factorization.md, "Unobserved
-    penalty"). EM solves the same penalised row problems: its surrogate's Gram ``Gfull`` gets the
-    same per-row diagonal term, so the rows are solved with their own Grams. None (or lam = 0):
-    the unpenalised update, bit for bit."""
+    p's Gram diagonal becomes ``G_p[r, r] + lam * max(0, Gfull[r, r] - 2 G_p[r, r])``
+    (:func:`_excess_unobserved`), the right-hand side unchanged: the component's energy where p
+    was not observed, beyond the energy where it was, counts as zeros of weight lam, on the
+    diagonal only (docs/factorization.md, "Unobserved penalty"). EM solves the same penalised row
+    problems: its surrogate's Gram ``Gfull`` gets the same per-row diagonal term, so the rows are
+    solved with their own Grams. None (or lam = 0): the unpenalised update, bit for bit."""
     R, n = Y.shape
     if Mt_rows is None:
         _hals_shared(ops, Y, F, shared, n_sweeps, stop_ratio, work)
@@ -1512,10 +1512,8 @@ def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_swee
         penalty = None
     if missing == "exact":
         if penalty is not None:
-            lam, g = penalty
             diag = Grows[:: R + 1]  # (R, n) view of G_p[r, r]
-            diag *= 1.0 - lam
-            diag += g
+            diag += _excess_unobserved(ops, diag, penalty, out=work.inv)
         _hals_rows(ops, Y, F, Grows.reshape(R, R, n), n_sweeps, stop_ratio, work, overwrite=True)
         return
     # EM: impute the unobserved entries with the current model, then a full-data update:
@@ -1528,16 +1526,28 @@ def _update_pair_rows(ops, Y, F, Mt_rows, WW, shared, Gfull_dev, missing, n_swee
     if penalty is None:
         _hals_shared(ops, Y, Fe, shared, n_sweeps, stop_ratio, work)
         return
-    # penalised EM: Gram Gfull + diag(lam * (Gfull[r, r] - G_p[r, r])) per row (work.inv holds the
-    # term until _hals_rows overwrites it with the inverse diagonal)
-    lam, g = penalty
-    term = work.inv
-    ops.copyto(term, Grows[:: R + 1])
-    term *= -lam
-    term += g
+    # penalised EM: Gram Gfull + the same per-row diagonal term (work.inv holds the term until
+    # _hals_rows overwrites it with the inverse diagonal)
+    term = _excess_unobserved(ops, Grows[:: R + 1], penalty, out=work.inv)
     ops.copyto(Grows, Gfull_dev.reshape(R * R, 1))  # broadcast over the rows
     Grows[:: R + 1] += term
     _hals_rows(ops, Y, Fe, Grows.reshape(R, R, n), n_sweeps, stop_ratio, work, overwrite=True)
+
+
+def _excess_unobserved(ops, gram_diag, penalty, out):
+    """The unobserved penalty's diagonal term of each pair row, ``lam * max(0, Gfull[r, r] -
+    2 G_p[r, r])`` (R, n) into ``out``: the component's energy where pair p was *not* recorded
+    (``Gfull - G_p``) beyond the energy where it was (``G_p``). A pair recorded where the component
+    carries at least half of its energy is not penalised at all; one recorded only where it is
+    weak (the loading the data leave free, :mod:`dynconn.methods.evidence`) is shrunk as if its
+    unrecorded entries were zeros of weight lam. ``gram_diag``: the rows' ``G_p[r, r]`` (R, n);
+    ``penalty``: ``(lam, g)``, g = lam * diag(Gfull) as an (R, 1) backend array."""
+    lam, g = penalty
+    ops.copyto(out, gram_diag)
+    out *= -2.0 * lam
+    out += g
+    ops.clamp0_(out)
+    return out
 
 
 def _small_modes(prob, Z, UtU, UMU, Vt, Wt, WtW, missing, sweeps, stop_ratio, timer: _Timer) -> float:
@@ -1904,10 +1914,11 @@ def ncp_hals(
         (the pair Grams and norms are summed block by block instead of in one product).
     unobserved_penalty : float >= 0
         lambda of the unobserved penalty (with a mask; docs/factorization.md): in the pairs mode,
-        row p's Gram diagonal gets ``lambda * (Gfull[r, r] - G_p[r, r])`` added, ``Gfull`` the Gram
-        of a fully observed row -- the (time, animal) entries where p was not recorded count as
-        zeros of weight lambda, so a pair seen in few animals is shrunk toward 0 where the data
-        are silent. 0 (the default, as the config key ``factorize.unobserved_penalty``'s) is the
+        row p's Gram diagonal gets ``lambda * max(0, Gfull[r, r] - 2 G_p[r, r])`` added, ``Gfull``
+        the Gram of a fully observed row -- the component's energy where p was not recorded,
+        beyond its energy where p was, counts as zeros of weight lambda, so a pair recorded only
+        where a component is weak is shrunk toward 0 and one recorded where it mostly lives is
+        untouched. 0 (the default, as the config key ``factorize.unobserved_penalty``'s) is the
         unpenalised solver, bit for bit. The time and
         animal modes are not penalised, so the fit is a fixed point of the iteration rather than
         the minimum of one loss: the observed error may rise while it converges, and the fit
