@@ -332,8 +332,9 @@ SCHEMA: dict[str, Any] = {
         "rank_rule": Key(
             "choice", "stable-elbow", "`auto`: the rank rule. `stable-elbow`: the largest stable rank "
             "before the gain elbow. `reached-elbow`: stability judged by the restarts that reach the best "
-            "fit, the sweep ends at the first ambiguous rank (docs/factorization.md).",
-            choices=("stable-elbow", "reached-elbow", "largest-confirmed"),
+            "fit, the sweep ends at the first ambiguous rank (docs/factorization.md). `stable-run`: as "
+            "`stable-elbow`, but the sweep ends at the first unstable rank after a stable one.",
+            choices=("stable-elbow", "stable-run", "reached-elbow", "largest-confirmed"),
         ),
         "rank_similarity": Key(
             "choice", "factors", "`auto`: how restarts are compared. `factors`: factor congruence of the "

@@ -26,16 +26,17 @@ def test_agreement_counts_only_the_restarts_that_reach_the_best():
     assert ntf._agreement(errors[:, :1], similarity[:, :1], np.zeros(3, int), 0.001).tolist() == [1, 1, 1]
 
 
-def choose(agreement, gain=None):
-    """The reached-elbow rule on ranks 2, 3, ... with errors giving ``gain`` (default 0.05 each)."""
+def choose(agreement, gain=None, rule="reached-elbow"):
+    """The rule (default reached-elbow) on ranks 2, 3, ... with errors giving ``gain`` (default 0.05
+    each); ``agreement`` is the stable-* rules' mean similarity."""
     n = len(agreement)
     gain = np.full(n, 0.05) if gain is None else np.asarray(gain, float)
     explained = np.empty(n)
     explained[0] = 2 * gain[0]  # the first rank's gain is its explained fraction / its rank (2)
     explained[1:] = explained[0] + np.cumsum(gain[1:])
     best_error = np.sqrt(1 - explained)
-    rank, eligible, g = ntf._choose_rank(np.arange(2, 2 + n), best_error, None, np.asarray(agreement, float),
-                                         "reached-elbow", 0.85, 0.002)
+    values = np.asarray(agreement, float)
+    rank, eligible, g = ntf._choose_rank(np.arange(2, 2 + n), best_error, values, values, rule, 0.85, 0.002)
     np.testing.assert_allclose(g, gain, atol=1e-12)  # the gain the test meant (float rounding only)
     return rank, eligible
 
@@ -56,6 +57,20 @@ def test_the_sweep_ends_where_components_stop_being_worth_it():
 def test_nothing_confirmed_takes_the_largest_rank_before_the_end():
     assert choose([np.nan, np.nan, np.nan], gain=[0.3, 0.05, 0.001])[0] == 3
     assert choose([0.5, 0.5, 0.5])[0] == 4  # all ambiguous, none confirmed: no end found either
+
+
+def test_stable_run_does_not_take_a_stable_rank_past_an_unstable_one():
+    # the tiny preset with the unobserved penalty (docs/benchmarks.md): ranks 2-5 with mean
+    # similarity 1.00 1.00 0.72 0.87; stable-elbow takes 5 (the largest stable), stable-run 3
+    similarity = [1.0, 1.0, 0.72, 0.87]
+    assert choose(similarity, rule="stable-elbow")[0] == 5
+    rank, eligible = choose(similarity, rule="stable-run")
+    assert rank == 3 and eligible.tolist() == [True, True, False, True]
+    # unstable ranks before the first stable one do not end the sweep: ranks 3-5 are the first run
+    assert choose([0.66, 0.9, 0.9, 0.9, 0.7, 0.95], rule="stable-run")[0] == 5
+    # the gain elbow still ends it, and nothing stable falls back as stable-elbow does
+    assert choose([1.0, 1.0, 1.0, 1.0], gain=[0.3, 0.05, 0.001, 0.05], rule="stable-run")[0] == 3
+    assert choose([0.5, 0.8, 0.6], rule="stable-run")[0] == choose([0.5, 0.8, 0.6], rule="stable-elbow")[0] == 3
 
 
 def test_a_rank_at_an_end_of_the_sweep_warns():

@@ -2485,7 +2485,7 @@ def _restarts_result(done: list, entropy: int, spawn_key: tuple) -> RestartsResu
 # Rank selection
 # --------------------------------------------------------------------------------------------
 
-_RULES = ("stable-elbow", "reached-elbow", "largest-confirmed", "min-error")
+_RULES = ("stable-elbow", "stable-run", "reached-elbow", "largest-confirmed", "min-error")
 _SIMILARITIES = ("factors", "observed")
 
 
@@ -2514,7 +2514,7 @@ def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity
     if rule == "min-error":
         eligible = np.ones(len(ranks), dtype=bool)
         return int(ranks[int(np.argmin(best_error))]), eligible, gain
-    if rule == "stable-elbow":
+    if rule in ("stable-elbow", "stable-run"):
         # the largest rank that is (a) stable across restarts and (b) still worth its components,
         # and such that every smaller rank of the sweep was worth its components too (the error
         # curve's elbow: beyond it components only fit noise).
@@ -2529,6 +2529,12 @@ def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity
                 cutoff = i
                 break
         candidates = np.flatnonzero(eligible[:cutoff])
+        if rule == "stable-run" and len(candidates):
+            # only the first run of consecutive eligible ranks: a stable rank past an unstable one
+            # is not taken (docs/benchmarks.md, "Penalising only the excess")
+            breaks = np.flatnonzero(np.diff(candidates) > 1)
+            if breaks.size:
+                candidates = candidates[:breaks[0] + 1]
         if len(candidates):
             return int(ranks[candidates[-1]]), eligible, gain
         # Nothing passes: the most stable of the ranks before the elbow (or the smallest).
@@ -2610,6 +2616,10 @@ def select_rank(
       sum of squares per added component).
 
     If no rank passes, the most stable rank before the elbow is chosen.
+
+    Rule ``"stable-run"``: as ``"stable-elbow"``, but only the first run of consecutive eligible
+    ranks counts (the last rank of that run is chosen): a stable rank past an unstable one is not
+    taken. Unstable ranks *before* the first eligible one do not end the sweep.
 
     Rule ``"reached-elbow"`` (issue 11; ``agreement`` is computed for every rule): the restarts
     that *reach* a rank's best fit are those explaining within ``min_gain / 2`` of it; pick the
