@@ -330,7 +330,7 @@ SCHEMA: dict[str, Any] = {
             "restart is at least this (`reached-elbow`: the restarts that reach its best fit).", low=0, high=1,
         ),
         "rank_rule": Key(
-            "choice", "stable-elbow", "`auto`: the rank rule. `stable-elbow`: the largest stable rank "
+            "choice", "stable-run", "`auto`: the rank rule. `stable-elbow`: the largest stable rank "
             "before the gain elbow. `reached-elbow`: stability judged by the restarts that reach the best "
             "fit, the sweep ends at the first ambiguous rank (docs/factorization.md). `stable-run`: as "
             "`stable-elbow`, but the sweep ends at the first unstable rank after a stable one.",
@@ -363,13 +363,12 @@ SCHEMA: dict[str, Any] = {
             choices=("shared", "per_animal"),
         ),
         "unobserved_penalty": Key(
-            "float", 0.0, "Weight, as zeros, of a pair's unrecorded (time, animal) entries, counting only "
+            "float", 0.1, "Weight, as zeros, of a pair's unrecorded (time, animal) entries, counting only "
             "the component's energy there beyond its energy where the pair was recorded (on the "
             "diagonal of that pair's Gram): a loading the data leave free — a pair recorded only where "
             "the component is weak — is shrunk toward 0, one recorded where the component mostly "
             "lives is untouched (docs/factorization.md, 'Unobserved penalty'); 0 = the entries are "
-            "ignored (the default: 0.1 lifts the realistic `hard` preset but inflates the chosen rank, "
-            "docs/benchmarks.md 'Penalising only the excess').", low=0,
+            "ignored. 0.1 with `rank_rule: stable-run`: docs/benchmarks.md, 'Penalising only the excess'.", low=0,
         ),
         "checkpoint_seconds": Key(
             "float", 30.0, "Seconds between checkpoints of a running factorization (an interrupted "
