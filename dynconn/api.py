@@ -265,7 +265,7 @@ class NonNegativeCP:
     init : {"random", "nndsvd"}, default "random"
     backend : {"numpy", "pytorch"}, default "numpy"
     method : {"hals", "tensorly-hals"}, default "hals"
-    unobserved_penalty : float, default 0
+    unobserved_penalty : float, default 0.1
         Config ``factorize.unobserved_penalty``: weight, as zeros, of the entries where a pair was
         not recorded, counting the component's energy there beyond its energy where the pair was
         recorded, on the diagonal of the pair's Gram (docs/factorization.md); 0 = ignored.
@@ -420,15 +420,16 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
                 tol: float = _default("factorize", "sweep_tol"),
                 similarity_threshold: float = _default("factorize", "similarity_threshold"),
                 min_gain: float = _default("factorize", "min_gain"),
+                rule: str = _default("factorize", "rank_rule"),
                 init: str = _default("factorize", "init"), backend: str = _default("factorize", "backend"),
                 unobserved_penalty: float = _default("factorize", "unobserved_penalty"),
                 time_courses: str = _default("factorize", "time_courses")):
     """Choose the number of components from a rank sweep (the stage's ``rank: auto``).
 
-    Fits every rank in ``ranks`` ``n_restarts`` times and picks the largest rank whose restarts
-    agree (mean congruence with the best ≥ ``similarity_threshold``) and that, like every
-    smaller rank of the sweep, gains ≥ ``min_gain`` of the observed sum of squares per added
-    component (the "stable-elbow" rule, docs/factorization.md). The same function as the
+    Fits every rank in ``ranks`` ``n_restarts`` times and, by default (the "stable-run" rule,
+    docs/factorization.md), picks the last rank of the first run of ranks whose restarts agree
+    (mean congruence with the best ≥ ``similarity_threshold``), before the first rank that gains
+    < ``min_gain`` of the observed sum of squares per added component. The same function as the
     stage (:func:`dynconn.methods.ntf.select_rank`) with the stage's defaults.
 
     Parameters
@@ -444,6 +445,8 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     max_iter, tol : default 200, 1e-4
         Of each fit of the sweep (config ``factorize.sweep_max_iter``, ``sweep_tol``).
     similarity_threshold, min_gain : float, default 0.85, 0.002
+    rule : {"stable-run", "stable-elbow", "reached-elbow", "largest-confirmed"}, default "stable-run"
+        Config ``factorize.rank_rule``.
     init, backend, unobserved_penalty, time_courses : as :class:`NonNegativeCP` (``per_animal``:
         the sweep's fits are of the unfolded tensor (P, A·T, 1), each animal's bins in turn)
 
@@ -479,6 +482,7 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
         tol=check_argument("factorize", "sweep_tol", tol, "tol"),
         similarity_threshold=check_argument("factorize", "similarity_threshold", similarity_threshold),
         min_gain=check_argument("factorize", "min_gain", min_gain),
+        rule=check_argument("factorize", "rank_rule", rule, "rule"),
         init=check_argument("factorize", "init", init), backend=check_argument("factorize", "backend", backend),
         unobserved_penalty=check_argument("factorize", "unobserved_penalty", unobserved_penalty))
 
