@@ -368,7 +368,8 @@ SCHEMA: dict[str, Any] = {
             "diagonal of that pair's Gram): a loading the data leave free — a pair recorded only where "
             "the component is weak — is shrunk toward 0, one recorded where the component mostly "
             "lives is untouched (docs/factorization.md, 'Unobserved penalty'); 0 = the entries are "
-            "ignored. 0.1 with `rank_rule: stable-run`: docs/benchmarks.md, 'Penalising only the excess'.", low=0,
+            "ignored. 0.1 with `rank_rule: stable-run`: docs/benchmarks.md, 'The excess penalty with "
+            "stable-run, the default'.", low=0,
         ),
         "checkpoint_seconds": Key(
             "float", 30.0, "Seconds between checkpoints of a running factorization (an interrupted "

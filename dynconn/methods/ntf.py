@@ -1918,8 +1918,8 @@ def ncp_hals(
         the Gram of a fully observed row -- the component's energy where p was not recorded,
         beyond its energy where p was, counts as zeros of weight lambda, so a pair recorded only
         where a component is weak is shrunk toward 0 and one recorded where it mostly lives is
-        untouched. 0 (the default, as the config key ``factorize.unobserved_penalty``'s) is the
-        unpenalised solver, bit for bit. The time and
+        untouched. 0 (the default here; the pipeline's config key ``factorize.unobserved_penalty``
+        defaults to 0.1) is the unpenalised solver, bit for bit. The time and
         animal modes are not penalised, so the fit is a fixed point of the iteration rather than
         the minimum of one loss: the observed error may rise while it converges, and the fit
         depends slightly on the pairs mode's inner-sweep schedule (``inner_sweeps``,
@@ -2531,7 +2531,7 @@ def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity
         candidates = np.flatnonzero(eligible[:cutoff])
         if rule == "stable-run" and len(candidates):
             # only the first run of consecutive eligible ranks: a stable rank past an unstable one
-            # is not taken (docs/benchmarks.md, "Penalising only the excess")
+            # is not taken (docs/benchmarks.md, "The excess penalty with stable-run, the default")
             breaks = np.flatnonzero(np.diff(candidates) > 1)
             if breaks.size:
                 candidates = candidates[:breaks[0] + 1]
