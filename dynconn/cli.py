@@ -15,9 +15,9 @@ import click
 import numpy as np
 
 from . import __version__
-from .config import SCHEMA
+from .config import SCHEMA, apply_overrides
 from .console import Console
-from .errors import DynconnError
+from .errors import ConfigError, DynconnError
 from .simulate import PRESETS
 from .stages import ORDER
 
@@ -224,7 +224,12 @@ def factorize(config_path, workdir, force, overrides, quiet, in_path, out_path, 
             raise click.UsageError("use either CONFIG.yaml, or --in AFFINITY.h5 --out FACTORS.h5")
         from .runner.pipeline import factorize_file
 
-        factorize_file(in_path, out_path, options, console)
+        # --set takes the factorize section's keys here (there is no config); the typed options win
+        raw = apply_overrides({"factorize": {}}, overrides)
+        others = sorted(k for k in raw if k != "factorize")
+        if others:
+            raise ConfigError(f"--set {others[0]}.…: dynconn factorize --in takes factorize.* keys only")
+        factorize_file(in_path, out_path, {**raw["factorize"], **options}, console)
         click.echo(f"factors: {out_path}")
         return
     if config_path is None:

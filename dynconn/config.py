@@ -347,13 +347,18 @@ SCHEMA: dict[str, Any] = {
             "at least this fraction of the observed sum of squares.", low=0,
         ),
         "merge_similarity": Key(
-            "float", 0.9, "Components whose pair patterns have at least this cosine similarity and whose "
-            "animals are complementary are one motif and reported merged (docs/method.md); above 1 "
-            "disables merging.", low=0,
+            "float", 0.4, "Components whose pair patterns have at least this Pearson correlation, and whose "
+            "animals are complementary or whose time courses agree, are one motif and reported merged "
+            "(docs/method.md); above 1 disables merging.", low=-1,
         ),
         "merge_max_overlap": Key(
             "float", 0.5, "Animals are complementary when the cosine of two components' per-animal "
             "energy profiles is at most this.", low=0, high=1,
+        ),
+        "merge_time_similarity": Key(
+            "float", 0.2, "Time courses agree when the Pearson correlation of two components' time x "
+            "animal courses is at least this (one motif whose pairs the fit split); above 1 merges only "
+            "across complementary animals.", low=-1,
         ),
         "time_courses": Key(
             "choice", "per_animal", "`shared`: one time course per component, scaled per animal (CP). "

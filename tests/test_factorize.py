@@ -156,10 +156,22 @@ def test_standalone_factorize_command(small_dataset, tmp_path):
                  "--restarts", "2", "--backend", "numpy", "-q")
     assert result.exit_code == 0, result.output
     fac = read_h5(out)
-    assert fac["factors/pairs"].shape == (read_h5(affinity)["pairs"].shape[0], 3)
+    n_pairs = read_h5(affinity)["pairs"].shape[0]
+    assert fac["fit/raw/pairs"].shape == (n_pairs, 3)
+    # the small preset has 2 motifs: the third component is one of them split, reported merged
+    assert fac["factors/pairs"].shape == (n_pairs, len(set(np.asarray(fac["merged_from"]).tolist())))
     params = json.loads(fac.attrs["params"])
     assert params["backend"] == "numpy" and params["rank"] == 3 and "checkpoint_seconds" not in params
     assert fac["fit/losses"].shape == (2,) and np.all(fac["fit/n_iter"] <= 30)
+    # --set reaches the standalone command (factorize keys only); the typed options win
+    result = cli("factorize", "--in", affinity, "--out", out, "--rank", "3", "--max-iter", "30", "--restarts", "2",
+                 "--set", "factorize.merge_similarity=2", "--set", "factorize.rank=5", "-q")
+    assert result.exit_code == 0, result.output
+    fac = read_h5(out)
+    assert fac["factors/pairs"].shape == (n_pairs, 3) and json.loads(fac.attrs["params"])["merge_similarity"] == 2
+    result = cli("factorize", "--in", affinity, "--out", tmp_path / "other.h5", "--set", "ingest.start_s=3")
+    assert result.exit_code == 1 and not (tmp_path / "other.h5").exists()
+    assert result.stderr.strip() == "error: --set ingest.…: dynconn factorize --in takes factorize.* keys only"
 
 
 def test_standalone_factorize_reads_its_input_once_and_checks_its_output(small_dataset, tmp_path, monkeypatch):

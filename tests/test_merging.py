@@ -1,4 +1,4 @@
-"""Timing that differs between animals (issue 11 part 5): duplicates merged into one component."""
+"""One motif, one component (issue 11 part 5): duplicates merged — timing that differs between animals, pairs split at the same times."""
 
 import numpy as np
 
@@ -35,6 +35,48 @@ def test_same_pairs_in_the_same_animals_stay_apart():
     animals = np.stack([unit([1, 1]), unit([1, 0.9])], axis=1)
     m = merge_duplicates(np.array([2.0, 1.0]), pairs, time, animals)
     assert m.groups == [[0], [1]]
+
+
+def test_overlapping_pairs_active_at_the_same_times_merge():
+    # one motif whose pairs the fit split: patterns 11100000 and 01110000, mean 3/8, correlation
+    # (2·25 − 2·15 + 4·9)/64 / (120/64) = 7/15 = 0.47 >= 0.4; the same animals (overlap 1);
+    # courses (1, 1, 0) and (1, 0.5, 0) (each entry twice, once per animal): correlation
+    # (1/6 + 1/3) / sqrt(2/3 · 1/2) = 0.87 >= 0.2
+    pairs = np.stack([unit([1, 1, 1, 0, 0, 0, 0, 0]), unit([0, 1, 1, 1, 0, 0, 0, 0])], axis=1)
+    time = np.stack([unit([1, 1, 0]), unit([1, 0.5, 0])], axis=1)
+    animals = np.stack([unit([1, 1]), unit([1, 1])], axis=1)
+    m = merge_duplicates(np.array([2.0, 1.0]), pairs, time, animals)
+    assert m.groups == [[0, 1]]
+    # the merged pair factor is the weight-averaged pattern: 2·a + 1·b, unit norm
+    np.testing.assert_allclose(m.pairs[:, 0], unit(2 * pairs[:, 0] + pairs[:, 1]), atol=1e-12)
+    # the same pairs at different times (correlation -0.5) are different events: apart
+    apart = merge_duplicates(np.array([2.0, 1.0]), pairs, np.stack([unit([1, 0, 0]), unit([0, 0, 1])], 1), animals)
+    assert apart.groups == [[0], [1]]
+    # patterns 11100000 and 00011100: correlation (−45 − 45 + 18)/64 / (120/64) = −0.6, apart at the same times
+    disjoint = np.stack([unit([1, 1, 1, 0, 0, 0, 0, 0]), unit([0, 0, 0, 1, 1, 1, 0, 0])], axis=1)
+    assert merge_duplicates(np.array([2.0, 1.0]), disjoint, time, animals).groups == [[0], [1]]
+
+
+def test_time_agreement_threshold_is_the_correlation_of_the_courses():
+    # courses (1, 0, 0) and (1, 1, 0) in the same two animals: correlation (1/3) / (2/3) = 0.5;
+    # pair patterns (1, 1, 0) and (1, 1, 0.2): correlation 1
+    pairs = np.stack([unit([1, 1, 0]), unit([1, 1, 0.2])], axis=1)
+    time = np.stack([unit([1, 0, 0]), unit([1, 1, 0])], axis=1)
+    animals = np.ones((2, 2)) / np.sqrt(2)
+    w = np.array([1.0, 1.0])
+    assert merge_duplicates(w, pairs, time, animals, time_similarity=0.49).groups == [[0, 1]]
+    assert merge_duplicates(w, pairs, time, animals, time_similarity=0.51).groups == [[0], [1]]
+    assert merge_duplicates(w, pairs, time, animals, time_similarity=1.01).groups == [[0], [1]]  # route off
+
+
+def test_unrelated_dense_patterns_stay_apart():
+    # dense non-negative patterns have a large cosine by chance (uniform: ≈ 0.75) but a
+    # correlation ≈ 0 (SD 1/sqrt(P) = 0.03 here): three independent components, the same times
+    rng = np.random.default_rng(0)
+    pairs = rng.random((1000, 3))
+    time = np.repeat(unit([1, 1, 0])[:, None], 3, axis=1)
+    m = merge_duplicates(np.ones(3), pairs / np.linalg.norm(pairs, axis=0), time, np.ones((1, 3)))
+    assert m.groups == [[0], [1], [2]]
 
 
 def test_concatenated_merge_keeps_each_animals_own_loading():
@@ -79,7 +121,7 @@ def test_jittered_motif_is_one_component(tmp_path):
     assert motif_components(workdir) == [0]
     assert np.asarray(fac["fit/raw/weights"]).size == 3  # the fitted model is kept as it was
     assert len(set(np.asarray(fac["merged_from"]).tolist())) == 1
-    assert fac.json_attr("params")["merge_similarity"] == 0.9  # the default, in the artifact
+    assert fac.json_attr("params")["merge_similarity"] == 0.4  # the default, in the artifact
     # control: the same data without merging split the motif by animal
     result = cli("run", config, "-q", "--until", "communities", "--set", "factorize.merge_similarity=2")
     assert result.exit_code == 0

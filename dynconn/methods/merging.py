@@ -8,11 +8,16 @@ term cannot follow every animal, and the fit spends several components on the sa
 each carried by the animals whose timing it follows: one motif becomes per-animal components with
 identical communities. Such components are recognised after the fit by two facts together:
 
-- their **pair patterns are near-identical** (cosine of the unit pair factors ≥ ``similarity``);
+- their **pair patterns are alike** (Pearson correlation of the pair factors ≥ ``similarity``);
 - their **animals are complementary** (cosine of their per-animal energy profiles ≤
-  ``max_animal_overlap``): each animal carries one of them, not both. Two components with the
-  same pairs in the *same* animals are different temporal events of a motif the model was free to
-  fit as one; they are left apart (the report's duplicate flag is for them).
+  ``max_animal_overlap``): each animal carries one of them, not both; **or their time courses
+  agree** (Pearson correlation of their time × animal courses ≥ ``time_similarity``): they are
+  active at the same times in the same animals. The second case is one motif whose pairs the fit split in two:
+  a motif's events each recruit a random subset of its members, so its affinity is not rank one
+  and a least-squares fit with components to spare spends two overlapping pair sets on it
+  (measured on the easy preset, docs/benchmarks.md). Two components with the same pairs in the
+  same animals at *different* times are different temporal events; they are left apart (the
+  report's duplicate flag is for them).
 
 A merged group G becomes one reported component whose pair factor is the weight-averaged pair
 factor (``Σ_{r∈G} w_r U_r``, unit norm), and whose temporal × animal pattern is the best
@@ -60,6 +65,14 @@ def _profile(weights, time_f, animal_f, time_groups, n_animals, members) -> np.n
         v = sum(weights[r] * time_f[:, r] for r in members)
         energy = component_energy_by_animal(v[:, None], None, time_groups, n_animals)[:, 0]
     return _unit(np.sqrt(energy))
+
+
+def _course(weights, time_f, animal_f, members) -> np.ndarray:
+    """Centred unit time × animal course (T·A,) of the combined slab of ``members`` (in the
+    unfolded and concatenated layouts the animal mode is trivial: the per-animal courses one after
+    another); the inner product of two is their Pearson correlation."""
+    slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in members).ravel()
+    return _unit(slab - slab.mean())
 
 
 def combine(group: list[int], weights: np.ndarray, pair_f: np.ndarray | None, time_f: np.ndarray,
@@ -178,15 +191,17 @@ def reported_time(groups: list[list[int]], weights: np.ndarray, time_f: np.ndarr
 def merge_duplicates(
     weights: np.ndarray, pair_f: np.ndarray, time_f: np.ndarray, animal_f: np.ndarray, *,
     time_groups: np.ndarray | None = None, n_animals: int | None = None,
-    similarity: float = 0.9, max_animal_overlap: float = 0.5,
+    similarity: float = 0.4, max_animal_overlap: float = 0.5, time_similarity: float = 0.2,
 ) -> MergedCP:
-    """Merge components with near-identical pair patterns carried by complementary animals.
+    """Merge components with similar pair patterns carried by complementary animals or active
+    at the same times (module docstring).
 
     ``weights`` (R), ``pair_f`` (P, R), ``time_f`` (T, R), ``animal_f`` (A, R) (unit-norm
     columns, as the solver returns them); ``time_groups`` the animal of each bin in the
-    concatenated layout (``n_animals`` animals), else None. ``similarity`` > 1 disables merging.
-    Greedy: the most similar pair of groups first, while the groups' combined animal profiles
-    stay complementary.
+    concatenated layout (``n_animals`` animals), else None. ``similarity`` > 1 disables merging;
+    ``time_similarity`` > 1 merges only across complementary animals. Greedy: the most similar
+    pair of groups first, while the groups' combined profiles stay complementary or their
+    combined courses agree.
     """
     weights = np.asarray(weights, dtype=np.float64)
     pair_f, time_f = np.asarray(pair_f, dtype=np.float64), np.asarray(time_f, dtype=np.float64)
@@ -194,11 +209,15 @@ def merge_duplicates(
     n_comp = weights.size
     n_animals = int(n_animals if n_animals is not None else animal_f.shape[0])
     groups: list[list[int]] = [[r] for r in range(n_comp)]
+    # Similarity is Pearson correlation, not cosine: non-negative patterns have a positive cosine
+    # by chance (two dense uniform patterns ≈ 0.75), correlation is ≈ 0 for unrelated ones
+    # whatever their density. A group's pair pattern is Σ_{r∈g} w_r u_r; its centred inner
+    # products with another's follow from the R × R Gram matrix of the centred unit pair factors:
+    # one GEMM over the P pairs instead of P-long vectors per group and pair of groups (which
+    # cost seconds at 10⁵ pairs in small BLAS calls).
     norms = np.linalg.norm(pair_f, axis=0)
     units = pair_f / np.where(norms > 0, norms, 1.0)
-    # A group's pair pattern is Σ_{r∈g} w_r u_r; its cosines with another's follow from the R × R
-    # Gram matrix of the unit pair factors: one GEMM over the P pairs instead of P-long vectors
-    # per group and pair of groups (which cost seconds at 10⁵ pairs in small BLAS calls).
+    units = units - units.mean(axis=0)
     gram = units.T @ units
     while len(groups) > 1:
         best = None
@@ -207,15 +226,18 @@ def merge_duplicates(
             coef[i, g] = weights[g]
         inner = coef @ gram @ coef.T
         length = np.sqrt(np.clip(np.diag(inner), 0.0, None))
-        length = np.where(length > 0, length, np.inf)  # a zero pattern has cosine 0 with any other
-        cosine = inner / length[:, None] / length[None, :]
+        length = np.where(length > 0, length, np.inf)  # a constant pattern correlates with nothing
+        corr = inner / length[:, None] / length[None, :]  # correlation of the groups' pair patterns
         profile = [_profile(weights, time_f, animal_f, time_groups, n_animals, g) for g in groups]
+        course = [_course(weights, time_f, animal_f, g) for g in groups]
         for i in range(len(groups)):
             for j in range(i + 1, len(groups)):
-                cos = float(cosine[i, j])
-                if cos >= similarity and float(profile[i] @ profile[j]) <= max_animal_overlap \
-                        and (best is None or cos > best[0]):
-                    best = (cos, i, j)
+                r = float(corr[i, j])
+                if r < similarity or (best is not None and r <= best[0]):
+                    continue
+                if float(profile[i] @ profile[j]) <= max_animal_overlap \
+                        or float(course[i] @ course[j]) >= time_similarity:
+                    best = (r, i, j)
         if best is None:
             break
         _, i, j = best

@@ -33,9 +33,10 @@ and ``/factors/animals`` (A, R) each component's rank-one summary, ``/factors/ti
 (A, T, R) its fitted courses; ``/fit/raw/time`` stays the fitted (A·T, R). Root attribute
 ``time_courses``.
 
-Duplicates (docs/method.md, "Timing that differs between animals"): components with
-near-identical pair patterns carried by complementary animals are one motif whose timing differs
-between animals; :func:`dynconn.methods.merging.merge_duplicates` merges them. ``/factors/*`` and
+Duplicates (docs/method.md, "One motif, one component"): components with similar pair patterns
+carried by complementary animals (one motif whose timing differs between animals) or active at
+the same times (one motif whose pairs the fit split) are one motif;
+:func:`dynconn.methods.merging.merge_duplicates` merges them. ``/factors/*`` and
 ``/weights`` are the *reported* components (merged, sorted by weight) that every later stage
 reads; ``/merged_from`` (R_fit,) gives the reported component of each fitted one, attribute
 ``merged_components`` the groups merged; the fitted CP model itself is kept under
@@ -396,7 +397,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     weights, (f_pairs, f_time, f_animals) = cp
     merged = merge_duplicates(weights, f_pairs, f_time, f_animals, time_groups=groups,
                               n_animals=mask.shape[1], similarity=p["merge_similarity"],
-                              max_animal_overlap=p["merge_max_overlap"])
+                              max_animal_overlap=p["merge_max_overlap"],
+                              time_similarity=p["merge_time_similarity"])
     if per_animal:
         merged = _fold(merged, mask.shape[1], datasets)
     datasets.update({
@@ -415,7 +417,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     attrs["merged_components"] = [[int(r) for r in g] for g in merges]
     if merges:
         console.info("  merged " + "; ".join("fitted components " + "+".join(map(str, g)) for g in merges)
-                     + " (one motif, complementary animals)")
+                     + " (one motif: complementary animals or the same times)")
     if restarts is not None:
         datasets.update(_restarts_datasets(restarts, merged.groups, mask.shape[1] if per_animal else None))
     fit, seconds = _fit_datasets(result)

@@ -1728,8 +1728,9 @@ def merges_html(data: RunData) -> str:
         return ""
     items = "".join(f"<li><a href='#component-{r}'>C{r}</a> = fitted components {' + '.join(map(str, g))}</li>"
                     for r, g in data.merged)
-    return ("<p>Merged duplicates: components with near-identical pair patterns carried by complementary animals "
-            "are one motif whose timing differs between animals; the factorize stage merged them "
+    return ("<p>Merged duplicates: components with similar pair patterns carried by complementary animals "
+            "(one motif whose timing differs between animals) or active at the same times (one motif whose "
+            "pairs the fit split) are one motif; the factorize stage merged them "
             f"(<code>factorize.merge_similarity</code>, docs/method.md):</p><ul>{items}</ul>")
 
 
@@ -1737,8 +1738,8 @@ def merged_component_html(data: RunData, r: int) -> str:
     """A component's note when it was merged from several fitted components."""
     for rep_r, g in data.merged:
         if rep_r == r:
-            return (f"<p class='muted'>Merged from fitted components {' + '.join(map(str, g))}: near-identical pair "
-                    "patterns in complementary animals (one motif whose timing differs between animals); its "
+            return (f"<p class='muted'>Merged from fitted components {' + '.join(map(str, g))}: similar pair "
+                    "patterns in complementary animals or at the same times (one motif); its "
                     "temporal loading is their combined best rank-one fit.</p>")
     return ""
 
