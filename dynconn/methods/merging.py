@@ -1,5 +1,5 @@
-"""One motif, one component: merge CP components that are the same motif in different animals,
-and fit a time course per animal (``factorize.time_courses: per_animal``: :func:`unfold_animals`,
+"""One motif, one component: merge CP components that are the same motif (in different animals,
+or its pairs split at the same times), and fit a time course per animal (``factorize.time_courses: per_animal``: :func:`unfold_animals`,
 :func:`prepare_unfolded`, :func:`fold_animals`).
 
 A CP component has one temporal loading shared by the animals that carry it. When a motif's
@@ -12,10 +12,10 @@ identical communities. Such components are recognised after the fit by two facts
 - their **animals are complementary** (cosine of their per-animal energy profiles ≤
   ``max_animal_overlap``): each animal carries one of them, not both; **or their time courses
   agree** (Pearson correlation of their time × animal courses ≥ ``time_similarity``): they are
-  active at the same times in the same animals. The second case is one motif whose pairs the fit split in two:
-  a motif's events each recruit a random subset of its members, so its affinity is not rank one
-  and a least-squares fit with components to spare spends two overlapping pair sets on it
-  (measured on the easy preset, docs/benchmarks.md). Two components with the same pairs in the
+  active at the same times in the same animals. The second case is one motif whose pairs the
+  fit split in two: a motif's events each recruit a random subset of its members, so its
+  affinity is not rank one and a least-squares fit with components to spare spends two
+  overlapping pair sets on it (measured on the easy preset, docs/benchmarks.md). Two components with the same pairs in the
   same animals at *different* times are different temporal events; they are left apart (the
   report's duplicate flag is for them).
 
@@ -217,7 +217,7 @@ def merge_duplicates(
     # cost seconds at 10⁵ pairs in small BLAS calls).
     norms = np.linalg.norm(pair_f, axis=0)
     units = pair_f / np.where(norms > 0, norms, 1.0)
-    units = units - units.mean(axis=0)
+    units -= units.mean(axis=0)  # in place: P × R can be large
     gram = units.T @ units
     while len(groups) > 1:
         best = None
