@@ -56,10 +56,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / norm if norm > 0 else x
 
 
+def _slab(weights, time_f, animal_f, members) -> np.ndarray:
+    """The combined temporal × animal slab Σ_{r∈members} w_r V_r W_rᵀ (T, A)."""
+    return sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in members)
+
+
 def _profile(weights, time_f, animal_f, time_groups, n_animals, members) -> np.ndarray:
     """Unit per-animal energy profile (A,) of the combined slab of ``members``."""
     if time_groups is None:
-        slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in members)
+        slab = _slab(weights, time_f, animal_f, members)
         energy = (slab ** 2).sum(axis=0)
     else:
         v = sum(weights[r] * time_f[:, r] for r in members)
@@ -71,7 +76,7 @@ def _course(weights, time_f, animal_f, members) -> np.ndarray:
     """Centred unit time × animal course (T·A,) of the combined slab of ``members`` (in the
     unfolded and concatenated layouts the animal mode is trivial: the per-animal courses one after
     another); the inner product of two is their Pearson correlation."""
-    slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in members).ravel()
+    slab = _slab(weights, time_f, animal_f, members).ravel()
     return _unit(slab - slab.mean())
 
 
@@ -87,7 +92,7 @@ def combine(group: list[int], weights: np.ndarray, pair_f: np.ndarray | None, ti
         return (float(weights[r]), None if pair_f is None else pair_f[:, r], np.asarray(time_f[:, r], dtype=np.float64),
                 np.asarray(animal_f[:, r], dtype=np.float64))
     u = None if pair_f is None else _unit(np.asarray(pair_f, dtype=np.float64)[:, group] @ weights[group])
-    slab = sum(weights[r] * np.outer(time_f[:, r], animal_f[:, r]) for r in group)
+    slab = _slab(weights, time_f, animal_f, group)
     s, v, a = rank_one(slab)
     return s, u, v, a
 
