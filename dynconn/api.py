@@ -420,17 +420,19 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
                 tol: float = _default("factorize", "sweep_tol"),
                 similarity_threshold: float = _default("factorize", "similarity_threshold"),
                 min_gain: float = _default("factorize", "min_gain"),
+                null_ratio: float = _default("factorize", "null_ratio"),
                 rule: str = _default("factorize", "rank_rule"),
                 init: str = _default("factorize", "init"), backend: str = _default("factorize", "backend"),
                 unobserved_penalty: float = _default("factorize", "unobserved_penalty"),
                 time_courses: str = _default("factorize", "time_courses")):
     """Choose the number of components from a rank sweep (the stage's ``rank: auto``).
 
-    Fits every rank in ``ranks`` ``n_restarts`` times and, by default (the "stable-run" rule,
-    docs/factorization.md), picks the last rank of the first run of ranks whose restarts agree
-    (mean congruence with the best ≥ ``similarity_threshold``), before the first rank that gains
-    < ``min_gain`` of the observed sum of squares per added component. The same function as the
-    stage (:func:`dynconn.methods.ntf.select_rank`) with the stage's defaults.
+    Fits every rank in ``ranks`` ``n_restarts`` times and, by default (the "parallel-analysis"
+    rule, docs/factorization.md), picks the rank whose components explain the most beyond
+    ``null_ratio`` times what components explain on a null copy of X in which every pair's time
+    course is circularly shifted by its own lag in each animal (one fit per rank of each of two
+    copies). The same function as the stage (:func:`dynconn.methods.ntf.select_rank`) with the
+    stage's defaults.
 
     Parameters
     ----------
@@ -445,8 +447,11 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     max_iter, tol : default 200, 1e-4
         Of each fit of the sweep (config ``factorize.sweep_max_iter``, ``sweep_tol``).
     similarity_threshold, min_gain : float, default 0.85, 0.002
-    rule : {"stable-run", "stable-elbow", "reached-elbow", "largest-confirmed"}, default "stable-run"
-        Config ``factorize.rank_rule``.
+        Of the rules "stable-run", "stable-elbow", "reached-elbow", "largest-confirmed".
+    null_ratio : float, default 1.5
+        Of the rule "parallel-analysis" (config ``factorize.null_ratio``).
+    rule : {"parallel-analysis", "stable-run", "stable-elbow", "reached-elbow", "largest-confirmed"}
+        Config ``factorize.rank_rule``, default "parallel-analysis".
     init, backend, unobserved_penalty, time_courses : as :class:`NonNegativeCP` (``per_animal``:
         the sweep's fits are of the unfolded tensor (P, A·T, 1), each animal's bins in turn)
 
@@ -460,11 +465,12 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
     --------
     >>> import numpy as np, dynconn
     >>> rng = np.random.default_rng(0)
-    >>> U, V, W = rng.random((10, 2)), rng.random((12, 2)), rng.random((3, 2))
-    >>> X = np.einsum("pr,tr,ar->pta", U, V, W)                # planted rank 2
-    >>> sel = dynconn.select_rank(X, [1, 2, 3], n_restarts=2, max_iter=300)
+    >>> U = np.zeros((40, 2)); U[:15, 0] = 1; U[20:35, 1] = 1   # two groups of pairs,
+    >>> V = np.zeros((60, 2)); V[5:15, 0] = 1; V[30:40, 1] = 1  # each active in its own bins
+    >>> X = np.einsum("pr,tr,ar->pta", U, V, np.ones((3, 2))) + rng.exponential(0.1, (40, 60, 3))
+    >>> sel = dynconn.select_rank(X, [1, 2, 3, 4], n_restarts=2, max_iter=300)
     >>> int(sel.rank), sel.ranks.tolist()
-    (2, [1, 2, 3])
+    (2, [1, 2, 3, 4])
     """
     from .methods import ntf
 
@@ -482,6 +488,7 @@ def select_rank(X, ranks, mask=None, *, time_groups=None,
         tol=check_argument("factorize", "sweep_tol", tol, "tol"),
         similarity_threshold=check_argument("factorize", "similarity_threshold", similarity_threshold),
         min_gain=check_argument("factorize", "min_gain", min_gain),
+        null_ratio=check_argument("factorize", "null_ratio", null_ratio),
         rule=check_argument("factorize", "rank_rule", rule, "rule"),
         init=check_argument("factorize", "init", init), backend=check_argument("factorize", "backend", backend),
         unobserved_penalty=check_argument("factorize", "unobserved_penalty", unobserved_penalty))

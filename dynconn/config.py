@@ -330,11 +330,18 @@ SCHEMA: dict[str, Any] = {
             "restart is at least this (`reached-elbow`: the restarts that reach its best fit).", low=0, high=1,
         ),
         "rank_rule": Key(
-            "choice", "stable-run", "`auto`: the rank rule. `stable-elbow`: the largest stable rank "
+            "choice", "parallel-analysis", "`auto`: the rank rule. `parallel-analysis`: the rank whose "
+            "components explain the most beyond `null_ratio` times what components explain on a null "
+            "copy of the tensor, every pair's course shifted in time (docs/factorization.md). "
+            "`stable-elbow`: the largest stable rank "
             "before the gain elbow. `reached-elbow`: stability judged by the restarts that reach the best "
             "fit, the sweep ends at the first ambiguous rank (docs/factorization.md). `stable-run`: as "
             "`stable-elbow`, but the sweep ends at the first unstable rank after a stable one.",
-            choices=("stable-elbow", "stable-run", "reached-elbow", "largest-confirmed"),
+            choices=("parallel-analysis", "stable-elbow", "stable-run", "reached-elbow", "largest-confirmed"),
+        ),
+        "null_ratio": Key(
+            "float", 1.5, "`auto` with `rank_rule: parallel-analysis`: a component is worth it when it "
+            "explains at least this many times what a component explains on the shifted null.", low=0,
         ),
         "rank_similarity": Key(
             "choice", "factors", "`auto`: how restarts are compared. `factors`: factor congruence of the "

@@ -132,3 +132,84 @@ def test_select_rank_compares_restarts_on_what_the_data_determine():
     np.testing.assert_array_equal(plain.similarity[0], results[2].similarity)
     with pytest.raises(ValueError, match="similarity must be one of"):
         ntf.select_rank(X, [2], similarity="evidence", **kw)
+
+
+# ----------------------------------------------------------------------------- parallel analysis
+def test_shifted_null_moves_each_course_and_keeps_its_values():
+    rng = np.random.default_rng(3)
+    X = rng.random((5, 7, 3))
+    X[1, :, 2] = 0.0  # an unobserved (pair, animal): stays zero
+    Y = ntf.shifted_null(X, random_state=0)
+    # every (pair, animal) course is a circular shift of itself: the same values in a rotated order
+    for p in range(5):
+        for a in range(3):
+            assert any(np.array_equal(Y[p, :, a], np.roll(X[p, :, a], k)) for k in range(7))
+    assert not Y[1, :, 2].any()
+    assert not np.array_equal(Y, X)  # 15 lags drawn from 0-6: all 0 has chance 7**-15
+    np.testing.assert_array_equal(Y, ntf.shifted_null(X, random_state=0))  # reproducible
+    # with time groups (P, T, 1): each pair's bins of one group rotate among themselves only
+    groups = np.array([0, 0, 0, 1, 1, 1, 1])
+    Z = ntf.shifted_null(X[:, :, :1], groups, random_state=1)
+    for p in range(5):
+        for cols in (np.arange(3), np.arange(3, 7)):
+            assert any(np.array_equal(Z[p, cols, 0], np.roll(X[p, cols, 0], k)) for k in range(cols.size))
+
+
+def test_shifted_null_of_an_out_of_core_tensor_is_the_in_memory_one():
+    class Rows:  # the solver's row-source protocol
+        def __init__(self, a):
+            self.a, self.shape, self.dtype = a, a.shape, a.dtype
+
+        def read_rows(self, start, stop, out):
+            out[...] = self.a[start:stop]
+            return out
+
+    X = np.random.default_rng(4).random((6, 5, 2)).astype(np.float32)
+    lazy = ntf.shifted_null(ntf.prepare(Rows(X)), random_state=2)
+    assert lazy.out_of_core
+    np.testing.assert_array_equal(lazy.X[0:6], ntf.shifted_null(X, random_state=2))
+
+
+def test_null_gain_trend_by_hand():
+    # null gains per component 0.4, 0.10, 0.08, 0.09 at ranks 1-4; the line through ranks 2-4
+    # has slope ((-1)(0.01) + 0 + (1)(0)) / 2 = -0.005 through (3, 0.09)
+    explained = np.cumsum([0.4, 0.10, 0.08, 0.09])
+    trend = ntf.null_gain_trend([1, 2, 3, 4], np.stack([explained, explained]))
+    # sums and a least-squares line of four numbers ≤ 1: float64 rounding, ~1e-16
+    np.testing.assert_allclose(trend, [0.4, 0.095, 0.09, 0.085], atol=1e-12)
+
+
+def test_parallel_analysis_chooses_the_rank_with_the_largest_excess_over_the_null():
+    ranks = np.array([1, 2, 3, 4])
+    gain = np.array([0.5, 0.3, 0.02, 0.01])
+    null = np.array([0.2, 0.05, 0.04, 0.03])
+    pick = lambda g, n, ratio=1.5: ntf._choose_rank(ranks, np.sqrt(1 - np.cumsum(g)), None, None,
+                                                     "parallel-analysis", 0.85, 0.002, n, ratio)
+    # gain - 1.5 x null = 0.2, 0.225, -0.04, -0.035: cumulated 0.2, 0.425, 0.385, 0.35
+    rank, eligible, g = pick(gain, null)
+    assert rank == 2 and eligible.tolist() == [True, True, False, False]
+    # ratio 1.0: rank 3's 0.02 - 0.04 < 0 still; ratio 0.4 lets it in (0.02 - 0.016 > 0), not
+    # rank 4 (0.01 - 0.012 < 0)
+    assert pick(gain, null, 1.0)[0] == 2 and pick(gain, null, 0.4)[0] == 3
+    # a rank past a dip counts when the later gain makes up for it: 0.4 - 0.3 = 0.1, 0.225, then
+    # -0.04, then 0.2 - 0.045 = 0.155 > 0.04
+    assert pick(np.array([0.4, 0.3, 0.02, 0.2]), null)[0] == 4
+    # nothing beats the null: the smallest rank of the sweep
+    assert pick(np.array([0.2, 0.01, 0.01, 0.01]), null)[0] == 1
+
+
+def test_parallel_analysis_sweep_finds_two_sparse_components_in_noise():
+    rng = np.random.default_rng(0)
+    U = np.zeros((40, 2)); U[:15, 0] = 1; U[20:35, 1] = 1
+    V = np.zeros((60, 2)); V[5:15, 0] = 1; V[30:40, 1] = 1
+    X = np.einsum("pr,tr,ar->pta", U, V, np.ones((3, 2))) + rng.exponential(0.1, (40, 60, 3))
+    sel = ntf.select_rank(X, [1, 2, 3, 4], n_restarts=2, random_state=0, rule="parallel-analysis")
+    assert sel.rank == 2
+    assert sel.null_explained.shape == (ntf.NULL_SHUFFLES, 4)
+    assert "null_gain" in sel.as_arrays() and sel.rule_params["null_ratio"] == ntf.NULL_RATIO
+    # the planted components gain more than 1.5 null components (the first: 0.57 against 0.34,
+    # the null keeps the pairs' mean levels; the second 0.37 against 0.05), the third less than one
+    assert sel.gain[0] > ntf.NULL_RATIO * sel.null_gain[0] and sel.gain[1] > 3 * sel.null_gain[1]
+    assert sel.gain[2] < sel.null_gain[2]
+    # the stable-* rules leave the null out
+    assert ntf.select_rank(X, [1, 2], n_restarts=2, random_state=0).null_gain is None

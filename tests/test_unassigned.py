@@ -36,6 +36,30 @@ def test_background_block_and_stray_member_are_unassigned():
     assert keep_contrasting(w, labels, 0.0).tolist() == labels.tolist()  # 0: as partitioned
 
 
+def test_a_core_is_kept_when_weak_members_dilute_its_block():
+    # core 0-2 (1.0 among them), weak members 3-6 (0.25 to the core, 0.2 among themselves and to
+    # the background 7-9, which is 0.2 everywhere). The block 0-6 as a whole: inside
+    # (6 x 1.0 + 24 x 0.25 + 12 x 0.2) / 42 = 0.343 against 0.2 outside, contrast 1.71 < 2.
+    # Members, all counted: a core neuron (1 + 1 + 4 x 0.25) / 6 = 0.5 against 0.2: 2.5 > 2; a weak
+    # one (3 x 0.25 + 3 x 0.2) / 6 = 0.225 against 0.2: 1.125. The core alone: 1.0 against
+    # (4 x 0.25 + 3 x 0.2) / 7 = 0.229: 4.4 -- it stays; the weak members and the background go.
+    w = np.full((10, 10), 0.2)
+    w[:3, 3:7] = w[3:7, :3] = 0.25
+    w[:3, :3] = 1.0
+    np.fill_diagonal(w, 0.0)
+    assert background_contrast(w, np.arange(7)) == pytest.approx(0.343 / 0.2, abs=0.01)  # 1.71: < 2
+    labels = np.array([0] * 7 + [1] * 3)
+    assert keep_contrasting(w, labels, 2.0).tolist() == [0, 0, 0] + [-1] * 7
+    # members are judged once, all of the block counted: in a block 0-5 whose members 0-2 are a
+    # little denser (0.5 among them, 0.2 elsewhere, background 6-7), neuron 0 shows
+    # (2 x 0.5 + 3 x 0.2) / 5 = 0.32 against 0.2, 1.6 < 2, and 3 shows 1.0: the block is dissolved
+    # whole (peeling 3-5 off first and judging again would keep 0-2 at 2.5)
+    flat = np.full((8, 8), 0.2)
+    flat[:3, :3] = 0.5
+    np.fill_diagonal(flat, 0.0)
+    assert keep_contrasting(flat, np.array([0] * 6 + [1] * 2), 2.0).tolist() == [-1] * 8
+
+
 def test_a_shared_neuron_joins_the_community_it_is_close_to():
     # neurons 0-3 a community (inside 1.0); 4 shared with another motif (0.5 to each member);
     # 5 a stray neuron (0.15 to the members), 6-7 background (0.05 everywhere else)

@@ -103,6 +103,11 @@ SWEEP_TOL = 1e-4
 #: Defaults of the "stable-elbow" rank rule (see :func:`select_rank`).
 SIMILARITY_THRESHOLD = 0.85
 MIN_GAIN = 0.002
+#: rule "parallel-analysis": a component counts when it gains at least this many times what a
+#: component gains on the shifted null (docs/factorization.md, "Parallel analysis")
+NULL_RATIO = 1.5
+#: shifted copies of the tensor the null gains are averaged over
+NULL_SHUFFLES = 2
 
 _METHODS = ("hals", "tensorly-hals")
 _MISSING = ("exact", "em")
@@ -294,6 +299,12 @@ class RankSelection:
     best_fits : list of CPTensor
         Best fit per rank (for warm-starting the final fit of the chosen rank).
     rule_params : dict
+    null_explained : ndarray (NULL_SHUFFLES, n) or None
+        Rule ``"parallel-analysis"``: ``explained`` of one fit per rank of each shifted null copy
+        of X (:func:`shifted_null`); None for the other rules.
+    null_gain : ndarray (n,) or None
+        The null's gain per added component, as ``gain``, smoothed by a straight line over the
+        ranks (mean over the copies); None for the other rules.
     """
 
     rank: int
@@ -313,6 +324,8 @@ class RankSelection:
     eligible: np.ndarray
     best_fits: list
     rule_params: dict
+    null_explained: np.ndarray | None = None
+    null_gain: np.ndarray | None = None
 
     def as_arrays(self) -> dict:
         """Every diagnostic as ``name -> ndarray`` (HDF5-ready; the fits themselves are left out)."""
@@ -324,6 +337,9 @@ class RankSelection:
             )
         }
         out["rank"] = np.asarray(self.rank)
+        if self.null_gain is not None:
+            out["null_explained"] = np.asarray(self.null_explained)
+            out["null_gain"] = np.asarray(self.null_gain)
         return out
 
 
@@ -2485,7 +2501,7 @@ def _restarts_result(done: list, entropy: int, spawn_key: tuple) -> RestartsResu
 # Rank selection
 # --------------------------------------------------------------------------------------------
 
-_RULES = ("stable-elbow", "stable-run", "reached-elbow", "largest-confirmed", "min-error")
+_RULES = ("parallel-analysis", "stable-elbow", "stable-run", "reached-elbow", "largest-confirmed", "min-error")
 _SIMILARITIES = ("factors", "observed")
 
 
@@ -2504,13 +2520,135 @@ def _agreement(errors, similarity, best_index, tie) -> np.ndarray:
     return out
 
 
-def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity_threshold, min_gain):
+def _shift_rows(block: np.ndarray, shifts: np.ndarray, segments: list[np.ndarray]) -> np.ndarray:
+    """Rows of a (p, T, A) block, each (row, segment) circularly shifted by its own lag.
+
+    ``segments``: the column indices of each segment -- the bins of one animal along axis 1
+    (``time_groups``; then A == 1), or, without groups, one segment per animal along axis 2
+    (``segments`` is then ``[None] * A``). ``shifts`` (p, n_segments) int.
+    """
+    out = np.empty_like(block)
+    for g, cols in enumerate(segments):
+        if cols is None:  # aligned, shared time: animal g's (p, T) slab
+            rows = block[:, :, g]
+            n = rows.shape[1]
+            idx = (np.arange(n)[None, :] - shifts[:, g, None]) % n
+            out[:, :, g] = np.take_along_axis(rows, idx, axis=1)
+        else:
+            rows = block[:, cols, 0]
+            idx = (np.arange(cols.size)[None, :] - shifts[:, g, None]) % cols.size
+            out[:, cols, 0] = np.take_along_axis(rows, idx, axis=1)
+    return out
+
+
+class _ShiftedRows:
+    """The shifted null of an out-of-core tensor, shifted block by block as the solver reads it
+    (the solver's row-source protocol: ``shape``, ``dtype``, ``read_rows``)."""
+
+    def __init__(self, source: "_RowSource", shifts: np.ndarray, segments: list):
+        self.source, self.shifts, self.segments = source, shifts, segments
+        self.shape, self.dtype = source.shape, source.dtype
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        out[...] = _shift_rows(self.source[start:stop], self.shifts[start:stop], self.segments)
+        return out
+
+
+def shifted_null(X, time_groups=None, random_state=None):
+    """X with every pair's time course circularly shifted by its own random lag, in each animal.
+
+    The null of rule ``"parallel-analysis"`` (Horn 1965's parallel analysis, for a tensor): each
+    pair keeps its values, its mean and its autocorrelation in every animal, but the pairs no
+    longer change *together*, so what a component explains on it is what chance alignments of
+    the same data explain. X (P, T, A) -- each (p, a) course shifted along T -- or, with
+    ``time_groups`` (T,), (P, T, 1), each pair's bins of each group shifted among themselves.
+    Entries of an unobserved (pair, animal) stay where they are (zeros stay zeros). A
+    :func:`prepare` d X or an out-of-core one gives the same kind back, shifted lazily.
+
+    Examples
+    --------
+    >>> X = np.arange(12.0).reshape(2, 3, 2)
+    >>> Y = shifted_null(X, random_state=0)
+    >>> bool(np.all(np.sort(Y, axis=1) == np.sort(X, axis=1)))
+    True
+    """
+    data = X if isinstance(X, _Data) else None
+    source = data.X if data is not None else X
+    # (a prepared X drops its groups when everything is observed: the caller's are used then)
+    groups = data.groups if data is not None and data.groups is not None else time_groups
+    groups = None if groups is None else np.asarray(groups)
+    P, T, A = (int(d) for d in source.shape)
+    segments = ([np.flatnonzero(groups == g) for g in np.unique(groups)] if groups is not None
+                else [None] * A)
+    lengths = np.asarray([T if c is None else c.size for c in segments])
+    rng = _as_generator(random_state)
+    shifts = (rng.random((P, len(segments))) * lengths[None, :]).astype(np.int64)
+    if isinstance(source, _RowSource) or _is_row_source(source):
+        shifted = _ShiftedRows(source if isinstance(source, _RowSource) else _RowSource(source, source.dtype),
+                               shifts, segments)
+    else:
+        shifted = _shift_rows(np.asarray(source), shifts, segments)
+    if data is None:
+        return shifted
+    return _Data(shifted, data.mask, data.dtype, data.groups, norm_sq=data.norm_sq)
+
+
+def _null_explained(data: "_Data", time_groups, ranks, entropy: int, max_iter: int, tol: float,
+                    fit_kw: dict) -> np.ndarray:
+    """(NULL_SHUFFLES, n) ``explained`` of one fit per rank of each shifted null copy of X."""
+    out = np.empty((NULL_SHUFFLES, len(ranks)))
+    kw = {key: v for key, v in fit_kw.items() if key not in ("client",)}
+    for s in range(NULL_SHUFFLES):
+        null = shifted_null(data, time_groups, random_state=np.random.SeedSequence(entropy, spawn_key=(0x6E756C6C, s)))
+        for i, r in enumerate(ranks):
+            _, info = ncp_hals(null, int(r), max_iter=max_iter, tol=tol,
+                               random_state=np.random.SeedSequence(entropy, spawn_key=(0x6E756C6C, s, int(r))), **kw)
+            out[s, i] = 1.0 - float(info.loss) ** 2
+    return out
+
+
+def _gain_per_component(ranks, explained) -> np.ndarray:
+    """Explained fraction gained per added component over the previous rank (the first rank's
+    own explained fraction per component)."""
+    ranks, explained = np.asarray(ranks), np.asarray(explained, dtype=float)
+    gain = np.empty(explained.shape)
+    gain[..., 0] = explained[..., 0] / ranks[0]
+    gain[..., 1:] = np.diff(explained, axis=-1) / np.diff(ranks)
+    return gain
+
+
+def null_gain_trend(ranks, null_explained) -> np.ndarray:
+    """(n,) the null's gain per component: mean over the null copies, from the second rank of the
+    sweep on smoothed by the least-squares straight line over those ranks (a chance component
+    gains a little less at each rank; one fit per rank is noisy). The first rank keeps its own
+    mean: its gain counts from rank 0 and holds the pairs' mean levels, which the null keeps.
+    Fewer than three ranks: the means."""
+    ranks = np.asarray(ranks, dtype=float)
+    mean = _gain_per_component(ranks, np.atleast_2d(null_explained)).mean(axis=0)
+    if len(ranks) < 3:
+        return mean
+    slope, intercept = np.polyfit(ranks[1:], mean[1:], 1)
+    return np.concatenate([mean[:1], slope * ranks[1:] + intercept])
+
+
+def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity_threshold, min_gain,
+                 null_gain=None, null_ratio=NULL_RATIO):
     """Apply the rank rule; returns (chosen rank, eligible mask, gain per component)."""
     ranks = np.asarray(ranks)
     explained = 1.0 - np.asarray(best_error) ** 2
-    gain = np.empty(len(ranks))
-    gain[0] = explained[0] / ranks[0]
-    gain[1:] = np.diff(explained) / np.diff(ranks)
+    gain = _gain_per_component(ranks, explained)
+    if rule == "parallel-analysis":
+        # the rank that maximises what the components explain beyond null_ratio x chance: every
+        # component up to it gains, in sum, more than null_ratio times a null component
+        # (docs/factorization.md, "Parallel analysis"); the largest such rank on ties
+        excess = np.asarray(null_ratio * np.asarray(null_gain), dtype=float)
+        eligible = gain >= excess
+        score = np.cumsum((gain - excess) * np.diff(np.concatenate([[0], ranks])))
+        score = np.where(np.isfinite(score), score, -np.inf)  # a failed (NaN) fit is never chosen
+        if not np.any(score > 0):
+            return int(ranks[0]), eligible, gain
+        best = np.flatnonzero(score >= score.max())[-1]
+        return int(ranks[best]), eligible, gain
     if rule == "min-error":
         eligible = np.ones(len(ranks), dtype=bool)
         return int(ranks[int(np.argmin(best_error))]), eligible, gain
@@ -2592,6 +2730,7 @@ def select_rank(
     similarity="factors",
     similarity_threshold=SIMILARITY_THRESHOLD,
     min_gain=MIN_GAIN,
+    null_ratio=NULL_RATIO,
     max_iter=SWEEP_MAX_ITER,
     tol=SWEEP_TOL,
     resume=None,
@@ -2818,8 +2957,14 @@ def select_rank(
         mean_similarity = np.ones(n)
     # reaching the best = explaining within half the smallest worthwhile component of it
     agreement = _agreement(errors, sim, arrays["best_index"], min_gain / 2)
+    null_explained = null_gain = None
+    if rule == "parallel-analysis":
+        # one fit per rank of each shifted copy, with the sweep's settings (not checkpointed: a
+        # resumed sweep refits them, the same seeds giving the same fits)
+        null_explained = _null_explained(data, time_groups, ranks_arr, entropy, max_iter, tol, fit_kw)
+        null_gain = null_gain_trend(ranks_arr, null_explained)
     chosen, eligible, gain = _choose_rank(ranks_arr, best_error, mean_similarity, agreement, rule,
-                                          similarity_threshold, min_gain)
+                                          similarity_threshold, min_gain, null_gain, null_ratio)
     return RankSelection(
         rank=chosen,
         rule=rule,
@@ -2837,7 +2982,9 @@ def select_rank(
         best_index=arrays["best_index"],
         eligible=eligible,
         best_fits=best_fits,
+        null_explained=null_explained,
+        null_gain=null_gain,
         rule_params={"similarity": similarity, "similarity_threshold": float(similarity_threshold),
-                     "min_gain": float(min_gain),
+                     "min_gain": float(min_gain), "null_ratio": float(null_ratio),
                      "max_iter": int(max_iter), "tol": float(tol), "n_restarts": k},
     )

@@ -209,9 +209,12 @@ def missing_neurons(present: np.ndarray, neurons: list[str], animals: list[str])
 # ----------------------------------------------------------------------------- rank selection
 def rank_selection(ranks: np.ndarray, errors: np.ndarray, similarity: np.ndarray | None,
                    mean_similarity: np.ndarray | None, gain: np.ndarray | None,
-                   eligible: np.ndarray | None, chosen: int, rule: str) -> Figure:
+                   eligible: np.ndarray | None, chosen: int, rule: str,
+                   null_gain: np.ndarray | None = None, null_ratio: float | None = None) -> Figure:
     """Relative error, restart similarity and explained-variance gain against the rank, with
-    the chosen rank marked; filled markers: ranks the rule found eligible."""
+    the chosen rank marked; filled markers: ranks the rule found eligible. ``null_gain`` (rule
+    parallel-analysis): the shifted null's gain per component, drawn × ``null_ratio`` on the gain
+    panel."""
     panels = [p for p in ("error", "similarity", "gain")
               if p == "error" or (p == "similarity" and (similarity is not None or mean_similarity is not None))
               or (p == "gain" and gain is not None)]
@@ -246,6 +249,11 @@ def rank_selection(ranks: np.ndarray, errors: np.ndarray, similarity: np.ndarray
         else:
             ax.bar(ranks, gain, color=[LINE if e else "#BFD5E8" for e in elig], width=0.6)
             ax.axhline(0, color="#333333", lw=0.6)
+            if null_gain is not None:
+                ratio = 1.0 if null_ratio is None else float(null_ratio)
+                ax.plot(ranks, ratio * np.asarray(null_gain, dtype=float), color=ACCENT, lw=1.2, marker="o",
+                        ms=3, label=f"{ratio:g} × shifted null")
+                ax.legend(frameon=False, loc="center right", handletextpad=0.3)
             ax.set_ylabel("explained gain per component")
             ax.set_title("Worth of the last component", fontsize=FONT + 0.5)
         ax.axvline(chosen, color=ACCENT, lw=1.1, ls="--", zorder=1)

@@ -341,6 +341,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
                     X, ranks, n_restarts=p["restarts"], random_state=p["seed"], init=p["init"], rule=p["rank_rule"],
                     similarity=p["rank_similarity"],
                     similarity_threshold=p["similarity_threshold"], min_gain=p["min_gain"],
+                    null_ratio=p["null_ratio"],
                     max_iter=p["sweep_max_iter"], tol=p["sweep_tol"], resume=state.get("sweep"),
                     on_rank=lambda r, res: (keep_restarts(r, res), advance()), **solver, **tasks,
                     **(saver.hooks("sweep") if saver else {}))

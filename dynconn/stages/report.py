@@ -85,6 +85,7 @@ class RunData:
     levels: dict = field(default_factory=dict)
     rank_selection: dict | None = None
     rank_rule: str | None = None
+    rank_rule_params: dict = field(default_factory=dict)
     stage_seconds: dict = field(default_factory=dict)
     stage_warnings: dict = field(default_factory=dict)
     stage_versions: dict = field(default_factory=dict)
@@ -174,6 +175,7 @@ def gather(ing, aff, fac, com) -> RunData:
         levels=levels,
         rank_selection=rank_sel or None,
         rank_rule=str(fac.attrs["rank_rule"]) if "rank_rule" in fac.attrs else None,
+        rank_rule_params=_json_attr(fac.attrs, "rank_rule_params"),
         stage_seconds={k: float(a.attrs.get("seconds", float("nan"))) for k, a in arts.items()},
         stage_warnings={k: json.loads(a.attrs.get("warnings", "[]")) for k, a in arts.items()},
         stage_versions={k: str(a.attrs.get("dynconn_version", "?")) for k, a in arts.items()},
@@ -952,7 +954,8 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
                       "mean_similarity": sel.get("agreement") if data.rank_rule == "reached-elbow"
                       else sel.get("mean_similarity"),
                       "gain": sel.get("gain"), "eligible": sel.get("eligible"), "chosen": data.rank,
-                      "rule": data.rank_rule or "not recorded"},
+                      "rule": data.rank_rule or "not recorded", "null_gain": sel.get("null_gain"),
+                      "null_ratio": data.rank_rule_params.get("null_ratio")},
                      "Rank selection: fit error, similarity of the restarts to the best one, and variance "
                      "explained per added component, for every rank tried; dashed: the chosen rank."))
     rel = np.asarray([[np.nan if v is None else v for v in row] for row in summary["epoch_means"]["values"]],
@@ -1050,6 +1053,14 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
                      "colours in that component; grey: a diffuse community; white: not in that component's "
                      "graph."))
     return jobs
+
+
+def _json_attr(attrs, name: str) -> dict:
+    """An attribute holding a JSON object (as the artifacts write dicts), or {} when absent."""
+    value = attrs.get(name)
+    if value is None:
+        return {}
+    return dict(value) if isinstance(value, dict) else json.loads(str(value))
 
 
 def other_restarts(similarity: np.ndarray | None, best_index: np.ndarray | None) -> np.ndarray | None:
@@ -1403,7 +1414,11 @@ def render_html(ctx: dict) -> str:
             "beyond the right rank it falls only slowly (components fit noise). <i>Stability</i>: how similar "
             "the restarts' solutions are to the best one (1 = every restart found the same components); "
             "unstable ranks are unreliable. <i>Worth of the last component</i>: variance explained per added "
-            "component. Filled markers: ranks the rule accepted; dashed line: the rank used.</p>"
+            "component; with the rule <code>parallel-analysis</code> the line is what a component explains "
+            "on the shifted null (every pair's time course shifted in time, so pairs no longer change "
+            "together), times <code>factorize.null_ratio</code>: the rank chosen is where the components "
+            "have explained the most beyond that line. "
+            "Filled markers: ranks the rule accepted; dashed line: the rank used.</p>"
             f"<p>Chosen rank: <b>{data.rank}</b> by the rule <code>{esc(data.rank_rule or 'not recorded')}</code> "
             "(see docs/factorization.md).</p>" + fig("rank_selection", "rank selection diagnostics"))
     else:
