@@ -272,6 +272,7 @@ def test_partition_is_the_cli(tmp_path):
     (lambda: dynconn.NonNegativeCP(2, unobserved_penalty="0.1"), 'unobserved_penalty: expected a number, got "0.1"'),
     (lambda: dynconn.select_rank(np.ones((3, 4, 2)), [1], unobserved_penalty=-1),
      "unobserved_penalty: expected a value ≥ 0, got -1"),
+    (lambda: dynconn.select_rank(np.ones((3, 4, 2)), [1], null_ratio=-1), "null_ratio: expected a value ≥ 0, got -1"),
 ])
 def test_bad_keywords_name_themselves(call, message):
     with pytest.raises(InvalidArgument, match=message) as err:

@@ -104,7 +104,7 @@ SWEEP_TOL = 1e-4
 SIMILARITY_THRESHOLD = 0.85
 MIN_GAIN = 0.002
 #: rule "parallel-analysis": a component counts when it gains at least this many times what a
-#: component gains on the shifted null (docs/factorization.md, "Parallel analysis")
+#: component gains on the shifted null (docs/factorization.md, rank selection, rule "parallel-analysis")
 NULL_RATIO = 1.5
 #: shifted copies of the tensor the null gains are averaged over
 NULL_SHUFFLES = 2
@@ -2640,7 +2640,7 @@ def _choose_rank(ranks, best_error, mean_similarity, agreement, rule, similarity
     if rule == "parallel-analysis":
         # the rank that maximises what the components explain beyond null_ratio x chance: every
         # component up to it gains, in sum, more than null_ratio times a null component
-        # (docs/factorization.md, "Parallel analysis"); the largest such rank on ties
+        # (docs/factorization.md, rank selection, rule "parallel-analysis"); the largest such rank on ties
         excess = np.asarray(null_ratio * np.asarray(null_gain), dtype=float)
         eligible = gain >= excess
         score = np.cumsum((gain - excess) * np.diff(np.concatenate([[0], ranks])))
@@ -2760,6 +2760,14 @@ def select_rank(
     ranks counts (the last rank of that run is chosen): a stable rank past an unstable one is not
     taken. Unstable ranks *before* the first eligible one do not end the sweep.
 
+    Rule ``"parallel-analysis"`` (the pipeline's default): :data:`NULL_SHUFFLES` null copies of X
+    (:func:`shifted_null`: every pair's course circularly shifted by its own lag in each animal)
+    are fitted once per rank with the sweep's settings; their gain per component, averaged and
+    smoothed (:func:`null_gain_trend`), is ``null_gain``. The rank chosen maximises
+    ``Σ_{k ≤ r} (gain[k] − null_ratio · null_gain[k]) · Δrank`` (the smallest rank when no sum is
+    positive); restart similarity and ``min_gain`` play no part. Dense tensors with little noise
+    are its weak case (the null keeps the pairs' mean levels): use ``"stable-elbow"`` there.
+
     Rule ``"reached-elbow"`` (issue 11; ``agreement`` is computed for every rule): the restarts
     that *reach* a rank's best fit are those explaining within ``min_gain / 2`` of it; pick the
     largest rank such that
@@ -2811,6 +2819,7 @@ def select_rank(
         raise ValueError("ranks must not be empty")
     ranks_arr = np.unique(ranks_list)
     n_restarts = check_int("n_restarts", n_restarts, low=1)
+    null_ratio = check_number("null_ratio", null_ratio, low=0)
     dtype = _check_dtype(fit_kw.get("dtype", "float32"))
     penalty = check_number("unobserved_penalty", fit_kw.get("unobserved_penalty", 0.0), low=0)
     data = _as_data(X, mask, dtype, time_groups)  # validate (and upload) X once for the whole sweep
