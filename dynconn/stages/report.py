@@ -175,7 +175,7 @@ def gather(ing, aff, fac, com) -> RunData:
         levels=levels,
         rank_selection=rank_sel or None,
         rank_rule=str(fac.attrs["rank_rule"]) if "rank_rule" in fac.attrs else None,
-        rank_rule_params=_json_attr(fac.attrs, "rank_rule_params"),
+        rank_rule_params=json.loads(fac.attrs.get("rank_rule_params", "{}")),
         stage_seconds={k: float(a.attrs.get("seconds", float("nan"))) for k, a in arts.items()},
         stage_warnings={k: json.loads(a.attrs.get("warnings", "[]")) for k, a in arts.items()},
         stage_versions={k: str(a.attrs.get("dynconn_version", "?")) for k, a in arts.items()},
@@ -1053,14 +1053,6 @@ def figure_jobs(data: RunData, summary: dict, stats: list[list[dict]], matrices:
                      "colours in that component; grey: a diffuse community; white: not in that component's "
                      "graph."))
     return jobs
-
-
-def _json_attr(attrs, name: str) -> dict:
-    """An attribute holding a JSON object (as the artifacts write dicts), or {} when absent."""
-    value = attrs.get(name)
-    if value is None:
-        return {}
-    return dict(value) if isinstance(value, dict) else json.loads(str(value))
 
 
 def other_restarts(similarity: np.ndarray | None, best_index: np.ndarray | None) -> np.ndarray | None:
