@@ -5,7 +5,7 @@ import pytest
 
 from conftest import cli
 from dynconn.io.artifacts import read_h5
-from dynconn.stages.communities import background_contrast, join_close_neurons, keep_contrasting
+from dynconn.stages.communities import background_contrast, core_members, join_close_neurons, keep_contrasting
 from methods_data import jittered_motif, two_motifs
 
 
@@ -59,6 +59,26 @@ def test_a_core_is_kept_when_weak_members_dilute_its_block():
     np.fill_diagonal(flat, 0.0)
     assert keep_contrasting(flat, np.array([0] * 6 + [1] * 2), 2.0).tolist() == [-1] * 8
 
+
+def test_a_community_is_cut_to_its_core():
+    # core 0-2 (10 among them), periphery 3-4 (2 to the core, 1 between them), outside 5-9 (0.1
+    # to everyone): every member passes the outside test (periphery (3 x 2 + 1) / 4 = 1.75
+    # against 0.1). Inside mean of 0-4: (3 x 24 + 2 x 7) / 20 = 4.3 > 2 x 1.75: neuron 3 goes;
+    # then 0-2 and 4: (3 x 22 + 6) / 12 = 6 > 2 x 6 / 3: neuron 4 goes; the core 10 < 2 x 10: stays.
+    w = np.full((10, 10), 0.1)
+    w[:5, :5] = 2.0
+    w[3, 4] = w[4, 3] = 1.0
+    w[:3, :3] = 10.0
+    np.fill_diagonal(w, 0.0)
+    assert core_members(w, np.arange(5), 2.0).tolist() == [0, 1, 2]
+    assert keep_contrasting(w, np.array([0] * 5 + [1] * 5), 2.0).tolist() == [0, 0, 0] + [-1] * 7
+    # a periphery close enough stays: 4 to the core, 3 between them -- inside (3 x 28 + 2 x 15) / 20
+    # = 5.7, the weakest member 15 / 4 = 3.75 and 2 x 3.75 >= 5.7
+    w[:3, 3:5] = w[3:5, :3] = 4.0
+    w[3, 4] = w[4, 3] = 3.0
+    assert core_members(w, np.arange(5), 2.0).tolist() == [0, 1, 2, 3, 4]
+    assert core_members(w, np.arange(5), 0.0).tolist() == [0, 1, 2, 3, 4]  # 0: as partitioned
+    assert core_members(w, np.array([3, 4]), 2.0).tolist() == [3, 4]  # two members always stay
 
 def test_a_shared_neuron_joins_the_community_it_is_close_to():
     # neurons 0-3 a community (inside 1.0); 4 shared with another motif (0.5 to each member);
