@@ -383,7 +383,7 @@ class NonNegativeCP:
         from tensorly.cp_tensor import CPTensor
 
         from .methods import ntf
-        from .methods.merging import fits_per_animal, fold_sorted, prepare_unfolded
+        from .methods.merging import fits_per_animal, fold_sorted, observed_mass, prepare_unfolded
 
         p = self._checked()
         X, mask, time_groups = _tensor_parts(X, mask, time_groups)
@@ -400,7 +400,7 @@ class NonNegativeCP:
         self.cp_, self.time_by_animal_ = result.cp, None
         if per_animal:
             order, weights, time_f, animal_f, self.time_by_animal_ = fold_sorted(
-                result.cp.weights, result.cp.factors[1], n_animals)
+                result.cp.weights, result.cp.factors[1], n_animals, observed_mass(result.cp.factors[0], mask))
             self.cp_ = CPTensor((weights, [result.cp.factors[0][:, order], time_f, animal_f]))
         self.weights_, self.factors_ = self.cp_.weights, list(self.cp_.factors)
         self.loss_history_ = np.asarray(result.info.loss_history)

@@ -4,7 +4,7 @@ import numpy as np
 
 from conftest import cli
 from dynconn.io.artifacts import read_h5
-from dynconn.methods.merging import fold_animals, merge_duplicates, unfold_animals
+from dynconn.methods.merging import fold_animals, merge_duplicates, observed_mass, unfold_animals
 from methods_data import jittered_motif
 
 
@@ -143,6 +143,24 @@ def test_fold_animals_summarises_per_animal_courses_exactly_when_they_share_a_sh
     np.testing.assert_allclose(w[1] * courses[:, :, 1], 5.0 * shifted.reshape(3, 4), atol=1e-12)
     np.testing.assert_allclose(courses[:, :, 0], np.outer(scale, shape), atol=1e-12)
 
+
+def test_the_time_summary_weighs_each_animal_by_the_pairs_recorded_there():
+    """A component whose main pair was not recorded in animal 1 (loadings 0.8, 0.6; pair 0 recorded
+    in animal 0 only): its recorded mass is 0.64 + 0.36 = 1 in animal 0 and 0.36 in animal 1. Its
+    course there (1.5 at bin 1, fitted through the weak pair alone) outweighs animal 0's (1 at bin
+    0) unweighted; weighted by √mass (0.6) it is 0.9 < 1, so the summary is animal 0's timing."""
+    mass = observed_mass(np.array([[0.8], [0.6]]), np.array([[True, False], [True, True]]))
+    np.testing.assert_allclose(mass, [[1.0], [0.36]], atol=1e-15)  # sums of squares of 0.8, 0.6
+    assert observed_mass(np.ones((2, 1)), None) is None
+    courses = np.array([[1.0], [0.0], [0.0], [1.5]])  # animal 0: (1, 0); animal 1: (0, 1.5)
+    w, v, a, folded = fold_animals(np.ones(1), courses, 2)
+    np.testing.assert_allclose([w[0], *v[:, 0], *a[:, 0]], [1.5, 0, 1, 0, 1], atol=1e-12)
+    w, v, a, folded = fold_animals(np.ones(1), courses, 2, mass)
+    # the time of animal 0; each animal's loading its course's projection on it: 1 and 0
+    np.testing.assert_allclose([w[0], *v[:, 0], *a[:, 0]], [1.0, 1, 0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(w[0] * folded[:, :, 0], [[1, 0], [0, 1.5]], atol=1e-12)  # the fit kept
+    # a mass of 1 everywhere is the unweighted summary
+    np.testing.assert_allclose(fold_animals(np.ones(1), courses, 2, np.ones((2, 1)))[1], [[0], [1]], atol=1e-12)
 
 def test_unfold_animals_puts_each_animals_bins_one_after_another():
     X = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # (P, T, A)

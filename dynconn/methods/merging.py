@@ -112,7 +112,20 @@ def fits_per_animal(time_courses: str, time_groups) -> bool:
     return time_courses == "per_animal" and time_groups is None
 
 
-def fold_animals(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tuple[np.ndarray, ...]:
+def observed_mass(pairs_f: np.ndarray, mask) -> np.ndarray | None:
+    """(A, R): the share of each component's pair energy (Σ_p U[p, r]²) recorded in each animal,
+    from the pair factor ``pairs_f`` (P, R) and the mask (P, A) (True = recorded); None without a
+    mask (every pair recorded everywhere)."""
+    if mask is None:
+        return None
+    energy = np.asarray(pairs_f, dtype=np.float64) ** 2
+    total = energy.sum(axis=0)
+    recorded = np.asarray(mask, dtype=np.float64).T @ energy
+    return np.divide(recorded, total, out=np.ones_like(recorded), where=total > 0)
+
+
+def fold_animals(weights: np.ndarray, time_f: np.ndarray, n_animals: int,
+                 mass: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Per-animal time courses (``factorize.time_courses: per_animal``) in the design's CP shapes.
 
     ``weights`` (R) and ``time_f`` (A·T, R), unit-norm columns, the animals' bins one after
@@ -121,23 +134,47 @@ def fold_animals(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tup
     component's best rank-one time × animal summary of its slab (:func:`rank_one`: exact when
     every animal has the same course up to a scale) with ``weights'`` its norm, and the fitted
     courses scaled so that ``weights'[r] · courses[:, :, r]`` is the fitted slab — the summary is
-    the CP model the later stages read; the courses are the fit."""
+    the CP model the later stages read; the courses are the fit.
+
+    ``mass`` (A, R), :func:`observed_mass`: the summary is the best rank-one fit of what the
+    component puts on the *recorded* entries — animal a's course weighs √mass[a] in the time
+    summary — and each animal's loading is its course's projection on that summary. Without it
+    every animal counts as if all of the component's pairs were recorded there. Why: a component
+    whose best pairs were not recorded in an animal is left free there; its course in that animal
+    fits, through the weak loadings of other pairs, activity that is not the motif's, and could
+    dominate the summary (docs/factorization.md, "The time summary")."""
     weights, time_f = np.asarray(weights, dtype=np.float64), np.asarray(time_f, dtype=np.float64)
     n_animals = int(n_animals)
     n_time = time_f.shape[0] // n_animals
     if n_time * n_animals != time_f.shape[0]:
         raise ValueError(f"time factor of {time_f.shape[0]} bins is not {n_animals} animals' equal stretches")
     slabs = weights * time_f.reshape(n_animals, n_time, weights.size)  # (A, T, R)
-    fits = [rank_one(slabs[:, :, r].T) for r in range(weights.size)]
+    if mass is None:
+        fits = [rank_one(slabs[:, :, r].T) for r in range(weights.size)]
+    else:
+        fits = [_rank_one_weighted(slabs[:, :, r].T, np.sqrt(np.clip(mass[:, r], 0.0, 1.0)))
+                for r in range(weights.size)]
     out_w = np.array([s for s, _, _ in fits])
     courses = np.divide(slabs, out_w, out=np.zeros_like(slabs), where=out_w > 0)
     return out_w, np.stack([v for _, v, _ in fits], axis=1), np.stack([a for _, _, a in fits], axis=1), courses
 
 
-def fold_sorted(weights: np.ndarray, time_f: np.ndarray, n_animals: int) -> tuple[np.ndarray, ...]:
+def _rank_one_weighted(slab: np.ndarray, column_weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`rank_one` of a (T, A) slab whose columns weigh ``column_weights`` in the time
+    vector: ``v`` the leading left singular vector of ``slab · diag(column_weights)``, then each
+    column's loading its projection ``slabᵀ v`` (for a given ``v`` the best loading of a column
+    whatever its weight), ``s`` their norm. Weights of 1 are :func:`rank_one`."""
+    _, v, _ = rank_one(slab * column_weights[None, :])
+    loadings = np.clip(np.asarray(slab, dtype=np.float64).T @ v, 0.0, None)
+    s = float(np.linalg.norm(loadings))
+    return s, v, (loadings / s if s > 0 else loadings)
+
+
+def fold_sorted(weights: np.ndarray, time_f: np.ndarray, n_animals: int,
+                mass: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """:func:`fold_animals` with the components sorted by their summary's weight, descending:
     ``(order, weights', time, animals, courses)``, ``order`` the fitted component of each."""
-    weights, time_f, animal_f, courses = fold_animals(weights, time_f, n_animals)
+    weights, time_f, animal_f, courses = fold_animals(weights, time_f, n_animals, mass)
     order = np.argsort(-weights, kind="stable")
     return order, weights[order], time_f[:, order], animal_f[:, order], courses[:, :, order]
 

@@ -67,7 +67,7 @@ import numpy as np
 from ..config import SCHEMA, Config
 from ..console import Console, warn
 from ..errors import ConfigError
-from ..methods.merging import (MergedCP, fits_per_animal, fold_animals, fold_sorted, merge_duplicates,
+from ..methods.merging import (MergedCP, fits_per_animal, fold_animals, fold_sorted, merge_duplicates, observed_mass,
                                prepare_unfolded)
 
 NAME = "factorize"
@@ -277,15 +277,17 @@ def _matched_restarts(best, fits) -> dict[str, np.ndarray]:
             "congruence": np.stack([m[1] for m in matched])}
 
 
-def _restarts_datasets(restarts: dict, groups: list[list[int]], fold: int | None = None) -> dict[str, np.ndarray]:
+def _restarts_datasets(restarts: dict, groups: list[list[int]], fold: int | None = None,
+                       mass: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """``/fit/restarts/*`` of the reported components from matched restarts (fitted order);
-    ``fold``: the number of animals when the time courses are per animal (:func:`_fold`)."""
+    ``fold``: the number of animals when the time courses are per animal (:func:`_fold`), summarised
+    with the reported components' recorded ``mass`` (A, R) as they are."""
     from ..methods.merging import reported_time
 
     times = [reported_time(groups, w, v, a) for w, v, a in
              zip(restarts["weights"], restarts["time"], restarts["animals"])]
     if fold is not None:
-        times = [fold_animals(np.ones(t.shape[1]), t, fold)[1] for t in times]
+        times = [fold_animals(np.ones(t.shape[1]), t, fold, mass)[1] for t in times]
     congruence = np.stack([[float(np.mean(c[g])) for g in groups] for c in restarts["congruence"]])
     return {"fit/restarts/time": np.stack(times), "fit/restarts/congruence": congruence}
 
@@ -401,7 +403,7 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
                               max_animal_overlap=p["merge_max_overlap"],
                               time_similarity=p["merge_time_similarity"])
     if per_animal:
-        merged = _fold(merged, mask.shape[1], datasets)
+        merged = _fold(merged, mask, datasets)
     datasets.update({
         "weights": merged.weights,
         "factors/pairs": np.asarray(merged.pairs, dtype=np.float32),
@@ -420,7 +422,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
         console.info("  merged " + "; ".join("fitted components " + "+".join(map(str, g)) for g in merges)
                      + " (one motif: complementary animals or the same times)")
     if restarts is not None:
-        datasets.update(_restarts_datasets(restarts, merged.groups, mask.shape[1] if per_animal else None))
+        datasets.update(_restarts_datasets(restarts, merged.groups, mask.shape[1] if per_animal else None,
+                                           observed_mass(merged.pairs, mask)))
     fit, seconds = _fit_datasets(result)
     if final_loss is not None:
         fit["fit/losses"] = np.asarray([final_loss])  # the kept fit's error; the history is the refinement's
@@ -430,12 +433,14 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
     return datasets, attrs
 
 
-def _fold(merged, n_animals: int, datasets: dict):
+def _fold(merged, mask, datasets: dict):
     """The reported components of a per-animal fit (``time_courses: per_animal``) in the design's
     shapes: ``/factors/time`` (T, R) and ``/factors/animals`` (A, R) each component's rank-one
     summary (:func:`dynconn.methods.merging.fold_animals`), sorted by its weight again, and the
     fitted courses as ``/factors/time_by_animal`` (A, T, R) (into ``datasets``)."""
-    order, weights, time_f, animal_f, courses = fold_sorted(merged.weights, merged.time * merged.animals[0], n_animals)
+    n_animals = mask.shape[1]
+    order, weights, time_f, animal_f, courses = fold_sorted(merged.weights, merged.time * merged.animals[0], n_animals,
+                                                            observed_mass(merged.pairs, mask))
     position = np.empty_like(order)
     position[order] = np.arange(order.size)
     datasets["factors/time_by_animal"] = courses

@@ -77,7 +77,7 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     Returns ``{"replication" (R,): each component's largest community replication
     (:func:`dynconn.methods.null.graph_maxima`), "share" (R,): each component's energy share}``."""
     from ..methods import ntf
-    from ..methods.merging import fits_per_animal, fold_animals, prepare_unfolded
+    from ..methods.merging import fits_per_animal, fold_animals, observed_mass, prepare_unfolded
     from . import affinity as aff
     from .communities import edge_weights, partition_components
 
@@ -92,7 +92,7 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     if fits_per_animal(fit.pop("time_courses", "shared"), groups):  # as the factorize stage
         unfolded, _ = prepare_unfolded(X, mask)
         cp, _ = ntf.ncp_hals(unfolded, rank, random_state=fit_seq, **fit)
-        weights, f_time, f_animals, courses = fold_animals(cp[0], cp[1][1], X.shape[2])
+        weights, f_time, f_animals, courses = fold_animals(cp[0], cp[1][1], X.shape[2], observed_mass(cp[1][0], mask))
         factors = {"factors/pairs": cp[1][0], "factors/time": f_time, "factors/animals": f_animals,
                    "factors/time_by_animal": courses}
     else:
