@@ -272,8 +272,10 @@ class NonNegativeCP:
     time_courses : {"per_animal", "shared"}, default "per_animal"
         Config ``factorize.time_courses``. ``per_animal``: each component has its own time course
         in each animal (X fitted as (P, A·T) with the mask per animal); ``factors_`` are then
-        each component's best rank-one time × animal summary and ``time_by_animal_`` the fitted
-        courses. ``shared``: the CP model above. No effect with ``time_groups`` (already per animal).
+        each component's best rank-one time × animal summary on the recorded entries (each
+        animal weighed by the share of the component's pairs recorded there;
+        ``dynconn.methods.merging.fold_animals``) and ``time_by_animal_`` the fitted courses.
+        ``shared``: the CP model above. No effect with ``time_groups`` (already per animal).
 
     Attributes
     ----------
