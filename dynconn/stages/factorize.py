@@ -422,8 +422,8 @@ def compute(affinity: dict, p: dict, console: Console, checkpoint=None, engine=N
         console.info("  merged " + "; ".join("fitted components " + "+".join(map(str, g)) for g in merges)
                      + " (one motif: complementary animals or the same times)")
     if restarts is not None:
-        datasets.update(_restarts_datasets(restarts, merged.groups, mask.shape[1] if per_animal else None,
-                                           observed_mass(merged.pairs, mask)))
+        fold = (mask.shape[1], observed_mass(merged.pairs, mask)) if per_animal else (None, None)
+        datasets.update(_restarts_datasets(restarts, merged.groups, *fold))
     fit, seconds = _fit_datasets(result)
     if final_loss is not None:
         fit["fit/losses"] = np.asarray([final_loss])  # the kept fit's error; the history is the refinement's
