@@ -302,6 +302,13 @@ SCHEMA: dict[str, Any] = {
             "float", 30.0, "window-corr: width of the correlation window, s.", low=0, low_open=True,
             high=MAX_SECONDS
         ),
+        "shared_level": Key(
+            "float", 0.5, "Each bin's affinities are taken above this quantile of that bin's "
+            "affinities over the pairs recorded in its animal: co-activation that most pairs share "
+            "at once (a motion artefact, a brain-wide event) says nothing about which pairs "
+            "interact. 0.5 = the median; 0 = none. Needs ≥ 10 neurons recorded in the animal.",
+            low=0, high=0.95,
+        ),
     },
     "factorize": {
         "rank": Key("rank", "auto", "Number of components, or `auto` (rank selection)."),

@@ -132,3 +132,51 @@ def test_bin_centres_and_mask():
 def test_too_short_recording_is_a_clear_error():
     with pytest.raises(ValueError, match="bin_seconds"):
         compute_affinity(np.zeros((2, 10)), sampling_rate=RATE, bin_seconds=5.0)
+
+
+# ----------------------------------------------------------------------------- shared level
+def test_bin_levels_by_hand():
+    """The level is the bin's median over the pairs; a bin where fewer than half the pairs have
+    any affinity keeps its values (median 0)."""
+    from dynconn.stages.affinity import MIN_LEVEL_PAIRS, above_level, bin_levels
+
+    values = np.zeros((MIN_LEVEL_PAIRS, 2), dtype=np.float32)  # 45 pairs, 2 bins
+    values[:5, 0] = 2.0  # bin 0: a motif's 5 pairs, the other 40 at 0
+    values[:30, 1] = 1.0  # bin 1: 30 of 45 pairs co-change by 1 (an artefact) ...
+    values[0, 1] = 3.0  # ... and one pair by 3
+    levels = bin_levels(values, 0.5)
+    np.testing.assert_array_equal(levels, [0.0, 1.0])  # the 23rd of 45 sorted values
+    out = above_level(values.copy(), levels)
+    np.testing.assert_array_equal(out[:, 0], values[:, 0])  # unchanged
+    np.testing.assert_array_equal(out[:, 1], np.r_[2.0, np.zeros(MIN_LEVEL_PAIRS - 1)])
+    # 0 = none; fewer pairs than MIN_LEVEL_PAIRS: no level either
+    np.testing.assert_array_equal(bin_levels(values, 0.0), [0.0, 0.0])
+    np.testing.assert_array_equal(bin_levels(values[1:], 0.5), [0.0, 0.0])
+
+
+def test_a_bin_where_most_neurons_change_together_loses_what_they_share():
+    """12 neurons: a motion-like step in all of them at 50 s, a 3-neuron event at 150 s. Above
+    the median the all-neuron bin keeps only what a pair has beyond most pairs (little, for
+    steps of one size); in the motif's bin, where 3 of 66 pairs co-change, the level is the
+    noise's and the motif's pairs keep nearly all of theirs."""
+    from dynconn.stages.affinity import bin_levels
+
+    n, f = 12, 800  # 200 s at 4 Hz, 40 bins of 5 s
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.02, (n, f))
+    x[:, 200:] += 1.0  # every neuron steps at frame 200 (50 s, bin 10)
+    x[:3, 600:] += 1.0  # neurons 0-2 step at frame 600 (150 s, bin 30)
+    raw = compute_affinity(x, sampling_rate=RATE, shared_level=0.0)
+    out = compute_affinity(x, sampling_rate=RATE, shared_level=0.5)
+    level = bin_levels(raw, 0.5)
+    np.testing.assert_array_equal(out, np.maximum(raw - level, 0))  # float32 both: exact
+    motif = np.flatnonzero(pair_index(n).max(axis=1) < 3)  # pairs (0,1), (0,2), (1,2)
+    assert (raw[:, 10] > 1).all()  # every pair co-changes in bin 10 ...
+    # ... the half below the median keeps nothing, none more than an eighth (pairs 8.4-10.1, median 9.1)
+    assert (out[:, 10] == 0).mean() >= 0.5 and out[:, 10].max() < 0.125 * raw[:, 10].min()
+    assert level[30] < 0.02 * raw[motif, 30].min()  # the motif's bin: the noise's level
+    assert (out[motif, 30] > 0.98 * raw[motif, 30]).all()
+    # fewer than 10 neurons: left as they are
+    small = x[:9]
+    np.testing.assert_array_equal(compute_affinity(small, sampling_rate=RATE, shared_level=0.5),
+                                  compute_affinity(small, sampling_rate=RATE, shared_level=0.0))

@@ -234,7 +234,7 @@ def test_rank_sweep_as_tasks_is_the_loop_and_resumes():
 # ----------------------------------------------------------------------------- the pipeline
 def test_two_dask_workers_give_the_local_run(tmp_path):
     """`compute.scheduler: dask, cluster: local, workers: 2` on the tiny preset: the same rank and
-    communities as the local run, the factors equal to float32 rounding, the surrogates' null values
+    communities (member for member) as the local run, the factors equal to float32 rounding, the surrogates' null values
     too. Not bitwise: the workers' BLAS runs one thread, this process's all cores, and OpenBLAS
     sums a product's terms in another order then (one thread against two, here: 2e-8 on the
     errors, 3e-7 on unit-norm factor columns, 4e-6 relative on the weights, through 200 HALS
@@ -256,8 +256,17 @@ def test_two_dask_workers_give_the_local_run(tmp_path):
         np.testing.assert_allclose(np.asarray(dask["factors"][key]), np.asarray(local["factors"][key]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(dask["factors"]["weights"]), np.asarray(local["factors"]["weights"]),
                                rtol=1e-4)
-    for key in ("membership", "levels", "n_communities"):
-        np.testing.assert_array_equal(np.asarray(dask["communities"][key]), np.asarray(local["communities"][key]))
+    # the same communities, member for member; not the same labels or /levels: where two block
+    # models' description lengths nearly tie, float32 rounding picks one (tiny preset: the dask
+    # run's block model splits the background block in two, which the contrast test then
+    # dissolves; factors 6e-8 apart) and the surviving community keeps its block's label
+    def communities(run):
+        membership = np.asarray(run["communities"]["membership"])
+        return [sorted(tuple(np.flatnonzero(row == c)) for c in np.unique(row[row >= 0])) for row in membership]
+
+    assert communities(dask) == communities(local)
+    np.testing.assert_array_equal(np.asarray(dask["communities"]["n_communities"]),
+                                  np.asarray(local["communities"]["n_communities"]))
     # each surrogate, cached by the report (computed here serially, there as a task each)
     caches = [sorted((run / "checkpoints" / "surrogates").rglob("*.npz")) for run in runs.values()]
     assert len(caches[0]) == len(caches[1]) == 2

@@ -18,6 +18,12 @@ Methods (formulas in ``docs/method.md``):
 ``window-corr``
     Pearson correlation of the traces in a sliding window centred on each bin, positive part.
 
+Then, with ``shared_level`` q > 0 (the default 0.5), each bin's affinities are taken above the
+bin's level, the q-quantile over the pairs recorded in its animal (:func:`bin_levels`,
+:func:`above_level`): co-activation most pairs share at once (a motion artefact, a brain-wide
+event) is no evidence about any pair. The levels come first, in one pass over the bins (each
+bin's products of all the animal's recorded neurons, :meth:`AffinityPlan.levels`).
+
 Every method is a binned average of a product that splits into a positive and a negative
 part, ``max(u_i u_j, 0) = u⁺_i u⁺_j + u⁻_i u⁻_j``, so each bin's affinity matrix is one Gram
 matrix ``R_b R_bᵀ`` (BLAS). The tensor is computed by blocks of pairs (:func:`pair_blocks`: the
@@ -43,7 +49,7 @@ Behaviour covariates (when ingest has them) are averaged into the same bins:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +139,40 @@ def bin_edges(n_frames: int, frames_per_bin: int) -> np.ndarray:
     return np.arange(n_bins) * frames_per_bin
 
 
+#: An animal's bins get a shared level (``affinity.shared_level``) only when it has at least this
+#: many recorded pairs (10 neurons): among fewer, one motif is a large share of the pairs and
+#: would set the level itself.
+MIN_LEVEL_PAIRS = 45
+
+
+def bin_levels(values: np.ndarray, quantile: float) -> np.ndarray:
+    """(T,) float32 shared level of each bin of (P, T) affinities: their ``quantile`` over the
+    pairs (``affinity.shared_level``); 0 for every bin when ``quantile`` is 0 or there are fewer
+    than :data:`MIN_LEVEL_PAIRS` pairs."""
+    values = np.asarray(values)
+    if not quantile > 0 or values.shape[0] < MIN_LEVEL_PAIRS:
+        return np.zeros(values.shape[1], dtype=np.float32)
+    values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if finite.all():
+        return np.quantile(values, quantile, axis=0).astype(np.float32)
+    # over the finite values: a neuron's non-finite affinities stay in its own pairs, where the
+    # pipeline's guard names the neuron (dynconn.runner.guards), instead of spreading to every pair
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-non-finite bin: level 0
+        levels = np.nanquantile(np.where(finite, values, np.nan), quantile, axis=0)
+    return np.nan_to_num(levels, nan=0.0).astype(np.float32)
+
+
+def above_level(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """``max(values − level, 0)`` in place on float32 (P, T[, A]) affinities; ``levels`` (T[, A])
+    broadcast over the pairs."""
+    np.subtract(values, levels[None], out=values)
+    return np.maximum(values, 0.0, out=values)
+
+
 def binned_gram(positive: np.ndarray, negative: np.ndarray | None, frames_per_bin: int,
                 pairs: np.ndarray, scale: float = 1.0, advance=None) -> np.ndarray:
     """Per bin, the mean over its frames of ``u⁺_i u⁺_j + u⁻_i u⁻_j`` for every pair.
@@ -187,6 +227,7 @@ def compute_affinity(
     smooth_seconds: float = 0.5,
     noise_threshold: float = 1.0,
     window_seconds: float = 30.0,
+    shared_level: float = 0.5,
     pairs: np.ndarray | None = None,
     advance=None,
 ) -> np.ndarray:
@@ -194,8 +235,19 @@ def compute_affinity(
 
     ``P = N(N−1)/2`` pairs in :func:`pair_index` order unless ``pairs`` is given;
     ``T = F // round(bin_seconds · sampling_rate)`` bins. Units: ``differential`` in noise
-    SDs; ``mtd`` in SD²; ``window-corr`` a correlation in [0, 1].
+    SDs; ``mtd`` in SD²; ``window-corr`` a correlation in [0, 1]. ``shared_level`` q > 0: each
+    bin's affinities are taken above their q-quantile over the pairs (:func:`bin_levels`).
     """
+    values = _affinity_values(traces, sampling_rate=sampling_rate, method=method, bin_seconds=bin_seconds,
+                              smooth_seconds=smooth_seconds, noise_threshold=noise_threshold,
+                              window_seconds=window_seconds, pairs=pairs, advance=advance)
+    if shared_level > 0:
+        above_level(values, bin_levels(values, shared_level))
+    return values
+
+
+def _affinity_values(traces, *, sampling_rate, method, bin_seconds, smooth_seconds, noise_threshold,
+                     window_seconds, pairs, advance) -> np.ndarray:
     if method not in METHODS:
         raise ValueError(f"unknown affinity method {method!r}; expected one of {METHODS}")
     traces = np.asarray(traces, dtype=np.float64)
@@ -427,37 +479,62 @@ def _animal_signals(traces: np.ndarray, rows: np.ndarray, n_neurons: int, *, rat
     return out[0], out[1]
 
 
+def _bin_products(sig: _AnimalSignals, s: int, fpb: int, window: int, first, second) -> np.ndarray:
+    """float64 (len(first), len(second)) affinities, in the bin starting at frame ``s``, of the
+    rows ``first`` with the rows ``second`` (slices or index arrays) of one animal's signals."""
+    if sig.negative is not None:
+        part = sig.positive[:, s : s + fpb]
+        gram = part[first] @ part[second].T
+        part = sig.negative[:, s : s + fpb]
+        gram += part[first] @ part[second].T
+        return gram * (1.0 / fpb)
+    # window correlation around the bin's centre, positive part
+    f = sig.positive.shape[1]
+    half = window // 2
+    centre = s + fpb // 2
+    lo, hi = max(0, centre - half), min(f, centre + half + 1)
+
+    def unit_rows(rows):
+        w = sig.positive[rows, lo:hi]
+        w = w - w.mean(axis=1, keepdims=True)
+        norm = np.sqrt((w * w).sum(axis=1))
+        return w / np.where(norm > 0, norm, np.inf)[:, None]
+
+    return np.maximum(unit_rows(first) @ unit_rows(second).T, 0.0)
+
+
 def _block_values(sig: _AnimalSignals, i0: int, i1: int, cols: np.ndarray, rows_local: np.ndarray,
                   fpb: int, window: int, out: np.ndarray, advance=None) -> None:
     """Write the affinity of the pairs whose first neuron is in ``i0:i1`` (with every later neuron)
     into ``out[:, sig.column + b, sig.slot]`` for each bin b. ``rows_local``/``cols`` index the
     (i1 - i0, N - i0) products at those pairs."""
-    f = sig.positive.shape[1]
-    half = window // 2
     for b, s in enumerate(sig.starts):
-        if sig.negative is not None:
-            block = sig.positive[i0:, s : s + fpb]
-            gram = block[: i1 - i0] @ block.T
-            block = sig.negative[i0:, s : s + fpb]
-            gram += block[: i1 - i0] @ block.T
-            out[:, sig.column + b, sig.slot] = gram[rows_local, cols] * (1.0 / fpb)
-        else:  # window correlation around the bin's centre, positive part
-            centre = s + fpb // 2
-            lo, hi = max(0, centre - half), min(f, centre + half + 1)
-            w = sig.positive[i0:, lo:hi]
-            w = w - w.mean(axis=1, keepdims=True)
-            norm = np.sqrt((w * w).sum(axis=1))
-            w = w / np.where(norm > 0, norm, np.inf)[:, None]
-            corr = w[: i1 - i0] @ w.T
-            out[:, sig.column + b, sig.slot] = np.maximum(corr[rows_local, cols], 0.0)
+        products = _bin_products(sig, s, fpb, window, slice(i0, i1), slice(i0, None))
+        out[:, sig.column + b, sig.slot] = products[rows_local, cols]
         if advance is not None:
             advance()
 
 
+def _animal_levels(sig: _AnimalSignals, rows: np.ndarray, fpb: int, window: int, quantile: float,
+                   advance=None) -> np.ndarray:
+    """(bins,) float32 shared level of each of one animal's bins (:func:`bin_levels`) over the
+    pairs of its recorded neurons ``rows``, from each bin's products of those rows."""
+    upper = np.triu_indices(rows.size, k=1)
+    if not quantile > 0 or upper[0].size < MIN_LEVEL_PAIRS:
+        return np.zeros(sig.starts.size, dtype=np.float32)
+    values = np.empty((upper[0].size, sig.starts.size), dtype=np.float32)
+    for b, s in enumerate(sig.starts):
+        values[:, b] = _bin_products(sig, s, fpb, window, rows, rows)[upper]
+        if advance is not None:
+            advance()
+    return bin_levels(values, quantile)
+
+
 def affinity_blocks(signals: list[_AnimalSignals], n_neurons: int, n_time: int, n_slots: int,
-                    fpb: int, window: int, blocks, mask: np.ndarray, advance=None):
+                    fpb: int, window: int, blocks, mask: np.ndarray, advance=None, levels=None):
     """Yield ``(p0, values)``: float32 (p1 - p0, T, A) blocks of the tensor, in pair order;
-    0 where ``mask`` (P, A) is False. ``advance`` is called once per block, animal and bin."""
+    0 where ``mask`` (P, A) is False; above ``levels`` (T, A) float32 when given
+    (:func:`above_level`). ``advance`` is called once per block, animal and bin."""
     for i0, i1, p0, p1 in blocks:
         values = np.zeros((p1 - p0, n_time, n_slots), dtype=np.float32)
         first = np.repeat(np.arange(i0, i1), n_neurons - 1 - np.arange(i0, i1))
@@ -465,6 +542,8 @@ def affinity_blocks(signals: list[_AnimalSignals], n_neurons: int, n_time: int, 
         rows_local, cols = first - i0, second - i0
         for a, sig in enumerate(signals):
             _block_values(sig, i0, i1, cols, rows_local, fpb, window, values, advance)
+        if levels is not None:
+            above_level(values, levels)
         # pairs not recorded together hold 0 (absent rows are 0 already; window-corr of a
         # constant row too): enforce the artifact's contract whatever the method
         m = mask[p0:p1]
@@ -495,11 +574,27 @@ class AffinityPlan:
     block_list: list
     signals: list
     window: int
+    #: ``affinity.shared_level`` (0: none) and each animal's recorded neurons, the pairs it is over
+    shared_level: float = 0.0
+    level_rows: list = field(default_factory=list)
 
     @property
     def steps(self) -> int:
-        """Progress steps of :meth:`blocks`: one per block, animal and bin."""
-        return len(self.block_list) * sum(sig.starts.size for sig in self.signals)
+        """Progress steps of :meth:`blocks`: one per block, animal and bin (and one per animal and
+        bin for the shared levels)."""
+        bins = sum(sig.starts.size for sig in self.signals)
+        return (len(self.block_list) + (self.shared_level > 0)) * bins
+
+    def levels(self, advance=None) -> np.ndarray | None:
+        """float32 (T, A) shared level of every bin (:func:`bin_levels` over the pairs recorded in
+        its animal), or None when ``shared_level`` is 0."""
+        if not self.shared_level > 0:
+            return None
+        out = np.zeros(self.shape[1:], dtype=np.float32)
+        for sig, rows in zip(self.signals, self.level_rows):
+            level = _animal_levels(sig, rows, self.frames_per_bin, self.window, self.shared_level, advance)
+            out[sig.column : sig.column + sig.starts.size, sig.slot] = level
+        return out
 
     @property
     def chunk_rows(self) -> int:
@@ -507,8 +602,9 @@ class AffinityPlan:
         return max((p1 - p0 for _, _, p0, p1 in self.block_list), default=1)
 
     def blocks(self, advance=None):
+        levels = self.levels(advance)  # a pass over every bin before the first block
         return affinity_blocks(self.signals, self.n_neurons, self.shape[1], self.shape[2], self.frames_per_bin,
-                               self.window, self.block_list, self.mask, advance)
+                               self.window, self.block_list, self.mask, advance, levels)
 
 
 def plan_affinity(
@@ -523,6 +619,7 @@ def plan_affinity(
     smooth_seconds: float = 0.5,
     noise_threshold: float = 1.0,
     window_seconds: float = 30.0,
+    shared_level: float = 0.5,
     start_s: float = 0.0,
     animals=(),
     block_bytes: int = BLOCK_BYTES,
@@ -545,9 +642,10 @@ def plan_affinity(
     starts = np.concatenate(([0], np.cumsum(bins)[:-1])) if concatenated else np.zeros(n_animals, int)
     n_time = int(bins.sum()) if concatenated else int(bins[0])
     n_slots = 1 if concatenated else n_animals
-    signals = []
+    signals, level_rows = [], []
     for a in range(n_animals):
         rows = np.flatnonzero(present[:, a])
+        level_rows.append(rows)
         n_a = int(n_frames[a])
         if f_max and n_a < fpb:
             raise ValueError(f"recording of {n_a} frames is shorter than one bin of {bin_seconds:g} s; "
@@ -567,7 +665,7 @@ def plan_affinity(
     window = max(3, int(round(window_seconds * rate)))
     blocks = pair_blocks(n_neurons, n_time * n_slots * 4, block_bytes)
     return AffinityPlan((pairs.shape[0], n_time, n_slots), n_neurons, pairs, mask, time, time_animal, fpb, blocks,
-                        signals, window)
+                        signals, window, float(shared_level), level_rows)
 
 
 def stack_affinity(
@@ -584,6 +682,7 @@ def stack_affinity(
     smooth_seconds: float = 0.5,
     noise_threshold: float = 1.0,
     window_seconds: float = 30.0,
+    shared_level: float = 0.5,
     start_s: float = 0.0,
     advance=None,
 ) -> AffinityTensor:
@@ -598,8 +697,8 @@ def stack_affinity(
 
     plan = plan_affinity(traces, present, sampling_rate=sampling_rate, n_frames=n_frames, layout=layout,
                          method=method, bin_seconds=bin_seconds, smooth_seconds=smooth_seconds,
-                         noise_threshold=noise_threshold, window_seconds=window_seconds, start_s=start_s,
-                         animals=animals)
+                         noise_threshold=noise_threshold, window_seconds=window_seconds,
+                         shared_level=shared_level, start_s=start_s, animals=animals)
     affinity = np.empty(plan.shape, dtype=np.float32)
     for p0, values in plan.blocks(advance):
         affinity[p0 : p0 + values.shape[0]] = values
@@ -633,7 +732,7 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
     plan = plan_affinity(
         traces, present, sampling_rate=rate, n_frames=n_frames, layout=layout, method=p["method"],
         bin_seconds=p["bin_seconds"], smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
-        window_seconds=p["window_seconds"], start_s=t0, animals=animals)
+        window_seconds=p["window_seconds"], shared_level=p["shared_level"], start_s=t0, animals=animals)
     mask = plan.mask
     # non-finite values are reported by the pipeline with the animal and neurons (dynconn.runner.guards)
     unobserved = ~mask.any(axis=1)
