@@ -152,18 +152,20 @@ def bin_levels(values: np.ndarray, quantile: float) -> np.ndarray:
     values = np.asarray(values)
     if not quantile > 0 or values.shape[0] < MIN_LEVEL_PAIRS:
         return np.zeros(values.shape[1], dtype=np.float32)
-    values = values.astype(np.float64)
-    finite = np.isfinite(values)
-    if finite.all():
-        return np.quantile(values, quantile, axis=0).astype(np.float32)
-    # over the finite values: a neuron's non-finite affinities stay in its own pairs, where the
-    # pipeline's guard names the neuron (dynconn.runner.guards), instead of spreading to every pair
-    import warnings
+    return np.array([_level(values[:, b], quantile) for b in range(values.shape[1])], dtype=np.float32)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-non-finite bin: level 0
-        levels = np.nanquantile(np.where(finite, values, np.nan), quantile, axis=0)
-    return np.nan_to_num(levels, nan=0.0).astype(np.float32)
+
+def _level(values: np.ndarray, quantile: float) -> np.float32:
+    """The ``quantile`` of one bin's (P,) affinities, over the finite ones: a neuron's non-finite
+    affinities stay in its own pairs, where the pipeline's guard names the neuron
+    (dynconn.runner.guards), instead of spreading to every pair (0 when none is finite)."""
+    values = values.astype(np.float64)  # one contiguous copy: the quantile's partition is fast on it
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]
+        if not values.size:
+            return np.float32(0.0)
+    return np.float32(np.quantile(values, quantile))
 
 
 def above_level(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -522,12 +524,13 @@ def _animal_levels(sig: _AnimalSignals, rows: np.ndarray, fpb: int, window: int,
     upper = np.triu_indices(rows.size, k=1)
     if not quantile > 0 or upper[0].size < MIN_LEVEL_PAIRS:
         return np.zeros(sig.starts.size, dtype=np.float32)
-    values = np.empty((upper[0].size, sig.starts.size), dtype=np.float32)
+    levels = np.empty(sig.starts.size, dtype=np.float32)
     for b, s in enumerate(sig.starts):
-        values[:, b] = _bin_products(sig, s, fpb, window, rows, rows)[upper]
+        # float32 first: the values the tensor's blocks hold
+        levels[b] = _level(_bin_products(sig, s, fpb, window, rows, rows)[upper].astype(np.float32), quantile)
         if advance is not None:
             advance()
-    return bin_levels(values, quantile)
+    return levels
 
 
 def affinity_blocks(signals: list[_AnimalSignals], n_neurons: int, n_time: int, n_slots: int,
