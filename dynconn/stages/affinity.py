@@ -145,12 +145,17 @@ def bin_edges(n_frames: int, frames_per_bin: int) -> np.ndarray:
 MIN_LEVEL_PAIRS = 45
 
 
+def _has_level(n_pairs: int, quantile: float) -> bool:
+    """Whether bins over ``n_pairs`` recorded pairs get a shared level at ``quantile``."""
+    return quantile > 0 and n_pairs >= MIN_LEVEL_PAIRS
+
+
 def bin_levels(values: np.ndarray, quantile: float) -> np.ndarray:
     """(T,) float32 shared level of each bin of (P, T) affinities: their ``quantile`` over the
     pairs (``affinity.shared_level``); 0 for every bin when ``quantile`` is 0 or there are fewer
     than :data:`MIN_LEVEL_PAIRS` pairs."""
     values = np.asarray(values)
-    if not quantile > 0 or values.shape[0] < MIN_LEVEL_PAIRS:
+    if not _has_level(values.shape[0], quantile):
         return np.zeros(values.shape[1], dtype=np.float32)
     return np.array([_level(values[:, b], quantile) for b in range(values.shape[1])], dtype=np.float32)
 
@@ -522,7 +527,7 @@ def _animal_levels(sig: _AnimalSignals, rows: np.ndarray, fpb: int, window: int,
     """(bins,) float32 shared level of each of one animal's bins (:func:`bin_levels`) over the
     pairs of its recorded neurons ``rows``, from each bin's products of those rows."""
     upper = np.triu_indices(rows.size, k=1)
-    if not quantile > 0 or upper[0].size < MIN_LEVEL_PAIRS:
+    if not _has_level(upper[0].size, quantile):
         return np.zeros(sig.starts.size, dtype=np.float32)
     levels = np.empty(sig.starts.size, dtype=np.float32)
     for b, s in enumerate(sig.starts):
