@@ -62,13 +62,14 @@ def differential_affinity(traces, sampling_rate: float, *,
                           smooth_seconds: float = _default("affinity", "smooth_seconds"),
                           noise_threshold: float = _default("affinity", "noise_threshold"),
                           shared_level: float = _default("affinity", "shared_level"),
+                          lag_seconds: float = _default("affinity", "lag_seconds"),
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Differential affinity of every pair of neurons of one recording, per time bin.
 
     Each neuron's smoothed rate of change is scaled by its own noise level and
-    soft-thresholded; a pair's instantaneous affinity is the geometric mean of the two
-    changes when they have the same sign, else 0, averaged over each bin, then taken above the
-    bin's shared level (formulas in docs/method.md).
+    soft-thresholded (and spread over ±``lag_seconds``/2); a pair's affinity in a frame is the
+    geometric mean of the two changes when they have the same sign, else 0, averaged over each
+    bin, then taken above the bin's shared level (formulas in docs/method.md).
 
     Parameters
     ----------
@@ -89,6 +90,10 @@ def differential_affinity(traces, sampling_rate: float, *,
         pairs, ``max(a − level, 0)``: co-activation most pairs share at once (a motion artefact)
         is not evidence about any pair (``affinity.shared_level``; 0 = none). Needs at least 10
         neurons; with fewer the affinities are left as they are.
+    lag_seconds : float, default 0.0
+        Changes of two neurons up to this far apart count as together: each neuron's change is
+        replaced by its maximum over ±``lag_seconds``/2 (rounded to frames) before the product
+        (``affinity.lag_seconds``; 0 = the instantaneous product).
 
     Returns
     -------
@@ -123,11 +128,12 @@ def differential_affinity(traces, sampling_rate: float, *,
     smooth_seconds = check_argument("affinity", "smooth_seconds", smooth_seconds)
     noise_threshold = check_argument("affinity", "noise_threshold", noise_threshold)
     shared_level = check_argument("affinity", "shared_level", shared_level)
+    lag_seconds = check_argument("affinity", "lag_seconds", lag_seconds)
     n, f = x.shape
     check_binning([f], rate, f, "aligned", ["traces"], bin_seconds, smooth_seconds)
     values = compute_affinity(x, sampling_rate=rate, method="differential", bin_seconds=bin_seconds,
                               smooth_seconds=smooth_seconds, noise_threshold=noise_threshold,
-                              shared_level=shared_level)
+                              shared_level=shared_level, lag_seconds=lag_seconds)
     return values, pair_index(n)
 
 
@@ -163,6 +169,7 @@ def affinity_tensor(animals: Mapping[str, Any], sampling_rate: float, *,
                     noise_threshold: float = _default("affinity", "noise_threshold"),
                     window_seconds: float = _default("affinity", "window_seconds"),
                     shared_level: float = _default("affinity", "shared_level"),
+                    lag_seconds: float = _default("affinity", "lag_seconds"),
                     start_s: float = 0.0):
     """The pairs × time bins × animals affinity tensor of several animals, with its mask.
 
@@ -184,8 +191,8 @@ def affinity_tensor(animals: Mapping[str, Any], sampling_rate: float, *,
         tensor (P, T, A). ``concatenated``: each animal keeps its own clock and length;
         tensor (P, T_total, 1) with every animal's bins one after another (docs/layouts.md).
     method : {"differential", "mtd", "window-corr"}, default "differential"
-    bin_seconds, smooth_seconds, noise_threshold, window_seconds, shared_level : float
-        As the config keys ``affinity.*`` (s, s, noise SDs, s, a quantile); same defaults.
+    bin_seconds, smooth_seconds, noise_threshold, window_seconds, shared_level, lag_seconds : float
+        As the config keys ``affinity.*`` (s, s, noise SDs, s, a quantile, s); same defaults.
     start_s : float, default 0
         Time of frame 0, s (shifts ``time``).
 
@@ -222,7 +229,7 @@ def affinity_tensor(animals: Mapping[str, Any], sampling_rate: float, *,
     p = {k: check_argument("affinity", k, v) for k, v in (
         ("bin_seconds", bin_seconds), ("smooth_seconds", smooth_seconds),
         ("noise_threshold", noise_threshold), ("window_seconds", window_seconds),
-        ("shared_level", shared_level))}
+        ("shared_level", shared_level), ("lag_seconds", lag_seconds))}
     start_s = check_argument("ingest", "start_s", start_s)
     names, traces = [], []
     for animal, item in animals.items():

@@ -309,6 +309,13 @@ SCHEMA: dict[str, Any] = {
             "interact. 0.5 = the median; 0 = none. Needs ≥ 10 neurons recorded in the animal.",
             low=0, high=0.95,
         ),
+        "lag_seconds": Key(
+            "float", 0.0, "differential: two neurons' changes up to this far apart count as "
+            "together (each neuron's change is spread to its maximum over ±lag/2 before the "
+            "product), for neurons of one circuit that respond with latencies of their own. "
+            "0 = the instantaneous product (the default: on the two shared worms 1 s lowered "
+            "every measure, docs/benchmarks.md).", low=0, high=MAX_SECONDS,
+        ),
     },
     "factorize": {
         "rank": Key("rank", "auto", "Number of components, or `auto` (rank selection)."),

@@ -11,7 +11,9 @@ Methods (formulas in ``docs/method.md``):
 
         a_ij(t) = sqrt(max(s_i(t)·s_j(t), 0))
 
-    then averaged over the frames of each time bin.
+    then averaged over the frames of each time bin. With ``lag_seconds`` L > 0 (default 0) each
+    factor √s⁺_i, √s⁻_i is first spread to its maximum over ±L/2 (:func:`spread_change`), so
+    changes up to L apart count as together.
 ``mtd``
     Multiplication of temporal derivatives (Shine et al. 2015), positive part: derivatives
     divided by their SD, ``a_ij(t) = max(z_i(t)·z_j(t), 0)``, averaged per bin.
@@ -126,6 +128,39 @@ def differential_signal(traces: np.ndarray, sigma_frames: float, threshold: floa
     return np.sign(z) * np.maximum(np.abs(z) - threshold, 0.0)
 
 
+def lag_frames(lag_seconds: float, rate: float) -> int:
+    """Half-width, in frames, of the window :func:`spread_change` takes its maximum over:
+    ``lag_seconds · rate / 2``, rounded half up (``affinity.lag_seconds``)."""
+    return int(np.floor(lag_seconds * rate / 2 + 0.5))
+
+
+def spread_change(part: np.ndarray, frames: int) -> np.ndarray:
+    """Each row of a non-negative (N, F) change signal replaced by its running maximum over
+    ±``frames`` frames (0: unchanged).
+
+    Why: neurons of one circuit may respond with latencies of their own (the realistic
+    simulator plants up to 2 s), and a calcium transient's rise lasts a frame or two, so the
+    instantaneous product of two members' changes misses most of their shared events. Spread
+    this way, two changes up to ``2·frames`` frames apart overlap in at least one frame
+    (docs/method.md; off by default: on the shared worms it lowered every measure).
+    """
+    if frames <= 0:
+        return part
+    from scipy.ndimage import maximum_filter1d  # heavy: imported where used (fast start-up)
+
+    return maximum_filter1d(part, size=2 * frames + 1, axis=1, mode="constant", cval=0.0)
+
+
+def differential_parts(traces: np.ndarray, sigma_frames: float, threshold: float,
+                       spread_frames: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(√s⁺, √s⁻), each (N, F), of :func:`differential_signal`, each spread over
+    ±``spread_frames`` (:func:`spread_change`): the two factors of the differential affinity,
+    ``a_ij = √s⁺_i √s⁺_j + √s⁻_i √s⁻_j``."""
+    s = differential_signal(traces, sigma_frames, threshold)
+    return (spread_change(np.sqrt(np.maximum(s, 0)), spread_frames),
+            spread_change(np.sqrt(np.maximum(-s, 0)), spread_frames))
+
+
 def mtd_signal(traces: np.ndarray, sigma_frames: float) -> np.ndarray:
     """Derivatives divided by their SD (Shine et al. 2015's normalised derivative)."""
     d = smoothed_derivative(traces, sigma_frames)
@@ -235,6 +270,7 @@ def compute_affinity(
     noise_threshold: float = 1.0,
     window_seconds: float = 30.0,
     shared_level: float = 0.5,
+    lag_seconds: float = 0.0,
     pairs: np.ndarray | None = None,
     advance=None,
 ) -> np.ndarray:
@@ -242,19 +278,21 @@ def compute_affinity(
 
     ``P = N(N−1)/2`` pairs in :func:`pair_index` order unless ``pairs`` is given;
     ``T = F // round(bin_seconds · sampling_rate)`` bins. Units: ``differential`` in noise
-    SDs; ``mtd`` in SD²; ``window-corr`` a correlation in [0, 1]. ``shared_level`` q > 0: each
-    bin's affinities are taken above their q-quantile over the pairs (:func:`bin_levels`).
+    SDs; ``mtd`` in SD²; ``window-corr`` a correlation in [0, 1]. ``lag_seconds`` (``differential``):
+    changes up to this far apart count as together (:func:`spread_change`). ``shared_level`` q > 0:
+    each bin's affinities are taken above their q-quantile over the pairs (:func:`bin_levels`).
     """
     values = _affinity_values(traces, sampling_rate=sampling_rate, method=method, bin_seconds=bin_seconds,
                               smooth_seconds=smooth_seconds, noise_threshold=noise_threshold,
-                              window_seconds=window_seconds, pairs=pairs, advance=advance)
+                              window_seconds=window_seconds, lag_seconds=lag_seconds, pairs=pairs,
+                              advance=advance)
     if shared_level > 0:
         above_level(values, bin_levels(values, shared_level))
     return values
 
 
 def _affinity_values(traces, *, sampling_rate, method, bin_seconds, smooth_seconds, noise_threshold,
-                     window_seconds, pairs, advance) -> np.ndarray:
+                     window_seconds, lag_seconds, pairs, advance) -> np.ndarray:
     if method not in METHODS:
         raise ValueError(f"unknown affinity method {method!r}; expected one of {METHODS}")
     traces = np.asarray(traces, dtype=np.float64)
@@ -269,9 +307,9 @@ def _affinity_values(traces, *, sampling_rate, method, bin_seconds, smooth_secon
         )
     sigma = smooth_seconds * sampling_rate
     if method == "differential":
-        s = differential_signal(traces, sigma, noise_threshold)
-        return binned_gram(np.sqrt(np.maximum(s, 0)), np.sqrt(np.maximum(-s, 0)), fpb, pairs,
-                           advance=advance)
+        positive, negative = differential_parts(traces, sigma, noise_threshold,
+                                                lag_frames(lag_seconds, sampling_rate))
+        return binned_gram(positive, negative, fpb, pairs, advance=advance)
     if method == "mtd":
         z = mtd_signal(traces, sigma)
         return binned_gram(np.maximum(z, 0), np.maximum(-z, 0), fpb, pairs, advance=advance)
@@ -464,12 +502,12 @@ class _AnimalSignals:
 
 
 def _animal_signals(traces: np.ndarray, rows: np.ndarray, n_neurons: int, *, rate: float, method: str,
-                    smooth_seconds: float, noise_threshold: float) -> tuple[np.ndarray, np.ndarray | None]:
+                    smooth_seconds: float, noise_threshold: float,
+                    lag_seconds: float) -> tuple[np.ndarray, np.ndarray | None]:
     """(positive, negative) (N, F) signals of one animal's (n_present, F) ``traces`` (rows ``rows``)."""
     sigma = smooth_seconds * rate
     if method == "differential":
-        s = differential_signal(traces, sigma, noise_threshold)
-        parts = (np.sqrt(np.maximum(s, 0)), np.sqrt(np.maximum(-s, 0)))
+        parts = differential_parts(traces, sigma, noise_threshold, lag_frames(lag_seconds, rate))
     elif method == "mtd":
         z = mtd_signal(traces, sigma)
         parts = (np.maximum(z, 0), np.maximum(-z, 0))
@@ -628,6 +666,7 @@ def plan_affinity(
     noise_threshold: float = 1.0,
     window_seconds: float = 30.0,
     shared_level: float = 0.5,
+    lag_seconds: float = 0.0,
     start_s: float = 0.0,
     animals=(),
     block_bytes: int = BLOCK_BYTES,
@@ -660,7 +699,7 @@ def plan_affinity(
                              "lower affinity.bin_seconds")
         pos, neg = _animal_signals(np.asarray(traces[a, rows, :n_a], dtype=np.float64), rows, n_neurons,
                                    rate=rate, method=method, smooth_seconds=smooth_seconds,
-                                   noise_threshold=noise_threshold)
+                                   noise_threshold=noise_threshold, lag_seconds=lag_seconds)
         n_bins = int(bins[a]) if concatenated else n_time
         signals.append(_AnimalSignals(pos, neg, bin_edges(n_a, fpb)[:n_bins], int(starts[a]),
                                       0 if concatenated else a))
@@ -691,6 +730,7 @@ def stack_affinity(
     noise_threshold: float = 1.0,
     window_seconds: float = 30.0,
     shared_level: float = 0.5,
+    lag_seconds: float = 0.0,
     start_s: float = 0.0,
     advance=None,
 ) -> AffinityTensor:
@@ -706,7 +746,8 @@ def stack_affinity(
     plan = plan_affinity(traces, present, sampling_rate=sampling_rate, n_frames=n_frames, layout=layout,
                          method=method, bin_seconds=bin_seconds, smooth_seconds=smooth_seconds,
                          noise_threshold=noise_threshold, window_seconds=window_seconds,
-                         shared_level=shared_level, start_s=start_s, animals=animals)
+                         shared_level=shared_level, lag_seconds=lag_seconds, start_s=start_s,
+                         animals=animals)
     affinity = np.empty(plan.shape, dtype=np.float32)
     for p0, values in plan.blocks(advance):
         affinity[p0 : p0 + values.shape[0]] = values
@@ -740,7 +781,8 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict) -> tupl
     plan = plan_affinity(
         traces, present, sampling_rate=rate, n_frames=n_frames, layout=layout, method=p["method"],
         bin_seconds=p["bin_seconds"], smooth_seconds=p["smooth_seconds"], noise_threshold=p["noise_threshold"],
-        window_seconds=p["window_seconds"], shared_level=p["shared_level"], start_s=t0, animals=animals)
+        window_seconds=p["window_seconds"], shared_level=p["shared_level"], lag_seconds=p["lag_seconds"],
+        start_s=t0, animals=animals)
     mask = plan.mask
     # non-finite values are reported by the pipeline with the animal and neurons (dynconn.runner.guards)
     unobserved = ~mask.any(axis=1)

@@ -47,7 +47,7 @@ def options(config, rank: int) -> dict:
     return {
         "rank": int(rank),
         "affinity": {k: aff[k] for k in ("method", "bin_seconds", "smooth_seconds", "noise_threshold",
-                                         "window_seconds", "shared_level")},
+                                         "window_seconds", "shared_level", "lag_seconds")},
         "factorize": {"max_iter": int(fac["sweep_max_iter"]), "tol": float(fac["sweep_tol"]),
                       "init": fac["init"], "backend": fac["backend"],
                       "unobserved_penalty": float(fac["unobserved_penalty"]), "time_courses": fac["time_courses"]},
