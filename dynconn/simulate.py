@@ -280,6 +280,30 @@ def _realistic_easy() -> RealisticPreset:
                            read_noise=2.0, motion_artefacts=0, missing_fraction=(0.05, 0.05))
 
 
+def _realistic_full_size() -> RealisticPreset:
+    """The standard model at the size of a real whole-brain recording: 150 neurons (the Flavell
+    lab's worms in ../shared/data/flavell have ~135, 0.6 s frames, 8 min) at 1.7 Hz for 16 min
+    (twice theirs, to hold 10 motifs: 6 stimulus-locked, 4 spontaneous, two pairs sharing
+    neurons, each in 3-4 of 5 animals), a behaviour network of 20. For measuring how the method
+    scales with what a recording holds; not in the default benchmark (about 30 s per run)."""
+    labels = ["odor", "light", "tap", "salt", "odor", "heat", "light", "cold"]
+    stimuli = _stimulus_protocol(960, 40, 70, 50, labels)
+    motifs = [
+        MotifSpec("odor", 8, 4, epochs=["odor"]),
+        MotifSpec("light", 7, 4, epochs=["light"], share=[("odor", 2)]),
+        MotifSpec("tap", 7, 4, epochs=["tap"]),
+        MotifSpec("salt", 8, 3, epochs=["salt"]),
+        MotifSpec("heat", 6, 4, epochs=["heat"]),
+        MotifSpec("cold", 7, 3, epochs=["cold"], share=[("heat", 2)]),
+        MotifSpec("spont-a", 6, 3, intervals=[(95.0, 155.0)]),
+        MotifSpec("spont-b", 6, 4, intervals=[(315.0, 375.0)], share=[("tap", 2)]),
+        MotifSpec("spont-c", 7, 3, intervals=[(535.0, 595.0)]),
+        MotifSpec("spont-d", 6, 4, intervals=[(865.0, 935.0)]),
+    ]
+    return RealisticPreset(n_neurons=150, n_animals=5, sampling_rate=1.7, duration=960.0,
+                           stimuli=stimuli, motifs=motifs, background_size=20)
+
+
 def _realistic_tiny() -> RealisticPreset:
     """The realistic generator at test size: 2 motifs (one stimulus-locked, one spontaneous,
     sharing a neuron) + the behaviour network, 3 animals, 300 s."""
@@ -478,7 +502,7 @@ def simulate_realistic(preset: RealisticPreset, random_state: int = 0) -> dict:
 
 
 PRESETS = {"easy": _realistic_easy, "standard": _realistic_standard, "hard": _realistic_hard,
-           "tiny": _realistic_tiny, "basic": _basic, "small": _small, "large": _large}
+           "full-size": _realistic_full_size, "tiny": _realistic_tiny, "basic": _basic, "small": _small, "large": _large}
 
 
 def _csv_bytes(header: list[str], values: np.ndarray) -> bytes:

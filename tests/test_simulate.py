@@ -111,6 +111,24 @@ def test_realistic_properties_are_in_the_traces():
     assert len({tuple(col) for col in sim["present"].T}) == sim["present"].shape[1]
 
 
+def test_the_full_size_preset_has_a_real_recordings_size():
+    """full-size: 150 neurons at 1.7 Hz for 16 min in 5 animals, 10 motifs as specified."""
+    preset = PRESETS["full-size"]()
+    sim = simulate_realistic(preset, 0)
+    truth = sim["truth"]
+    assert len(sim["traces"]) == 5 and len(sim["names"]) == 150
+    assert all(x.shape == (1632, 150) for x in sim["traces"])  # 960 s at 1.7 Hz
+    assert truth["sampling_rate"] == 1.7 and truth["duration_s"] == 960.0
+    assert len(truth["background"]["neuron_names"]) == 20
+    specs = {m.name: m for m in preset.motifs}
+    assert [g["name"] for g in truth["groups"]] == list(specs) and truth["n_motifs"] == 10
+    for g in truth["groups"]:
+        assert len(g["neuron_names"]) == specs[g["name"]].size
+        assert len(g["animals"]) == specs[g["name"]].n_animals
+    frac = 1 - sim["present"].mean(axis=0)
+    assert ((frac >= 0.05 - 1 / 150) & (frac <= 0.30 + 1 / 150)).all()  # rounding to whole neurons
+
+
 def test_score_run_by_hand():
     truth = {"epochs": [], "n_motifs": 2,
              "groups": [{"name": "a", "neuron_names": ["A", "B", "C", "D"], "intervals": [[0, 10]]},
