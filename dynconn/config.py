@@ -448,6 +448,13 @@ SCHEMA: dict[str, Any] = {
             "is more than this multiple of its mean weight to the other neurons; the rest are "
             "unassigned (0 keeps the partition as it came).", low=0,
         ),
+        "max_event_share": Key(
+            "float", 0.5, "A component that puts more than this share of its fitted energy in one time bin "
+            "of one animal is one transient event (a motion artefact or a brain-wide burst), not a "
+            "recurring interaction: it gets no communities (docs/communities.md, \"Transient "
+            "components\"); 1 partitions every component.",
+            low=0, high=1,
+        ),
         "join_fraction": Key(
             "float", 0.0, "After the contrast test, an unassigned neuron joins the community it is closest "
             "to when its mean weight to the members is at least this fraction of the community's mean "

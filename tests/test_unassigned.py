@@ -145,3 +145,49 @@ def test_shared_neurons_belong_to_both_motifs(tmp_path):
     (r1, c1), (r2, c2) = found
     assert r1 != r2  # each motif in its own component
     assert {5, 6, 7} <= c1 and {5, 6, 7} <= c2  # the shared neurons in both
+
+
+def test_event_share_by_hand():
+    from dynconn.stages.communities import event_share
+
+    # per-animal courses (A=2, T=4): component 0 is one bin of one animal, 1 is flat, 2 puts
+    # 3² of 3² + 4 × 1² in one slice: 9/13
+    courses = np.zeros((2, 4, 3))
+    courses[0, 1, 0] = 3.0
+    courses[:, :, 1] = 1.0
+    courses[1, 2, 2], courses[0, :, 2] = 3.0, 1.0
+    # ratios of small sums of squares of exact binary values: equal up to one rounding (rel 1e-12)
+    assert event_share({"factors/time_by_animal": courses}) == pytest.approx([1.0, 1 / 8, 9 / 13], rel=1e-12)
+    # the CP slab time ⊗ animals: the product of the two largest squared shares
+    time_f = np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    animals = np.array([[2.0, 1.0], [0.0, 1.0]])
+    assert event_share({"factors/time": time_f, "factors/animals": animals}) == pytest.approx(
+        [1.0, 1 / 8], rel=1e-12)
+    assert event_share({"factors/time_by_animal": np.zeros((2, 3, 1))}).tolist() == [0.0]  # an empty one
+
+
+def test_a_transient_component_gets_no_communities():
+    """A component that is one bin of one animal (a motion artefact) is not partitioned; the
+    same pair pattern with its energy spread over time is."""
+    from dynconn.console import DynconnWarning
+    from dynconn.stages.affinity import pair_index
+    from dynconn.stages.communities import partition_components
+
+    n = 12
+    pairs = pair_index(n)
+    w = block_graph()  # neurons 0-2 a block over a background of 0.1 (among the first 6)
+    big = np.full((n, n), 0.05)
+    big[:6, :6] = w
+    np.fill_diagonal(big, 0.0)
+    column = big[pairs[:, 0], pairs[:, 1]]
+    factors = np.column_stack([column, column])
+    share = np.array([0.9, 0.1])
+    with pytest.warns(DynconnWarning, match=r"component 0 holds 90% .* transient event"):
+        parts = partition_components(factors, pairs, n, min_contrast=2.0, max_event_share=0.5,
+                                     event_share=share)
+    assert (parts.membership[0] == -1).all() and parts.n_communities[0] == 0
+    block = parts.membership[1][:3]
+    assert block[0] >= 0 and (block == block[0]).all() and parts.n_communities[1] >= 1
+    # at 1 (or without shares) every component is partitioned alike
+    every = partition_components(factors, pairs, n, min_contrast=2.0, max_event_share=1.0, event_share=share)
+    assert every.membership[0].tolist() == every.membership[1].tolist() == parts.membership[1].tolist()

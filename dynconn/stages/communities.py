@@ -292,6 +292,8 @@ def partition_components(
     resolution: float = 1.0,
     level: int = 0,
     max_edges_per_node: int = 0,
+    max_event_share: float = 1.0,
+    event_share: np.ndarray | None = None,
     random_state: int = 0,
     advance=None,
     mapper=None,
@@ -312,11 +314,23 @@ def partition_components(
     level : nested level reported as ``membership`` (0 = finest; clipped to the coarsest)
     max_edges_per_node : sparsify graphs where a neuron has more pairs than this
         (:func:`component_graph`; 0 = never)
+    event_share : (R,) each component's largest share of its energy in one time bin of one
+        animal (:func:`event_share`); a component above ``max_event_share`` is one transient
+        event and gets no communities (warned). None: every component is partitioned.
     mapper : run each component's fit as an independent task, ``mapper(fn, items, shared=...,
         on_result=...)`` returning the results in order (:meth:`dynconn.runner.engine.Engine.map`:
         Dask workers). Component r draws from the same seed either way: the same partitions.
     """
     n_comp = pair_factors.shape[1]
+    transient = np.zeros(n_comp, dtype=bool)
+    if event_share is not None:
+        transient = np.asarray(event_share, dtype=np.float64) > max_event_share
+        for r in np.flatnonzero(transient):
+            warn(f"component {r} holds {event_share[r]:.0%} of its energy in one time bin of one animal: "
+                 f"a transient event (a motion artefact or a brain-wide burst), not a recurring "
+                 f"interaction; it has no communities (communities.max_event_share = {max_event_share:g})")
+        # its pair pattern is left out of the fit, so that it reads as a component without communities
+        pair_factors = np.where(transient[None, :], 0.0, pair_factors)
     seeds = np.random.SeedSequence(random_state).generate_state(n_comp)
     fit = {"min_strength": min_strength, "max_edges_per_node": max_edges_per_node, "method": method,
            "n_runs": n_runs, "resolution": resolution, "keep_matrix": mapper is None}
@@ -333,7 +347,7 @@ def partition_components(
                       on_result=(lambda i, _: advance()) if advance is not None else None)
     results, graphs_w = [], []
     for r, (w, graph, kept, result) in enumerate(fits):
-        if kept.size == 0:
+        if kept.size == 0 and not transient[r]:
             warn(f"component {r} has an all-zero pair pattern; it has no communities")
         if w is None and (min_contrast > 0 or join_fraction > 0):  # fitted elsewhere: not sent back
             w = pair_matrix(floor_rounding_residue(pair_factors[:, r]), pairs, n_neurons)
@@ -369,7 +383,8 @@ def partition_components(
                 modularity[r] = sub.modularity(labels[assigned].tolist(), weights="weight")
     params = {"method": method, "min_strength": min_strength, "min_contrast": min_contrast,
               "join_fraction": join_fraction, "n_runs": n_runs, "resolution": resolution, "level": level,
-              "max_edges_per_node": max_edges_per_node, "random_state": random_state}
+              "max_edges_per_node": max_edges_per_node, "max_event_share": max_event_share,
+              "random_state": random_state}
     return ComponentPartitions(membership, levels, score, stability, modularity, n_communities, params)
 
 
@@ -471,11 +486,43 @@ def edge_weights(aff, fac, how: str) -> np.ndarray:
     return weigh_by_evidence(pair_factors, evidence, how)
 
 
+def event_share(fac) -> np.ndarray:
+    """(R,) each component's largest share of its fitted energy in one time bin of one animal:
+    over the per-animal courses ``factors/time_by_animal`` (A, T, R) when the fit has them,
+    otherwise over the CP slab time ⊗ animals (with the concatenated layout, over its bins).
+    1 for a component that is one bin of one animal; 1/(A·T) for one spread evenly.
+
+    Why: a motion artefact, or any brain-wide burst, makes many pairs co-active in one bin, and a
+    component with free courses can fit that one slice. On the realistic simulator such
+    components (more than half their energy in one slice) held 94 communities over the `hard`,
+    `standard` and `full-size` runs measured, 71 of them false and 3 matching a planted motif
+    (docs/benchmarks.md, "At the size of a real recording").
+
+    Examples
+    --------
+    >>> courses = np.zeros((2, 4, 2)); courses[0, 1, 0] = 3.0; courses[:, :, 1] = 1.0
+    >>> event_share({"factors/time_by_animal": courses}).tolist()
+    [1.0, 0.125]
+    """
+    if "factors/time_by_animal" in fac:
+        courses = np.asarray(fac["factors/time_by_animal"], dtype=np.float64)
+        energy = (courses ** 2).reshape(-1, courses.shape[-1])
+        total = energy.sum(axis=0)
+        return np.divide(energy.max(axis=0), total, out=np.zeros_like(total), where=total > 0)
+    time_f = np.asarray(fac["factors/time"], dtype=np.float64) ** 2
+    animal_f = np.asarray(fac["factors/animals"], dtype=np.float64) ** 2
+    shares = []
+    for f in (time_f, animal_f):
+        total = f.sum(axis=0)
+        shares.append(np.divide(f.max(axis=0), total, out=np.zeros_like(total), where=total > 0))
+    return shares[0] * shares[1]
+
+
 def partition_options(p: dict) -> dict:
     """:func:`partition_components` keywords from the ``communities`` config section ``p``
     (the stage and the report's surrogates partition alike)."""
     return {k: p[k] for k in ("method", "min_strength", "min_contrast", "join_fraction", "n_runs",
-                              "resolution", "level", "max_edges_per_node")}
+                              "resolution", "level", "max_edges_per_node", "max_event_share")}
 
 
 def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=None) -> tuple[dict, dict]:
@@ -486,7 +533,8 @@ def run(config: Config, workdir: Path, console: Console, upstream: dict, engine=
     mapper = engine.map if engine is not None and engine.distributed else None
     with console.progress("communities (components)", weights.shape[1]) as advance:
         parts = partition_components(weights, aff["pairs"], len(aff["neurons"]), **partition_options(p),
-                                     random_state=p["seed"], advance=advance, mapper=mapper)
+                                     event_share=event_share(fac), random_state=p["seed"], advance=advance,
+                                     mapper=mapper)
     return {
         "membership": parts.membership,
         "levels": parts.levels,

@@ -18,10 +18,12 @@ import io
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..console import DynconnWarning
 from ..io.artifacts import atomic_write_bytes
 from ..methods import null
 from .communities import partition_options
@@ -79,7 +81,7 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
     from ..methods import ntf
     from ..methods.merging import fits_per_animal, fold_animals, observed_mass, prepare_unfolded
     from . import affinity as aff
-    from .communities import edge_weights, partition_components
+    from .communities import edge_weights, event_share, partition_components
 
     seq = random_state if isinstance(random_state, np.random.SeedSequence) else np.random.SeedSequence(random_state)
     shift_seq, fit_seq, part_seq = seq.spawn(3)
@@ -101,8 +103,10 @@ def surrogate(traces: np.ndarray, present: np.ndarray, n_frames: np.ndarray, *, 
         factors = {"factors/pairs": f_pairs, "factors/time": f_time, "factors/animals": f_animals}
     # the communities stage's own edge weights (evidence of each pair), as for the real data
     edges = edge_weights(_Upstream({"mask": mask, "time_animal": groups}, layout=layout), factors, evidence)
-    parts = partition_components(edges, pairs, n_neurons,
-                                 random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
+    with warnings.catch_warnings():  # a surrogate's transient components are not the result's to warn of
+        warnings.simplefilter("ignore", DynconnWarning)
+        parts = partition_components(edges, pairs, n_neurons, event_share=event_share(factors),
+                                     random_state=int(part_seq.generate_state(1)[0] & 0x7FFFFFFF), **communities)
     return {"replication": null.graph_maxima(null.component_replications(X, mask, f_time, pairs, parts.membership,
                                                                         groups)),
             "share": null.component_shares(weights, X, mask, groups)}
