@@ -213,7 +213,9 @@ def _warn_at_edge(rank: int, lo: int, hi: int) -> None:
         return
     if rank == hi:
         warn(f"factorize: rank {rank} is the largest of factorize.ranks [{lo}, {hi}]: the data may hold "
-             f"more components; widen the sweep (--set 'factorize.ranks=[{lo}, {2 * hi}]')")
+             f"more components; widen the sweep (--set 'factorize.ranks=[{lo}, {2 * hi}]') and compare the "
+             f"two runs' communities: on large recordings the rule can run to the top of any sweep "
+             f"(docs/benchmarks.md, \"At the size of a real recording\")")
     elif rank == lo and lo > 1:
         warn(f"factorize: rank {rank} is the smallest of factorize.ranks [{lo}, {hi}]: no larger rank "
              f"passed the rule, and smaller ones were not tried; see the report's rank selection figure "
