@@ -329,8 +329,8 @@ def partition_components(
             warn(f"component {r} holds {event_share[r]:.0%} of its energy in one time bin of one animal: "
                  f"a transient event (a motion artefact or a brain-wide burst), not a recurring "
                  f"interaction; it has no communities (communities.max_event_share = {max_event_share:g})")
-        # its pair pattern is left out of the fit, so that it reads as a component without communities
-        pair_factors = np.where(transient[None, :], 0.0, pair_factors)
+        if transient.any():  # their pair patterns are left out of the fit: components without communities
+            pair_factors = np.where(transient[None, :], 0.0, pair_factors)
     seeds = np.random.SeedSequence(random_state).generate_state(n_comp)
     fit = {"min_strength": min_strength, "max_edges_per_node": max_edges_per_node, "method": method,
            "n_runs": n_runs, "resolution": resolution, "keep_matrix": mapper is None}
