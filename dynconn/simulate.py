@@ -285,7 +285,7 @@ def _realistic_full_size() -> RealisticPreset:
     lab's worms in ../shared/data/flavell have ~135, 0.6 s frames, 8 min) at 1.7 Hz for 16 min
     (twice theirs, to hold 10 motifs: 6 stimulus-locked, 4 spontaneous, two pairs sharing
     neurons, each in 3-4 of 5 animals), a behaviour network of 20. For measuring how the method
-    scales with what a recording holds; not in the default benchmark (about 30 s per run)."""
+    scales with what a recording holds; not in the default benchmark (about 25 s per pipeline run)."""
     labels = ["odor", "light", "tap", "salt", "odor", "heat", "light", "cold"]
     stimuli = _stimulus_protocol(960, 40, 70, 50, labels)
     motifs = [
@@ -502,7 +502,8 @@ def simulate_realistic(preset: RealisticPreset, random_state: int = 0) -> dict:
 
 
 PRESETS = {"easy": _realistic_easy, "standard": _realistic_standard, "hard": _realistic_hard,
-           "full-size": _realistic_full_size, "tiny": _realistic_tiny, "basic": _basic, "small": _small, "large": _large}
+           "full-size": _realistic_full_size, "tiny": _realistic_tiny,
+           "basic": _basic, "small": _small, "large": _large}
 
 
 def _csv_bytes(header: list[str], values: np.ndarray) -> bytes:
