@@ -155,14 +155,16 @@ _FIGURES: dict = {}  # figures drawn by earlier builds, reused where their input
 _REPLICATION = [{0: 8.0, 1: 1.1}, {0: 8.0, 1: 1.1}]
 
 
-def _build(*, change=None, null_pool=None, p=None):
-    """The report of a synthetic run (``change`` edits its artifacts first), written to a work
-    directory: ``(summary.json, report.html)`` as read back from the files."""
+def _build(*, change=None, null_pool=None, p=None, com_attrs=None):
+    """The report of a synthetic run (``change`` edits its artifacts first, ``com_attrs`` the
+    communities artifact's attributes), written to a work directory: ``(summary.json,
+    report.html)`` as read back from the files."""
     import tempfile
 
     ing, aff, fac, com = synthetic("aligned")
     if change:
         change(ing.data, aff.data, fac.data, com.data)
+    com.attrs.update(com_attrs or {})
     data = report.gather(ing, aff, fac, com)
     out = report.build(data, {**PARAMS, **(p or {})}, null_pool=null_pool, previous=dict(_FIGURES),
                        replication=_REPLICATION)
@@ -250,6 +252,21 @@ def test_flag_duplicate():
     assert all(c["flags"] == ["duplicate"] for c in summary["components"])
     assert "C1" in summary["components"][0]["flag_notes"]["duplicate"]
     assert _flag_shown(page, 0, "duplicate")
+
+
+def test_flag_transient():
+    def one_bin(ing, aff, fac, com):  # component 1: one bin, 1 / (1 + 2 · 0.5²) = 2/3 of it in w1
+        fac["factors/time"][:, 1] = 0.0
+        fac["factors/time"][3, 1] = 1.0
+        fac["factors/animals"][:, 1] = [1.0, 0.5, 0.5]
+    params = {"params": json.dumps({"max_event_share": 0.5})}
+    summary, page = _build(change=one_bin, com_attrs=params)
+    assert summary["components"][0]["flags"] == [] and summary["components"][1]["flags"] == ["transient"]
+    assert "67% > 0.5" in summary["components"][1]["flag_notes"]["transient"]
+    assert _flag_shown(page, 1, "transient")
+    # an artifact written before the rule (no max_event_share) raises no such flag
+    summary, _ = _build(change=one_bin)
+    assert summary["components"][1]["flags"] == []
 
 
 def test_flags_and_p_values_in_the_written_exports(tmp_path):

@@ -20,6 +20,9 @@ their thresholds (docs/report.md, "Red flags"):
                         component's animal loading lies in one animal.
 ``duplicate``           another component has the same cohesive communities (each one's best
                         match in the other has Jaccard ≥ ``DUPLICATE_JACCARD``, both ways).
+``transient``           the component puts more than ``communities.max_event_share`` of its
+                        energy in one time bin of one animal: one event (a motion artefact, a
+                        brain-wide burst), left without communities (docs/communities.md).
 
 Pure: arrays and plain structures in, names out.
 """
@@ -43,6 +46,7 @@ EXPLAIN = {
     "negative_modularity": "the partition's modularity is negative",
     "one_animal": "carried by one animal",
     "duplicate": "another component has the same communities",
+    "transient": "one transient event (its energy in one time bin of one animal): no communities",
 }
 
 
@@ -103,8 +107,10 @@ def community_flags(members, present: np.ndarray, p_value: float, alpha: float) 
 
 def component_flags(*, rank: int, swept_ranks, p_value: float, alpha: float, stability: float,
                     modularity: float, animal_loading: np.ndarray, community_flags: list[list[str]],
-                    duplicate_of: list[int]) -> list[str]:
-    """Flags of one component (``community_flags``: those of its cohesive communities)."""
+                    duplicate_of: list[int], event_share: float = 0.0, max_event_share: float = 1.0) -> list[str]:
+    """Flags of one component (``community_flags``: those of its cohesive communities;
+    ``event_share``: its largest share of energy in one bin of one animal,
+    :func:`dynconn.stages.communities.event_share`)."""
     flags = []
     if swept_ranks is not None and rank_at_edge(rank, swept_ranks):
         flags.append("rank_at_edge")
@@ -122,4 +128,6 @@ def component_flags(*, rank: int, swept_ranks, p_value: float, alpha: float, sta
         flags.append("one_animal")
     if duplicate_of:
         flags.append("duplicate")
+    if event_share > max_event_share:
+        flags.append("transient")
     return flags

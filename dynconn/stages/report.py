@@ -39,7 +39,7 @@ from ..methods import atlas, behaviour, flags, null
 from ..methods import reference as refs
 from ..report import palette
 from ..io.artifacts import atomic_write_bytes
-from .communities import pair_matrix
+from .communities import event_share, pair_matrix
 from ..config import Config
 from ..console import Console
 
@@ -93,6 +93,7 @@ class RunData:
     fit: dict = field(default_factory=dict)
     merged: list = field(default_factory=list)  # [(reported component, [fitted components])] merged duplicates
     f_courses: np.ndarray | None = None  # (A, T, R) per-animal courses (factorize.time_courses: per_animal)
+    max_event_share: float = 1.0  # communities.max_event_share of the communities artifact (1: none)
 
     @property
     def rank(self) -> int:
@@ -148,6 +149,7 @@ def gather(ing, aff, fac, com) -> RunData:
     modularity = np.asarray(com["modularity"], dtype=float) if "modularity" in com else None
     # communities.h5 /levels is (R, L, N), finest level first
     levels = {"membership": np.transpose(np.asarray(com["levels"]), (1, 0, 2))} if "levels" in com else {}
+    max_event_share = float(json.loads(com.attrs.get("params", "{}")).get("max_event_share", 1.0))
     arts = dict(zip(STAGE_NAMES, (ing, aff, fac, com)))
     return RunData(
         layout=layout,
@@ -162,6 +164,7 @@ def gather(ing, aff, fac, com) -> RunData:
         f_animal=np.asarray(fac["factors/animals"], dtype=float),
         f_pairs=np.asarray(fac["factors/pairs"]),
         f_courses=np.asarray(fac["factors/time_by_animal"], dtype=float) if "factors/time_by_animal" in fac else None,
+        max_event_share=max_event_share,
         pairs=np.asarray(aff["pairs"]),
         membership=np.asarray(com["membership"]),
         traces=traces,
@@ -492,6 +495,9 @@ def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | 
     per_animal = animal_loadings(data)
     cohesive_sets = [[sorted(int(i) for i in st["members"]) for st in comp if st["cohesive"]] for comp in stats]
     dups = flags.duplicates(cohesive_sets)
+    fitted = ({"factors/time_by_animal": data.f_courses} if data.f_courses is not None
+              else {"factors/time": data.f_time, "factors/animals": data.f_animal})
+    transient_share = event_share(fitted)
     out = []
     for r, comp_stats in enumerate(stats):
         reps = replication[r] if replication is not None and r < len(replication) else {}
@@ -512,7 +518,8 @@ def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | 
         names = flags.component_flags(
             rank=data.rank, swept_ranks=swept, p_value=comp_p, alpha=alpha, stability=stability,
             modularity=modularity, animal_loading=per_animal[:, r],
-            community_flags=[st["flags"] for st in comp_stats if st["cohesive"]], duplicate_of=dups[r])
+            community_flags=[st["flags"] for st in comp_stats if st["cohesive"]], duplicate_of=dups[r],
+            event_share=float(transient_share[r]), max_event_share=data.max_event_share)
         notes = {name: flags.EXPLAIN[name] for name in names}
         if "duplicate" in notes:
             notes["duplicate"] += ": " + ", ".join(f"C{s}" for s in dups[r])
@@ -524,6 +531,8 @@ def evidence(data: RunData, stats: list[list[dict]], p: dict, null_pool: dict | 
             notes["missing_neurons"] += ": " + "; ".join(where)
         if "unstable" in notes:
             notes["unstable"] += f" (stability {stability:.2f} < {flags.MIN_STABILITY:g})"
+        if "transient" in notes:
+            notes["transient"] += f" ({transient_share[r]:.0%} > {data.max_event_share:g})"
         if "negative_modularity" in notes:
             notes["negative_modularity"] += f" ({modularity:.3f})"
         entry = {"p_value": _rounded(comp_p), "share": _rounded(shares[r]) if shares is not None else None,
